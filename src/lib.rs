@@ -1,0 +1,13 @@
+//! raftlb: a load balancer whose nodes agree on the servers' CPU load with Raft.
+//!
+//! Layout (one direction of dependency, top uses bottom):
+//!
+//! - [`raft`]: the pure Raft core. No sockets, threads, clock, files or codec:
+//!   ticks, messages and proposals in; messages, state to persist and entries to
+//!   apply out.
+//! - [`storage`]: the data dir: hard state, log and snapshots, each record with its
+//!   length and CRC32, fsync before anything is promised.
+//!
+//! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
+
+pub mod raft;

@@ -1,0 +1,130 @@
+//! The core's settings, in logical ticks and bytes: the runtime decides how long a
+//! tick lasts (10 ms by default, so a heartbeat every 5 ticks is 50 ms).
+
+use super::types::{NodeId, ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES};
+
+/// How a Raft node behaves. `Config::new` gives the defaults raftlb runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voter of the cluster, this node included. The cluster is fixed: a dead
+    /// node still counts toward the majority.
+    pub voters: Vec<NodeId>,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_ticks: u64,
+    /// Election timeouts are drawn from `election_ticks_min..election_ticks_max`.
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    /// Run a pre-vote round before a real election, so a node that was cut off
+    /// cannot disrupt a healthy leader when it comes back.
+    pub pre_vote: bool,
+    /// A leader steps down when it has not heard from a majority within an
+    /// election timeout; a follower that heard from a live leader within the minimum
+    /// election timeout refuses votes.
+    pub check_quorum: bool,
+    /// No message the core builds is larger than this (bounded by the estimates of
+    /// `Entry::size_bound` and `MESSAGE_OVERHEAD_BYTES`).
+    pub max_message_bytes: usize,
+    /// At most this many appends are in flight to one follower.
+    pub max_inflight_appends: usize,
+    /// Snapshots are sent in chunks of at most this many bytes.
+    pub snapshot_chunk_bytes: usize,
+    /// The state machine is asked for a snapshot once this many applied entries sit
+    /// in the log after the last snapshot.
+    pub snapshot_threshold_entries: u64,
+}
+
+impl Config {
+    /// The defaults: heartbeat every 5 ticks, elections after 15-30 ticks (50 ms and
+    /// 150-300 ms at 10 ms a tick), 60 KB datagrams.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            heartbeat_ticks: 5,
+            election_ticks_min: 15,
+            election_ticks_max: 30,
+            pre_vote: true,
+            check_quorum: true,
+            max_message_bytes: 60_000,
+            max_inflight_appends: 64,
+            snapshot_chunk_bytes: 48 * 1024,
+            snapshot_threshold_entries: 1000,
+        }
+    }
+
+    /// The largest command data that fits one append message on its own.
+    pub fn max_entry_data_bytes(&self) -> usize {
+        self.max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES)
+    }
+
+    /// Checks the settings; the message says which one is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.voters.contains(&self.id) {
+            return Err(format!("node {} is not among the voters", self.id));
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return Err("duplicate voter id".to_string());
+        }
+        if self.heartbeat_ticks == 0 {
+            return Err("heartbeat_ticks must be at least 1".to_string());
+        }
+        if self.election_ticks_min <= self.heartbeat_ticks {
+            return Err("election_ticks_min must exceed heartbeat_ticks".to_string());
+        }
+        if self.election_ticks_max <= self.election_ticks_min {
+            return Err("election_ticks_max must exceed election_ticks_min".to_string());
+        }
+        if self.max_message_bytes < MESSAGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES + 1 {
+            return Err("max_message_bytes is too small for any entry".to_string());
+        }
+        if self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes + MESSAGE_OVERHEAD_BYTES > self.max_message_bytes
+        {
+            return Err("snapshot_chunk_bytes must be positive and fit one message".to_string());
+        }
+        if self.max_inflight_appends == 0 {
+            return Err("max_inflight_appends must be at least 1".to_string());
+        }
+        if self.snapshot_threshold_entries == 0 {
+            return Err("snapshot_threshold_entries must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// How many votes make a majority of the fixed cluster.
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::new(1, vec![1, 2, 3, 4, 5]).validate().unwrap();
+    }
+
+    #[test]
+    fn quorum_of_five_is_three() {
+        assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).quorum(), 3);
+        assert_eq!(Config::new(1, vec![1, 2, 3, 4]).quorum(), 3);
+        assert_eq!(Config::new(1, vec![1]).quorum(), 1);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut c = Config::new(9, vec![1, 2, 3]);
+        assert!(c.validate().unwrap_err().contains("not among"));
+        c.id = 1;
+        c.election_ticks_max = c.election_ticks_min;
+        assert!(c.validate().unwrap_err().contains("election_ticks_max"));
+    }
+}

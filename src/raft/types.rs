@@ -1,0 +1,252 @@
+//! The values that flow in and out of the Raft core: log entries, the hard state,
+//! snapshots, the messages peers exchange, and the `Ready` hand-off.
+//!
+//! Everything here is plain data. The core never encodes it: the wire module
+//! turns messages into datagrams and the storage module writes entries, hard
+//! state and snapshots to disk, each in its own format.
+
+/// A node's identity inside the core. The runtime maps its human names
+/// (`A`..`E` in nodes.txt) to these numbers.
+pub type NodeId = u64;
+
+/// The kind of a log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Appended by every new leader at the start of its term, so that it can commit
+    /// entries of earlier terms (§5.4.2) and serve reads (§8).
+    Noop,
+    /// A command for the state machine, opaque to the core.
+    Command,
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub term: u64,
+    pub index: u64,
+    pub kind: EntryKind,
+    pub data: Vec<u8>,
+}
+
+impl Entry {
+    /// A conservative upper bound of the bytes this entry takes inside an encoded
+    /// message; the core cuts batches with it so that a datagram never exceeds the
+    /// configured limit whatever the codec's small framing overhead.
+    pub fn size_bound(&self) -> usize {
+        ENTRY_OVERHEAD_BYTES + self.data.len()
+    }
+}
+
+/// Upper bound of what an entry adds to a message besides its data (term, index,
+/// kind, length prefix): three varints of at most 10 bytes plus a tag, rounded up.
+pub const ENTRY_OVERHEAD_BYTES: usize = 40;
+
+/// Upper bound of a message's own fields (from, to, term, tags, indexes, commit).
+pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
+
+/// The state that must be durable before the node says anything that depends on it
+/// (Figure 2: currentTerm, votedFor; commit is kept so a restart can re-apply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: Option<NodeId>,
+    pub commit: u64,
+}
+
+/// Where a snapshot sits in the log: it replaces every entry up to `index`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// A state-machine snapshot with its position in the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// The answer of a follower to an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResult {
+    /// The follower's log now matches the leader's up to `match_index`.
+    Accepted { match_index: u64 },
+    /// The consistency check failed at `rejected_index` (the append's
+    /// `prev_log_index`). The hint lets the leader skip a whole term at once:
+    /// `hint_term` is the term of the follower's entry at `rejected_index` (0 when
+    /// the follower's log is shorter) and `hint_index` the first index the follower
+    /// holds with that term (or its last index + 1 when its log is shorter).
+    Rejected {
+        rejected_index: u64,
+        hint_term: u64,
+        hint_index: u64,
+    },
+}
+
+/// What one node says to another. `term` is the sender's current term, except for
+/// a pre-vote request, which carries the term the sender would campaign in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: u64,
+    pub body: MessageBody,
+}
+
+/// The message kinds of Raft (Figure 2) plus the extensions the core implements:
+/// PreVote (§9.6 of the dissertation), ReadIndex (§6.4), leadership transfer (§3.10)
+/// and chunked snapshots (§7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    RequestVote {
+        pre_vote: bool,
+        last_log_index: u64,
+        last_log_term: u64,
+        /// Set by a candidate campaigning on the leader's TimeoutNow: voters then
+        /// grant even while they still hear from the (stepping down) leader.
+        transfer: bool,
+    },
+    RequestVoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
+    AppendEntries {
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+    },
+    AppendEntriesResponse {
+        result: AppendResult,
+    },
+    /// Keeps followers from campaigning, carries the commit index up to what the
+    /// follower is known to hold, and confirms leadership for reads (`read_seq`).
+    Heartbeat {
+        commit: u64,
+        read_seq: u64,
+    },
+    HeartbeatResponse {
+        read_seq: u64,
+    },
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        /// Where `chunk` starts within the snapshot's data.
+        offset: u64,
+        /// The length of the whole snapshot's data.
+        total_len: u64,
+        chunk: Vec<u8>,
+    },
+    InstallSnapshotResponse {
+        /// The snapshot this answers (its last included index).
+        snapshot_index: u64,
+        /// How many bytes the follower holds; the leader resumes from there.
+        next_offset: u64,
+        /// The follower installed the snapshot (or already had everything in it).
+        done: bool,
+    },
+    /// A follower asks the leader for a read index on behalf of its client.
+    ReadIndex {
+        ctx: u64,
+    },
+    /// The leader's answer: `index` is the read index, or None when it could not
+    /// serve (not leader any more); the follower's caller then retries.
+    ReadIndexResponse {
+        ctx: u64,
+        index: Option<u64>,
+    },
+    /// Leadership transfer: campaign now, without waiting for a timeout.
+    TimeoutNow,
+}
+
+/// A linearizable read that may now be served: once the state machine has applied
+/// `index`, its state reflects every write that completed before the read began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: u64,
+}
+
+/// A read the core could not serve (no leader, leadership lost); the caller
+/// answers its client with an error or retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadFailure {
+    pub ctx: u64,
+}
+
+/// The role of a node (Figure 4, with PreVote's extra step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    /// The name used in `/status` and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate | Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// Everything the core wants done after a round of input, in the order the caller
+/// must do it:
+/// 1. persist `snapshot` (if any), then `entries` and `hard_state`, and fsync;
+/// 2. send `messages` (they may promise what step 1 made durable);
+/// 3. restore the state machine from `snapshot` (if any) and apply
+///    `committed_entries` in order;
+/// 4. serve `read_states` once applied >= their index, fail `read_failures`;
+/// 5. call `Raft::advance`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: it replaces the whole log.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append. When the first one's index is at or below the stored last
+    /// index, the stored log is cut there first (a conflicting suffix is replaced).
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+    pub read_failures: Vec<ReadFailure>,
+}
+
+impl Ready {
+    /// True when the caller must write and fsync before sending.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// Why a proposal was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Only the leader appends; `leader` is who this node believes leads, if anyone.
+    NotLeader { leader: Option<NodeId> },
+    /// The entry could never fit one message (`limit` bytes of data at most).
+    TooLarge { limit: usize },
+    /// The leader is handing leadership over and accepts nothing meanwhile.
+    TransferInProgress,
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader: Some(id) } => {
+                write!(f, "not the leader (node {id} is)")
+            }
+            ProposeError::NotLeader { leader: None } => write!(f, "no leader known"),
+            ProposeError::TooLarge { limit } => {
+                write!(f, "proposal too large (at most {limit} bytes fit one message)")
+            }
+            ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
