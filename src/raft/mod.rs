@@ -16,9 +16,19 @@
 //! run of the simulator replays exactly from its seed.
 
 mod config;
+mod election;
+mod log;
+mod node;
+mod progress;
+mod read;
+mod replication;
 mod rng;
+mod snapshot;
 mod types;
 
 pub use config::Config;
+pub use log::RaftLog;
+pub use node::{Raft, RestoredState};
+pub use progress::{Progress, ProgressState};
 pub use rng::Rng;
 pub use types::*;

@@ -1,0 +1,304 @@
+//! Elections (§5.2) with PreVote and CheckQuorum (dissertation §9.6), the term
+//! rules every message passes through first, and leadership transfer (§3.10).
+
+use super::node::Raft;
+use super::types::*;
+
+impl Raft {
+    /// Follower and candidate clock: campaign when no leader was heard from for a
+    /// randomized election timeout.
+    pub(super) fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_ticks {
+            self.campaign(false);
+        }
+    }
+
+    /// Leader clock: heartbeats, CheckQuorum, and the transfer deadline.
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_ticks_min {
+                self.transferee = None;
+            }
+        }
+        if self.election_elapsed >= self.config.election_ticks_min {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                log::debug!(
+                    "node {} steps down: no quorum heard in term {}",
+                    self.id(),
+                    self.term
+                );
+                let term = self.term;
+                self.become_follower(term, None);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.bcast_heartbeat(None);
+        }
+    }
+
+    /// CheckQuorum: did a majority (counting ourselves) answer since the last check?
+    /// Resets the marks for the next round.
+    fn quorum_recently_active(&mut self) -> bool {
+        let me = self.id();
+        let mut active = 0;
+        for (&id, pr) in self.progress.iter_mut() {
+            if id == me || pr.recent_active {
+                active += 1;
+            }
+            pr.recent_active = id == me;
+        }
+        active >= self.config.quorum()
+    }
+
+    /// Starts an election: a pre-vote round first when configured, unless this is a
+    /// leadership transfer, which goes straight to a real vote.
+    pub(super) fn campaign(&mut self, transfer: bool) {
+        if self.config.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // A pre-candidate keeps its term and vote: it only asks whether it *could*
+        // win, so a node cut off from the cluster does not inflate terms.
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.request_votes(true, false);
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        self.term += 1;
+        self.vote = Some(self.id());
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.request_votes(false, transfer);
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        let me = self.id();
+        self.votes.insert(me, true);
+        if self.won_election() {
+            self.finish_election(pre_vote);
+            return;
+        }
+        let term = if pre_vote { self.term + 1 } else { self.term };
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.peers() {
+            let body = MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                transfer,
+            };
+            self.send_with_term(peer, term, body);
+        }
+    }
+
+    fn won_election(&self) -> bool {
+        self.votes.values().filter(|&&granted| granted).count() >= self.config.quorum()
+    }
+
+    fn lost_election(&self) -> bool {
+        self.votes.values().filter(|&&granted| !granted).count() >= self.config.quorum()
+    }
+
+    fn finish_election(&mut self, pre_vote: bool) {
+        if pre_vote {
+            self.become_candidate(false);
+        } else {
+            self.become_leader();
+            log::debug!("node {} became leader of term {}", self.id(), self.term);
+        }
+    }
+
+    /// The term rules every message passes first. Returns false when the message
+    /// was dealt with here (stale, or refused by the leader lease).
+    pub(super) fn step_term(&mut self, m: &Message) -> bool {
+        use MessageBody::*;
+        if m.term > self.term {
+            match m.body {
+                RequestVote {
+                    pre_vote, transfer, ..
+                } => {
+                    // CheckQuorum's lease: while we hear from a live leader, a
+                    // disruptive candidate gets no answer at all (§9.6).
+                    let in_lease = self.config.check_quorum
+                        && self.leader.is_some()
+                        && self.election_elapsed < self.config.election_ticks_min;
+                    if in_lease && !transfer {
+                        return false;
+                    }
+                    if pre_vote {
+                        return true; // a pre-vote never changes our term
+                    }
+                    self.become_follower(m.term, None);
+                }
+                RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                AppendEntries { .. } | Heartbeat { .. } | InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+            return true;
+        }
+        if m.term < self.term {
+            self.answer_stale(m);
+            return false;
+        }
+        true
+    }
+
+    /// A message from an older term. A stale leader is told the new term so it
+    /// steps down (with CheckQuorum/PreVote it would otherwise never hear it: we
+    /// refuse its votes); a stale pre-candidate is told it cannot win.
+    fn answer_stale(&mut self, m: &Message) {
+        match m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                let result = AppendResult::Rejected {
+                    rejected_index: 0,
+                    hint_term: 0,
+                    hint_index: 0,
+                };
+                self.send(m.from, MessageBody::AppendEntriesResponse { result });
+            }
+            MessageBody::RequestVote { pre_vote: true, .. } => {
+                self.send(
+                    m.from,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn handle_request_vote(
+        &mut self,
+        m: &Message,
+        pre_vote: bool,
+        last_index: u64,
+        last_term: u64,
+    ) {
+        let can_vote = if pre_vote {
+            // m.term is the term the pre-candidate would run in.
+            m.term > self.term
+                || self.vote == Some(m.from)
+                || (self.vote.is_none() && self.leader.is_none())
+        } else {
+            // Once this term's leader is known, nobody else gets our vote (§5.2).
+            self.vote == Some(m.from) || (self.vote.is_none() && self.leader.is_none())
+        };
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        if granted && !pre_vote {
+            self.vote = Some(m.from);
+            self.reset_election_timer();
+        }
+        // A granted pre-vote echoes the pre-candidate's future term so it counts.
+        let term = if pre_vote && granted {
+            m.term
+        } else {
+            self.term
+        };
+        self.send_with_term(
+            m.from,
+            term,
+            MessageBody::RequestVoteResponse { pre_vote, granted },
+        );
+    }
+
+    pub(super) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        granted: bool,
+    ) {
+        let expected = match self.role {
+            Role::PreCandidate => pre_vote && term == self.term + 1,
+            Role::Candidate => !pre_vote && term == self.term,
+            _ => false,
+        };
+        if !expected {
+            return;
+        }
+        self.votes.insert(from, granted);
+        if self.won_election() {
+            self.finish_election(pre_vote);
+        } else if self.lost_election() {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// Hands leadership to `target` (a node stopping gracefully does this first).
+    /// Proposals are refused meanwhile; the target is brought up to date and then
+    /// told to campaign at once. Abandoned after an election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if target == self.id() || !self.config.voters.contains(&target) {
+            return Ok(());
+        }
+        self.transferee = Some(target);
+        self.transfer_elapsed = 0;
+        self.maybe_send_timeout_now();
+        if self.transferee.is_some() {
+            self.send_append(target, true);
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// During a transfer, once the target's log matches ours, tell it to campaign.
+    pub(super) fn maybe_send_timeout_now(&mut self) {
+        let Some(target) = self.transferee else {
+            return;
+        };
+        let caught_up = self
+            .progress
+            .get(&target)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
+        if caught_up {
+            self.send(target, MessageBody::TimeoutNow);
+        }
+    }
+
+    pub(super) fn handle_timeout_now(&mut self) {
+        if self.role != Role::Leader {
+            log::debug!("node {} campaigns on the leader's request", self.id());
+            self.campaign(true);
+        }
+    }
+
+    /// Picks the most up-to-date follower to hand leadership to (None without
+    /// followers).
+    pub fn best_transfer_target(&self) -> Option<NodeId> {
+        let me = self.id();
+        self.progress
+            .iter()
+            .filter(|(&id, _)| id != me)
+            .max_by_key(|(&id, pr)| (pr.recent_active, pr.match_index, std::cmp::Reverse(id)))
+            .map(|(&id, _)| id)
+    }
+}

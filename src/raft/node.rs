@@ -1,0 +1,417 @@
+//! The Raft state machine of one node: its fields, the role transitions
+//! (`become_follower/pre_candidate/candidate/leader`), the clock (`tick`), the
+//! entry point for messages (`step`) and the `ready`/`advance` hand-off.
+//!
+//! The protocol's halves live beside this file: `election.rs` (votes, PreVote,
+//! CheckQuorum, leadership transfer), `replication.rs` (appends, heartbeats,
+//! commit), `snapshot.rs` (chunked install), `read.rs` (ReadIndex).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::config::Config;
+use super::log::RaftLog;
+use super::progress::Progress;
+use super::read::ReadQueue;
+use super::rng::Rng;
+use super::snapshot::IncomingSnapshot;
+use super::types::*;
+
+/// What storage kept across a restart; `Raft::new` resumes from it.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredState {
+    pub hard_state: HardState,
+    /// The latest snapshot; the caller restores its state machine from it too.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// One Raft node. See the module docs of `raft` for how to drive it.
+#[derive(Debug)]
+pub struct Raft {
+    pub(super) config: Config,
+    pub(super) term: u64,
+    pub(super) vote: Option<NodeId>,
+    pub(super) role: Role,
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog,
+    /// Followers' progress (leader only; empty otherwise). The leader's own entry
+    /// tracks what it persisted.
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// Votes received in the current (pre-)election: voter -> granted.
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    /// Ticks since the last heartbeat sent (leader).
+    pub(super) heartbeat_elapsed: u64,
+    /// Ticks since we last heard from a leader or granted a vote (follower), since
+    /// the election started (candidate), or since the last CheckQuorum (leader).
+    pub(super) election_elapsed: u64,
+    /// This term's election timeout, drawn at random when the timer resets.
+    pub(super) randomized_election_ticks: u64,
+    /// A leadership transfer in progress: the node that should take over.
+    pub(super) transferee: Option<NodeId>,
+    /// Ticks since the transfer began; it is abandoned after an election timeout.
+    pub(super) transfer_elapsed: u64,
+    pub(super) reads: ReadQueue,
+    pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    pub(super) rng: Rng,
+    /// Output collected for the next `Ready`.
+    pub(super) messages: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    pub(super) read_failures: Vec<ReadFailure>,
+    /// The hard state last handed out in a `Ready`.
+    last_hard_state: HardState,
+}
+
+impl Raft {
+    /// A node resuming from `restored`, with election timeouts drawn from `seed`.
+    pub fn new(config: Config, restored: RestoredState, seed: u64) -> Result<Raft, String> {
+        config.validate()?;
+        let snapshot = restored.snapshot.unwrap_or_default();
+        if restored
+            .entries
+            .first()
+            .is_some_and(|e| e.index != snapshot.meta.index + 1)
+        {
+            return Err("restored entries do not follow the snapshot".to_string());
+        }
+        let hs = restored.hard_state;
+        let log = RaftLog::restore_from(snapshot, restored.entries, hs.commit);
+        let mut raft = Raft {
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            heartbeat_elapsed: 0,
+            election_elapsed: 0,
+            randomized_election_ticks: 0,
+            transferee: None,
+            transfer_elapsed: 0,
+            reads: ReadQueue::default(),
+            incoming_snapshot: None,
+            rng: Rng::new(seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            messages: Vec::new(),
+            read_states: Vec::new(),
+            read_failures: Vec::new(),
+            last_hard_state: hs,
+            config,
+        };
+        raft.last_hard_state.commit = raft.log.committed();
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Who this node believes leads the current term (itself when it leads).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.log.applied()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed(),
+        }
+    }
+
+    /// The leader's view of a follower (None on other roles).
+    pub fn progress_of(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.get(&id)
+    }
+
+    pub(super) fn peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != me)
+            .collect()
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_with_term(to, term, body);
+    }
+
+    pub(super) fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        let from = self.config.id;
+        self.messages.push(Message {
+            from,
+            to,
+            term,
+            body,
+        });
+    }
+
+    pub(super) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let (min, max) = (
+            self.config.election_ticks_min,
+            self.config.election_ticks_max,
+        );
+        self.randomized_election_ticks = self.rng.range(min, max);
+    }
+
+    /// Leaves any role for follower in `term`, following `leader` if known.
+    pub(super) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        if self.role == Role::Leader {
+            self.fail_pending_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.votes.clear();
+        self.transferee = None;
+        self.reset_election_timer();
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        assert!(
+            self.role == Role::Candidate,
+            "only a candidate becomes leader"
+        );
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timer();
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .config
+            .voters
+            .iter()
+            .map(|&id| (id, Progress::new(next)))
+            .collect();
+        let me = self.config.id;
+        let own = self.progress.get_mut(&me).expect("the leader is a voter");
+        own.match_index = self.log.persisted();
+        own.become_replicate();
+        own.recent_active = true;
+        // §5.4.2 / §8: a no-op of the new term lets earlier entries commit and
+        // tells the leader what is committed, so it can serve reads.
+        let noop = Entry {
+            term: self.term,
+            index: next,
+            kind: EntryKind::Noop,
+            data: Vec::new(),
+        };
+        self.log.append(vec![noop]);
+        self.bcast_append();
+        self.maybe_commit();
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+        self.check_invariants();
+    }
+
+    /// Takes one message from a peer. Messages from unknown nodes, or addressed to
+    /// another node, are ignored (the runtime drops them earlier and counts them).
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.config.id
+            || m.from == self.config.id
+            || !self.config.voters.contains(&m.from)
+        {
+            return;
+        }
+        if self.step_term(&m) {
+            self.step_role(m);
+        }
+        self.check_invariants();
+    }
+
+    fn step_role(&mut self, m: Message) {
+        let from = m.from;
+        match m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_request_vote(&m, pre_vote, last_log_index, last_log_term),
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(from, m.term, pre_vote, granted)
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => self.handle_append(from, prev_log_index, prev_log_term, entries, leader_commit),
+            MessageBody::AppendEntriesResponse { result } => {
+                self.handle_append_response(from, result)
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                self.handle_heartbeat(from, commit, read_seq)
+            }
+            MessageBody::HeartbeatResponse { read_seq } => {
+                self.handle_heartbeat_response(from, read_seq)
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                total_len,
+                chunk,
+            } => self.handle_snapshot_chunk(from, meta, offset, total_len, chunk),
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                next_offset,
+                done,
+            } => self.handle_snapshot_response(from, snapshot_index, next_offset, done),
+            MessageBody::ReadIndex { ctx } => self.handle_read_index_request(from, ctx),
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                self.handle_read_index_response(ctx, index)
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
+        }
+    }
+
+    /// Appends a command to the log (leader only). Returns its index and term: the
+    /// command took effect once an entry with this index and term is applied (a
+    /// different term at that index means it was lost to a leader change).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let limit = self.config.max_entry_data_bytes();
+        if data.len() > limit {
+            return Err(ProposeError::TooLarge { limit });
+        }
+        let index = self.log.last_index() + 1;
+        let entry = Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::Command,
+            data,
+        };
+        self.log.append(vec![entry]);
+        self.bcast_append();
+        self.maybe_commit();
+        self.check_invariants();
+        Ok((index, self.term))
+    }
+
+    /// Whether `ready` has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.messages.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || !self.read_states.is_empty()
+            || !self.read_failures.is_empty()
+            || self.hard_state() != self.last_hard_state
+    }
+
+    /// Hands out everything to persist, send, apply and serve since the last call.
+    /// The caller does it in the order `Ready`'s docs give, then calls `advance`.
+    pub fn ready(&mut self) -> Ready {
+        let hs = self.hard_state();
+        let hard_state = (hs != self.last_hard_state).then_some(hs);
+        self.last_hard_state = hs;
+        let (snapshot, entries) = self.log.take_unstable();
+        Ready {
+            hard_state,
+            snapshot,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            committed_entries: self.log.take_committed(),
+            read_states: std::mem::take(&mut self.read_states),
+            read_failures: std::mem::take(&mut self.read_failures),
+        }
+    }
+
+    /// The caller persisted (and fsynced) the last `Ready`. A leader now counts its
+    /// own log toward commit up to what is durable.
+    pub fn advance(&mut self) {
+        self.log.mark_persisted();
+        if self.role == Role::Leader {
+            let persisted = self.log.persisted();
+            let me = self.config.id;
+            if let Some(own) = self.progress.get_mut(&me) {
+                own.maybe_update(persisted);
+            }
+            self.maybe_commit();
+        }
+        self.check_invariants();
+    }
+
+    /// Whether the state machine should be asked for a snapshot (the applied part of
+    /// the log passed the configured threshold).
+    pub fn wants_snapshot(&self) -> bool {
+        self.log.applied_since_snapshot() >= self.config.snapshot_threshold_entries
+    }
+
+    /// Replaces the log up to `index` (applied and persisted) with the state
+    /// machine's snapshot `data` taken there. Returns the snapshot for the caller
+    /// to store, or None when `index` cannot be compacted.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Option<Snapshot> {
+        let snapshot = self.log.compact(index, data);
+        self.check_invariants();
+        snapshot
+    }
+
+    /// The quorum-visible invariants of this node (openraft's checker): run after
+    /// every transition in debug and test builds.
+    pub(super) fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.log.check_invariants();
+        if let Some(vote) = self.vote {
+            assert!(self.config.voters.contains(&vote), "voted for a stranger");
+        }
+        if self.role == Role::Leader {
+            assert_eq!(self.leader, Some(self.config.id));
+            assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+        }
+        let voters: BTreeSet<NodeId> = self.config.voters.iter().copied().collect();
+        assert!(self.progress.keys().all(|id| voters.contains(id)));
+    }
+}
