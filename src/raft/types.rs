@@ -242,7 +242,10 @@ impl std::fmt::Display for ProposeError {
             }
             ProposeError::NotLeader { leader: None } => write!(f, "no leader known"),
             ProposeError::TooLarge { limit } => {
-                write!(f, "proposal too large (at most {limit} bytes fit one message)")
+                write!(
+                    f,
+                    "proposal too large (at most {limit} bytes fit one message)"
+                )
             }
             ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
         }
