@@ -11,3 +11,4 @@
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod raft;
+pub mod storage;
