@@ -1,0 +1,231 @@
+//! The simulator's oracle: it sees every entry written, every message sent, every
+//! entry applied and every read served, and panics at the first violation of a
+//! safety property, naming the seed.
+
+use std::collections::HashMap;
+
+use raftlb::raft::{Entry, Message, MessageBody, NodeId, Raft, RestoredState, Role, Snapshot};
+
+use super::statemachine::{entry_hash, mix, Counter};
+use super::Cluster;
+
+#[derive(Default)]
+pub struct Oracle {
+    /// Election safety: term -> the one leader it had.
+    leaders: HashMap<u64, NodeId>,
+    /// Log matching: (index, term) -> (entry hash, term of the previous entry).
+    entries: HashMap<(u64, u64), (u64, u64)>,
+    /// The committed sequence as applied anywhere: [i - 1] = (term, hash) of index i.
+    committed: Vec<(u64, u64)>,
+    /// The state machine's hash chain after index i ([i - 1]).
+    chains: Vec<u64>,
+    /// The last term in which each node was checked for leader completeness.
+    completeness_checked: HashMap<NodeId, u64>,
+    /// What each node promised in messages it sent: the highest term, and the vote
+    /// it cast (term, candidate). A restart must remember both.
+    promises: HashMap<NodeId, (u64, Option<(u64, NodeId)>)>,
+    /// Proposals: (index, term) -> (proposer, value).
+    proposals: HashMap<(u64, u64), (NodeId, u64)>,
+    /// Values whose proposer applied them: their client was told "done".
+    pub acknowledged: Vec<u64>,
+    max_acknowledged_index: u64,
+    /// Reads in flight: ctx -> the highest acknowledged write index at its start.
+    reads: HashMap<u64, u64>,
+    pub reads_checked: u64,
+    pub elections: u64,
+}
+
+impl Oracle {
+    pub fn committed_len(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    /// Log matching (§5.3): entries with the same index and term are identical and
+    /// follow the same previous term (hence, by induction, identical prefixes).
+    pub fn check_entries(&mut self, id: NodeId, raft: &Raft, written: &[Entry]) {
+        for e in written {
+            let prev_term = if e.index == 1 {
+                0
+            } else {
+                raft.log()
+                    .term(e.index - 1)
+                    .expect("entries follow the log")
+            };
+            let seen = (entry_hash(e), prev_term);
+            let known = *self.entries.entry((e.index, e.term)).or_insert(seen);
+            assert_eq!(
+                known, seen,
+                "log matching violated at node {id}: index {} term {}",
+                e.index, e.term
+            );
+        }
+    }
+
+    /// Election safety and leader completeness, after every step.
+    pub fn check_node(&mut self, id: NodeId, raft: &Raft, seed: u64) {
+        let term = raft.term();
+        if raft.role() == Role::Leader {
+            let leader = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(
+                leader, id,
+                "seed {seed}: two leaders in term {term}: {leader} and {id}"
+            );
+            if self.completeness_checked.get(&id) != Some(&term) {
+                self.completeness_checked.insert(id, term);
+                self.elections += 1;
+                self.check_completeness(id, raft, seed);
+            }
+        }
+        let commit = raft.commit_index();
+        if commit > raft.log().snapshot_meta().index && commit <= self.committed_len() {
+            let expected = self.committed[(commit - 1) as usize].0;
+            assert_eq!(
+                raft.log().term(commit),
+                Some(expected),
+                "seed {seed}: node {id} committed a different entry at {commit}"
+            );
+        }
+    }
+
+    /// Leader completeness (§5.4): a new leader holds every committed entry.
+    fn check_completeness(&self, id: NodeId, raft: &Raft, seed: u64) {
+        let log = raft.log();
+        assert!(
+            log.last_index() >= self.committed_len(),
+            "seed {seed}: leader {id} of term {} lacks committed entries (last {} < {})",
+            raft.term(),
+            log.last_index(),
+            self.committed_len()
+        );
+        for index in log.first_index()..=self.committed_len() {
+            let (term, hash) = self.committed[(index - 1) as usize];
+            let entry = log.entry(index).expect("within the log");
+            assert!(
+                entry.term == term && entry_hash(entry) == hash,
+                "seed {seed}: leader {id} of term {} has a different entry at committed index {index}",
+                raft.term()
+            );
+        }
+    }
+
+    /// State machine safety: every node applies the same entry at each index.
+    pub fn applied(&mut self, id: NodeId, entry: &Entry) {
+        let index = entry.index;
+        let seen = (entry.term, entry_hash(entry));
+        let len = self.committed_len();
+        if index <= len {
+            assert_eq!(
+                self.committed[(index - 1) as usize],
+                seen,
+                "node {id} applied a different entry at {index}"
+            );
+        } else {
+            assert_eq!(
+                index,
+                len + 1,
+                "node {id} applied {index} past the known committed prefix {len}"
+            );
+            let chain = mix(self.chains.last().copied().unwrap_or(0), &[seen.1], &[]);
+            self.committed.push(seen);
+            self.chains.push(chain);
+        }
+        if let Some(&(proposer, value)) = self.proposals.get(&(index, entry.term)) {
+            let data =
+                u64::from_le_bytes(entry.data.as_slice().try_into().expect("8-byte commands"));
+            assert_eq!(
+                data, value,
+                "the entry at {index} is not what was proposed there"
+            );
+            if proposer == id {
+                self.acknowledged.push(value);
+                self.max_acknowledged_index = self.max_acknowledged_index.max(index);
+            }
+        }
+    }
+
+    /// A snapshot installed from the leader holds exactly the committed history.
+    pub fn check_snapshot(&self, id: NodeId, snapshot: &Snapshot) {
+        let index = snapshot.meta.index;
+        assert!(
+            index <= self.committed_len(),
+            "node {id} installed a snapshot beyond the committed prefix"
+        );
+        assert_eq!(
+            Counter::chain_of(snapshot),
+            self.chains[(index - 1) as usize],
+            "node {id} installed a wrong snapshot"
+        );
+    }
+
+    pub fn proposed(&mut self, proposer: NodeId, index: u64, term: u64, value: u64) {
+        self.proposals.insert((index, term), (proposer, value));
+    }
+
+    /// Remembers the term and vote each message promises.
+    pub fn sent(&mut self, m: &Message) {
+        let (term, vote) = match m.body {
+            MessageBody::RequestVote { pre_vote: true, .. }
+            | MessageBody::RequestVoteResponse { pre_vote: true, .. } => return,
+            MessageBody::RequestVote { .. } => (m.term, Some((m.term, m.from))),
+            MessageBody::RequestVoteResponse { granted: true, .. } => {
+                (m.term, Some((m.term, m.to)))
+            }
+            _ => (m.term, None),
+        };
+        let promise = self.promises.entry(m.from).or_insert((0, None));
+        promise.0 = promise.0.max(term);
+        if vote.is_some() {
+            promise.1 = vote;
+        }
+    }
+
+    /// Durability: a restarted node remembers its term and the vote it cast.
+    pub fn check_restart(&self, id: NodeId, restored: &RestoredState) {
+        let Some(&(term, vote)) = self.promises.get(&id) else {
+            return;
+        };
+        let hs = restored.hard_state;
+        assert!(
+            hs.term >= term,
+            "node {id} forgot its term: restarted at {} after promising {term}",
+            hs.term
+        );
+        if let Some((vote_term, candidate)) = vote {
+            if hs.term == vote_term {
+                assert_eq!(
+                    hs.vote,
+                    Some(candidate),
+                    "node {id} forgot its vote in term {vote_term}"
+                );
+            }
+        }
+    }
+
+    pub fn read_started(&mut self, ctx: u64) {
+        self.reads.insert(ctx, self.max_acknowledged_index);
+    }
+
+    /// Linearizable reads: a read sees every write acknowledged before it started.
+    pub fn read_served(&mut self, ctx: u64, index: u64, seed: u64) {
+        if let Some(floor) = self.reads.remove(&ctx) {
+            assert!(
+                index >= floor,
+                "seed {seed}: read {ctx} at index {index} misses a write acknowledged at {floor}"
+            );
+            self.reads_checked += 1;
+        }
+    }
+
+    /// No acknowledged write is lost: every node holds every one.
+    pub fn check_acknowledged(&self, cluster: &Cluster, seed: u64) {
+        for id in cluster.ids() {
+            let sm = &cluster.node(id).sm;
+            for value in &self.acknowledged {
+                assert!(
+                    sm.contains(*value),
+                    "seed {seed}: node {id} lost acknowledged value {value}"
+                );
+            }
+        }
+    }
+}
