@@ -13,7 +13,7 @@ mod sim;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use raftlb::raft::Rng;
+use raftlb::raft::{Config, Rng, MESSAGE_OVERHEAD_BYTES};
 use sim::{Cluster, Faults, Stats};
 
 /// Ticks of faults per seed (10 ms each in the real runtime: 20 s of chaos).
@@ -31,7 +31,7 @@ struct Outcome {
 fn run_seed(seed: u64, ticks: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let size = if rng.chance(1, 2) { 3 } else { 5 };
-    let mut cluster = Cluster::new(size, seed);
+    let mut cluster = Cluster::with_config(random_config(size, &mut rng), seed);
     cluster.faults = Faults::chaos(&mut rng);
     for _ in 0..ticks {
         cluster.chaos_step();
@@ -44,6 +44,21 @@ fn run_seed(seed: u64, ticks: u64) -> Outcome {
         reads: cluster.oracle.reads_checked,
         stats: cluster.stats,
     }
+}
+
+/// Settings drawn per seed: tiny messages (one entry each) up to roomy ones, so
+/// that batches are cut everywhere; a window of 1 to 8 appends; frequent
+/// snapshots; and now and then PreVote or CheckQuorum off, since safety must not
+/// depend on them.
+fn random_config(size: u64, rng: &mut Rng) -> Config {
+    let mut config = Config::new(1, (1..=size).collect());
+    config.max_message_bytes = rng.range(MESSAGE_OVERHEAD_BYTES as u64 + 48, 1024) as usize;
+    config.snapshot_chunk_bytes = (config.max_message_bytes - MESSAGE_OVERHEAD_BYTES).min(200);
+    config.max_inflight_appends = rng.range(1, 9) as usize;
+    config.snapshot_threshold_entries = rng.range(10, 80);
+    config.pre_vote = !rng.chance(1, 4);
+    config.check_quorum = !rng.chance(1, 4);
+    config
 }
 
 #[test]

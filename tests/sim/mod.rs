@@ -30,6 +30,8 @@ pub struct Faults {
     /// Messages are delayed 0..=max_delay_ticks ticks (which also reorders them).
     pub max_delay_ticks: u64,
     pub crash_per_mille: u64,
+    /// Crashes aimed at the leader, the node whose loss tests the most.
+    pub leader_crash_per_mille: u64,
     pub restart_per_mille: u64,
     pub partition_per_mille: u64,
     pub heal_per_mille: u64,
@@ -46,6 +48,7 @@ impl Faults {
             duplicate_per_mille: rng.range(0, 60),
             max_delay_ticks: rng.range(0, 8),
             crash_per_mille: rng.range(0, 8),
+            leader_crash_per_mille: rng.range(0, 20),
             restart_per_mille: rng.range(10, 60),
             partition_per_mille: rng.range(0, 8),
             heal_per_mille: rng.range(10, 50),
@@ -342,11 +345,19 @@ impl Cluster {
                 let moved = c.leader().is_some_and(|l| c.raft(l).term() != term);
                 moved || c.up_ids().iter().all(|&id| c.node(id).sm.contains(value))
             });
-            if applied.is_some() && self.up_ids().iter().all(|&id| self.node(id).sm.contains(value)) {
+            if applied.is_some()
+                && self
+                    .up_ids()
+                    .iter()
+                    .all(|&id| self.node(id).sm.contains(value))
+            {
                 return value;
             }
         }
-        panic!("seed {}: no write committed everywhere within {max_ticks} ticks", self.seed)
+        panic!(
+            "seed {}: no write committed everywhere within {max_ticks} ticks",
+            self.seed
+        )
     }
 
     /// Starts a linearizable read at `id`.
@@ -424,7 +435,10 @@ impl Cluster {
     }
 
     fn handle_ready(&mut self, id: NodeId, rd: Ready) {
-        let raft = self.nodes[(id - 1) as usize].raft.as_ref().expect("node is up");
+        let raft = self.nodes[(id - 1) as usize]
+            .raft
+            .as_ref()
+            .expect("node is up");
         self.oracle.check_entries(id, raft, &rd.entries);
         let node = self.node_mut(id);
         let storage = node.storage.as_mut().expect("node is up");
@@ -469,7 +483,9 @@ impl Cluster {
             if let Some(snapshot) = raft.compact(applied, data) {
                 self.stats.compactions += 1;
                 let storage = node.storage.as_mut().expect("node is up");
-                storage.apply_snapshot(&snapshot).expect("memdir does not fail");
+                storage
+                    .apply_snapshot(&snapshot)
+                    .expect("memdir does not fail");
             }
         }
     }
@@ -506,6 +522,16 @@ impl Cluster {
         if self.rng.chance(f.crash_per_mille, 1000) {
             let id = pick(&mut self.rng);
             if self.is_up(id) {
+                self.crash(id);
+            }
+        }
+        if self.rng.chance(f.leader_crash_per_mille, 1000) {
+            let leaders: Vec<NodeId> = self
+                .up_ids()
+                .into_iter()
+                .filter(|&id| self.raft(id).role() == Role::Leader)
+                .collect();
+            if let Some(&id) = leaders.first() {
                 self.crash(id);
             }
         }
