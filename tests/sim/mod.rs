@@ -16,7 +16,9 @@ pub mod statemachine;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftlb::raft::{Config, Message, MessageBody, NodeId, Raft, Ready, RestoredState, Rng, Role};
+use raftlb::raft::{
+    Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, RestoredState, Rng, Role,
+};
 use raftlb::storage::{MemDir, Storage};
 
 use oracle::Oracle;
@@ -92,6 +94,10 @@ pub struct Cluster {
     /// Links that drop everything: (from, to).
     pub cut: BTreeSet<(NodeId, NodeId)>,
     pub oracle: Oracle,
+    /// Drops every message for which it returns false (targeted faults).
+    pub filter: Option<Box<dyn Fn(&Message) -> bool>>,
+    /// Every message sent, when tracing is on.
+    pub trace: Option<Vec<Message>>,
     next_value: u64,
     next_read_ctx: u64,
     pub stats: Stats,
@@ -105,6 +111,7 @@ pub struct Stats {
     pub crashes: u64,
     pub snapshots_installed: u64,
     pub compactions: u64,
+    pub read_failures: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -114,6 +121,7 @@ impl std::ops::AddAssign for Stats {
         self.crashes += o.crashes;
         self.snapshots_installed += o.snapshots_installed;
         self.compactions += o.compactions;
+        self.read_failures += o.read_failures;
     }
 }
 
@@ -130,13 +138,36 @@ impl Cluster {
         Cluster::with_config(config, seed)
     }
 
+    /// A cluster whose nodes start from the given durable state (a hard state and
+    /// a log each), written through the real storage before they start.
+    pub fn with_logs(config: Config, seed: u64, states: Vec<(HardState, Vec<Entry>)>) -> Cluster {
+        let disks: Vec<MemDir> = states
+            .into_iter()
+            .map(|(hs, entries)| {
+                let disk = MemDir::new();
+                let (mut storage, _) = Storage::open(disk.clone()).expect("a fresh memdir opens");
+                storage.append(&entries).expect("memdir does not fail");
+                storage.set_hard_state(hs).expect("memdir does not fail");
+                storage.sync().expect("memdir does not fail");
+                disk
+            })
+            .collect();
+        Cluster::build(config, seed, disks)
+    }
+
     pub fn with_config(config: Config, seed: u64) -> Cluster {
+        let disks = config.voters.iter().map(|_| MemDir::new()).collect();
+        Cluster::build(config, seed, disks)
+    }
+
+    fn build(config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
         let nodes = config
             .voters
             .iter()
-            .map(|&id| SimNode {
+            .zip(disks)
+            .map(|(&id, disk)| SimNode {
                 id,
-                disk: MemDir::new(),
+                disk,
                 raft: None,
                 storage: None,
                 sm: Counter::default(),
@@ -155,6 +186,8 @@ impl Cluster {
             next_order: 0,
             cut: BTreeSet::new(),
             oracle: Oracle::default(),
+            filter: None,
+            trace: None,
             next_value: 1,
             next_read_ctx: 1,
             stats: Stats::default(),
@@ -267,6 +300,20 @@ impl Cluster {
         self.after_step();
     }
 
+    /// One tick in which only `ids` see time pass (the others' clocks stand still,
+    /// so they never time out): how a test picks who campaigns.
+    pub fn tick_only(&mut self, ids: &[NodeId]) {
+        self.now += 1;
+        for &id in ids {
+            if self.is_up(id) {
+                self.raft_mut(id).tick();
+                self.process_ready(id);
+            }
+        }
+        self.deliver_due();
+        self.after_step();
+    }
+
     pub fn run(&mut self, ticks: u64) {
         for _ in 0..ticks {
             self.tick();
@@ -327,9 +374,9 @@ impl Cluster {
         Some((value, index, term))
     }
 
-    /// Proposes at the leader and runs until every live node applied it,
-    /// proposing again when leadership moves (a transfer, a lost entry), all within
-    /// `max_ticks`.
+    /// Proposes at the leader and runs until every live node the leader can reach
+    /// applied it, proposing again when leadership moves (a transfer, a lost
+    /// entry), all within `max_ticks`.
     pub fn commit_one(&mut self, max_ticks: u64) -> u64 {
         let deadline = self.now + max_ticks;
         while self.now < deadline {
@@ -341,23 +388,64 @@ impl Cluster {
                 self.tick();
                 continue;
             };
-            let applied = self.run_until(deadline - self.now, |c| {
-                let moved = c.leader().is_some_and(|l| c.raft(l).term() != term);
-                moved || c.up_ids().iter().all(|&id| c.node(id).sm.contains(value))
-            });
-            if applied.is_some()
-                && self
-                    .up_ids()
+            let everywhere = |c: &Cluster| {
+                c.reachable_from(leader)
                     .iter()
-                    .all(|&id| self.node(id).sm.contains(value))
-            {
+                    .all(|&id| c.node(id).sm.contains(value))
+            };
+            self.run_until(deadline - self.now, |c| {
+                c.leader().is_some_and(|l| c.raft(l).term() != term) || everywhere(c)
+            });
+            if everywhere(self) {
                 return value;
             }
         }
         panic!(
-            "seed {}: no write committed everywhere within {max_ticks} ticks",
-            self.seed
+            "seed {}: no write committed everywhere within {max_ticks} ticks\n{}",
+            self.seed,
+            self.dump()
         )
+    }
+
+    /// The live nodes `from` can exchange messages with (itself included).
+    pub fn reachable_from(&self, from: NodeId) -> Vec<NodeId> {
+        let linked =
+            |id: NodeId| !self.cut.contains(&(from, id)) && !self.cut.contains(&(id, from));
+        self.up_ids().into_iter().filter(|&id| linked(id)).collect()
+    }
+
+    /// Every node's state in a few lines, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let Some(r) = &node.raft else {
+                out.push_str(&format!("node {}: down\n", node.id));
+                continue;
+            };
+            let log = r.log();
+            out.push_str(&format!(
+                "node {}: {:?} term {} leader {:?} commit {} applied {} log {}..={} sm {}\n",
+                node.id,
+                r.role(),
+                r.term(),
+                r.leader(),
+                r.commit_index(),
+                r.applied_index(),
+                log.first_index(),
+                log.last_index(),
+                node.sm.applied_index
+            ));
+            for id in self.ids() {
+                if let Some(p) = r.progress_of(id) {
+                    out.push_str(&format!(
+                        "    {id}: {:?} match {} next {}\n",
+                        p.state, p.match_index, p.next_index
+                    ));
+                }
+            }
+        }
+        out.push_str(&format!("cut: {:?}\n", self.cut));
+        out
     }
 
     /// Starts a linearizable read at `id`.
@@ -371,7 +459,11 @@ impl Cluster {
     }
 
     pub fn send_to_network(&mut self, msg: Message) {
-        if self.cut.contains(&(msg.from, msg.to)) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(msg.clone());
+        }
+        if self.cut.contains(&(msg.from, msg.to)) || self.filter.as_ref().is_some_and(|f| !f(&msg))
+        {
             return;
         }
         let f = self.faults.clone();
@@ -470,6 +562,7 @@ impl Cluster {
             self.oracle.applied(id, &entry);
             self.node_mut(id).sm.apply(&entry);
         }
+        self.stats.read_failures += rd.read_failures.len() as u64;
         for read in rd.read_states {
             self.node_mut(id).pending_reads.insert(read.ctx, read.index);
         }
@@ -608,19 +701,26 @@ impl Cluster {
         }
     }
 
-    /// After healing: a leader, a new proposal applied everywhere, and every node
-    /// agreeing on the whole applied history.
+    /// After healing: a leader, a new proposal applied on every live node, and
+    /// all of them agreeing on the whole applied history.
     pub fn check_liveness(&mut self, max_ticks: u64) {
         let value = self.commit_one(max_ticks);
         let target = self.oracle.committed_len();
         self.run_until(max_ticks, |c| {
-            c.ids()
+            c.up_ids()
                 .iter()
                 .all(|&id| c.node(id).sm.applied_index == target)
         })
-        .unwrap_or_else(|| panic!("seed {}: nodes did not all apply up to {target}", self.seed));
-        let reference = self.node(1).sm.chain;
-        for id in self.ids() {
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {}: nodes did not all apply up to {target}\n{}",
+                self.seed,
+                self.dump()
+            )
+        });
+        let up = self.up_ids();
+        let reference = self.node(up[0]).sm.chain;
+        for id in up {
             let sm = &self.node(id).sm;
             assert!(
                 sm.contains(value),
