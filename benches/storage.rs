@@ -21,7 +21,7 @@ struct Case {
 
 /// One run: returns (entries/s, syncs/s).
 fn run(case: &Case) -> (f64, f64) {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir under target/");
     let dir = FsDir::open(tmp.path()).expect("data dir");
     let (mut storage, _) = Storage::open(dir).expect("open");
     let mut index = 0;

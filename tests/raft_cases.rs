@@ -553,3 +553,40 @@ fn proposals_that_cannot_fit_a_message_are_refused() {
         })
     );
 }
+
+/// Figure 2: currentTerm and votedFor are on stable storage before the vote is
+/// answered. A voter that crashes right after voting must remember the vote, or it
+/// could vote again in the same term and let two leaders win it.
+#[test]
+fn a_vote_survives_a_crash_right_after_it_is_cast() {
+    let mut c = Cluster::new(3, SEED);
+    c.trace = Some(Vec::new());
+    let granted = |c: &Cluster| {
+        c.trace
+            .as_ref()
+            .expect("tracing")
+            .iter()
+            .find_map(|m| match m.body {
+                MessageBody::RequestVoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                } => Some((m.from, m.to, m.term)),
+                _ => None,
+            })
+    };
+    for _ in 0..ELECTION_BOUND {
+        c.tick_only(&[1]);
+        if granted(&c).is_some() {
+            break;
+        }
+    }
+    let (voter, candidate, term) = granted(&c).expect("node 1 campaigned and got a vote");
+    c.crash(voter);
+    c.start(voter);
+    let hs = c.raft(voter).hard_state();
+    assert_eq!(
+        (hs.term, hs.vote),
+        (term, Some(candidate)),
+        "the vote was not durable"
+    );
+}

@@ -11,55 +11,24 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod chaos;
+pub mod network;
 pub mod oracle;
 pub mod statemachine;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use raftlb::raft::{
-    Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, RestoredState, Rng, Role,
+    Config, Entry, HardState, Message, NodeId, Raft, Ready, RestoredState, Rng, Role,
 };
 use raftlb::storage::{MemDir, Storage};
 
+pub use chaos::Faults;
 use oracle::Oracle;
 use statemachine::Counter;
 
-/// Fault rates, each in parts per thousand per message or per tick.
-#[derive(Clone, Debug, Default)]
-pub struct Faults {
-    pub drop_per_mille: u64,
-    pub duplicate_per_mille: u64,
-    /// Messages are delayed 0..=max_delay_ticks ticks (which also reorders them).
-    pub max_delay_ticks: u64,
-    pub crash_per_mille: u64,
-    /// Crashes aimed at the leader, the node whose loss tests the most.
-    pub leader_crash_per_mille: u64,
-    pub restart_per_mille: u64,
-    pub partition_per_mille: u64,
-    pub heal_per_mille: u64,
-    pub propose_per_mille: u64,
-    pub read_per_mille: u64,
-    pub transfer_per_mille: u64,
-}
-
-impl Faults {
-    /// Every kind of fault at rates that keep the cluster mostly alive.
-    pub fn chaos(rng: &mut Rng) -> Faults {
-        Faults {
-            drop_per_mille: rng.range(0, 150),
-            duplicate_per_mille: rng.range(0, 60),
-            max_delay_ticks: rng.range(0, 8),
-            crash_per_mille: rng.range(0, 8),
-            leader_crash_per_mille: rng.range(0, 20),
-            restart_per_mille: rng.range(10, 60),
-            partition_per_mille: rng.range(0, 8),
-            heal_per_mille: rng.range(10, 50),
-            propose_per_mille: rng.range(100, 700),
-            read_per_mille: rng.range(0, 200),
-            transfer_per_mille: rng.range(0, 3),
-        }
-    }
-}
+/// Decides whether a message may travel (false drops it).
+pub type MessageFilter = Box<dyn Fn(&Message) -> bool>;
 
 /// One simulated server: its disk survives crashes, the rest does not.
 pub struct SimNode {
@@ -95,9 +64,11 @@ pub struct Cluster {
     pub cut: BTreeSet<(NodeId, NodeId)>,
     pub oracle: Oracle,
     /// Drops every message for which it returns false (targeted faults).
-    pub filter: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub filter: Option<MessageFilter>,
     /// Every message sent, when tracing is on.
     pub trace: Option<Vec<Message>>,
+    /// Run the oracle's checks (off only in the benchmark, which measures the core).
+    pub checks: bool,
     next_value: u64,
     next_read_ctx: u64,
     pub stats: Stats,
@@ -188,6 +159,7 @@ impl Cluster {
             oracle: Oracle::default(),
             filter: None,
             trace: None,
+            checks: true,
             next_value: 1,
             next_read_ctx: 1,
             stats: Stats::default(),
@@ -262,31 +234,6 @@ impl Cluster {
         node.raft = None;
         node.storage = None;
         node.disk.crash(torn_seed);
-    }
-
-    /// Cuts `id` off from every other node, both ways.
-    pub fn isolate(&mut self, id: NodeId) {
-        for other in self.ids() {
-            if other != id {
-                self.cut.insert((id, other));
-                self.cut.insert((other, id));
-            }
-        }
-    }
-
-    /// Splits the cluster into two sides that cannot talk.
-    pub fn partition(&mut self, side: &[NodeId]) {
-        for a in self.ids() {
-            for b in self.ids() {
-                if side.contains(&a) != side.contains(&b) {
-                    self.cut.insert((a, b));
-                }
-            }
-        }
-    }
-
-    pub fn heal(&mut self) {
-        self.cut.clear();
     }
 
     /// One tick: every live node's clock, then the messages due now.
@@ -457,62 +404,6 @@ impl Cluster {
         self.process_ready(id);
         ctx
     }
-
-    pub fn send_to_network(&mut self, msg: Message) {
-        if let Some(trace) = self.trace.as_mut() {
-            trace.push(msg.clone());
-        }
-        if self.cut.contains(&(msg.from, msg.to)) || self.filter.as_ref().is_some_and(|f| !f(&msg))
-        {
-            return;
-        }
-        let f = self.faults.clone();
-        if self.rng.chance(f.drop_per_mille, 1000) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let copies = if self.rng.chance(f.duplicate_per_mille, 1000) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let deliver_at = self.now + self.rng.range(0, f.max_delay_ticks + 1);
-            let order = self.next_order;
-            self.next_order += 1;
-            self.network.push(InFlight {
-                deliver_at,
-                order,
-                msg: msg.clone(),
-            });
-        }
-    }
-
-    fn deliver_due(&mut self) {
-        let now = self.now;
-        let mut due: Vec<InFlight> = Vec::new();
-        let mut later = Vec::with_capacity(self.network.len());
-        for m in self.network.drain(..) {
-            if m.deliver_at <= now {
-                due.push(m);
-            } else {
-                later.push(m);
-            }
-        }
-        self.network = later;
-        due.sort_by_key(|m| (m.deliver_at, m.order));
-        for m in due {
-            let to = m.msg.to;
-            if !self.is_up(to) || self.cut.contains(&(m.msg.from, to)) {
-                continue;
-            }
-            self.stats.delivered += 1;
-            self.raft_mut(to).step(m.msg);
-            self.process_ready(to);
-            self.after_step();
-        }
-    }
-
     /// The runtime's loop body: persist, fsync, send, apply, serve reads, advance,
     /// and compact when the core asks for a snapshot.
     pub fn process_ready(&mut self, id: NodeId) {
@@ -531,7 +422,9 @@ impl Cluster {
             .raft
             .as_ref()
             .expect("node is up");
-        self.oracle.check_entries(id, raft, &rd.entries);
+        if self.checks {
+            self.oracle.check_entries(id, raft, &rd.entries);
+        }
         let node = self.node_mut(id);
         let storage = node.storage.as_mut().expect("node is up");
         if let Some(snapshot) = &rd.snapshot {
@@ -549,7 +442,9 @@ impl Cluster {
             storage.sync().expect("memdir does not fail");
         }
         for msg in rd.messages {
-            self.oracle.sent(&msg);
+            if self.checks {
+                self.oracle.sent(&msg);
+            }
             self.send_to_network(msg);
         }
         if let Some(snapshot) = &rd.snapshot {
@@ -559,7 +454,9 @@ impl Cluster {
             self.oracle.check_snapshot(id, snapshot);
         }
         for entry in rd.committed_entries {
-            self.oracle.applied(id, &entry);
+            if self.checks {
+                self.oracle.applied(id, &entry);
+            }
             self.node_mut(id).sm.apply(&entry);
         }
         self.stats.read_failures += rd.read_failures.len() as u64;
@@ -599,6 +496,9 @@ impl Cluster {
     }
 
     fn after_step(&mut self) {
+        if !self.checks {
+            return;
+        }
         let seed = self.seed;
         for node in &self.nodes {
             if let Some(raft) = &node.raft {
@@ -606,101 +506,6 @@ impl Cluster {
             }
         }
     }
-
-    /// One tick of random faults and client load, as `faults` says.
-    pub fn chaos_step(&mut self) {
-        let f = self.faults.clone();
-        let ids = self.ids();
-        let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize];
-        if self.rng.chance(f.crash_per_mille, 1000) {
-            let id = pick(&mut self.rng);
-            if self.is_up(id) {
-                self.crash(id);
-            }
-        }
-        if self.rng.chance(f.leader_crash_per_mille, 1000) {
-            let leaders: Vec<NodeId> = self
-                .up_ids()
-                .into_iter()
-                .filter(|&id| self.raft(id).role() == Role::Leader)
-                .collect();
-            if let Some(&id) = leaders.first() {
-                self.crash(id);
-            }
-        }
-        if self.rng.chance(f.restart_per_mille, 1000) {
-            let id = pick(&mut self.rng);
-            if !self.is_up(id) {
-                self.start(id);
-            }
-        }
-        if self.rng.chance(f.partition_per_mille, 1000) {
-            self.random_cut();
-        }
-        if self.rng.chance(f.heal_per_mille, 1000) {
-            self.heal();
-        }
-        if self.rng.chance(f.propose_per_mille, 1000) {
-            let id = pick(&mut self.rng);
-            if self.is_up(id) {
-                self.propose_at(id);
-            }
-        }
-        if self.rng.chance(f.read_per_mille, 1000) {
-            let id = pick(&mut self.rng);
-            if self.is_up(id) {
-                self.read_at(id);
-            }
-        }
-        if self.rng.chance(f.transfer_per_mille, 1000) {
-            if let Some(leader) = self.leader() {
-                let target = pick(&mut self.rng);
-                let _ = self.raft_mut(leader).transfer_leader(target);
-                self.process_ready(leader);
-            }
-        }
-        self.tick();
-    }
-
-    /// A random partition: a minority or majority side, or one-way cuts.
-    fn random_cut(&mut self) {
-        let ids = self.ids();
-        match self.rng.range(0, 3) {
-            0 => {
-                let id = ids[self.rng.range(0, ids.len() as u64) as usize];
-                self.isolate(id);
-            }
-            1 => {
-                let side: Vec<NodeId> = ids
-                    .iter()
-                    .copied()
-                    .filter(|_| self.rng.chance(1, 2))
-                    .collect();
-                self.partition(&side);
-            }
-            _ => {
-                for _ in 0..self.rng.range(1, 4) {
-                    let a = ids[self.rng.range(0, ids.len() as u64) as usize];
-                    let b = ids[self.rng.range(0, ids.len() as u64) as usize];
-                    if a != b {
-                        self.cut.insert((a, b));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Ends the faults: every node up, the network whole and reliable.
-    pub fn heal_all(&mut self) {
-        self.heal();
-        self.faults = Faults::default();
-        for id in self.ids() {
-            if !self.is_up(id) {
-                self.start(id);
-            }
-        }
-    }
-
     /// After healing: a leader, a new proposal applied on every live node, and
     /// all of them agreeing on the whole applied history.
     pub fn check_liveness(&mut self, max_ticks: u64) {
@@ -763,19 +568,4 @@ fn env_u64(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name} must be a whole number, not {value:?}")),
     )
-}
-
-/// A short description of a message, for traces.
-pub fn describe(m: &Message) -> String {
-    let kind = match &m.body {
-        MessageBody::RequestVote { pre_vote: true, .. } => "PreVote".to_string(),
-        MessageBody::RequestVote { .. } => "Vote".to_string(),
-        MessageBody::AppendEntries {
-            prev_log_index,
-            entries,
-            ..
-        } => format!("App(prev {prev_log_index}, {} entries)", entries.len()),
-        other => format!("{other:?}").chars().take(40).collect(),
-    };
-    format!("{} -> {} t{} {kind}", m.from, m.to, m.term)
 }

@@ -1,0 +1,140 @@
+//! Random faults and client load for the hunt: crashes (aimed at the leader too),
+//! restarts, partitions, lost and duplicated messages, transfers, writes and reads,
+//! each at a rate drawn per seed.
+
+use raftlb::raft::{NodeId, Rng, Role};
+
+use super::Cluster;
+
+/// Fault rates, each in parts per thousand per message or per tick.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    pub drop_per_mille: u64,
+    pub duplicate_per_mille: u64,
+    /// Messages are delayed 0..=max_delay_ticks ticks (which also reorders them).
+    pub max_delay_ticks: u64,
+    pub crash_per_mille: u64,
+    /// Crashes aimed at the leader, the node whose loss tests the most.
+    pub leader_crash_per_mille: u64,
+    pub restart_per_mille: u64,
+    pub partition_per_mille: u64,
+    pub heal_per_mille: u64,
+    pub propose_per_mille: u64,
+    pub read_per_mille: u64,
+    pub transfer_per_mille: u64,
+}
+
+impl Faults {
+    /// Every kind of fault at rates that keep the cluster mostly alive.
+    pub fn chaos(rng: &mut Rng) -> Faults {
+        Faults {
+            drop_per_mille: rng.range(0, 150),
+            duplicate_per_mille: rng.range(0, 60),
+            max_delay_ticks: rng.range(0, 8),
+            crash_per_mille: rng.range(0, 8),
+            leader_crash_per_mille: rng.range(0, 20),
+            restart_per_mille: rng.range(10, 60),
+            partition_per_mille: rng.range(0, 8),
+            heal_per_mille: rng.range(10, 50),
+            propose_per_mille: rng.range(100, 700),
+            read_per_mille: rng.range(0, 200),
+            transfer_per_mille: rng.range(0, 3),
+        }
+    }
+}
+
+impl Cluster {
+    /// One tick of random faults and client load, as `faults` says.
+    pub fn chaos_step(&mut self) {
+        let f = self.faults.clone();
+        let ids = self.ids();
+        let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize];
+        if self.rng.chance(f.crash_per_mille, 1000) {
+            let id = pick(&mut self.rng);
+            if self.is_up(id) {
+                self.crash(id);
+            }
+        }
+        if self.rng.chance(f.leader_crash_per_mille, 1000) {
+            let leaders: Vec<NodeId> = self
+                .up_ids()
+                .into_iter()
+                .filter(|&id| self.raft(id).role() == Role::Leader)
+                .collect();
+            if let Some(&id) = leaders.first() {
+                self.crash(id);
+            }
+        }
+        if self.rng.chance(f.restart_per_mille, 1000) {
+            let id = pick(&mut self.rng);
+            if !self.is_up(id) {
+                self.start(id);
+            }
+        }
+        if self.rng.chance(f.partition_per_mille, 1000) {
+            self.random_cut();
+        }
+        if self.rng.chance(f.heal_per_mille, 1000) {
+            self.heal();
+        }
+        if self.rng.chance(f.propose_per_mille, 1000) {
+            let id = pick(&mut self.rng);
+            if self.is_up(id) {
+                self.propose_at(id);
+            }
+        }
+        if self.rng.chance(f.read_per_mille, 1000) {
+            let id = pick(&mut self.rng);
+            if self.is_up(id) {
+                self.read_at(id);
+            }
+        }
+        if self.rng.chance(f.transfer_per_mille, 1000) {
+            if let Some(leader) = self.leader() {
+                let target = pick(&mut self.rng);
+                let _ = self.raft_mut(leader).transfer_leader(target);
+                self.process_ready(leader);
+            }
+        }
+        self.tick();
+    }
+
+    /// A random partition: a minority or majority side, or one-way cuts.
+    fn random_cut(&mut self) {
+        let ids = self.ids();
+        match self.rng.range(0, 3) {
+            0 => {
+                let id = ids[self.rng.range(0, ids.len() as u64) as usize];
+                self.isolate(id);
+            }
+            1 => {
+                let side: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.chance(1, 2))
+                    .collect();
+                self.partition(&side);
+            }
+            _ => {
+                for _ in 0..self.rng.range(1, 4) {
+                    let a = ids[self.rng.range(0, ids.len() as u64) as usize];
+                    let b = ids[self.rng.range(0, ids.len() as u64) as usize];
+                    if a != b {
+                        self.cut.insert((a, b));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the faults: every node up, the network whole and reliable.
+    pub fn heal_all(&mut self) {
+        self.heal();
+        self.faults = Faults::default();
+        for id in self.ids() {
+            if !self.is_up(id) {
+                self.start(id);
+            }
+        }
+    }
+}
