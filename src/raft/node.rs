@@ -248,10 +248,12 @@ impl Raft {
         self.check_invariants();
     }
 
-    /// Takes one message from a peer. Messages from unknown nodes, or addressed to
-    /// another node, are ignored (the runtime drops them earlier and counts them).
+    /// Takes one message from a peer. Messages from unknown nodes, addressed to
+    /// another node, or not well formed (absurd terms or indexes) are ignored (the runtime drops them
+    /// earlier and counts them).
     pub fn step(&mut self, m: Message) {
-        if m.to != self.config.id
+        if !m.is_well_formed()
+            || m.to != self.config.id
             || m.from == self.config.id
             || !self.config.voters.contains(&m.from)
         {

@@ -96,7 +96,7 @@ impl Raft {
         let contiguous = entries
             .iter()
             .enumerate()
-            .all(|(i, e)| e.index == prev_log_index + 1 + i as u64);
+            .all(|(i, e)| prev_log_index.checked_add(1 + i as u64) == Some(e.index));
         if !contiguous {
             return; // a malformed append from a buggy or hostile peer: ignore it
         }
@@ -135,11 +135,14 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
+        let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         match result {
+            // A follower cannot hold more than we sent: a buggy or hostile answer.
+            AppendResult::Accepted { match_index } if match_index > last_index => {}
             AppendResult::Accepted { match_index } => {
                 if pr.maybe_update(match_index) {
                     match pr.state {

@@ -135,10 +135,14 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
+        let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
+        if done && snapshot_index > last_index {
+            return; // more than we ever sent: a buggy or hostile answer
+        }
         if done {
             pr.maybe_update(snapshot_index);
             if pr.state == ProgressState::Snapshot {

@@ -94,6 +94,69 @@ pub struct Message {
     pub body: MessageBody,
 }
 
+/// Terms and indexes at or above this are malformed: no real cluster gets near
+/// them, and refusing them keeps `term + 1` and `index + 1` from overflowing.
+pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;
+
+impl Message {
+    /// Whether every term and index in the message is below
+    /// [`MAX_TERM_OR_INDEX`]; the core ignores a message that is not.
+    pub fn is_well_formed(&self) -> bool {
+        use MessageBody::*;
+        let ok = |v: u64| v < MAX_TERM_OR_INDEX;
+        ok(self.term)
+            && match &self.body {
+                RequestVote {
+                    last_log_index,
+                    last_log_term,
+                    ..
+                } => ok(*last_log_index) && ok(*last_log_term),
+                AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                } => {
+                    ok(*prev_log_index)
+                        && ok(*prev_log_term)
+                        && ok(*leader_commit)
+                        && entries.iter().all(|e| ok(e.index) && ok(e.term))
+                }
+                AppendEntriesResponse {
+                    result: AppendResult::Accepted { match_index },
+                } => ok(*match_index),
+                AppendEntriesResponse {
+                    result:
+                        AppendResult::Rejected {
+                            rejected_index,
+                            hint_term,
+                            hint_index,
+                        },
+                } => ok(*rejected_index) && ok(*hint_term) && ok(*hint_index),
+                Heartbeat { commit, .. } => ok(*commit),
+                InstallSnapshot {
+                    meta,
+                    offset,
+                    total_len,
+                    ..
+                } => ok(meta.index) && ok(meta.term) && ok(*offset) && ok(*total_len),
+                InstallSnapshotResponse {
+                    snapshot_index,
+                    next_offset,
+                    ..
+                } => ok(*snapshot_index) && ok(*next_offset),
+                ReadIndexResponse {
+                    index: Some(index), ..
+                } => ok(*index),
+                RequestVoteResponse { .. }
+                | HeartbeatResponse { .. }
+                | ReadIndex { .. }
+                | ReadIndexResponse { index: None, .. }
+                | TimeoutNow => true,
+            }
+    }
+}
+
 /// The message kinds of Raft (Figure 2) plus the extensions the core implements:
 /// PreVote (§9.6 of the dissertation), ReadIndex (§6.4), leadership transfer (§3.10)
 /// and chunked snapshots (§7).

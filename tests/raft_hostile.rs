@@ -1,0 +1,148 @@
+//! Messages from a buggy or hostile peer (any field at any value, extremes
+//! included) must never crash a node: the runtime hands the core whatever decoded.
+//! Safety cannot be promised against a lying peer (Raft is not Byzantine-tolerant),
+//! but a panic would take the node down, so this checks there is none.
+
+mod sim;
+
+use raftlb::raft::{AppendResult, Entry, EntryKind, Message, MessageBody, Rng, SnapshotMeta};
+use sim::Cluster;
+
+fn value(rng: &mut Rng) -> u64 {
+    match rng.range(0, 6) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => u64::MAX - rng.range(0, 3),
+        3 => rng.range(0, 5),
+        _ => rng.range(0, 200),
+    }
+}
+
+fn body(rng: &mut Rng) -> MessageBody {
+    let flag = |rng: &mut Rng| rng.chance(1, 2);
+    match rng.range(0, 11) {
+        0 => MessageBody::RequestVote {
+            pre_vote: flag(rng),
+            last_log_index: value(rng),
+            last_log_term: value(rng),
+            transfer: flag(rng),
+        },
+        1 => MessageBody::RequestVoteResponse {
+            pre_vote: flag(rng),
+            granted: flag(rng),
+        },
+        2 => {
+            let prev_log_index = value(rng);
+            let first = if rng.chance(3, 4) {
+                prev_log_index.wrapping_add(1)
+            } else {
+                value(rng)
+            };
+            let entries = (0..rng.range(0, 4))
+                .map(|i| Entry {
+                    term: value(rng),
+                    index: first.wrapping_add(i),
+                    kind: if flag(rng) {
+                        EntryKind::Noop
+                    } else {
+                        EntryKind::Command
+                    },
+                    data: vec![0; rng.range(0, 16) as usize],
+                })
+                .collect();
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term: value(rng),
+                entries,
+                leader_commit: value(rng),
+            }
+        }
+        3 => MessageBody::AppendEntriesResponse {
+            result: if flag(rng) {
+                AppendResult::Accepted {
+                    match_index: value(rng),
+                }
+            } else {
+                AppendResult::Rejected {
+                    rejected_index: value(rng),
+                    hint_term: value(rng),
+                    hint_index: value(rng),
+                }
+            },
+        },
+        4 => MessageBody::Heartbeat {
+            commit: value(rng),
+            read_seq: value(rng),
+        },
+        5 => MessageBody::HeartbeatResponse {
+            read_seq: value(rng),
+        },
+        6 => MessageBody::InstallSnapshot {
+            meta: SnapshotMeta {
+                index: value(rng),
+                term: value(rng),
+            },
+            offset: value(rng),
+            total_len: value(rng),
+            chunk: vec![0; rng.range(0, 32) as usize],
+        },
+        7 => MessageBody::InstallSnapshotResponse {
+            snapshot_index: value(rng),
+            next_offset: value(rng),
+            done: flag(rng),
+        },
+        8 => MessageBody::ReadIndex { ctx: value(rng) },
+        9 => MessageBody::ReadIndexResponse {
+            ctx: value(rng),
+            index: flag(rng).then(|| value(rng)),
+        },
+        _ => MessageBody::TimeoutNow,
+    }
+}
+
+#[test]
+fn garbage_messages_from_peers_never_crash_a_node() {
+    let (mut installed, mut hostile) = (0, 0);
+    for seed in 0..200 {
+        let mut c = Cluster::new(3, seed);
+        c.wait_for_leader(200);
+        for _ in 0..5 {
+            c.commit_one(200);
+        }
+        // A lying peer breaks Raft's assumptions; the oracle would rightly object.
+        c.checks = false;
+        let mut rng = Rng::new(seed);
+        for _ in 0..5_000 {
+            let to = rng.range(1, 4);
+            let from = rng.range(0, 5); // 0 and 4 are not members
+            if !c.is_up(to) {
+                continue;
+            }
+            // Mostly terms the node listens to, sometimes anything at all.
+            let current = c.raft(to).term();
+            let term = match rng.range(0, 4) {
+                0 | 1 => current,
+                2 => current + 1,
+                _ => value(&mut rng),
+            };
+            let msg = Message {
+                from,
+                to,
+                term,
+                body: body(&mut rng),
+            };
+            hostile += 1;
+            c.raft_mut(to).step(msg);
+            c.process_ready(to);
+            if rng.chance(1, 10) {
+                c.tick();
+            }
+        }
+        installed += c.stats.snapshots_installed;
+    }
+    eprintln!("{hostile} hostile messages stepped, {installed} snapshots installed");
+    assert!(
+        installed > 0,
+        "no hostile snapshot got through: the test misses that path"
+    );
+}
