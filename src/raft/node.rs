@@ -75,6 +75,11 @@ impl Raft {
             return Err("restored entries do not follow the snapshot".to_string());
         }
         let hs = restored.hard_state;
+        if let Some(vote) = hs.vote.filter(|v| !config.voters.contains(v)) {
+            return Err(format!(
+                "the data dir holds a vote for node {vote}, which is not in the cluster"
+            ));
+        }
         let log = RaftLog::restore_from(snapshot, restored.entries, hs.commit);
         let mut raft = Raft {
             term: hs.term,
@@ -415,5 +420,59 @@ impl Raft {
         }
         let voters: BTreeSet<NodeId> = self.config.voters.iter().copied().collect();
         assert!(self.progress.keys().all(|id| voters.contains(id)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::new(1, vec![1, 2, 3])
+    }
+
+    #[test]
+    fn a_vote_for_a_stranger_in_the_data_dir_is_refused() {
+        let restored = RestoredState {
+            hard_state: HardState {
+                term: 3,
+                vote: Some(9),
+                commit: 0,
+            },
+            ..RestoredState::default()
+        };
+        let err = Raft::new(config(), restored, 1).unwrap_err();
+        assert!(err.contains("node 9"), "{err}");
+    }
+
+    #[test]
+    fn entries_that_do_not_follow_the_snapshot_are_refused() {
+        let restored = RestoredState {
+            entries: vec![Entry {
+                term: 1,
+                index: 5,
+                kind: EntryKind::Noop,
+                data: vec![],
+            }],
+            ..RestoredState::default()
+        };
+        assert!(Raft::new(config(), restored, 1).is_err());
+    }
+
+    #[test]
+    fn a_single_node_elects_itself_and_commits_after_persisting() {
+        let mut raft = Raft::new(Config::new(1, vec![1]), RestoredState::default(), 1).unwrap();
+        for _ in 0..30 {
+            raft.tick();
+        }
+        assert_eq!(raft.role(), Role::Leader);
+        let (index, _) = raft.propose(b"x".to_vec()).unwrap();
+        // Nothing commits before the caller says the log is durable.
+        let rd = raft.ready();
+        assert!(rd.committed_entries.iter().all(|e| e.index < index));
+        assert!(rd.entries.iter().any(|e| e.index == index));
+        raft.advance();
+        let rd = raft.ready();
+        assert!(rd.committed_entries.iter().any(|e| e.index == index));
     }
 }
