@@ -16,6 +16,9 @@ pub struct Faults {
     pub crash_per_mille: u64,
     /// Crashes aimed at the leader, the node whose loss tests the most.
     pub leader_crash_per_mille: u64,
+    /// Crashes of a leader that has not yet committed an entry of its term: the
+    /// window in which Figure 8's trouble starts.
+    pub fresh_leader_crash_per_mille: u64,
     pub restart_per_mille: u64,
     pub partition_per_mille: u64,
     pub heal_per_mille: u64,
@@ -33,6 +36,7 @@ impl Faults {
             max_delay_ticks: rng.range(0, 8),
             crash_per_mille: rng.range(0, 8),
             leader_crash_per_mille: rng.range(0, 20),
+            fresh_leader_crash_per_mille: rng.range(0, 100),
             restart_per_mille: rng.range(10, 60),
             partition_per_mille: rng.range(0, 8),
             heal_per_mille: rng.range(10, 50),
@@ -55,13 +59,20 @@ impl Cluster {
                 self.crash(id);
             }
         }
-        if self.rng.chance(f.leader_crash_per_mille, 1000) {
-            let leaders: Vec<NodeId> = self
-                .up_ids()
-                .into_iter()
-                .filter(|&id| self.raft(id).role() == Role::Leader)
-                .collect();
-            if let Some(&id) = leaders.first() {
+        let leaders: Vec<NodeId> = self
+            .up_ids()
+            .into_iter()
+            .filter(|&id| self.raft(id).role() == Role::Leader)
+            .collect();
+        for id in leaders {
+            let raft = self.raft(id);
+            let fresh = raft.log().term(raft.commit_index()) != Some(raft.term());
+            let rate = if fresh {
+                f.fresh_leader_crash_per_mille
+            } else {
+                f.leader_crash_per_mille
+            };
+            if self.rng.chance(rate, 1000) {
                 self.crash(id);
             }
         }
