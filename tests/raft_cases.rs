@@ -125,11 +125,7 @@ fn basic_agreement_applies_the_same_commands_everywhere() {
 fn agreement_continues_with_a_follower_down_and_it_catches_up() {
     let mut c = Cluster::new(3, SEED);
     let leader = c.wait_for_leader(ELECTION_BOUND);
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let follower = c.other_than(leader);
     c.crash(follower);
     for _ in 0..10 {
         c.commit_one(ELECTION_BOUND);
@@ -190,11 +186,7 @@ fn partitioned_old_leader_rejoins_and_its_uncommitted_entries_are_replaced() {
     let mut c = Cluster::new(5, SEED);
     let old = c.wait_for_leader(ELECTION_BOUND);
     c.commit_one(ELECTION_BOUND);
-    let partner = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != old)
-        .expect("another node");
+    let partner = c.other_than(old);
     c.partition(&[old, partner]);
     let mut lost = Vec::new();
     for _ in 0..5 {
@@ -235,11 +227,7 @@ fn follower_far_behind_with_a_long_conflicting_log_is_backed_up_quickly() {
     let mut c = Cluster::new(5, SEED);
     let old = c.wait_for_leader(ELECTION_BOUND);
     c.commit_one(ELECTION_BOUND);
-    let partner = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != old)
-        .expect("another node");
+    let partner = c.other_than(old);
     c.partition(&[old, partner]);
     for _ in 0..60 {
         c.propose_at(old);
@@ -398,11 +386,7 @@ fn every_node_restarts_and_keeps_its_committed_state() {
 fn lagging_follower_receives_a_snapshot_interrupted_and_resumed() {
     let mut c = Cluster::new(3, SEED);
     let leader = c.wait_for_leader(ELECTION_BOUND);
-    let lagging = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let lagging = c.other_than(leader);
     c.crash(lagging);
     for _ in 0..150 {
         c.commit_one(ELECTION_BOUND);
@@ -450,11 +434,7 @@ fn pre_vote_keeps_a_rejoining_node_from_deposing_a_stable_leader() {
     let mut c = Cluster::new(5, SEED);
     let leader = c.wait_for_leader(ELECTION_BOUND);
     let term = c.raft(leader).term();
-    let loner = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let loner = c.other_than(leader);
     c.isolate(loner);
     c.run(500); // many election timeouts alone
     assert_eq!(
@@ -495,11 +475,7 @@ fn leadership_transfer_hands_over_to_the_target() {
     let leader = c.wait_for_leader(ELECTION_BOUND);
     c.commit_one(ELECTION_BOUND);
     let term = c.raft(leader).term();
-    let target = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let target = c.other_than(leader);
     c.raft_mut(leader)
         .transfer_leader(target)
         .expect("the leader transfers");
@@ -519,11 +495,7 @@ fn read_index_on_a_follower_sees_the_latest_write() {
     let mut c = Cluster::new(3, SEED);
     let leader = c.wait_for_leader(ELECTION_BOUND);
     let value = c.commit_one(ELECTION_BOUND);
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let follower = c.other_than(leader);
     let checked = c.oracle.reads_checked;
     c.read_at(follower);
     c.read_at(leader);
@@ -541,11 +513,7 @@ fn proposals_that_cannot_fit_a_message_are_refused() {
         c.raft_mut(leader).propose(vec![0; limit + 1]),
         Err(ProposeError::TooLarge { limit })
     );
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let follower = c.other_than(leader);
     assert_eq!(
         c.raft_mut(follower).propose(vec![0; 8]),
         Err(ProposeError::NotLeader {

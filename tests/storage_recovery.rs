@@ -3,8 +3,9 @@
 //! a snapshot install can be interrupted at any step, a torn tail is cut at every
 //! byte offset, and damage before the tail is refused with the file and offset.
 
+use raftlb::raft::RestoredState;
 use raftlb::raft::{Entry, EntryKind, HardState, Snapshot, SnapshotMeta};
-use raftlb::storage::{Dir, MemDir, Recovered, Storage, StorageError, LOG_NAME};
+use raftlb::storage::{Dir, MemDir, Storage, StorageError, LOG_NAME};
 
 fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
     (first..=last)
@@ -29,7 +30,7 @@ fn hard_state(term: u64, commit: u64) -> HardState {
     }
 }
 
-fn open(dir: &MemDir) -> Result<(Storage<MemDir>, Recovered), StorageError> {
+fn open(dir: &MemDir) -> Result<(Storage<MemDir>, RestoredState), StorageError> {
     Storage::open(dir.clone())
 }
 

@@ -17,12 +17,15 @@ use super::snapshot::IncomingSnapshot;
 use super::types::*;
 
 /// What storage kept across a restart; `Raft::new` resumes from it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoredState {
+    /// The last hard state written; its commit is at least the snapshot's index,
+    /// since a snapshot only ever holds committed entries.
     pub hard_state: HardState,
     /// The latest snapshot; the caller restores its state machine from it too.
     pub snapshot: Option<Snapshot>,
-    /// The entries after the snapshot, contiguous.
+    /// The log after the snapshot: the first entry's index is the snapshot's index
+    /// + 1 (1 without a snapshot), and indexes are consecutive.
     pub entries: Vec<Entry>,
 }
 
@@ -54,6 +57,8 @@ pub struct Raft {
     pub(super) reads: ReadQueue,
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
     pub(super) rng: Rng,
+    /// Proposals were appended since the last `ready`: send them to followers then.
+    pub(super) append_pending: bool,
     /// Output collected for the next `Ready`.
     pub(super) messages: Vec<Message>,
     pub(super) read_states: Vec<ReadState>,
@@ -96,6 +101,7 @@ impl Raft {
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             incoming_snapshot: None,
+            append_pending: false,
             rng: Rng::new(seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             messages: Vec::new(),
             read_states: Vec::new(),
@@ -340,8 +346,9 @@ impl Raft {
             data,
         };
         self.log.append(vec![entry]);
-        self.bcast_append();
-        self.maybe_commit();
+        // Sent from `ready`: every proposal of a round then travels in one append
+        // per follower instead of one each.
+        self.append_pending = true;
         self.check_invariants();
         Ok((index, self.term))
     }
@@ -359,6 +366,9 @@ impl Raft {
     /// Hands out everything to persist, send, apply and serve since the last call.
     /// The caller does it in the order `Ready`'s docs give, then calls `advance`.
     pub fn ready(&mut self) -> Ready {
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.bcast_append();
+        }
         let hs = self.hard_state();
         let hard_state = (hs != self.last_hard_state).then_some(hs);
         self.last_hard_state = hs;

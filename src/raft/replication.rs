@@ -3,7 +3,7 @@
 //! current term (§5.4.2, Figure 8).
 
 use super::node::Raft;
-use super::progress::ProgressState;
+use super::progress::{Progress, ProgressState};
 use super::types::*;
 
 impl Raft {
@@ -132,14 +132,10 @@ impl Raft {
     }
 
     pub(super) fn handle_append_response(&mut self, from: NodeId, result: AppendResult) {
-        if self.role != Role::Leader {
-            return;
-        }
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.answered_by(from) else {
             return;
         };
-        pr.recent_active = true;
         match result {
             // A follower cannot hold more than we sent: a buggy or hostile answer.
             AppendResult::Accepted { match_index } if match_index > last_index => {}
@@ -191,15 +187,11 @@ impl Raft {
     }
 
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
-        if self.role != Role::Leader {
-            return;
-        }
         let max_inflight = self.config.max_inflight_appends;
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.answered_by(from) else {
             return;
         };
-        pr.recent_active = true;
         pr.on_heartbeat_answer(max_inflight);
         if pr.state == ProgressState::Snapshot {
             self.send_snapshot(from);
@@ -207,6 +199,17 @@ impl Raft {
             self.send_append(from, true);
         }
         self.ack_reads(from, read_seq);
+    }
+
+    /// A follower answered: the leader's progress for it, marked active for
+    /// CheckQuorum (None when we no longer lead, or for a stranger).
+    pub(super) fn answered_by(&mut self, from: NodeId) -> Option<&mut Progress> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let pr = self.progress.get_mut(&from)?;
+        pr.recent_active = true;
+        Some(pr)
     }
 
     /// Commits the highest index held by a majority, if its entry is of the

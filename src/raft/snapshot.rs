@@ -132,14 +132,10 @@ impl Raft {
         next_offset: u64,
         done: bool,
     ) {
-        if self.role != Role::Leader {
-            return;
-        }
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.answered_by(from) else {
             return;
         };
-        pr.recent_active = true;
         if done && snapshot_index > last_index {
             return; // more than we ever sent: a buggy or hostile answer
         }

@@ -32,8 +32,6 @@ mod wal;
 use std::fmt;
 use std::io;
 
-use crate::raft::{Entry, HardState, Snapshot};
-
 pub use dir::{Dir, FsDir};
 pub use memdir::MemDir;
 pub use record::MAX_ENTRY_DATA_BYTES;
@@ -48,19 +46,6 @@ const LOG_TEMP_NAME: &str = "log.tmp";
 /// memory and time a restart takes. Snapshots keep the log far below it; reaching
 /// it means compaction stopped.
 pub const MAX_LOG_FILE_BYTES: u64 = 1 << 30;
-
-/// What [`Storage::open`] found in the data dir: everything the core needs to
-/// resume.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovered {
-    /// The last hard state written; its commit is at least the snapshot's index,
-    /// since a snapshot only ever holds committed entries.
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    /// The log after the snapshot: the first entry's index is the snapshot's index
-    /// + 1 (1 without a snapshot), and indexes are consecutive.
-    pub entries: Vec<Entry>,
-}
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! Crash and damage tests live in `tests/storage_recovery.rs`.
 
 use super::*;
-use crate::raft::{EntryKind, SnapshotMeta};
+use crate::raft::{Entry, EntryKind, HardState, RestoredState, Snapshot, SnapshotMeta};
 
 fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
     (first..=last)
@@ -16,7 +16,7 @@ fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
         .collect()
 }
 
-fn reopen(dir: &MemDir) -> (Storage<MemDir>, Recovered) {
+fn reopen(dir: &MemDir) -> (Storage<MemDir>, RestoredState) {
     Storage::open(dir.clone()).expect("reopen")
 }
 
@@ -32,7 +32,7 @@ fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
 /// hard state, compact, and check what a reopen sees.
 fn round_trip<D: Dir>(open: impl Fn() -> D) {
     let (mut storage, recovered) = Storage::open(open()).expect("open empty");
-    assert_eq!(recovered, Recovered::default());
+    assert_eq!(recovered, RestoredState::default());
     storage.append(&entries(1, 6, 1)).expect("append");
     storage.append(&entries(4, 5, 2)).expect("replace 4..6");
     storage
@@ -212,5 +212,5 @@ fn a_new_data_dir_survives_a_crash_right_after_open() {
     let _ = reopen(&dir);
     dir.crash(7);
     assert_eq!(dir.list().expect("list"), vec!["log"]);
-    assert_eq!(reopen(&dir).1, Recovered::default());
+    assert_eq!(reopen(&dir).1, RestoredState::default());
 }

@@ -7,9 +7,9 @@
 
 use super::record::{self, MAX_ENTRY_DATA_BYTES};
 use super::recover::{self, entries_after_snapshot};
-use super::{io_error, snapshot_file, Dir, Recovered, StorageError};
+use super::{io_error, snapshot_file, Dir, StorageError};
 use super::{LOG_NAME, LOG_TEMP_NAME, MAX_LOG_FILE_BYTES, MAX_SNAPSHOT_DATA_BYTES};
-use crate::raft::{Entry, HardState, Snapshot, SnapshotMeta};
+use crate::raft::{Entry, HardState, RestoredState, Snapshot, SnapshotMeta};
 
 /// The durable state of one Raft node.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct Storage<D: Dir> {
 
 impl<D: Dir> Storage<D> {
     /// Opens the data dir, recovering from any crash, and returns what it holds.
-    pub fn open(mut dir: D) -> Result<(Storage<D>, Recovered), StorageError> {
+    pub fn open(mut dir: D) -> Result<(Storage<D>, RestoredState), StorageError> {
         let found = recover::read_dir(&mut dir)?;
         let meta = found.snapshot.as_ref().map(|s| s.meta);
         let (entries, dropped) = entries_after_snapshot(found.entries, meta.unwrap_or_default())
@@ -60,7 +60,7 @@ impl<D: Dir> Storage<D> {
             // bring back the conflict they were dropped for.
             storage.rewrite_log()?;
         }
-        let recovered = Recovered {
+        let recovered = RestoredState {
             hard_state,
             snapshot: found.snapshot,
             entries: storage.entries.clone(),

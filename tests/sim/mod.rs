@@ -18,9 +18,7 @@ pub mod statemachine;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftlb::raft::{
-    Config, Entry, HardState, Message, NodeId, Raft, Ready, RestoredState, Rng, Role,
-};
+use raftlb::raft::{Config, Entry, HardState, Message, NodeId, Raft, Ready, Rng, Role};
 use raftlb::storage::{MemDir, Storage};
 
 pub use chaos::Faults;
@@ -211,15 +209,10 @@ impl Cluster {
         let node = self.node_mut(id);
         assert!(node.raft.is_none(), "node {id} is already up");
         node.incarnation += 1;
-        let (storage, recovered) = Storage::open(node.disk.clone())
+        let (storage, restored) = Storage::open(node.disk.clone())
             .unwrap_or_else(|e| panic!("node {id} cannot reopen its data dir: {e}"));
-        node.sm = Counter::restore(recovered.snapshot.as_ref());
+        node.sm = Counter::restore(restored.snapshot.as_ref());
         node.pending_reads.clear();
-        let restored = RestoredState {
-            hard_state: recovered.hard_state,
-            snapshot: recovered.snapshot,
-            entries: recovered.entries,
-        };
         let raft = Raft::new(config, restored.clone(), node_seed).expect("valid config");
         node.raft = Some(raft);
         node.storage = Some(storage);
@@ -354,6 +347,14 @@ impl Cluster {
             self.seed,
             self.dump()
         )
+    }
+
+    /// Some node other than `id` (the lowest id), for tests that need "a follower".
+    pub fn other_than(&self, id: NodeId) -> NodeId {
+        self.ids()
+            .into_iter()
+            .find(|&other| other != id)
+            .expect("a cluster of one has no other node")
     }
 
     /// The live nodes `from` can exchange messages with (itself included).
