@@ -518,8 +518,11 @@ impl Cluster {
     }
     /// After healing: a leader, a new proposal applied on every live node, and
     /// all of them agreeing on the whole applied history.
-    pub fn check_liveness(&mut self, max_ticks: u64) {
+    /// Returns the ticks it took, from the call to the write applied everywhere.
+    pub fn check_liveness(&mut self, max_ticks: u64) -> u64 {
+        let started = self.now;
         let value = self.commit_one(max_ticks);
+        let took = self.now - started;
         let target = self.oracle.committed_len();
         self.run_until(max_ticks, |c| {
             c.up_ids()
@@ -549,6 +552,7 @@ impl Cluster {
             );
         }
         self.oracle.check_acknowledged(self, self.seed);
+        took
     }
 }
 
