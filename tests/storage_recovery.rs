@@ -309,3 +309,48 @@ fn a_log_starting_after_the_snapshot_is_refused_as_a_gap() {
     assert!(err.to_string().contains("entries are missing"), "{err}");
     assert!(matches!(err, StorageError::Corrupt { file, .. } if file == LOG_NAME));
 }
+
+/// The same damage on a real directory through `FsDir`: a log cut inside its last
+/// record (as a power cut during an append leaves it) reopens to the whole records
+/// and is trimmed on disk; a flipped byte in an early record refuses to start with
+/// the file and offset in the message.
+#[test]
+fn real_files_recover_from_a_torn_tail_and_refuse_early_damage() {
+    use raftlb::storage::FsDir;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("data");
+    let written = entries(1, 10, 2);
+    {
+        let (mut storage, _) = Storage::open(FsDir::open(&path).expect("dir")).expect("open");
+        storage.append(&written).expect("append");
+        storage
+            .set_hard_state(hard_state(2, 7))
+            .expect("hard state");
+        storage.sync().expect("sync");
+    }
+    let log = path.join(LOG_NAME);
+    let full = std::fs::read(&log).expect("read log");
+    // Cut 3 bytes into the last record: the hard state record, written last, is
+    // torn, so the entries survive and the hard state before it (none) is used.
+    std::fs::write(&log, &full[..full.len() - 3]).expect("cut");
+    let (_, restored) =
+        Storage::open(FsDir::open(&path).expect("dir")).expect("a torn tail reopens");
+    assert_eq!(restored.entries, written);
+    assert_eq!(
+        restored.hard_state.term, 0,
+        "the torn hard state is not half-read"
+    );
+    let trimmed = std::fs::read(&log).expect("read log").len();
+    assert!(
+        trimmed < full.len() - 3,
+        "the torn bytes were cut from the file"
+    );
+    // Damage the third byte of the first record's payload: not a tail any more.
+    let mut damaged = std::fs::read(&log).expect("read log");
+    damaged[14] ^= 0xFF;
+    std::fs::write(&log, &damaged).expect("damage");
+    let err =
+        Storage::open(FsDir::open(&path).expect("dir")).expect_err("early damage refuses to start");
+    let message = err.to_string();
+    assert!(message.contains("log at offset 0"), "{message}");
+}
