@@ -12,6 +12,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod chaos;
+pub mod client;
 pub mod network;
 pub mod oracle;
 pub mod statemachine;
@@ -303,52 +304,6 @@ impl Cluster {
         self.leader().expect("checked above")
     }
 
-    /// Proposes a fresh unique value at `id`; returns it with its (index, term).
-    pub fn propose_at(&mut self, id: NodeId) -> Option<(u64, u64, u64)> {
-        let value = self.next_value;
-        let (index, term) = self
-            .raft_mut(id)
-            .propose(value.to_le_bytes().to_vec())
-            .ok()?;
-        self.next_value += 1;
-        self.oracle.proposed(id, index, term, value);
-        self.process_ready(id);
-        Some((value, index, term))
-    }
-
-    /// Proposes at the leader and runs until every live node the leader can reach
-    /// applied it, proposing again when leadership moves (a transfer, a lost
-    /// entry), all within `max_ticks`.
-    pub fn commit_one(&mut self, max_ticks: u64) -> u64 {
-        let deadline = self.now + max_ticks;
-        while self.now < deadline {
-            let Some(leader) = self.leader() else {
-                self.tick();
-                continue;
-            };
-            let Some((value, _, term)) = self.propose_at(leader) else {
-                self.tick();
-                continue;
-            };
-            let everywhere = |c: &Cluster| {
-                c.reachable_from(leader)
-                    .iter()
-                    .all(|&id| c.node(id).sm.contains(value))
-            };
-            self.run_until(deadline - self.now, |c| {
-                c.leader().is_some_and(|l| c.raft(l).term() != term) || everywhere(c)
-            });
-            if everywhere(self) {
-                return value;
-            }
-        }
-        panic!(
-            "seed {}: no write committed everywhere within {max_ticks} ticks\n{}",
-            self.seed,
-            self.dump()
-        )
-    }
-
     /// Some node other than `id` (the lowest id), for tests that need "a follower".
     pub fn other_than(&self, id: NodeId) -> NodeId {
         self.ids()
@@ -398,15 +353,6 @@ impl Cluster {
         out
     }
 
-    /// Starts a linearizable read at `id`.
-    pub fn read_at(&mut self, id: NodeId) -> u64 {
-        let ctx = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        self.oracle.read_started(ctx);
-        self.raft_mut(id).read_index(ctx);
-        self.process_ready(id);
-        ctx
-    }
     /// The runtime's loop body: persist, fsync, send, apply, serve reads, advance,
     /// and compact when the core asks for a snapshot.
     pub fn process_ready(&mut self, id: NodeId) {
@@ -490,21 +436,6 @@ impl Cluster {
         }
     }
 
-    fn serve_reads(&mut self, id: NodeId) {
-        let node = self.node_mut(id);
-        let applied = node.sm.applied_index;
-        let ready: Vec<(u64, u64)> = node
-            .pending_reads
-            .iter()
-            .filter(|(_, &i)| i <= applied)
-            .map(|(&c, &i)| (c, i))
-            .collect();
-        for (ctx, index) in ready {
-            self.node_mut(id).pending_reads.remove(&ctx);
-            self.oracle.read_served(ctx, index, self.seed);
-        }
-    }
-
     fn after_step(&mut self) {
         if !self.checks {
             return;
@@ -515,44 +446,6 @@ impl Cluster {
                 self.oracle.check_node(node.id, raft, seed);
             }
         }
-    }
-    /// After healing: a leader, a new proposal applied on every live node, and
-    /// all of them agreeing on the whole applied history.
-    /// Returns the ticks it took, from the call to the write applied everywhere.
-    pub fn check_liveness(&mut self, max_ticks: u64) -> u64 {
-        let started = self.now;
-        let value = self.commit_one(max_ticks);
-        let took = self.now - started;
-        let target = self.oracle.committed_len();
-        self.run_until(max_ticks, |c| {
-            c.up_ids()
-                .iter()
-                .all(|&id| c.node(id).sm.applied_index == target)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "seed {}: nodes did not all apply up to {target}\n{}",
-                self.seed,
-                self.dump()
-            )
-        });
-        let up = self.up_ids();
-        let reference = self.node(up[0]).sm.chain;
-        for id in up {
-            let sm = &self.node(id).sm;
-            assert!(
-                sm.contains(value),
-                "seed {}: node {id} misses value {value}",
-                self.seed
-            );
-            assert_eq!(
-                sm.chain, reference,
-                "seed {}: node {id} diverged",
-                self.seed
-            );
-        }
-        self.oracle.check_acknowledged(self, self.seed);
-        took
     }
 }
 
