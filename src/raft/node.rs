@@ -6,7 +6,7 @@
 //! CheckQuorum, leadership transfer), `replication.rs` (appends, heartbeats,
 //! commit), `snapshot.rs` (chunked install), `read.rs` (ReadIndex).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::config::Config;
 use super::log::RaftLog;
@@ -428,8 +428,10 @@ impl Raft {
             assert_eq!(self.leader, Some(self.config.id));
             assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
         }
-        let voters: BTreeSet<NodeId> = self.config.voters.iter().copied().collect();
-        assert!(self.progress.keys().all(|id| voters.contains(id)));
+        assert!(self
+            .progress
+            .keys()
+            .all(|id| self.config.voters.contains(id)));
     }
 }
 

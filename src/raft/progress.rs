@@ -69,6 +69,8 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.clear();
+        self.snapshot_index = 0;
+        self.snapshot_offset = 0;
     }
 
     pub fn become_snapshot(&mut self, snapshot_index: u64) {

@@ -144,8 +144,7 @@ impl Raft {
                     match pr.state {
                         ProgressState::Probe => pr.become_replicate(),
                         ProgressState::Snapshot if match_index >= pr.snapshot_index => {
-                            pr.become_probe();
-                            pr.become_replicate();
+                            pr.become_replicate()
                         }
                         _ => {}
                     }
