@@ -7,8 +7,13 @@
 //!   apply out.
 //! - [`storage`]: the data dir: hard state, log and snapshots, each record with its
 //!   length and CRC32, fsync before anything is promised.
+//! - [`nodes`]: nodes.txt, the fixed membership.
+//! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod nodes;
 pub mod raft;
+pub mod report;
+pub mod status;
 pub mod storage;
