@@ -17,3 +17,5 @@ pub mod raft;
 pub mod report;
 pub mod status;
 pub mod storage;
+pub mod table;
+pub mod wire;

@@ -3,14 +3,18 @@
 //!
 //! Everything here is plain data. The core never encodes it: the wire module
 //! turns messages into datagrams and the storage module writes entries, hard
-//! state and snapshots to disk, each in its own format.
+//! state and snapshots to disk, each in its own format. The messages derive
+//! serde's traits so that the wire module can encode them; serde is a data model,
+//! not I/O, and the core never calls it.
+
+use serde::{Deserialize, Serialize};
 
 /// A node's identity inside the core. The runtime maps its human names
 /// (`A`..`E` in nodes.txt) to these numbers.
 pub type NodeId = u64;
 
 /// The kind of a log entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryKind {
     /// Appended by every new leader at the start of its term, so that it can commit
     /// entries of earlier terms (§5.4.2) and serve reads (§8).
@@ -20,7 +24,7 @@ pub enum EntryKind {
 }
 
 /// One entry of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub term: u64,
     pub index: u64,
@@ -54,7 +58,7 @@ pub struct HardState {
 }
 
 /// Where a snapshot sits in the log: it replaces every entry up to `index`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub index: u64,
     pub term: u64,
@@ -68,7 +72,7 @@ pub struct Snapshot {
 }
 
 /// The answer of a follower to an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppendResult {
     /// The follower's log now matches the leader's up to `match_index`.
     Accepted { match_index: u64 },
@@ -86,7 +90,7 @@ pub enum AppendResult {
 
 /// What one node says to another. `term` is the sender's current term, except for
 /// a pre-vote request, which carries the term the sender would campaign in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -160,7 +164,7 @@ impl Message {
 /// The message kinds of Raft (Figure 2) plus the extensions the core implements:
 /// PreVote (§9.6 of the dissertation), ReadIndex (§6.4), leadership transfer (§3.10)
 /// and chunked snapshots (§7).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
     RequestVote {
         pre_vote: bool,

@@ -1,0 +1,339 @@
+//! The replicated state machine: the load table.
+//!
+//! Every node applies the same committed [`Command`]s in the same order, so every
+//! node holds the same agreed table: for each server its worker URL, its last
+//! reported `cpu` and `wait`, the `seq` of that report and whether it is alive.
+//! Applying is deterministic; the only local value is when this node applied a
+//! server's last report (`age_ms` in `/status`), which is not part of the agreed
+//! state and not in snapshots.
+//!
+//! Choosing a server for a prime request ([`LoadTable::candidates`]) reads this
+//! table and nothing else: no Raft round trip, no asking the servers.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+use crate::wire::{self, WireError};
+
+/// Most servers the table holds: reports for further new servers are refused, so
+/// a hostile reporter cannot grow every node's memory without bound.
+pub const MAX_SERVERS: usize = 256;
+
+/// Most reports coalesced into one log entry; with the largest valid report
+/// this keeps an entry well inside one datagram.
+pub const MAX_REPORTS_PER_ENTRY: usize = 48;
+
+/// A state-machine command: the data of one log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// The reports the leader coalesced during one tick, at most one per server.
+    Reports(Vec<Report>),
+    /// The leader saw no report from `server` for `--dead-after-ms`. `seq` is the
+    /// last report the leader had applied then: a report applied in between makes
+    /// this command a no-op, so a late "dead" never overrides a fresh report.
+    MarkDead { server: String, seq: u64 },
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self).expect("commands are plain data and always encode")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, WireError> {
+        wire::decode(bytes)
+    }
+}
+
+/// One server as the cluster agreed on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub url: String,
+    pub cpu: f64,
+    pub wait: f64,
+    pub seq: u64,
+    pub alive: bool,
+}
+
+impl Server {
+    /// The load choice compares: CPU used plus time spent waiting for a CPU.
+    pub fn load(&self) -> f64 {
+        self.cpu + self.wait
+    }
+}
+
+/// What applying a command changed that is worth a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new server, or a dead one that reported again.
+    Alive(String),
+    Dead(String),
+}
+
+/// The snapshot format; versioned so a later field can be added without
+/// misreading an older data dir.
+#[derive(Serialize, Deserialize)]
+enum SnapshotData {
+    V1 { servers: BTreeMap<String, Server> },
+}
+
+/// The agreed table plus this node's local apply times.
+#[derive(Debug, Default)]
+pub struct LoadTable {
+    servers: BTreeMap<String, Server>,
+    /// When this node applied each server's last report (local, not agreed).
+    applied_at: BTreeMap<String, Instant>,
+}
+
+impl LoadTable {
+    pub fn new() -> LoadTable {
+        LoadTable::default()
+    }
+
+    /// Applies one committed command; returns the liveness changes.
+    pub fn apply(&mut self, command: &Command, now: Instant) -> Vec<Change> {
+        match command {
+            Command::Reports(reports) => reports
+                .iter()
+                .filter_map(|r| self.apply_report(r, now))
+                .collect(),
+            Command::MarkDead { server, seq } => match self.servers.get_mut(server) {
+                Some(s) if s.alive && s.seq == *seq => {
+                    s.alive = false;
+                    vec![Change::Dead(server.clone())]
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    fn apply_report(&mut self, report: &Report, now: Instant) -> Option<Change> {
+        if report.validate().is_err() {
+            // Only a buggy or hostile leader could commit one; every node skips it
+            // the same way, so the tables stay equal.
+            return None;
+        }
+        if !self.servers.contains_key(&report.server) && self.servers.len() >= MAX_SERVERS {
+            return None;
+        }
+        let fresh = Server {
+            url: report.url.clone(),
+            cpu: report.cpu,
+            wait: report.wait,
+            seq: report.seq,
+            alive: true,
+        };
+        let was_alive = match self.servers.get_mut(&report.server) {
+            Some(s) if report.seq <= s.seq => return None,
+            Some(s) => std::mem::replace(s, fresh).alive,
+            None => {
+                self.servers.insert(report.server.clone(), fresh);
+                false
+            }
+        };
+        self.applied_at.insert(report.server.clone(), now);
+        (!was_alive).then(|| Change::Alive(report.server.clone()))
+    }
+
+    /// Whether a report would change the table (its seq is newer and, for a new
+    /// server, there is room). The leader checks this before proposing.
+    pub fn accepts(&self, report: &Report) -> bool {
+        match self.servers.get(&report.server) {
+            Some(s) => report.seq > s.seq,
+            None => self.servers.len() < MAX_SERVERS,
+        }
+    }
+
+    pub fn get(&self, server: &str) -> Option<&Server> {
+        self.servers.get(server)
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = (&String, &Server)> {
+        self.servers.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Milliseconds since this node applied the server's last report.
+    pub fn age_ms(&self, server: &str, now: Instant) -> u64 {
+        self.applied_at
+            .get(server)
+            .map(|t| now.saturating_duration_since(*t).as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    /// The live servers in the order to try them: lowest agreed load plus
+    /// `extra_load` (this node's own in-flight work on that server) first; ties
+    /// broken by id so the order is stable.
+    pub fn candidates(&self, extra_load: impl Fn(&str) -> f64) -> Vec<(String, String)> {
+        let mut live: Vec<(f64, &String, &Server)> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.alive)
+            .map(|(id, s)| (s.load() + extra_load(id), id, s))
+            .collect();
+        live.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        live.into_iter()
+            .map(|(_, id, s)| (id.clone(), s.url.clone()))
+            .collect()
+    }
+
+    /// The agreed state, for the core's compaction.
+    pub fn snapshot(&self) -> Vec<u8> {
+        wire::encode(&SnapshotData::V1 {
+            servers: self.servers.clone(),
+        })
+        .expect("the table is plain data and always encodes")
+    }
+
+    /// Replaces the table with a snapshot's. Report ages restart at `now`: the
+    /// snapshot does not carry this node's local apply times.
+    pub fn restore(bytes: &[u8], now: Instant) -> Result<LoadTable, WireError> {
+        let SnapshotData::V1 { servers } = wire::decode(bytes)?;
+        let applied_at = servers.keys().map(|id| (id.clone(), now)).collect();
+        Ok(LoadTable {
+            servers,
+            applied_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(server: &str, cpu: f64, seq: u64) -> Report {
+        Report {
+            server: server.into(),
+            url: format!("http://127.0.0.1:1{server}"),
+            cpu,
+            wait: 0.0,
+            seq,
+        }
+    }
+
+    fn table_with(reports: &[Report]) -> LoadTable {
+        let mut t = LoadTable::new();
+        t.apply(&Command::Reports(reports.to_vec()), Instant::now());
+        t
+    }
+
+    #[test]
+    fn report_with_old_seq_is_ignored() {
+        let mut t = table_with(&[report("1", 50.0, 10)]);
+        let changes = t.apply(
+            &Command::Reports(vec![report("1", 5.0, 10)]),
+            Instant::now(),
+        );
+        assert!(changes.is_empty());
+        assert_eq!(t.get("1").expect("known").cpu, 50.0);
+        t.apply(&Command::Reports(vec![report("1", 5.0, 9)]), Instant::now());
+        assert_eq!(t.get("1").expect("known").cpu, 50.0);
+        t.apply(
+            &Command::Reports(vec![report("1", 5.0, 11)]),
+            Instant::now(),
+        );
+        assert_eq!(t.get("1").expect("known").cpu, 5.0);
+        assert!(!t.accepts(&report("1", 1.0, 11)));
+        assert!(t.accepts(&report("1", 1.0, 12)));
+    }
+
+    #[test]
+    fn a_dead_server_comes_back_with_its_next_report_only() {
+        let mut t = table_with(&[report("1", 5.0, 10)]);
+        let dead = Command::MarkDead {
+            server: "1".into(),
+            seq: 10,
+        };
+        assert_eq!(
+            t.apply(&dead, Instant::now()),
+            vec![Change::Dead("1".into())]
+        );
+        assert!(t.candidates(|_| 0.0).is_empty());
+        assert_eq!(t.apply(&dead, Instant::now()), vec![]);
+        let back = Command::Reports(vec![report("1", 5.0, 11)]);
+        assert_eq!(
+            t.apply(&back, Instant::now()),
+            vec![Change::Alive("1".into())]
+        );
+        assert_eq!(t.candidates(|_| 0.0).len(), 1);
+    }
+
+    #[test]
+    fn mark_dead_after_a_newer_report_is_a_no_op() {
+        let mut t = table_with(&[report("1", 5.0, 10)]);
+        t.apply(
+            &Command::Reports(vec![report("1", 5.0, 11)]),
+            Instant::now(),
+        );
+        let late = Command::MarkDead {
+            server: "1".into(),
+            seq: 10,
+        };
+        assert!(t.apply(&late, Instant::now()).is_empty());
+        assert!(t.get("1").expect("known").alive);
+    }
+
+    #[test]
+    fn candidates_are_ordered_by_load_plus_local_in_flight_work() {
+        let t = table_with(&[
+            report("a", 30.0, 1),
+            report("b", 10.0, 1),
+            report("c", 20.0, 1),
+        ]);
+        let ids = |v: Vec<(String, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(t.candidates(|_| 0.0)), ["b", "c", "a"]);
+        let busy_b = |id: &str| if id == "b" { 25.0 } else { 0.0 };
+        assert_eq!(ids(t.candidates(busy_b)), ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn the_table_is_bounded_in_servers() {
+        let reports: Vec<Report> = (0..MAX_SERVERS + 10)
+            .map(|i| report(&i.to_string(), 1.0, 1))
+            .collect();
+        let mut t = LoadTable::new();
+        for chunk in reports.chunks(MAX_REPORTS_PER_ENTRY) {
+            t.apply(&Command::Reports(chunk.to_vec()), Instant::now());
+        }
+        assert_eq!(t.len(), MAX_SERVERS);
+        assert!(!t.accepts(&report("new", 1.0, 1)));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_agreed_table() {
+        let mut t = table_with(&[report("a", 30.0, 1), report("b", 10.0, 7)]);
+        t.apply(
+            &Command::MarkDead {
+                server: "a".into(),
+                seq: 1,
+            },
+            Instant::now(),
+        );
+        let back = LoadTable::restore(&t.snapshot(), Instant::now()).expect("valid snapshot");
+        assert_eq!(back.servers, t.servers);
+        assert!(LoadTable::restore(b"\x07garbage", Instant::now()).is_err());
+    }
+
+    #[test]
+    fn a_full_entry_of_the_largest_reports_fits_one_datagram() {
+        let big = |i: usize| Report {
+            server: format!("{i:0>128}"),
+            url: format!("http://{}", "h".repeat(crate::report::MAX_URL_BYTES - 7)),
+            cpu: 100.0,
+            wait: 100.0,
+            seq: u64::MAX,
+        };
+        let entry = Command::Reports((0..MAX_REPORTS_PER_ENTRY).map(big).collect()).encode();
+        let limit = crate::raft::Config::new(1, vec![1]).max_entry_data_bytes();
+        assert!(entry.len() <= limit, "{} > {limit}", entry.len());
+    }
+}
