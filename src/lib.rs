@@ -9,12 +9,16 @@
 //!   length and CRC32, fsync before anything is promised.
 //! - [`nodes`]: nodes.txt, the fixed membership.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
+//! - [`wire`]: the one place bincode is used: datagrams, commands, snapshots.
+//! - [`table`]: the replicated state machine, the load table.
+//! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod nodes;
 pub mod raft;
 pub mod report;
+pub mod runtime;
 pub mod status;
 pub mod storage;
 pub mod table;

@@ -1,0 +1,385 @@
+//! The event loop: the one thread that owns the Raft core, the storage and the
+//! load table.
+//!
+//! It waits on three sources (datagrams from the UDP thread, load reports from
+//! the HTTP threads, a 10 ms ticker), feeds them to the core, and then handles
+//! the core's `Ready` in the order Raft's safety needs: persist and fsync the
+//! hard state and entries, then send, then apply committed entries, then
+//! `advance`. Nothing is sent that depends on state not yet on disk. Any storage
+//! error stops the node: continuing could acknowledge what is not durable.
+
+use std::fmt;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use super::reports::ReportIntake;
+use super::shared::{Metrics, Shared};
+use super::udp::{self, Inbound};
+use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
+use crate::report::Report;
+use crate::storage::{FsDir, Storage, StorageError};
+use crate::table::{Change, Command, LoadTable};
+use crate::wire::{Datagram, WireError};
+
+/// One logical tick of the core.
+pub const TICK: Duration = Duration::from_millis(10);
+/// After a long stall (a paused process), catch up at most this many ticks at
+/// once: enough to time out an election, not a burst of thousands.
+const MAX_CATCH_UP_TICKS: u32 = 50;
+/// Inbound datagrams handled per round before the round's single fsync.
+const MAX_BATCH: usize = 256;
+/// How long a stopping leader waits for its successor to take over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// What the HTTP threads hand to the loop.
+#[derive(Debug)]
+pub enum LoopInput {
+    /// A validated load report from a daemon.
+    Report(Report),
+}
+
+/// The channels the loop listens on.
+pub struct LoopChannels {
+    pub inbound: Receiver<Inbound>,
+    pub input: Receiver<LoopInput>,
+    /// One message (or the sender dropping) asks the loop to stop.
+    pub stop: Receiver<()>,
+}
+
+/// Why the loop stopped without being asked to.
+#[derive(Debug)]
+pub enum RuntimeError {
+    Storage(StorageError),
+    /// A snapshot from the leader does not decode as a load table.
+    Snapshot(WireError),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Storage(e) => write!(f, "storage failed, stopping: {e}"),
+            RuntimeError::Snapshot(e) => {
+                write!(f, "received a snapshot that is not a load table: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+impl From<StorageError> for RuntimeError {
+    fn from(e: StorageError) -> Self {
+        RuntimeError::Storage(e)
+    }
+}
+
+/// The loop's state; see the module docs.
+pub struct EventLoop {
+    pub(super) raft: Raft,
+    pub(super) storage: Storage<FsDir>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) socket: UdpSocket,
+    pub(super) intake: ReportIntake,
+    /// When the last tick was given to the core, to give one per 10 ms of real
+    /// time even when the ticker's messages were coalesced.
+    pub(super) last_tick: Instant,
+    /// When a valid datagram last came from each node (index = Raft id - 1).
+    pub(super) heard_from: Vec<Option<Instant>>,
+    /// A node counts as reachable when heard from within this window.
+    pub(super) reach_window: Duration,
+    /// (role, term, leader) as last logged.
+    pub(super) logged: (Role, u64, Option<NodeId>),
+}
+
+impl EventLoop {
+    /// Runs until asked to stop (Ok) or until storage fails (Err).
+    pub fn run(mut self, channels: LoopChannels) -> Result<(), RuntimeError> {
+        let ticker = crossbeam_channel::tick(TICK);
+        let mut stop = channels.stop;
+        let mut stopping_since: Option<Instant> = None;
+        self.publish();
+        loop {
+            select! {
+                recv(channels.inbound) -> got => {
+                    if let Ok(inbound) = got {
+                        self.on_inbound(inbound);
+                        for more in channels.inbound.try_iter().take(MAX_BATCH) {
+                            self.on_inbound(more);
+                        }
+                    }
+                }
+                recv(channels.input) -> got => {
+                    if let Ok(input) = got {
+                        self.on_input(input);
+                    }
+                }
+                recv(ticker) -> _ => self.on_tick(),
+                recv(stop) -> _ => {
+                    stop = crossbeam_channel::never();
+                    stopping_since = Some(Instant::now());
+                    self.hand_over_leadership();
+                }
+            }
+            self.handle_ready()?;
+            self.publish();
+            if let Some(since) = stopping_since {
+                if self.raft.role() != Role::Leader || since.elapsed() > HANDOVER_TIMEOUT {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        if let Some(slot) = self.heard_from.get_mut((inbound.from - 1) as usize) {
+            *slot = Some(Instant::now());
+        }
+        match inbound.datagram {
+            Datagram::Raft(message) => self.raft.step(message),
+            Datagram::Reports { reports, .. } => {
+                for report in reports.into_iter().filter(|r| r.validate().is_ok()) {
+                    self.take_report(report);
+                }
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: LoopInput) {
+        match input {
+            LoopInput::Report(report) => self.take_report(report),
+        }
+    }
+
+    fn take_report(&mut self, report: Report) {
+        let table = self.shared.table();
+        self.intake.receive(report, &table, Instant::now());
+    }
+
+    /// Gives the core one tick per elapsed 10 ms, then moves pending reports on:
+    /// the leader proposes them as one entry (and any MarkDead that is due), a
+    /// follower forwards them to the leader.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last_tick);
+        let ticks = (elapsed.as_millis() / TICK.as_millis()) as u32;
+        self.last_tick += TICK * ticks;
+        for _ in 0..ticks.min(MAX_CATCH_UP_TICKS) {
+            self.raft.tick();
+        }
+        if self.raft.role() == Role::Leader {
+            self.propose_reports(now);
+        } else if let Some(leader) = self.raft.leader() {
+            self.forward_reports(leader);
+        }
+    }
+
+    fn propose_reports(&mut self, now: Instant) {
+        let (batch, dead) = {
+            let table = self.shared.table();
+            (
+                self.intake.take_batch(&table),
+                self.intake.due_dead(&table, now),
+            )
+        };
+        let commands = (!batch.is_empty())
+            .then_some(Command::Reports(batch))
+            .into_iter()
+            .chain(dead);
+        for command in commands {
+            if let Err(e) = self.raft.propose(command.encode()) {
+                // Reports come again within a second; a MarkDead is re-proposed.
+                log::debug!("proposal dropped: {e:?}");
+            }
+        }
+    }
+
+    fn forward_reports(&mut self, leader: NodeId) {
+        if !self.intake.has_pending() {
+            return;
+        }
+        let reports = self.intake.take_batch(&self.shared.table());
+        let datagram = Datagram::Reports {
+            from: self.shared.me,
+            reports,
+        };
+        udp::send(&self.socket, &self.shared, leader, &datagram);
+    }
+
+    /// On SIGTERM a leader hands over to its most up-to-date follower, so the
+    /// cluster does not wait an election timeout for a successor.
+    fn hand_over_leadership(&mut self) {
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        if let Some(target) = self.raft.best_transfer_target() {
+            let name = self.name(Some(target));
+            match self.raft.transfer_leader(target) {
+                Ok(()) => log::info!("stopping: handing leadership to {name}"),
+                Err(e) => log::warn!("stopping: cannot hand leadership to {name}: {e:?}"),
+            }
+        }
+    }
+
+    /// Persist, fsync, send, apply, advance; then compact when the core asks.
+    /// Bounded: a core that always has more ready cannot starve the select.
+    fn handle_ready(&mut self) -> Result<(), RuntimeError> {
+        for _ in 0..16 {
+            if !self.raft.has_ready() {
+                break;
+            }
+            let ready = self.raft.ready();
+            self.persist(&ready)?;
+            let Ready {
+                snapshot,
+                messages,
+                committed_entries,
+                ..
+            } = ready;
+            for message in messages {
+                let to = message.to;
+                udp::send(&self.socket, &self.shared, to, &Datagram::Raft(message));
+            }
+            if let Some(snapshot) = snapshot {
+                let table = LoadTable::restore(&snapshot.data, Instant::now())
+                    .map_err(RuntimeError::Snapshot)?;
+                *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+                log::info!("installed a snapshot at index {}", snapshot.meta.index);
+            }
+            self.apply(&committed_entries);
+            self.raft.advance();
+            self.maybe_compact()?;
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, ready: &Ready) -> Result<(), StorageError> {
+        if let Some(snapshot) = &ready.snapshot {
+            self.storage.apply_snapshot(snapshot)?;
+        }
+        if !ready.entries.is_empty() {
+            self.storage.append(&ready.entries)?;
+        }
+        if let Some(hard_state) = ready.hard_state {
+            self.storage.set_hard_state(hard_state)?;
+        }
+        if ready.must_persist() {
+            self.storage.sync()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        {
+            let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());
+            for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
+                match Command::decode(&entry.data) {
+                    Ok(command) => changes.extend(table.apply(&command, now)),
+                    // Every node skips the same undecodable entry, so the tables
+                    // stay equal; only a newer version's command could be one.
+                    Err(e) => log::warn!("entry {} skipped: {e}", entry.index),
+                }
+            }
+        }
+        self.shared
+            .metrics
+            .entries_applied
+            .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for change in changes {
+            match change {
+                Change::Alive(server) => log::info!("server {server} is alive"),
+                Change::Dead(server) => log::info!("server {server} marked dead"),
+            }
+        }
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), StorageError> {
+        if !self.raft.wants_snapshot() {
+            return Ok(());
+        }
+        let applied = self.raft.applied_index();
+        let data = self.shared.table().snapshot();
+        if let Some(snapshot) = self.raft.compact(applied, data) {
+            self.storage.apply_snapshot(&snapshot)?;
+            Metrics::add(&self.shared.metrics.snapshots_taken);
+            log::debug!("compacted the log up to index {applied}");
+        }
+        Ok(())
+    }
+
+    /// Updates the view the HTTP threads read, and logs role and term changes.
+    fn publish(&mut self) {
+        let role = self.raft.role();
+        let term = self.raft.term();
+        let leader = self.raft.leader();
+        if (role, term, leader) != self.logged {
+            self.log_transition(role, term, leader);
+        }
+        let reachable = self.reachability(role, leader);
+        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+        view.role = role;
+        view.term = term;
+        view.leader = leader;
+        view.commit_index = self.raft.commit_index();
+        view.applied_index = self.raft.applied_index();
+        view.reachable = reachable;
+    }
+
+    fn log_transition(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
+        let (old_role, old_term, _) = self.logged;
+        self.logged = (role, term, leader);
+        match role {
+            Role::Leader if old_role != Role::Leader => {
+                log::info!("became leader in term {term}");
+                let table = self.shared.table();
+                self.intake.on_become_leader(&table, Instant::now());
+            }
+            Role::Candidate if old_role != Role::Candidate || old_term != term => {
+                Metrics::add(&self.shared.metrics.elections);
+                log::info!("candidate in term {term}: election started");
+            }
+            Role::PreCandidate => log::debug!("pre-candidate in term {term}"),
+            Role::Follower if leader.is_some() => {
+                log::info!("follower in term {term}, leader {}", self.name(leader))
+            }
+            Role::Follower if old_term != term || old_role != Role::Follower => {
+                log::info!("follower in term {term}, no leader yet")
+            }
+            _ => {}
+        }
+    }
+
+    fn reachability(&self, role: Role, leader: Option<NodeId>) -> Vec<Option<bool>> {
+        let now = Instant::now();
+        let me = self.shared.me;
+        self.heard_from
+            .iter()
+            .enumerate()
+            .map(|(i, heard)| {
+                let id = i as NodeId + 1;
+                let recent =
+                    heard.is_some_and(|t| now.saturating_duration_since(t) < self.reach_window);
+                if id == me {
+                    Some(true)
+                } else if role == Role::Leader || Some(id) == leader {
+                    Some(recent)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn name(&self, id: Option<NodeId>) -> String {
+        id.and_then(|id| self.shared.nodes.get(id))
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "none".into())
+    }
+}

@@ -1,0 +1,223 @@
+//! The runtime of a balancer node: the threads around the pure Raft core.
+//!
+//! - one UDP thread ([`udp`]) decodes datagrams into a bounded channel;
+//! - one event-loop thread ([`event_loop`]) owns the core, the storage and the
+//!   load table, and selects over that channel, the HTTP threads' reports and a
+//!   10 ms ticker;
+//! - a pool of HTTP threads (`crate::server`) answers clients from the
+//!   [`shared`] view, and hands reports to the loop through a channel.
+//!
+//! [`start`] wires them; [`RunningNode::shutdown`] stops them in order (a leader
+//! first hands leadership over).
+
+pub mod event_loop;
+pub mod reports;
+pub mod shared;
+pub mod udp;
+
+use std::fmt;
+use std::fs::File;
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+
+use crate::nodes::Nodes;
+use crate::raft::{Config, Raft, Role};
+use crate::storage::{FsDir, Storage};
+use crate::table::LoadTable;
+use event_loop::{EventLoop, LoopChannels, LoopInput, RuntimeError, TICK};
+use reports::ReportIntake;
+use shared::Shared;
+
+/// Datagrams waiting for the loop; beyond this they are dropped (and counted):
+/// Raft retries, and an unbounded queue would only hide an overloaded node.
+const INBOUND_QUEUE: usize = 4096;
+/// Reports waiting for the loop; a full queue answers 503.
+const INPUT_QUEUE: usize = 1024;
+
+/// Everything a node needs to start, from its flags.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// This node's id in nodes.txt.
+    pub id: String,
+    pub nodes: Nodes,
+    pub data_dir: PathBuf,
+    pub dead_after: Duration,
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    pub max_n: u64,
+    pub http_threads: usize,
+}
+
+/// Why a node could not start; `Display` is the one-line message.
+#[derive(Debug)]
+pub enum StartError {
+    Config(String),
+    DataDir(String),
+    Bind(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(m) | StartError::DataDir(m) | StartError::Bind(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started node: its threads and the handles to stop them.
+pub struct RunningNode {
+    pub shared: Arc<Shared>,
+    pub input: Sender<LoopInput>,
+    stop_tx: Sender<()>,
+    stop_udp: Arc<AtomicBool>,
+    event_loop: JoinHandle<Result<(), RuntimeError>>,
+    udp: JoinHandle<()>,
+    /// Held for the process's life: another node on the same data dir is refused.
+    _lock: File,
+}
+
+impl RunningNode {
+    /// Whether the event loop has ended (a storage failure ends it on its own).
+    pub fn is_finished(&self) -> bool {
+        self.event_loop.is_finished()
+    }
+
+    /// Stops the loop (a leader hands over first), then the UDP thread. Returns
+    /// the loop's error if it had stopped on one.
+    pub fn shutdown(self) -> Result<(), RuntimeError> {
+        // The loop may already be gone (storage failure): then there is no receiver.
+        let _ = self.stop_tx.send(());
+        let result = self
+            .event_loop
+            .join()
+            .unwrap_or_else(|_| panic!("the event loop panicked"));
+        self.stop_udp.store(true, Ordering::Relaxed);
+        if self.udp.join().is_err() {
+            log::error!("the udp thread panicked");
+        }
+        result
+    }
+}
+
+/// Opens the data dir, restores the core and the table, binds the UDP socket and
+/// starts the UDP and event-loop threads. The caller starts HTTP with
+/// [`RunningNode::shared`] and [`RunningNode::input`].
+pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
+    let nodes = &settings.nodes;
+    let me = nodes.raft_id_of(&settings.id).ok_or_else(|| {
+        StartError::Config(format!("node id {:?} is not in nodes.txt", settings.id))
+    })?;
+    let address = nodes
+        .get(me)
+        .expect("raft_id_of returned a listed id")
+        .socket;
+    let lock = lock_data_dir(&settings.data_dir)?;
+    let dir = FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    let (storage, restored) = Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    let now = Instant::now();
+    let table = match &restored.snapshot {
+        Some(snapshot) => LoadTable::restore(&snapshot.data, now).map_err(|e| {
+            StartError::DataDir(format!(
+                "the snapshot in {} is not a load table: {e}",
+                settings.data_dir.display()
+            ))
+        })?,
+        None => LoadTable::new(),
+    };
+    let raft =
+        Raft::new(raft_config(settings, me)?, restored, seed()).map_err(StartError::DataDir)?;
+    log::info!(
+        "node {} starting in term {} with commit index {} (data dir {})",
+        settings.id,
+        raft.term(),
+        raft.commit_index(),
+        settings.data_dir.display()
+    );
+    let socket = UdpSocket::bind(address)
+        .map_err(|e| StartError::Bind(format!("cannot bind udp {address}: {e}")))?;
+    let recv_socket = socket
+        .try_clone()
+        .map_err(|e| StartError::Bind(format!("udp socket: {e}")))?;
+    let shared = Arc::new(Shared::new(me, nodes.clone(), table, settings.max_n));
+    let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_QUEUE);
+    let (input_tx, input_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let stop_udp = Arc::new(AtomicBool::new(false));
+    let udp = udp::spawn_receiver(recv_socket, shared.clone(), inbound_tx, stop_udp.clone())
+        .map_err(|e| StartError::Bind(format!("udp receiver: {e}")))?;
+    let event_loop = EventLoop {
+        logged: (Role::Follower, raft.term(), None),
+        raft,
+        storage,
+        shared: shared.clone(),
+        socket,
+        intake: ReportIntake::new(settings.dead_after),
+        last_tick: Instant::now(),
+        heard_from: vec![None; nodes.entries().len()],
+        reach_window: settings.election_max * 2,
+    };
+    let channels = LoopChannels {
+        inbound: inbound_rx,
+        input: input_rx,
+        stop: stop_rx,
+    };
+    let event_loop = std::thread::Builder::new()
+        .name("event-loop".into())
+        .spawn(move || event_loop.run(channels))
+        .map_err(|e| StartError::Bind(format!("cannot start the event loop: {e}")))?;
+    Ok(RunningNode {
+        shared,
+        input: input_tx,
+        stop_tx,
+        stop_udp,
+        event_loop,
+        udp,
+        _lock: lock,
+    })
+}
+
+/// The core's settings from the node's flags, in ticks of [`TICK`].
+fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
+    let ticks = |d: Duration| (d.as_millis() / TICK.as_millis()).max(1) as u64;
+    let mut config = Config::new(me, settings.nodes.raft_ids());
+    config.heartbeat_ticks = ticks(settings.heartbeat);
+    config.election_ticks_min = ticks(settings.election_min);
+    config.election_ticks_max = ticks(settings.election_max);
+    config
+        .validate()
+        .map_err(|e| StartError::Config(format!("bad timing flags: {e}")))?;
+    Ok(config)
+}
+
+/// One process per data dir: two nodes appending to the same log would corrupt it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, StartError> {
+    let fail = |what: String| StartError::DataDir(format!("data dir {}: {what}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|e| fail(format!("cannot open LOCK: {e}")))?;
+    file.try_lock()
+        .map_err(|_| fail("in use by another running raftlb-node".into()))?;
+    Ok(file)
+}
+
+/// Election timeouts must differ between nodes and between restarts.
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}

@@ -1,0 +1,183 @@
+//! Load reports on their way into the log, and dead-server detection.
+//!
+//! Reports arrive from daemons (every node gets every report) and from followers
+//! that forward what they got. They wait here, newest per server, until the next
+//! tick: then the leader proposes them as one entry, and a follower forwards
+//! them to the leader. The leader also watches for servers that went quiet and
+//! proposes to mark them dead; a new leader first gives every server a full
+//! `dead_after` of grace, since it cannot know how long ago it last heard.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::report::Report;
+use crate::table::{Command, LoadTable, MAX_REPORTS_PER_ENTRY, MAX_SERVERS};
+
+pub struct ReportIntake {
+    /// The newest report per server not yet proposed or forwarded.
+    pending: BTreeMap<String, Report>,
+    /// When this node last received a report newer than the applied one.
+    last_heard: BTreeMap<String, Instant>,
+    /// MarkDead proposals in flight, so one is not proposed every tick.
+    dead_proposed: BTreeMap<String, Instant>,
+    dead_after: Duration,
+}
+
+impl ReportIntake {
+    pub fn new(dead_after: Duration) -> ReportIntake {
+        ReportIntake {
+            pending: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
+            dead_proposed: BTreeMap::new(),
+            dead_after,
+        }
+    }
+
+    /// Takes a (validated) report in. Reports the table would drop anyway are
+    /// dropped here; the rest count as a sign of life.
+    pub fn receive(&mut self, report: Report, table: &LoadTable, now: Instant) {
+        if !table.accepts(&report) {
+            return;
+        }
+        if let Some(queued) = self.pending.get(&report.server) {
+            if queued.seq >= report.seq {
+                return;
+            }
+        } else if self.pending.len() >= MAX_SERVERS {
+            return;
+        }
+        if self.last_heard.len() < MAX_SERVERS || self.last_heard.contains_key(&report.server) {
+            self.last_heard.insert(report.server.clone(), now);
+        }
+        self.pending.insert(report.server.clone(), report);
+    }
+
+    /// Up to one entry's worth of pending reports, dropping those the table
+    /// has since overtaken.
+    pub fn take_batch(&mut self, table: &LoadTable) -> Vec<Report> {
+        self.pending.retain(|_, r| table.accepts(r));
+        let keys: Vec<String> = self
+            .pending
+            .keys()
+            .take(MAX_REPORTS_PER_ENTRY)
+            .cloned()
+            .collect();
+        keys.iter().filter_map(|k| self.pending.remove(k)).collect()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// This node just became leader: every known server gets a full grace period.
+    pub fn on_become_leader(&mut self, table: &LoadTable, now: Instant) {
+        self.dead_proposed.clear();
+        for (id, _) in table.servers() {
+            self.last_heard.insert(id.clone(), now);
+        }
+    }
+
+    /// The MarkDead commands due now: live servers not heard from for
+    /// `dead_after`, not already proposed within the last `dead_after`.
+    pub fn due_dead(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
+        let mut due = Vec::new();
+        for (id, server) in table.servers().filter(|(_, s)| s.alive) {
+            let heard = *self.last_heard.entry(id.clone()).or_insert(now);
+            let quiet = now.saturating_duration_since(heard) >= self.dead_after;
+            let recently_proposed = self
+                .dead_proposed
+                .get(id)
+                .is_some_and(|t| now.saturating_duration_since(*t) < self.dead_after);
+            if quiet && !recently_proposed {
+                self.dead_proposed.insert(id.clone(), now);
+                due.push(Command::MarkDead {
+                    server: id.clone(),
+                    seq: server.seq,
+                });
+            }
+        }
+        self.dead_proposed
+            .retain(|id, _| table.get(id).is_some_and(|s| s.alive));
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(server: &str, seq: u64) -> Report {
+        Report {
+            server: server.into(),
+            url: "http://127.0.0.1:1".into(),
+            cpu: 1.0,
+            wait: 0.0,
+            seq,
+        }
+    }
+
+    #[test]
+    fn reports_coalesce_to_the_newest_per_server() {
+        let table = LoadTable::new();
+        let mut intake = ReportIntake::new(Duration::from_secs(3));
+        let now = Instant::now();
+        for (s, seq) in [("a", 2), ("a", 5), ("a", 3), ("b", 1)] {
+            intake.receive(report(s, seq), &table, now);
+        }
+        let batch = intake.take_batch(&table);
+        let got: Vec<(&str, u64)> = batch.iter().map(|r| (r.server.as_str(), r.seq)).collect();
+        assert_eq!(got, [("a", 5), ("b", 1)]);
+        assert!(!intake.has_pending());
+    }
+
+    #[test]
+    fn a_quiet_server_is_marked_dead_once_after_the_grace_period() {
+        let mut table = LoadTable::new();
+        let t0 = Instant::now();
+        table.apply(&Command::Reports(vec![report("a", 1)]), t0);
+        let mut intake = ReportIntake::new(Duration::from_millis(100));
+        intake.on_become_leader(&table, t0);
+        assert!(intake
+            .due_dead(&table, t0 + Duration::from_millis(99))
+            .is_empty());
+        let due = intake.due_dead(&table, t0 + Duration::from_millis(100));
+        assert_eq!(
+            due,
+            [Command::MarkDead {
+                server: "a".into(),
+                seq: 1
+            }]
+        );
+        assert!(intake
+            .due_dead(&table, t0 + Duration::from_millis(150))
+            .is_empty());
+        // Not applied (lost with a leader change, say): proposed again later.
+        assert_eq!(
+            intake
+                .due_dead(&table, t0 + Duration::from_millis(200))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_report_postpones_death() {
+        let mut table = LoadTable::new();
+        let t0 = Instant::now();
+        table.apply(&Command::Reports(vec![report("a", 1)]), t0);
+        let mut intake = ReportIntake::new(Duration::from_millis(100));
+        intake.on_become_leader(&table, t0);
+        intake.receive(report("a", 2), &table, t0 + Duration::from_millis(80));
+        assert!(intake
+            .due_dead(&table, t0 + Duration::from_millis(150))
+            .is_empty());
+        // A duplicate of the applied report is not a sign of life.
+        intake.receive(report("a", 1), &table, t0 + Duration::from_millis(170));
+        assert_eq!(
+            intake
+                .due_dead(&table, t0 + Duration::from_millis(180))
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! What the event loop shares with the HTTP threads: a read-only view of Raft,
+//! the applied load table, this node's in-flight work per server, and counters.
+//!
+//! The event loop is the only writer of the view and the table; HTTP threads
+//! only read them, under short read locks, so a prime request never waits for
+//! Raft and never blocks the loop for longer than a table lookup.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+use crate::nodes::Nodes;
+use crate::raft::{NodeId, Role};
+use crate::status::{NodeStatus, ServerStatus, Status};
+use crate::table::LoadTable;
+
+/// Raft as the event loop last saw it.
+#[derive(Clone, Debug)]
+pub struct RaftView {
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Per node (index = Raft id - 1): whether this node heard from it recently;
+    /// None where this node has no reason to hear from it (a follower does not
+    /// hear from other followers).
+    pub reachable: Vec<Option<bool>>,
+}
+
+/// State shared by the event loop (writer) and the HTTP threads (readers).
+pub struct Shared {
+    /// This node's Raft id and the membership.
+    pub me: NodeId,
+    pub nodes: Nodes,
+    pub view: RwLock<RaftView>,
+    pub table: RwLock<LoadTable>,
+    pub metrics: Metrics,
+    pub in_flight: InFlight,
+    /// Largest N served (`--max-n`).
+    pub max_n: u64,
+}
+
+impl Shared {
+    pub fn new(me: NodeId, nodes: Nodes, table: LoadTable, max_n: u64) -> Shared {
+        let reachable = vec![None; nodes.entries().len()];
+        Shared {
+            me,
+            view: RwLock::new(RaftView {
+                role: Role::Follower,
+                term: 0,
+                leader: None,
+                commit_index: 0,
+                applied_index: 0,
+                reachable,
+            }),
+            nodes,
+            table: RwLock::new(table),
+            metrics: Metrics::default(),
+            in_flight: InFlight::default(),
+            max_n,
+        }
+    }
+
+    pub fn view(&self) -> RaftView {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn table(&self) -> RwLockReadGuard<'_, LoadTable> {
+        // A panicking writer cannot leave the table half-applied (apply has no
+        // panicking paths on valid data), so a poisoned lock is still readable.
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn name_of(&self, id: NodeId) -> Option<String> {
+        self.nodes.get(id).map(|e| e.id.clone())
+    }
+
+    /// The JSON of `GET /status`.
+    pub fn status(&self) -> Status {
+        let view = self.view();
+        let now = Instant::now();
+        let table = self.table();
+        Status {
+            id: self.name_of(self.me).unwrap_or_default(),
+            role: view.role.as_str().to_string(),
+            term: view.term,
+            leader: view.leader.and_then(|l| self.name_of(l)),
+            commit_index: view.commit_index,
+            applied_index: view.applied_index,
+            nodes: self
+                .nodes
+                .entries()
+                .iter()
+                .zip(&view.reachable)
+                .map(|(e, reachable)| NodeStatus {
+                    id: e.id.clone(),
+                    addr: e.addr.clone(),
+                    reachable: *reachable,
+                })
+                .collect(),
+            servers: table
+                .servers()
+                .map(|(id, s)| ServerStatus {
+                    id: id.clone(),
+                    url: s.url.clone(),
+                    cpu: s.cpu,
+                    wait: s.wait,
+                    alive: s.alive,
+                    age_ms: table.age_ms(id, now),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// This node's own requests in flight to each server, weighted by expected cost,
+/// in load points (the unit of `cpu + wait`). It is added to the agreed load when
+/// choosing, so a burst between two reports spreads over the servers.
+#[derive(Default)]
+pub struct InFlight {
+    by_server: Mutex<BTreeMap<String, f64>>,
+}
+
+impl InFlight {
+    pub fn load_of(&self, server: &str) -> f64 {
+        self.lock().get(server).copied().unwrap_or(0.0)
+    }
+
+    /// Adds `points` on `server` until the returned guard drops.
+    pub fn start<'a>(&'a self, server: &str, points: f64) -> InFlightGuard<'a> {
+        *self.lock().entry(server.to_string()).or_insert(0.0) += points;
+        InFlightGuard {
+            owner: self,
+            server: server.to_string(),
+            points,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, f64>> {
+        self.by_server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes its request's weight when the request ends, however it ends.
+pub struct InFlightGuard<'a> {
+    owner: &'a InFlight,
+    server: String,
+    points: f64,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.owner.lock();
+        if let Some(v) = map.get_mut(&self.server) {
+            *v -= self.points;
+            if *v < 1e-9 {
+                map.remove(&self.server);
+            }
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub datagrams_dropped_decode: AtomicU64,
+    pub datagrams_dropped_unknown_source: AtomicU64,
+    pub datagrams_dropped_queue_full: AtomicU64,
+    pub datagrams_received: AtomicU64,
+    pub datagrams_sent: AtomicU64,
+    pub elections: AtomicU64,
+    pub reports_received: AtomicU64,
+    pub entries_applied: AtomicU64,
+    pub snapshots_taken: AtomicU64,
+    /// HTTP answers by status code.
+    pub responses: Mutex<BTreeMap<u16, u64>>,
+    /// Prime requests forwarded, by server: (answered, failed).
+    pub forwards: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_response(&self, code: u16) {
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+
+    pub fn count_forward(&self, server: &str, ok: bool) {
+        let mut map = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: only servers from the table (at most MAX_SERVERS) are forwarded to.
+        let entry = map.entry(server.to_string()).or_insert((0, 0));
+        if ok {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+}
