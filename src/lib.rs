@@ -9,9 +9,13 @@
 //!   length and CRC32, fsync before anything is promised.
 //! - [`nodes`]: nodes.txt, the fixed membership.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
+//! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
+//! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod client;
+pub mod daemon;
 pub mod nodes;
 pub mod raft;
 pub mod report;
