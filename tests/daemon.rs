@@ -170,12 +170,33 @@ fn assert_reports_are_sound(reports: &[Report], worker: &str) {
     }
 }
 
+/// Waits until the worker has answered `n` more health checks (each daemon
+/// tick makes one), so the tests count ticks instead of guessing durations.
+fn wait_ticks(worker: &FakeHttp, n: usize) {
+    let target = worker.count() + n;
+    let limit = Duration::from_secs(10);
+    assert!(
+        wait_until(limit, || worker.count() >= target),
+        "daemon stopped ticking"
+    );
+}
+
+/// Asserts that no report arrives over 5 ticks, after 2 ticks and 200 ms have
+/// let any report already in flight land.
+fn assert_no_reports_for_a_while(node: &FakeHttp, worker: &FakeHttp, why: &str) {
+    wait_ticks(worker, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = node.count();
+    wait_ticks(worker, 5);
+    assert_eq!(node.count(), before, "{why}");
+}
+
 #[test]
 fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     let node = FakeHttp::start(202);
     let worker = FakeHttp::start(200);
     // A silent node: the kernel accepts connections, nobody ever answers, so
-    // each report to it costs the full timeout.
+    // each report to it costs the full 500 ms timeout.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
@@ -201,41 +222,39 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     ]);
 
     assert!(
-        wait_until(Duration::from_secs(5), || node.count() >= 1),
+        wait_until(Duration::from_secs(10), || node.count() >= 1),
         "no first report"
     );
-    let first = Instant::now();
-    // Sequential sends would wait 500 ms for the silent node per report: 8
-    // reports would take 4 s. In parallel they take about 0.8 s.
+    // Had the silent node delayed the others, C would get one report per
+    // 500 ms while the daemon ticks every 100 ms: about 2 out of 10.
+    // Had the main loop waited for the nodes, 10 ticks would take 6 s.
+    let (reports_before, ticks_before) = (node.count(), worker.count());
+    let started = Instant::now();
+    wait_ticks(&worker, 10);
     assert!(
-        wait_until(Duration::from_secs(3), || node.count() >= 9),
-        "reports too slow"
+        started.elapsed() < Duration::from_secs(4),
+        "ticks slowed by a dead node"
     );
-    assert!(first.elapsed() < Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(200));
+    let ticks = worker.count() - ticks_before;
+    let reports = node.count() - reports_before;
+    assert!(reports + 2 >= ticks, "{reports} reports in {ticks} ticks");
     assert_reports_are_sound(&node.reports(), &worker_url);
 
     worker.status.store(503, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(400)); // a report in flight may land
-    let paused_at = node.count();
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        node.count(),
-        paused_at,
-        "reports sent while /health answered 503"
-    );
+    assert_no_reports_for_a_while(&node, &worker, "reports while /health answered 503");
 
+    let paused_at = node.count();
     worker.status.store(200, Ordering::SeqCst);
-    assert!(
-        wait_until(Duration::from_secs(3), || node.count() >= paused_at + 3),
-        "no resume"
-    );
+    let resumed = || node.count() >= paused_at + 3;
+    assert!(wait_until(Duration::from_secs(10), resumed), "no resume");
     assert_reports_are_sound(&node.reports(), &worker_url);
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status();
     assert!(kill.expect("run kill").success());
-    let status = child.wait_exit(Duration::from_secs(5));
+    let status = child.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
 }
 
@@ -266,19 +285,12 @@ fn reports_stop_when_the_measured_process_is_gone() {
         &pid,
     ]);
     assert!(
-        wait_until(Duration::from_secs(5), || node.count() >= 3),
+        wait_until(Duration::from_secs(10), || node.count() >= 3),
         "no reports"
     );
     measured.0.kill().expect("kill sleep");
     measured.wait_exit(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(400));
-    let after_exit = node.count();
-    std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        node.count(),
-        after_exit,
-        "reports about a process that is gone"
-    );
+    assert_no_reports_for_a_while(&node, &worker, "reports about a process that is gone");
     assert_reports_are_sound(&node.reports(), &worker_url);
 }
 
