@@ -12,9 +12,13 @@
 //! - [`wire`]: the one place bincode is used: datagrams, commands, snapshots.
 //! - [`table`]: the replicated state machine, the load table.
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
+//! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
+//! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod client;
+pub mod daemon;
 pub mod nodes;
 pub mod raft;
 pub mod report;

@@ -1,0 +1,104 @@
+//! `raftlb-daemon`: samples a server's CPU load and reports it to every node.
+//!
+//! Flag parsing, logging and signals only; the work is in `raftlb::daemon`.
+//! Exit codes: 0 after SIGINT/SIGTERM, 1 when it cannot start, 2 on bad usage
+//! or configuration (including a bad nodes.txt, named with its line).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use crossbeam_channel::Receiver;
+use raftlb::daemon::{self, sample::Target, Config, INTERVAL_MS_MAX, INTERVAL_MS_MIN};
+use raftlb::nodes::Nodes;
+
+/// Samples CPU load and reports it to every node of the cluster.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The worker this daemon speaks for, http://HOST:PORT; no reports while
+    /// its GET /health does not answer 200.
+    #[arg(long)]
+    worker: String,
+    /// The server's id in reports [default: the --worker URL as given]
+    #[arg(long)]
+    id: Option<String>,
+    /// The cluster's membership file.
+    #[arg(long, default_value = "nodes.txt")]
+    nodes: PathBuf,
+    /// Milliseconds between reports.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(INTERVAL_MS_MIN..=INTERVAL_MS_MAX))]
+    interval_ms: u64,
+    /// Measure this process (and its threads) instead of the whole machine.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// Why the daemon stopped early; each maps to an exit code.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("raftlb-daemon: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("raftlb-daemon: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Failure> {
+    // clap exits 2 on bad usage and 0 for --help, as SPEC wants.
+    let args = Args::parse();
+    let config = config(args).map_err(Failure::Usage)?;
+    let stop = stop_on_signals().map_err(Failure::Runtime)?;
+    daemon::run(&config, &stop).map_err(Failure::Runtime)
+}
+
+fn config(args: Args) -> Result<Config, String> {
+    daemon::check_worker_url(&args.worker)?;
+    let id = args.id.unwrap_or_else(|| args.worker.clone());
+    daemon::check_id(&id)?;
+    let nodes = Nodes::load(&args.nodes).map_err(|e| e.to_string())?;
+    let target = match args.pid {
+        None => Target::Machine,
+        Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => Target::Process(pid),
+        Some(pid) => return Err(format!("--pid {pid}: no such process")),
+    };
+    Ok(Config {
+        worker: args.worker,
+        id,
+        nodes,
+        interval: Duration::from_millis(args.interval_ms),
+        target,
+    })
+}
+
+/// A channel that receives once SIGINT or SIGTERM arrives, so the main loop
+/// can wait for its next tick and for a signal in one call.
+fn stop_on_signals() -> Result<Receiver<()>, String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                // Full means a stop is already pending: nothing to add.
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(rx)
+}

@@ -1,0 +1,185 @@
+//! Trying the nodes one after another until one answers: the rule every client
+//! command that needs one answer shares (`prime`, `status --json`, and later
+//! `note get|set`).
+//!
+//! A node that cannot be reached, times out, or answers 5xx is skipped: another
+//! node may well answer. A 4xx is final: it says the request itself is wrong
+//! (a bad N, a note too large), and every node would say the same. 408 and 429
+//! are the exceptions, as they say "not now" rather than "not this".
+
+use std::fmt;
+
+use super::http::Reply;
+use crate::nodes::NodeEntry;
+
+/// Why one node gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFailure {
+    pub node: String,
+    pub addr: String,
+    pub reason: String,
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} ({}): {}", self.node, self.addr, self.reason)
+    }
+}
+
+/// Why no node gave an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A node answered 4xx; the others were not asked.
+    Refused {
+        node: String,
+        status: u16,
+        /// The first line of the node's answer.
+        reason: String,
+    },
+    /// Every node failed, each for the reason given, in nodes.txt order.
+    AllFailed(Vec<NodeFailure>),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused {
+                node,
+                status,
+                reason,
+            } => write!(f, "node {node} refused the request ({status}): {reason}"),
+            Failure::AllFailed(failures) => write!(f, "all {} nodes failed", failures.len()),
+        }
+    }
+}
+
+/// Calls `call` on each node in order and returns the first 2xx reply with the
+/// node that gave it. `call` may turn a reply it cannot use (a 200 whose body is
+/// not a number) into an `Err`, which counts as that node failing.
+pub fn first_answer(
+    nodes: &[NodeEntry],
+    mut call: impl FnMut(&NodeEntry) -> Result<Reply, String>,
+) -> Result<(&NodeEntry, Reply), Failure> {
+    let mut failures = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let reason = match call(node) {
+            Ok(reply) if (200..300).contains(&reply.status) => return Ok((node, reply)),
+            Ok(reply) if is_final(reply.status) => {
+                return Err(Failure::Refused {
+                    node: node.id.clone(),
+                    status: reply.status,
+                    reason: first_line(&reply.body),
+                })
+            }
+            Ok(reply) => format!("answered {}: {}", reply.status, first_line(&reply.body)),
+            Err(reason) => reason,
+        };
+        log::debug!("node {} failed: {reason}", node.id);
+        failures.push(NodeFailure {
+            node: node.id.clone(),
+            addr: node.addr.clone(),
+            reason,
+        });
+    }
+    Err(Failure::AllFailed(failures))
+}
+
+/// A 4xx other than 408 (timeout) and 429 (too many requests).
+fn is_final(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+/// The first line of a body, cut to a length that fits a terminal line.
+pub fn first_line(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return "(empty answer)".to_string();
+    }
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<NodeEntry> {
+        ["A", "B", "C"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| NodeEntry {
+                id: id.to_string(),
+                addr: format!("h:{}", i + 1),
+                socket: format!("127.0.0.1:{}", i + 1).parse().expect("literal"),
+            })
+            .collect()
+    }
+
+    fn reply(status: u16, body: &str) -> Result<Reply, String> {
+        Ok(Reply {
+            status,
+            body: body.to_string(),
+        })
+    }
+
+    #[test]
+    fn the_first_2xx_wins_after_errors_and_5xx() {
+        let nodes = nodes();
+        let mut asked = Vec::new();
+        let result = first_answer(&nodes, |n| {
+            asked.push(n.id.clone());
+            match n.id.as_str() {
+                "A" => Err("connection refused".to_string()),
+                "B" => reply(503, "no live server\n"),
+                _ => reply(200, "104729"),
+            }
+        });
+        let (node, answer) = result.expect("C answers");
+        assert_eq!((node.id.as_str(), answer.body.as_str()), ("C", "104729"));
+        assert_eq!(asked, ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn a_4xx_is_final_but_408_and_429_are_not() {
+        let nodes = nodes();
+        let mut asked = 0;
+        let result = first_answer(&nodes, |_| {
+            asked += 1;
+            reply(400, "bad N: \"abc\" is not a number\nsecond line")
+        });
+        let want = Failure::Refused {
+            node: "A".into(),
+            status: 400,
+            reason: "bad N: \"abc\" is not a number".into(),
+        };
+        assert_eq!(result.map(|(_, r)| r), Err(want));
+        assert_eq!(asked, 1, "no other node asked");
+        let busy = first_answer(&nodes, |n| match n.id.as_str() {
+            "A" => reply(429, ""),
+            "B" => reply(408, ""),
+            _ => reply(200, "2"),
+        });
+        assert_eq!(busy.expect("C answers").0.id, "C");
+    }
+
+    #[test]
+    fn all_failing_lists_every_node_in_order() {
+        let nodes = nodes();
+        let result = first_answer(&nodes, |n| match n.id.as_str() {
+            "A" => Err("timed out".to_string()),
+            "B" => reply(502, ""),
+            _ => reply(302, "elsewhere"),
+        });
+        let Err(Failure::AllFailed(failures)) = result else {
+            panic!("every node failed: {result:?}");
+        };
+        let lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "node A (h:1): timed out",
+                "node B (h:2): answered 502: (empty answer)",
+                "node C (h:3): answered 302: elsewhere",
+            ]
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The one place that builds ureq agents and makes plain HTTP calls, shared by
+//! the client commands and the daemon.
+//!
+//! ureq 3 has no timeouts by default and turns 4xx/5xx into errors; every agent
+//! built here has both timeouts set and hands back the status, so each caller
+//! decides what a status means (a node's 503 is "try the next node", its 400 is
+//! final). Bodies are read up to a limit: a node is trusted no further than that.
+
+use std::time::Duration;
+
+use ureq::Agent;
+
+/// Largest response body read from a node (a `/status` with many servers is the
+/// biggest legitimate answer, far below this).
+pub const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+
+/// How long one call may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Until the TCP connection is up: small, so a dead host is given up quickly.
+    pub connect: Duration,
+    /// The whole call, from lookup to the last byte of the body.
+    pub total: Duration,
+}
+
+/// A response of any status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// The body, lossily decoded: it is printed or parsed, never trusted.
+    pub body: String,
+}
+
+/// Builds an agent with both timeouts, statuses as values, no proxy and, when
+/// `keep_alive` is false, no pooled connections.
+///
+/// The proxy is off because the nodes and workers are addressed directly: an
+/// `http_proxy` variable in a user's shell must not reroute loopback traffic. A
+/// caller sending one request per second (the daemon) opens a fresh connection
+/// each time, so a node that restarted is never met on a stale pooled socket.
+pub fn agent(timeouts: Timeouts, keep_alive: bool) -> Agent {
+    let mut config = Agent::config_builder()
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_global(Some(timeouts.total))
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0);
+    if !keep_alive {
+        config = config.max_idle_connections(0);
+    }
+    Agent::new_with_config(config.build())
+}
+
+/// `GET url`; the error is a one-line reason (connection refused, timed out…).
+pub fn get(agent: &Agent, url: &str) -> Result<Reply, String> {
+    let response = agent.get(url).call().map_err(|e| describe(&e))?;
+    read_reply(response)
+}
+
+/// `POST url` with a JSON body.
+pub fn post_json(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
+    let response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .map_err(|e| describe(&e))?;
+    read_reply(response)
+}
+
+fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, String> {
+    let status = response.status().as_u16();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| format!("reading the answer: {}", describe(&e)))?;
+    Ok(Reply {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// A ureq error as a short lowercase phrase.
+fn describe(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::Io(e) => lowercase_first(&e.to_string()),
+        other => lowercase_first(&other.to_string()),
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The base URL of a node: its resolved socket address, not the name in
+/// nodes.txt, so that `localhost` means the IPv4 address the node binds (see
+/// `nodes::resolve`) and no lookup is repeated per request.
+pub fn node_base_url(node: &crate::nodes::NodeEntry) -> String {
+    format!("http://{}", node.socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_phrases_start_lowercase() {
+        assert_eq!(lowercase_first("Connection refused"), "connection refused");
+        assert_eq!(lowercase_first(""), "");
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_reason_not_a_panic() {
+        // Port 1 on loopback: nothing listens there in any sane test machine.
+        let agent = agent(
+            Timeouts {
+                connect: Duration::from_millis(200),
+                total: Duration::from_millis(500),
+            },
+            false,
+        );
+        let err = get(&agent, "http://127.0.0.1:1/health").expect_err("nothing listens");
+        assert!(!err.is_empty() && !err.contains('\n'), "{err}");
+    }
+}

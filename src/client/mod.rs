@@ -1,0 +1,11 @@
+//! The client side of raftlb's HTTP.
+//!
+//! - [`http`]: ureq agents with timeouts and plain calls, shared with the daemon.
+//! - [`failover`]: try the nodes in nodes.txt order until one answers.
+//! - [`prime`]: `raftlb prime N`.
+//! - [`view`]: `raftlb status`, every node's `/status` as tables.
+
+pub mod failover;
+pub mod http;
+pub mod prime;
+pub mod view;

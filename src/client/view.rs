@@ -1,0 +1,265 @@
+//! `raftlb status`: every node's `/status`, fetched in parallel, shown as two
+//! aligned tables: the nodes as each sees itself, and the servers' load table.
+//!
+//! The servers table comes from the leader (it applies first), else from any
+//! node that answered: each node holds a copy of the same agreed table. With
+//! several nodes claiming leadership (a partition heals), the highest term wins.
+
+use std::fmt::Write as _;
+
+use super::failover::{self, Failure};
+use super::http::{self, Timeouts};
+use crate::nodes::NodeEntry;
+use crate::status::{ServerStatus, Status};
+
+/// What one node answered.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub id: String,
+    pub addr: String,
+    /// Its status, or why there is none (down, bad answer).
+    pub status: Result<Status, String>,
+}
+
+/// Asks every node at once; a node that does not answer within `timeouts`
+/// is down. One thread per node (at most `nodes::MAX_NODES`).
+pub fn fetch(nodes: &[NodeEntry], timeouts: Timeouts) -> Vec<NodeView> {
+    let agent = http::agent(timeouts, false);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let agent = &agent;
+                scope.spawn(move || fetch_one(agent, node))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(nodes)
+            .map(|(handle, node)| NodeView {
+                id: node.id.clone(),
+                addr: node.addr.clone(),
+                status: handle
+                    .join()
+                    .unwrap_or_else(|_| Err("status thread panicked".to_string())),
+            })
+            .collect()
+    })
+}
+
+fn fetch_one(agent: &ureq::Agent, node: &NodeEntry) -> Result<Status, String> {
+    let reply = http::get(agent, &format!("{}/status", http::node_base_url(node)))?;
+    if reply.status != 200 {
+        let line = failover::first_line(&reply.body);
+        return Err(format!("answered {}: {line}", reply.status));
+    }
+    serde_json::from_str(&reply.body).map_err(|e| format!("bad /status JSON: {e}"))
+}
+
+/// The raw `/status` body of the first node (in nodes.txt order) that answers.
+pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failure> {
+    let agent = http::agent(timeouts, false);
+    let (_, reply) = failover::first_answer(nodes, |node| {
+        http::get(&agent, &format!("{}/status", http::node_base_url(node)))
+    })?;
+    Ok(reply.body)
+}
+
+/// The node whose servers table to show: the leader with the highest term,
+/// else the first that answered.
+pub fn servers_source(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
+    let up = || {
+        views
+            .iter()
+            .filter_map(|v| v.status.as_ref().ok().map(|s| (v, s)))
+    };
+    let leader = up()
+        .filter(|(_, s)| s.role == "leader")
+        .max_by_key(|(_, s)| s.term);
+    leader.or_else(|| up().next())
+}
+
+/// Both tables, ready to print.
+pub fn render(views: &[NodeView]) -> String {
+    let mut out = String::new();
+    let mut rows = vec![row(&[
+        "", "ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "NOTE",
+    ])];
+    for view in views {
+        rows.push(match &view.status {
+            Ok(s) => {
+                let mark = if s.role == "leader" { "*" } else { "" };
+                let leader = s.leader.as_deref().unwrap_or("-");
+                let (term, commit) = (s.term.to_string(), s.commit_index.to_string());
+                row(&[
+                    mark, &view.id, &view.addr, "up", &s.role, &term, leader, &commit, "",
+                ])
+            }
+            Err(reason) => row(&["", &view.id, &view.addr, "down", "-", "-", "-", "-", reason]),
+        });
+    }
+    out.push_str(&aligned(&rows));
+    out.push_str("(* = leader)\n\n");
+    match servers_source(views) {
+        None => out.push_str("servers: unknown, no node answered\n"),
+        Some((source, status)) => {
+            let _ = writeln!(
+                out,
+                "servers, as node {} ({}) sees them:",
+                source.id, status.role
+            );
+            out.push_str(&servers_table(&status.servers));
+        }
+    }
+    out
+}
+
+fn servers_table(servers: &[ServerStatus]) -> String {
+    if servers.is_empty() {
+        return "no server has reported\n".to_string();
+    }
+    let mut rows = vec![row(&["ID", "URL", "CPU%", "WAIT%", "ALIVE", "AGE"])];
+    for s in servers {
+        let (cpu, wait) = (format!("{:.1}", s.cpu), format!("{:.1}", s.wait));
+        let alive = if s.alive { "yes" } else { "no" };
+        rows.push(row(&[
+            &s.id,
+            &s.url,
+            &cpu,
+            &wait,
+            alive,
+            &format_age(s.age_ms),
+        ]));
+    }
+    aligned(&rows)
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Left-aligned columns two spaces apart, trailing blanks trimmed.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (cell, width) in r.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `850ms`, `2.4s`, `3m05s`: readable at a glance, exact enough to spot a
+/// server whose reports stopped.
+pub fn format_age(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::NodeStatus;
+
+    fn status(id: &str, role: &str, term: u64, leader: Option<&str>) -> Status {
+        Status {
+            id: id.into(),
+            role: role.into(),
+            term,
+            leader: leader.map(Into::into),
+            commit_index: 40 + term,
+            applied_index: 40 + term,
+            nodes: vec![NodeStatus {
+                id: id.into(),
+                addr: "h:1".into(),
+                reachable: Some(true),
+            }],
+            servers: vec![ServerStatus {
+                id: format!("w-{id}"),
+                url: "http://127.0.0.1:13337".into(),
+                cpu: 12.345,
+                wait: 0.0,
+                alive: true,
+                age_ms: 420,
+            }],
+        }
+    }
+
+    fn view(id: &str, status: Result<Status, String>) -> NodeView {
+        NodeView {
+            id: id.into(),
+            addr: format!("localhost:{}", id.len()),
+            status,
+        }
+    }
+
+    #[test]
+    fn the_leader_is_marked_and_its_servers_are_shown() {
+        let views = [
+            view("A", Err("connection refused".into())),
+            view("B", Ok(status("B", "follower", 3, Some("C")))),
+            view("C", Ok(status("C", "leader", 3, Some("C")))),
+        ];
+        let text = render(&views);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("   ID  ADDRESS"), "{text}");
+        assert!(
+            lines[1].contains("down") && lines[1].ends_with("connection refused"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("*  C"), "{text}");
+        assert!(
+            text.contains("servers, as node C (leader) sees them:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("w-C") && text.contains("12.3") && text.contains("420ms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_a_leader_any_answer_gives_the_servers_and_stale_leaders_lose() {
+        let views = [
+            view("A", Err("timed out".into())),
+            view("B", Ok(status("B", "candidate", 5, None))),
+        ];
+        assert_eq!(
+            servers_source(&views).map(|(v, _)| v.id.as_str()),
+            Some("B")
+        );
+        let views = [
+            view("A", Ok(status("A", "leader", 2, Some("A")))),
+            view("B", Ok(status("B", "leader", 4, Some("B")))),
+        ];
+        assert_eq!(
+            servers_source(&views).map(|(v, _)| v.id.as_str()),
+            Some("B")
+        );
+        let views = [view("A", Err("timed out".into()))];
+        assert!(render(&views).contains("servers: unknown, no node answered"));
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(format_age(0), "0ms");
+        assert_eq!(format_age(2_449), "2.4s");
+        assert_eq!(format_age(185_000), "3m05s");
+    }
+}

@@ -1,0 +1,223 @@
+//! The daemon: samples a server's CPU load and reports it to every node.
+//!
+//! Each interval it takes a sample (`sample.rs`, from the /proc text parsed in
+//! `proctext.rs`), asks the worker's `GET /health`, and, only when the worker
+//! answers and the measured process exists, queues one report for every node
+//! (`sender.rs`, one thread per node). Sending nothing while the worker is down
+//! is how the cluster learns it is dead: its reports stop, and after
+//! `--dead-after-ms` the leader marks it dead. `seq` starts at the start time in
+//! ms since the epoch, so it keeps growing across restarts.
+
+pub mod proctext;
+pub mod sample;
+pub mod sender;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, info};
+
+use crate::client::http::{self, Timeouts};
+use crate::nodes::Nodes;
+use crate::report::Report;
+use sample::{Load, Sampler, Target};
+
+/// Bounds of `--interval-ms`: below 50 ms the reports would be a load of their
+/// own on the Raft log; above a minute a server would be marked dead between two.
+pub const INTERVAL_MS_MIN: u64 = 50;
+pub const INTERVAL_MS_MAX: u64 = 60_000;
+
+/// Each report's call to a node: a node that does not connect in 200 ms is down.
+pub const REPORT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_millis(200),
+    total: Duration::from_millis(500),
+};
+
+/// The health check: connecting is quick or the worker is down, but a worker
+/// busy with large primes may take a while to answer, and that is not death.
+pub const HEALTH_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_millis(200),
+    total: Duration::from_millis(1000),
+};
+
+/// The validated command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `http://HOST:PORT`, exactly as given: it is the report's `url`.
+    pub worker: String,
+    /// The server's id in reports.
+    pub id: String,
+    pub nodes: Nodes,
+    pub interval: Duration,
+    pub target: Target,
+}
+
+/// Checks `--worker`: `http://HOST:PORT` with nothing after the port, because
+/// the nodes build `WORKER/N` from it.
+pub fn check_worker_url(url: &str) -> Result<(), String> {
+    let bad = || format!("--worker must be http://HOST:PORT, found {url:?}");
+    let authority = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = matches!(port.parse::<u16>(), Ok(p) if p > 0);
+    if host.is_empty() || !port_ok || authority.contains('/') {
+        return Err(bad());
+    }
+    // The node validates every report; refuse now what it would refuse forever.
+    probe_report(url, "probe").validate().map_err(|_| bad())
+}
+
+/// Checks `--id` against the rules the nodes apply to a report's `server`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    probe_report("http://h:1", id)
+        .validate()
+        .map_err(|e| format!("bad --id {id:?}: {}", e.trim_start_matches("bad report: ")))
+}
+
+fn probe_report(url: &str, id: &str) -> Report {
+    Report {
+        server: id.to_string(),
+        url: url.to_string(),
+        cpu: 0.0,
+        wait: 0.0,
+        seq: 0,
+    }
+}
+
+/// Why no report is sent this interval; None when one is.
+type Pause = Option<String>;
+
+/// Runs until `stop` receives or closes. Errors only at start.
+pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), String> {
+    let mut sampler = Sampler::new(config.target)?;
+    let senders =
+        sender::Senders::start(config.nodes.entries(), &http::agent(REPORT_TIMEOUTS, false))?;
+    let health_agent = http::agent(HEALTH_TIMEOUTS, false);
+    let health_url = format!("{}/health", config.worker);
+    let mut seq = start_seq();
+    // Some(reason) while paused; starts as "not yet" so the first state is logged.
+    let mut paused: Option<Pause> = None;
+    info!(
+        "reporting {} ({}) to {} nodes every {} ms",
+        config.id,
+        config.worker,
+        config.nodes.entries().len(),
+        config.interval.as_millis()
+    );
+    let mut next = Instant::now() + config.interval;
+    // A signal (or its sender closing) ends the loop; a timeout is the next tick.
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_deadline(next) {
+        // After a stall (a slow health check), skip the missed ticks: no bursts.
+        next = (next + config.interval).max(Instant::now());
+        let pause = match (sampler.sample(), worker_health(&health_agent, &health_url)) {
+            (Err(reason), _) | (Ok(_), Err(reason)) => Some(reason),
+            (Ok(None), Ok(())) => Some("no baseline sample yet".to_string()),
+            (Ok(Some(load)), Ok(())) => {
+                senders.send(&report_body(config, load, seq));
+                seq += 1;
+                None
+            }
+        };
+        log_change(paused.as_ref(), &pause);
+        paused = Some(pause);
+    }
+    info!("stopping");
+    senders.stop();
+    Ok(())
+}
+
+/// Ms since the epoch now: the first `seq`, above every `seq` an earlier run of
+/// this daemon sent as long as it sent at most one report per ms.
+fn start_seq() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `Ok` when the worker answers 200 to `GET /health`.
+fn worker_health(agent: &ureq::Agent, url: &str) -> Result<(), String> {
+    match http::get(agent, url) {
+        Ok(reply) if reply.status == 200 => Ok(()),
+        Ok(reply) => Err(format!("worker answered {} to /health", reply.status)),
+        Err(reason) => Err(format!("worker does not answer: {reason}")),
+    }
+}
+
+fn report_body(config: &Config, load: Load, seq: u64) -> sender::Body {
+    let report = Report {
+        server: config.id.clone(),
+        url: config.worker.clone(),
+        cpu: round_hundredths(load.cpu),
+        wait: round_hundredths(load.wait),
+        seq,
+    };
+    debug!("report {report:?}");
+    let json = serde_json::to_vec(&report).expect("a report of plain fields serializes");
+    Arc::from(json)
+}
+
+/// Two decimals are all a load needs, and keep the Raft log entries short.
+fn round_hundredths(percent: f64) -> f64 {
+    ((percent * 100.0).round() / 100.0).clamp(0.0, 100.0)
+}
+
+/// Logs at info when reporting pauses or resumes, not on every interval.
+fn log_change(before: Option<&Pause>, now: &Pause) {
+    match (before, now) {
+        (Some(None), None) | (Some(Some(_)), Some(_)) => {}
+        (None, None) => debug!("reporting"),
+        (Some(Some(_)), None) => info!("worker up: reporting again"),
+        (_, Some(reason)) => info!("worker down, not reporting: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_urls_must_be_http_host_port() {
+        for good in [
+            "http://127.0.0.1:13337",
+            "http://localhost:1",
+            "http://[::1]:80",
+        ] {
+            assert_eq!(check_worker_url(good), Ok(()), "{good}");
+        }
+        let bad = [
+            "",
+            "127.0.0.1:13337",
+            "https://h:1",
+            "http://h",
+            "http://:1",
+            "http://h:0",
+            "http://h:99999",
+            "http://h:1/",
+            "http://h:1/x",
+            "http://h h:1",
+        ];
+        for url in bad {
+            let err = check_worker_url(url).expect_err(url);
+            assert!(
+                err.starts_with("--worker must be http://HOST:PORT"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_follow_the_report_rules() {
+        assert_eq!(check_id("http://127.0.0.1:13337"), Ok(()));
+        assert!(check_id("").is_err());
+        assert!(check_id("a\nb").is_err());
+        assert!(check_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn loads_are_rounded_and_kept_in_range() {
+        assert_eq!(round_hundredths(12.3456), 12.35);
+        assert_eq!(round_hundredths(100.0), 100.0);
+        assert_eq!(round_hundredths(0.0), 0.0);
+    }
+}

@@ -1,0 +1,313 @@
+//! Process tests of `raftlb`, the client: the real binary against fake nodes
+//! served by tiny_http in this process on loopback port 0, plus addresses where
+//! nothing listens (refused) or nothing answers (silent).
+//!
+//! They prove the failover order of `prime` (refused, 5xx and timeouts move on;
+//! a 400 is final), its exit codes, and that `status` marks the leader, shows
+//! the leader's servers, prints raw JSON with `--json`, and exits 1 when every
+//! node is down. Every wait is bounded by the client's own timeouts.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use raftlb::status::{NodeStatus, ServerStatus, Status};
+
+/// A fake node: answers every request with a fixed status and body, and
+/// records the paths it was asked for.
+struct FakeNode {
+    addr: SocketAddr,
+    paths: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeNode {
+    fn start(status: u16, body: &str) -> FakeNode {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind loopback port 0");
+        let addr = server.server_addr().to_ip().expect("an IP listener");
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, st, body) = (paths.clone(), stop.clone(), body.to_string());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(20)) else {
+                    continue;
+                };
+                p.lock()
+                    .expect("recorder lock")
+                    .push(request.url().to_string());
+                let response = tiny_http::Response::from_string(body.clone());
+                let _ = request.respond(response.with_status_code(status));
+            }
+        });
+        FakeNode {
+            addr,
+            paths,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.paths.lock().expect("recorder lock").clone()
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A loopback address where nothing listens: bound, then released.
+fn refusing_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Runs `raftlb` with a nodes.txt listing `addrs` as A, B, C… in order.
+fn raftlb(addrs: &[SocketAddr], args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nodes.txt");
+    let text: String = addrs
+        .iter()
+        .zip('A'..)
+        .map(|(addr, id)| format!("{id} {addr}\n"))
+        .collect();
+    std::fs::write(&path, text).expect("write nodes.txt");
+    let output = Command::new(env!("CARGO_BIN_EXE_raftlb"))
+        .arg("--nodes")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run raftlb");
+    drop(dir);
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn prime_moves_past_a_refused_node_and_a_503_to_the_node_that_answers() {
+    let unavailable = FakeNode::start(503, "no live server\n");
+    let good = FakeNode::start(200, "104729");
+    let output = raftlb(
+        &[refusing_addr(), unavailable.addr, good.addr],
+        &["prime", "10000"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "104729\n");
+    assert_eq!(unavailable.paths(), ["/prime/10000"]);
+    assert_eq!(good.paths(), ["/prime/10000"]);
+}
+
+#[test]
+fn prime_moves_past_a_node_that_does_not_answer_in_time() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let good = FakeNode::start(200, "2\n");
+    let addrs = [silent.local_addr().expect("addr"), good.addr];
+    let output = raftlb(&addrs, &["--timeout-ms", "300", "prime", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "2\n");
+}
+
+#[test]
+fn prime_exits_1_with_one_line_per_node_when_every_node_fails() {
+    let unavailable = FakeNode::start(503, "no live server\n");
+    let broken = FakeNode::start(200, "<html>not a prime</html>");
+    let output = raftlb(
+        &[refusing_addr(), unavailable.addr, broken.addr],
+        &["prime", "3"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "");
+    let err = stderr(&output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with("raftlb: node A (") && lines[0].contains("refused"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("raftlb: node B (")
+            && lines[1].ends_with("answered 503: no live server"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("raftlb: node C (") && lines[2].contains("without a number"),
+        "{err}"
+    );
+    assert_eq!(lines[3], "raftlb: prime: every node failed");
+}
+
+#[test]
+fn prime_takes_a_400_as_final_bad_usage() {
+    let strict = FakeNode::start(400, "bad N: above the maximum 10000000000\n");
+    let good = FakeNode::start(200, "104729");
+    let output = raftlb(&[strict.addr, good.addr], &["prime", "99999999999"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(
+        err,
+        "raftlb: prime: node A refused the request (400): bad N: above the maximum 10000000000\n"
+    );
+    assert!(good.paths().is_empty(), "a 400 is not retried elsewhere");
+}
+
+#[test]
+fn prime_refuses_a_malformed_n_without_asking_any_node() {
+    let good = FakeNode::start(200, "2");
+    for n in ["0", "-1", "abc", "1e3", "12x", "", "123456789012345678901"] {
+        let output = raftlb(&[good.addr], &["prime", n]);
+        assert_eq!(output.status.code(), Some(2), "N {n:?}");
+        let err = stderr(&output);
+        assert!(
+            err.starts_with("raftlb: N must be a decimal integer") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    assert!(good.paths().is_empty());
+}
+
+fn status(id: &str, role: &str, leader: Option<&str>) -> String {
+    let status = Status {
+        id: id.into(),
+        role: role.into(),
+        term: 7,
+        leader: leader.map(Into::into),
+        commit_index: 1234,
+        applied_index: 1234,
+        nodes: vec![NodeStatus {
+            id: id.into(),
+            addr: "x:1".into(),
+            reachable: Some(true),
+        }],
+        servers: vec![
+            ServerStatus {
+                id: format!("{id}-w1"),
+                url: "http://127.0.0.1:13337".into(),
+                cpu: 42.25,
+                wait: 3.5,
+                alive: true,
+                age_ms: 300,
+            },
+            ServerStatus {
+                id: format!("{id}-w2"),
+                url: "http://127.0.0.1:13338".into(),
+                cpu: 0.0,
+                wait: 0.0,
+                alive: false,
+                age_ms: 65_000,
+            },
+        ],
+    };
+    serde_json::to_string(&status).expect("status serializes")
+}
+
+#[test]
+fn status_marks_the_leader_and_shows_its_servers() {
+    let follower = FakeNode::start(200, &status("B", "follower", Some("C")));
+    let leader = FakeNode::start(200, &status("C", "leader", Some("C")));
+    let output = raftlb(&[refusing_addr(), follower.addr, leader.addr], &["status"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        words(lines[0]),
+        ["ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "NOTE"]
+    );
+    let a = words(lines[1]);
+    assert_eq!((a[0].as_str(), a[2].as_str()), ("A", "down"), "{out}");
+    assert_eq!(words(lines[2])[2..], ["up", "follower", "7", "C", "1234"]);
+    assert!(lines[3].starts_with('*'), "leader row marked: {out}");
+    assert_eq!(words(lines[3])[3..], ["up", "leader", "7", "C", "1234"]);
+    assert!(
+        out.contains("servers, as node C (leader) sees them:"),
+        "{out}"
+    );
+    let w1 = lines
+        .iter()
+        .find(|l| l.starts_with("C-w1"))
+        .expect("leader's server row");
+    assert_eq!(
+        words(w1)[1..],
+        ["http://127.0.0.1:13337", "42.2", "3.5", "yes", "300ms"]
+    );
+    let w2 = lines
+        .iter()
+        .find(|l| l.starts_with("C-w2"))
+        .expect("leader's server row");
+    assert_eq!(words(w2)[4..], ["no", "1m05s"]);
+    assert!(!out.contains("B-w1"), "servers come from the leader: {out}");
+}
+
+#[test]
+fn status_json_prints_the_first_answering_nodes_raw_status() {
+    let body = status("B", "follower", Some("C"));
+    let follower = FakeNode::start(200, &body);
+    let output = raftlb(&[refusing_addr(), follower.addr], &["status", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("{body}\n"));
+}
+
+#[test]
+fn status_with_every_node_down_prints_them_down_and_exits_1() {
+    let unavailable = FakeNode::start(503, "starting\n");
+    let output = raftlb(
+        &[refusing_addr(), unavailable.addr],
+        &["--timeout-ms", "500", "status"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" down ")).count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("answered 503: starting"), "{out}");
+    assert_eq!(stderr(&output), "raftlb: status: no node answered\n");
+}
+
+#[test]
+fn bad_usage_and_bad_config_exit_2() {
+    let addr = refusing_addr();
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["prime"],
+        &["status", "--bogus"],
+        &["--timeout-ms", "0", "status"],
+    ] {
+        let output = raftlb(&[addr], args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_raftlb"))
+        .args(["--nodes", "/nonexistent/nodes.txt", "status"])
+        .output()
+        .expect("run raftlb");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).starts_with("raftlb: cannot read /nonexistent/nodes.txt"));
+}
