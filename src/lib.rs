@@ -9,10 +9,12 @@
 //!   length and CRC32, fsync before anything is promised.
 //! - [`nodes`]: nodes.txt, the fixed membership.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
+//! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod nodes;
+pub mod primes;
 pub mod raft;
 pub mod report;
 pub mod status;
