@@ -8,6 +8,8 @@
 
 mod cache;
 mod estimate;
+mod lmo;
+#[cfg(test)]
 mod lucy;
 mod parse;
 mod sieve;
@@ -60,7 +62,7 @@ pub fn prime_count(x: u64) -> u64 {
     if x < SIEVE_COUNT_BELOW {
         sieve::count_primes_by_sieve(x)
     } else {
-        lucy::prime_count(x)
+        lmo::prime_count(x)
     }
 }
 
