@@ -66,6 +66,11 @@ fn nth_prime_matches_known_value_at_10_to_the_10() {
 }
 
 #[test]
+fn nth_prime_matches_known_value_at_10_to_the_11_the_supported_bound() {
+    assert_eq!(nth_prime(MAX_SUPPORTED_N), 2_760_727_302_517);
+}
+
+#[test]
 fn prime_count_matches_plain_sieve_for_every_x_up_to_100k() {
     let pi = pi_table(100_000);
     for (x, &expected) in pi.iter().enumerate() {
@@ -84,15 +89,28 @@ fn prime_count_matches_plain_sieve_for_random_x_up_to_10_to_the_7() {
 }
 
 #[test]
-fn nth_prime_inverts_prime_count_for_every_n_near_the_path_switches() {
-    let limit = 4 * SIEVE_COUNT_BELOW as usize;
-    let table = is_prime_table(limit);
-    let primes: Vec<u64> = (0..=limit as u64).filter(|&i| table[i as usize]).collect();
-    let near_switch = |n: usize| n.abs_diff(DIRECT_BELOW_N as usize) < 50;
-    let pi_at_sieve_switch = primes.partition_point(|&p| p < SIEVE_COUNT_BELOW);
-    for n in (1..primes.len()).filter(|&n| near_switch(n) || n.abs_diff(pi_at_sieve_switch) < 300) {
+fn nth_prime_matches_plain_sieve_on_both_sides_of_the_estimate() {
+    let table = is_prime_table(3_000_000);
+    let primes: Vec<u64> = (0..table.len() as u64)
+        .filter(|&i| table[i as usize])
+        .collect();
+    // Every n where the direct sieve hands over to the estimate, then a sample.
+    let ns = (1..300).chain((300..primes.len()).step_by(37));
+    let (mut walked_up, mut walked_down) = (0, 0);
+    for n in ns {
         assert_eq!(nth_prime(n as u64), primes[n - 1], "p({n})");
+        if n as u64 >= DIRECT_BELOW_N {
+            if estimate::nth_prime_estimate(n as u64) < primes[n - 1] {
+                walked_up += 1;
+            } else {
+                walked_down += 1;
+            }
+        }
     }
+    assert!(
+        walked_up > 100 && walked_down > 100,
+        "{walked_up} up, {walked_down} down"
+    );
 }
 
 #[test]
