@@ -14,12 +14,14 @@
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
 //! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
+//! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod client;
 pub mod daemon;
 pub mod nodes;
+pub mod primes;
 pub mod raft;
 pub mod report;
 pub mod runtime;
