@@ -9,9 +9,12 @@
 //!   length and CRC32, fsync before anything is promised.
 //! - [`nodes`]: nodes.txt, the fixed membership.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
+//! - [`http`]: the HTTP server wrapper of nodes and workers (handler threads, reply
+//!   helpers, body limit, and the fix for tiny_http's stuck keep-alive connections).
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod http;
 pub mod nodes;
 pub mod raft;
 pub mod report;
