@@ -11,11 +11,13 @@
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
 //! - [`http`]: the HTTP server wrapper of nodes and workers (handler threads, reply
 //!   helpers, body limit, and the fix for tiny_http's stuck keep-alive connections).
+//! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod http;
 pub mod nodes;
+pub mod primes;
 pub mod raft;
 pub mod report;
 pub mod status;
