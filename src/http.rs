@@ -209,29 +209,53 @@ impl Serving {
     }
 
     /// Stops the handler threads once their current request is answered, and the
-    /// nudger; the port is released when the last handle is gone.
+    /// nudger, and waits for them; the port is released when they are gone.
     pub fn stop(self) {
         drop(self);
     }
-}
 
-impl Drop for Serving {
-    fn drop(&mut self) {
+    /// Like [`Serving::stop`], but waits at most `wait_max` for the requests in
+    /// flight (a prime near max-n can take seconds). False if some were still running:
+    /// they end with the process.
+    pub fn stop_within(mut self, wait_max: Duration) -> bool {
+        self.signal_stop();
+        let threads: Vec<_> = self.handlers.drain(..).chain(self.nudger.take()).collect();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let joiner = thread::Builder::new()
+            .name("http-stop".to_string())
+            .spawn(move || {
+                join_all(threads);
+                let _ = done_tx.send(());
+            });
+        joiner.is_ok() && done_rx.recv_timeout(wait_max).is_ok()
+    }
+
+    fn signal_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Each unblock releases exactly one thread waiting in `recv`.
         for _ in &self.handlers {
             self.server.unblock();
         }
-        for thread in self.handlers.drain(..) {
-            if thread.join().is_err() {
-                log::error!("an http handler thread panicked outside its handler");
-            }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Empty after `stop_within`, which has done all of this already.
+        if self.handlers.is_empty() {
+            return;
         }
-        // The handlers held the last senders: the nudger now sees the channel closed.
-        if let Some(thread) = self.nudger.take() {
-            if thread.join().is_err() {
-                log::error!("the http nudger thread panicked");
-            }
+        self.signal_stop();
+        join_all(self.handlers.drain(..).chain(self.nudger.take()).collect());
+    }
+}
+
+/// Joins the handler threads and then the nudger: the handlers hold the last senders
+/// of nudge requests, so once they are gone the nudger sees its channel closed.
+fn join_all(threads: Vec<JoinHandle<()>>) {
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("an http thread panicked outside its handler");
         }
     }
 }
@@ -550,6 +574,25 @@ mod tests {
             bind(&addr).is_ok()
         });
         assert!(rebound, "{addr} still taken a second after stop");
+    }
+
+    #[test]
+    fn stop_within_gives_up_on_a_request_that_runs_too_long() {
+        let handler: Handler = Arc::new(|_: &mut Request| {
+            thread::sleep(Duration::from_secs(2));
+            text(200, "late")
+        });
+        let (serving, url) = serve_on_loopback(1, handler);
+        let client = thread::spawn(move || agent().get(&url).call().map(|r| r.status()));
+        // Let the request reach the handler before stopping.
+        thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        assert!(!serving.stop_within(Duration::from_millis(100)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(
+            client.join().expect("client thread").expect("answered"),
+            200
+        );
     }
 
     #[test]
