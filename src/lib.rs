@@ -14,12 +14,15 @@
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
 //! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
+//! - [`http`]: the HTTP server wrapper of nodes and workers (handler threads, reply
+//!   helpers, body limit, and the fix for tiny_http's stuck keep-alive connections).
 //! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod client;
 pub mod daemon;
+pub mod http;
 pub mod nodes;
 pub mod primes;
 pub mod raft;
