@@ -20,13 +20,26 @@ hunt:
 bench:
 	$(CARGO) bench --locked --bench raft_core
 	$(CARGO) bench --locked --bench storage
+	$(CARGO) bench --locked --bench primes
+	$(CARGO) bench --locked --bench cluster
 
-# The running system (nodes, workers, daemons, client) lands with issue 3,
-# `make chaos` with issue 5. Until then these say so instead of pretending.
-cluster status kill-random kill-leader kill-follower revive stop chaos:
-	@echo "make $@: not available yet: the running system (raftlb-node, workers, daemons) arrives with issue 3" >&2
+# The demo cluster: nodes A-E (nodes.txt), workers on 13337-13339, a daemon each.
+# scripts/cluster.sh holds the logic; pids and logs go to run/, data to data/.
+cluster: build
+	@scripts/cluster.sh start
+
+revive: build
+	@scripts/cluster.sh revive
+
+status kill-random kill-leader kill-follower stop:
+	@scripts/cluster.sh $@
+
+# `make chaos` arrives with issue 5.
+chaos:
+	@echo "make chaos: not available yet: it arrives with issue 5" >&2
 	@exit 1
 
 clean:
+	-@scripts/cluster.sh stop
 	$(CARGO) clean
 	rm -rf run data

@@ -28,6 +28,7 @@ pub mod primes;
 pub mod raft;
 pub mod report;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;

@@ -201,6 +201,11 @@ impl EventLoop {
             return;
         }
         let reports = self.intake.take_batch(&self.shared.table());
+        log::debug!(
+            "forwarding {} reports to {}",
+            reports.len(),
+            self.name(Some(leader))
+        );
         let datagram = Datagram::Reports {
             from: self.shared.me,
             reports,
@@ -333,8 +338,11 @@ impl EventLoop {
     }
 
     fn log_transition(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
-        let (old_role, old_term, _) = self.logged;
+        let (old_role, old_term, old_leader) = self.logged;
         self.logged = (role, term, leader);
+        if leader != old_leader || role != old_role {
+            self.intake.on_leader_change();
+        }
         match role {
             Role::Leader if old_role != Role::Leader => {
                 log::info!("became leader in term {term}");

@@ -18,6 +18,11 @@ pub struct ReportIntake {
     pending: BTreeMap<String, Report>,
     /// When this node last received a report newer than the applied one.
     last_heard: BTreeMap<String, Instant>,
+    /// The highest seq this node already proposed (leader) or forwarded
+    /// (follower) per server: the copies of a report that reach the leader from
+    /// every follower are not proposed again. Cleared when leadership changes,
+    /// since what was proposed may then be lost.
+    sent: BTreeMap<String, u64>,
     /// MarkDead proposals in flight, so one is not proposed every tick.
     dead_proposed: BTreeMap<String, Instant>,
     dead_after: Duration,
@@ -28,6 +33,7 @@ impl ReportIntake {
         ReportIntake {
             pending: BTreeMap::new(),
             last_heard: BTreeMap::new(),
+            sent: BTreeMap::new(),
             dead_proposed: BTreeMap::new(),
             dead_after,
         }
@@ -36,7 +42,11 @@ impl ReportIntake {
     /// Takes a (validated) report in. Reports the table would drop anyway are
     /// dropped here; the rest count as a sign of life.
     pub fn receive(&mut self, report: Report, table: &LoadTable, now: Instant) {
-        if !table.accepts(&report) {
+        let already_sent = self
+            .sent
+            .get(&report.server)
+            .is_some_and(|s| *s >= report.seq);
+        if !table.accepts(&report) || already_sent {
             return;
         }
         if let Some(queued) = self.pending.get(&report.server) {
@@ -62,7 +72,19 @@ impl ReportIntake {
             .take(MAX_REPORTS_PER_ENTRY)
             .cloned()
             .collect();
-        keys.iter().filter_map(|k| self.pending.remove(k)).collect()
+        let batch: Vec<Report> = keys.iter().filter_map(|k| self.pending.remove(k)).collect();
+        for r in &batch {
+            if self.sent.len() < MAX_SERVERS || self.sent.contains_key(&r.server) {
+                self.sent.insert(r.server.clone(), r.seq);
+            }
+        }
+        batch
+    }
+
+    /// Leadership changed: what was proposed or forwarded may be lost, so the
+    /// next copy of a report is worth sending again.
+    pub fn on_leader_change(&mut self) {
+        self.sent.clear();
     }
 
     pub fn has_pending(&self) -> bool {
@@ -128,6 +150,22 @@ mod tests {
         let got: Vec<(&str, u64)> = batch.iter().map(|r| (r.server.as_str(), r.seq)).collect();
         assert_eq!(got, [("a", 5), ("b", 1)]);
         assert!(!intake.has_pending());
+    }
+
+    #[test]
+    fn copies_of_a_sent_report_are_not_sent_again_until_leadership_changes() {
+        let table = LoadTable::new();
+        let mut intake = ReportIntake::new(Duration::from_secs(3));
+        let now = Instant::now();
+        intake.receive(report("a", 5), &table, now);
+        assert_eq!(intake.take_batch(&table).len(), 1);
+        intake.receive(report("a", 5), &table, now);
+        assert!(intake.take_batch(&table).is_empty());
+        intake.receive(report("a", 6), &table, now);
+        assert_eq!(intake.take_batch(&table).len(), 1);
+        intake.on_leader_change();
+        intake.receive(report("a", 6), &table, now);
+        assert_eq!(intake.take_batch(&table).len(), 1);
     }
 
     #[test]

@@ -124,8 +124,25 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn load_of(&self, server: &str) -> f64 {
-        self.lock().get(server).copied().unwrap_or(0.0)
+    /// The live servers in the order to try them, with `points` already added on
+    /// the first: choosing and counting under one lock, so that a burst of
+    /// concurrent requests sees each other's choices and spreads.
+    pub fn choose<'a>(
+        &'a self,
+        table: &LoadTable,
+        points: f64,
+    ) -> Option<(Vec<(String, String)>, InFlightGuard<'a>)> {
+        let mut map = self.lock();
+        let order = table.candidates(|id| map.get(id).copied().unwrap_or(0.0));
+        let first = order.first()?.0.clone();
+        *map.entry(first.clone()).or_insert(0.0) += points;
+        drop(map);
+        let guard = InFlightGuard {
+            owner: self,
+            server: first,
+            points,
+        };
+        Some((order, guard))
     }
 
     /// Adds `points` on `server` until the returned guard drops.

@@ -1,0 +1,149 @@
+//! The running system, measured: `cargo bench --bench cluster` (part of
+//! `make bench`).
+//!
+//! One run on this machine, real processes on loopback:
+//! - failover: SIGKILL the leader 20 times; time until the survivors agree on a
+//!   new leader (polled every 5 ms), median / p90 / max;
+//! - balancing: prime requests per second and p50/p99 latency at N=100 with 16
+//!   keep-alive clients through one node, against the same load straight to
+//!   one worker (the reference, same run, same client);
+//! - footprint: RSS of an idle node.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{wait_for, Cluster, Options};
+
+const TRIALS: usize = 20;
+const LOAD_SECS: u64 = 5;
+const CLIENTS: usize = 16;
+
+fn main() {
+    let mut cluster = Cluster::start(Options {
+        dead_after_ms: 3000,
+        report_interval_ms: 1000,
+        ..Options::default()
+    });
+    cluster.wait_for_leader(Duration::from_secs(20));
+    cluster.wait_for_servers(&[true, true, true], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = cluster.nodes[0]
+        .as_ref()
+        .map(|p| rss_kib(p.pid()))
+        .unwrap_or(0);
+    let (node_rps, node_p50, node_p99) = load(&cluster.url(0, "/100"));
+    let worker_url = format!("http://127.0.0.1:{}/100", cluster.worker_ports[0]);
+    let (worker_rps, worker_p50, worker_p99) = load(&worker_url);
+    let failovers = failovers(&mut cluster);
+
+    println!("\n## raftlb cluster (5 nodes, 3 workers, loopback, one run)\n");
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| failover: SIGKILL of leader to agreed new leader, {TRIALS} trials | p50 {} ms, p90 {} ms, max {} ms |",
+        pct(&failovers, 50),
+        pct(&failovers, 90),
+        pct(&failovers, 100)
+    );
+    println!(
+        "| primes N=100 through one node, {CLIENTS} clients | {node_rps:.0} req/s, p50 {node_p50:.2} ms, p99 {node_p99:.2} ms |"
+    );
+    println!(
+        "| primes N=100 straight to one worker, {CLIENTS} clients | {worker_rps:.0} req/s, p50 {worker_p50:.2} ms, p99 {worker_p99:.2} ms |"
+    );
+    println!(
+        "| through node / direct throughput | {:.2} |",
+        node_rps / worker_rps
+    );
+    println!("| idle node RSS | {:.1} MiB |", rss as f64 / 1024.0);
+}
+
+/// `count` percentile of sorted-on-the-fly millisecond samples.
+fn pct(samples: &[u64], p: usize) -> u64 {
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() - 1) * p / 100).min(v.len() - 1)]
+}
+
+fn failovers(cluster: &mut Cluster) -> Vec<u64> {
+    let mut times = Vec::new();
+    for trial in 0..TRIALS {
+        let old = cluster.wait_for_leader(Duration::from_secs(20));
+        let start = Instant::now();
+        cluster.kill_node(old);
+        let new = wait_for("a new leader", Duration::from_secs(20), || {
+            let l = cluster.agreed_leader()?;
+            (l != old).then_some(l)
+        });
+        times.push(start.elapsed().as_millis() as u64);
+        eprintln!(
+            "trial {trial}: {} -> {} in {} ms",
+            cluster.ids[old], cluster.ids[new], times[trial]
+        );
+        cluster.restart_node(old);
+        // Let the restarted node rejoin before the next kill.
+        wait_for("the node to rejoin", Duration::from_secs(20), || {
+            let s = cluster.status(old)?;
+            s.leader.is_some().then_some(())
+        });
+    }
+    times
+}
+
+/// Closed-loop load: CLIENTS threads, each with its own keep-alive agent.
+/// Returns (requests per second, p50 ms, p99 ms); panics on any failure.
+fn load(url: &str) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let url = url.to_string();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::new_with_config(
+                    ureq::Agent::config_builder()
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build(),
+                );
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let mut resp = agent.get(&url).call().expect("request succeeds");
+                    let body = resp.body_mut().read_to_string().expect("body");
+                    assert_eq!(body, "541");
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(LOAD_SECS));
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize];
+    (all.len() as f64 / LOAD_SECS as f64, q(0.5), q(0.99))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}

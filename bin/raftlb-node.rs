@@ -1,0 +1,136 @@
+//! raftlb-node: one balancer node (Raft over UDP and HTTP on the same port).
+//!
+//! Parses the flags and nodes.txt (exit 2 on a mistake, naming it), starts the
+//! runtime and the HTTP pool, and runs until SIGTERM or SIGINT: then a leader
+//! hands leadership over, the threads stop, and the process exits 0. Every
+//! acknowledged write is already fsynced, so SIGKILL loses nothing either.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use raftlb::nodes::Nodes;
+use raftlb::runtime::{self, NodeSettings};
+use raftlb::server::{prime::Forwarder, NodeHttp};
+
+/// One raftlb balancer node: Raft over UDP and HTTP on its nodes.txt port.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// This node's id in nodes.txt.
+    #[arg(long)]
+    id: String,
+    /// The cluster membership file.
+    #[arg(long, default_value = "nodes.txt")]
+    nodes: PathBuf,
+    /// Where term, vote, log and snapshots live [default: data/<ID>].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A server whose reports stop for this long is marked dead.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    dead_after_ms: u64,
+    /// Largest N served.
+    #[arg(long, default_value_t = raftlb::primes::MAX_N, value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_N * 100))]
+    max_n: u64,
+    /// Leader heartbeat interval.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    heartbeat_ms: u64,
+    /// Election timeouts are drawn between these two.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(20..=60_000))]
+    election_ms_min: u64,
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=120_000))]
+    election_ms_max: u64,
+    /// HTTP handler threads: prime requests may take a second, so many.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    http_threads: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("raftlb-node: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Exit code and message of a failure: 2 for the user's configuration, 1 for
+/// what went wrong at run time.
+type Failure = (u8, String);
+
+fn run(args: Args) -> Result<(), Failure> {
+    let file = args.nodes.display().to_string();
+    let nodes = Nodes::load(&args.nodes).map_err(|e| (2, e.to_string()))?;
+    nodes
+        .require(&args.id, &file)
+        .map_err(|e| (2, e.to_string()))?;
+    if args.election_ms_min >= args.election_ms_max || args.heartbeat_ms >= args.election_ms_min {
+        return Err((
+            2,
+            "timing flags must satisfy heartbeat-ms < election-ms-min < election-ms-max".into(),
+        ));
+    }
+    let settings = NodeSettings {
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("data").join(&args.id)),
+        id: args.id,
+        nodes,
+        dead_after: Duration::from_millis(args.dead_after_ms),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        election_min: Duration::from_millis(args.election_ms_min),
+        election_max: Duration::from_millis(args.election_ms_max),
+        max_n: args.max_n,
+        http_threads: args.http_threads as usize,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|e| (1, format!("cannot install signal handlers: {e}")))?;
+    }
+    let address = settings
+        .nodes
+        .get(
+            settings
+                .nodes
+                .raft_id_of(&settings.id)
+                .expect("checked above"),
+        )
+        .expect("checked above")
+        .socket;
+    let node = runtime::start(&settings).map_err(|e| (1, e.to_string()))?;
+    let server = raftlb::http::bind(&address.to_string()).map_err(|e| (1, e.to_string()))?;
+    let handler = NodeHttp {
+        shared: node.shared.clone(),
+        input: node.input.clone(),
+        forwarder: Forwarder::new(),
+    }
+    .into_handler();
+    let serving = raftlb::http::serve(server, settings.http_threads, handler);
+    log::info!("node {} serving http and raft on {address}", settings.id);
+    while !stop.load(Ordering::Relaxed) && !node.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if stop.load(Ordering::Relaxed) {
+        log::info!("stopping on signal");
+    }
+    let result = node.shutdown();
+    serving.stop();
+    match result {
+        Ok(()) => {
+            log::info!("stopped");
+            Ok(())
+        }
+        Err(e) => Err((1, e.to_string())),
+    }
+}

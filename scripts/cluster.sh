@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The local demo cluster behind `make cluster`, `make status`, `make kill-*`,
+# `make revive` and `make stop`: nodes A-E from nodes.txt, three workers on
+# 13337-13339 and a daemon for each (with --pid), in the background.
+# Pids and logs live under run/, data under data/<ID>. Starting is idempotent: a
+# process whose pid file names a live process of the same program is left alone.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release}
+NODES=${NODES:-nodes.txt}
+RUN=run
+WORKER_PORTS=(13337 13338 13339)
+
+mkdir -p "$RUN"
+
+node_ids() { sed -e 's/#.*//' "$NODES" | awk 'NF >= 2 { print $1 }'; }
+node_addr() { sed -e 's/#.*//' "$NODES" | awk -v id="$1" '$1 == id { print $2 }'; }
+
+# alive NAME PROGRAM: the pid in run/NAME.pid is running PROGRAM.
+alive() {
+    local pidfile="$RUN/$1.pid" pid
+    [[ -f $pidfile ]] || return 1
+    pid=$(cat "$pidfile")
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2" || return 1
+}
+
+# launch NAME PROGRAM ARGS...: start unless already running.
+launch() {
+    local name=$1 program=$2
+    shift 2
+    if alive "$name" "$program"; then
+        echo "  $name already running (pid $(cat "$RUN/$name.pid"))"
+        return 0
+    fi
+    "$BIN/$program" "$@" >> "$RUN/$name.log" 2>&1 &
+    echo $! > "$RUN/$name.pid"
+    echo "  $name started (pid $!)"
+}
+
+start_nodes() {
+    for id in $(node_ids); do
+        launch "node-$id" raftlb-node --id "$id" --nodes "$NODES" --data-dir "data/$id"
+    done
+}
+
+start_servers() {
+    local i=0 port
+    for port in "${WORKER_PORTS[@]}"; do
+        i=$((i + 1))
+        launch "worker-$i" raftlb-worker --port "$port"
+        # The daemon samples its worker's process: restart it when the worker
+        # got a new pid, so it does not watch a process that is gone.
+        local wpid
+        wpid=$(cat "$RUN/worker-$i.pid")
+        if alive "daemon-$i" raftlb-daemon && ! grep -q -- "--pid $wpid" <(tr '\0' ' ' < "/proc/$(cat "$RUN/daemon-$i.pid")/cmdline"); then
+            kill "$(cat "$RUN/daemon-$i.pid")" 2>/dev/null || true
+            sleep 0.2
+        fi
+        launch "daemon-$i" raftlb-daemon --worker "http://127.0.0.1:$port" --id "server-$i" \
+            --nodes "$NODES" --pid "$wpid"
+    done
+}
+
+leader_id() {
+    "$BIN/raftlb" --nodes "$NODES" --timeout-ms 1000 status --json 2>/dev/null \
+        | sed -n 's/.*"leader":"\([^"]*\)".*/\1/p'
+}
+
+running_nodes() {
+    for id in $(node_ids); do
+        if alive "node-$id" raftlb-node; then echo "$id"; fi
+    done
+}
+
+kill_node() {
+    local id=$1
+    kill -9 "$(cat "$RUN/node-$id.pid")"
+    echo "killed node $id (kill -9, pid $(cat "$RUN/node-$id.pid"))"
+}
+
+wait_for_leader() {
+    for _ in $(seq 1 50); do
+        if [[ -n $(leader_id) ]]; then return 0; fi
+        sleep 0.1
+    done
+    echo "no leader yet (the cluster may still be electing: try make status)" >&2
+}
+
+case ${1:-} in
+start)
+    echo "starting nodes (data under data/, logs under $RUN/):"
+    start_nodes
+    echo "starting workers and daemons:"
+    start_servers
+    wait_for_leader
+    addr=$(node_addr "$(node_ids | head -1)")
+    echo
+    echo "cluster up. page and status: http://${addr}/  (JSON: http://${addr}/status)"
+    echo "try: $BIN/raftlb prime 10000   |   make status   |   make kill-leader   |   make stop"
+    echo "logs: $RUN/*.log"
+    ;;
+revive)
+    echo "restarting dead processes with their data:"
+    start_nodes
+    start_servers
+    ;;
+status)
+    "$BIN/raftlb" --nodes "$NODES" status
+    ;;
+kill-random)
+    mapfile -t up < <(running_nodes)
+    if ((${#up[@]} == 0)); then echo "no node is running" >&2; exit 1; fi
+    kill_node "${up[RANDOM % ${#up[@]}]}"
+    ;;
+kill-leader)
+    leader=$(leader_id)
+    if [[ -z $leader ]]; then echo "no leader found (is the cluster running? make status)" >&2; exit 1; fi
+    alive "node-$leader" raftlb-node || { echo "leader $leader is not one of ours under $RUN/" >&2; exit 1; }
+    kill_node "$leader"
+    ;;
+kill-follower)
+    leader=$(leader_id)
+    mapfile -t up < <(running_nodes | grep -vx -- "${leader:-none}")
+    if ((${#up[@]} == 0)); then echo "no running follower" >&2; exit 1; fi
+    kill_node "${up[RANDOM % ${#up[@]}]}"
+    ;;
+stop)
+    # Daemons first (so no reports hit stopping nodes), then nodes, then workers.
+    pids=()
+    for f in "$RUN"/daemon-*.pid "$RUN"/node-*.pid "$RUN"/worker-*.pid; do
+        [[ -f $f ]] || continue
+        pid=$(cat "$f")
+        if kill -TERM "$pid" 2>/dev/null; then pids+=("$pid"); fi
+        rm -f "$f"
+    done
+    for _ in $(seq 1 50); do
+        left=()
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+        ((${#left[@]} == 0)) && break
+        sleep 0.1
+    done
+    for pid in "${left[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    echo "stopped ${#pids[@]} processes"
+    ;;
+*)
+    echo "usage: $0 start|revive|status|kill-random|kill-leader|kill-follower|stop" >&2
+    exit 2
+    ;;
+esac

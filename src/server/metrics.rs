@@ -1,0 +1,157 @@
+//! `GET /metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::http::{self, Reply};
+use crate::raft::Role;
+use crate::runtime::shared::Shared;
+
+pub fn reply(shared: &Shared) -> Reply {
+    http::text(200, render(shared))
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The whole exposition; families in a fixed order so a diff shows changes.
+pub fn render(shared: &Shared) -> String {
+    let view = shared.view();
+    let m = &shared.metrics;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in lines {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let roles = [Role::Leader, Role::Follower, Role::Candidate];
+    let role_of = |r: Role| match view.role {
+        Role::PreCandidate => Role::Candidate,
+        other => other,
+    } == r;
+    family(
+        "raftlb_role",
+        "gauge",
+        "1 for this node's current Raft role.",
+        roles
+            .iter()
+            .map(|r| (format!("{{role=\"{}\"}}", r.as_str()), role_of(*r) as u64))
+            .collect(),
+    );
+    family(
+        "raftlb_term",
+        "gauge",
+        "Current Raft term.",
+        vec![(String::new(), view.term)],
+    );
+    family(
+        "raftlb_commit_index",
+        "gauge",
+        "Highest log index known committed.",
+        vec![(String::new(), view.commit_index)],
+    );
+    family(
+        "raftlb_applied_index",
+        "gauge",
+        "Highest log index applied to the load table.",
+        vec![(String::new(), view.applied_index)],
+    );
+    family(
+        "raftlb_elections_total",
+        "counter",
+        "Elections this node started as a candidate.",
+        vec![(String::new(), get(&m.elections))],
+    );
+    let dropped = [
+        ("decode", get(&m.datagrams_dropped_decode)),
+        ("unknown_source", get(&m.datagrams_dropped_unknown_source)),
+        ("queue_full", get(&m.datagrams_dropped_queue_full)),
+    ];
+    family(
+        "raftlb_datagrams_dropped_total",
+        "counter",
+        "Datagrams dropped: undecodable, from outside nodes.txt, or over the queue bound.",
+        vec![(String::new(), dropped.iter().map(|(_, v)| v).sum())],
+    );
+    family(
+        "raftlb_datagrams_dropped_by_reason_total",
+        "counter",
+        "Dropped datagrams by reason.",
+        dropped
+            .iter()
+            .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), *v))
+            .collect(),
+    );
+    family(
+        "raftlb_datagrams_received_total",
+        "counter",
+        "Datagrams received.",
+        vec![(String::new(), get(&m.datagrams_received))],
+    );
+    family(
+        "raftlb_datagrams_sent_total",
+        "counter",
+        "Datagrams sent.",
+        vec![(String::new(), get(&m.datagrams_sent))],
+    );
+    family(
+        "raftlb_reports_received_total",
+        "counter",
+        "Load reports accepted over HTTP.",
+        vec![(String::new(), get(&m.reports_received))],
+    );
+    family(
+        "raftlb_entries_applied_total",
+        "counter",
+        "Log entries applied.",
+        vec![(String::new(), get(&m.entries_applied))],
+    );
+    family(
+        "raftlb_snapshots_total",
+        "counter",
+        "Snapshots taken to compact the log.",
+        vec![(String::new(), get(&m.snapshots_taken))],
+    );
+    let responses = m
+        .responses
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    family(
+        "raftlb_http_responses_total",
+        "counter",
+        "HTTP answers by status code.",
+        responses
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect(),
+    );
+    let forwards = m.forwards.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let label = |server: &str, result: &str| {
+        format!(
+            "{{server=\"{}\",result=\"{result}\"}}",
+            escape_label(server)
+        )
+    };
+    family(
+        "raftlb_forwards_total",
+        "counter",
+        "Prime requests forwarded, by server and result.",
+        forwards
+            .iter()
+            .flat_map(|(s, (ok, failed))| [(label(s, "ok"), *ok), (label(s, "failed"), *failed)])
+            .collect(),
+    );
+    out
+}
+
+/// Label values are escaped as the text format requires (server ids come
+/// from the network).
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

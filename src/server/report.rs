@@ -1,0 +1,39 @@
+//! `POST /report`: a daemon's load report becomes a proposal.
+//!
+//! The body is read with a limit (413 above 4 KiB), parsed and validated (400
+//! with the reason), then handed to the event loop, which proposes it (leader)
+//! or forwards it to the leader (follower). 202: accepted, not yet committed.
+
+use tiny_http::Request;
+
+use super::NodeHttp;
+use crate::http::{self, Reply};
+use crate::report::{Report, MAX_REPORT_BYTES};
+use crate::runtime::event_loop::LoopInput;
+use crate::runtime::shared::Metrics;
+
+pub fn handle(node: &NodeHttp, request: &mut Request) -> Reply {
+    let body = match http::read_body(request, MAX_REPORT_BYTES) {
+        Ok(body) => body,
+        Err(e) => return e.reply(),
+    };
+    let report = match Report::parse(&body) {
+        Ok(report) => report,
+        Err(reason) => return http::error(400, &reason),
+    };
+    if node.shared.table().get(&report.server).is_none()
+        && node.shared.table().len() >= crate::table::MAX_SERVERS
+    {
+        return http::error(
+            503,
+            &format!("load table full ({} servers)", crate::table::MAX_SERVERS),
+        );
+    }
+    match node.input.try_send(LoopInput::Report(report)) {
+        Ok(()) => {
+            Metrics::add(&node.shared.metrics.reports_received);
+            http::text(202, "accepted")
+        }
+        Err(_) => http::error(503, "node busy: report queue full, send the next one"),
+    }
+}

@@ -1,0 +1,412 @@
+//! Real processes on loopback for the system tests: a cluster of raftlb-node
+//! processes with workers and daemons, on free ports, with a temp nodes.txt and
+//! temp data dirs. Every process is killed by pid when the cluster drops, even
+//! when the test fails; every wait is bounded in time.
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use raftlb::status::Status;
+
+/// The cluster tests start up to a dozen processes each; on a 2-core machine
+/// running two clusters at once would turn election timeouts into noise.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A loopback port free for both UDP and TCP at the time of the call.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral tcp port");
+        let port = tcp.local_addr().expect("bound").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both udp and tcp after 100 tries");
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics after `limit`
+/// naming `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A started child, killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.name);
+    }
+
+    /// Waits for the process to exit; its exit code, or None on timeout.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(name: &str, program: &str, args: &[String], log: &Path) -> Proc {
+    let out = std::fs::File::create(log).expect("create the log file");
+    let err = out.try_clone().expect("clone the log file");
+    let child = Command::new(program)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    Proc {
+        name: name.to_string(),
+        child,
+    }
+}
+
+pub const NODE: &str = env!("CARGO_BIN_EXE_raftlb-node");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_raftlb-worker");
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_raftlb-daemon");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_raftlb");
+
+/// How a test cluster is set up.
+pub struct Options {
+    pub nodes: usize,
+    pub workers: usize,
+    pub dead_after_ms: u64,
+    pub report_interval_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 5,
+            workers: 3,
+            dead_after_ms: 1000,
+            report_interval_ms: 100,
+        }
+    }
+}
+
+/// Nodes, workers and their daemons; index i of each vector is node/server i.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ids: Vec<String>,
+    pub ports: Vec<u16>,
+    pub nodes: Vec<Option<Proc>>,
+    pub worker_ports: Vec<u16>,
+    pub workers: Vec<Option<Proc>>,
+    pub daemons: Vec<Option<Proc>>,
+    pub options: Options,
+    restarts: usize,
+}
+
+impl Cluster {
+    pub fn start(options: Options) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids: Vec<String> = (0..options.nodes)
+            .map(|i| ((b'A' + i as u8) as char).to_string())
+            .collect();
+        let ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
+        let text: String = ids
+            .iter()
+            .zip(&ports)
+            .map(|(id, port)| format!("{id} 127.0.0.1:{port}\n"))
+            .collect();
+        std::fs::write(dir.path().join("nodes.txt"), text).expect("write nodes.txt");
+        let mut cluster = Cluster {
+            dir,
+            ids,
+            ports,
+            nodes: Vec::new(),
+            worker_ports: Vec::new(),
+            workers: Vec::new(),
+            daemons: Vec::new(),
+            options,
+            restarts: 0,
+        };
+        for i in 0..cluster.options.nodes {
+            let p = cluster.spawn_node(i);
+            cluster.nodes.push(Some(p));
+        }
+        for i in 0..cluster.options.workers {
+            let port = free_port();
+            cluster.worker_ports.push(port);
+            let w = cluster.spawn_worker(i);
+            cluster.workers.push(Some(w));
+            let d = cluster.spawn_daemon(i);
+            cluster.daemons.push(Some(d));
+        }
+        cluster
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn nodes_file(&self) -> String {
+        self.path("nodes.txt").display().to_string()
+    }
+
+    fn log(&mut self, name: &str) -> PathBuf {
+        self.restarts += 1;
+        self.path(&format!("{name}.{}.log", self.restarts))
+    }
+
+    pub fn spawn_node(&mut self, i: usize) -> Proc {
+        let id = self.ids[i].clone();
+        let args = vec![
+            "--id".into(),
+            id.clone(),
+            "--nodes".into(),
+            self.nodes_file(),
+            "--data-dir".into(),
+            self.path(&format!("data-{id}")).display().to_string(),
+            "--dead-after-ms".into(),
+            self.options.dead_after_ms.to_string(),
+        ];
+        let log = self.log(&format!("node-{id}"));
+        spawn(&format!("node {id}"), NODE, &args, &log)
+    }
+
+    pub fn server_id(i: usize) -> String {
+        format!("server-{}", i + 1)
+    }
+
+    pub fn spawn_worker(&mut self, i: usize) -> Proc {
+        let args = vec!["--port".into(), self.worker_ports[i].to_string()];
+        let log = self.log(&format!("worker-{i}"));
+        spawn(&format!("worker {i}"), WORKER, &args, &log)
+    }
+
+    pub fn spawn_daemon(&mut self, i: usize) -> Proc {
+        let args = vec![
+            "--worker".into(),
+            format!("http://127.0.0.1:{}", self.worker_ports[i]),
+            "--id".into(),
+            Cluster::server_id(i),
+            "--nodes".into(),
+            self.nodes_file(),
+            "--interval-ms".into(),
+            self.options.report_interval_ms.to_string(),
+        ];
+        let log = self.log(&format!("daemon-{i}"));
+        spawn(&format!("daemon {i}"), DAEMON, &args, &log)
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[i])
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    /// SIGKILLs node i.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.signal("KILL");
+            p.wait_exit(Duration::from_secs(5));
+        }
+    }
+
+    pub fn restart_node(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is running");
+        let p = self.spawn_node(i);
+        self.nodes[i] = Some(p);
+    }
+
+    pub fn status(&self, i: usize) -> Option<Status> {
+        let (code, body, _) = get(&self.url(i, "/status"))?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// The leader index that every live node agrees on, once they do.
+    pub fn agreed_leader(&self) -> Option<usize> {
+        let mut leader = None;
+        for i in self.live() {
+            let s = self.status(i)?;
+            let l = self
+                .ids
+                .iter()
+                .position(|id| Some(id) == s.leader.as_ref())?;
+            if leader.is_some_and(|x| x != l) || self.nodes[l].is_none() {
+                return None;
+            }
+            leader = Some(l);
+        }
+        leader
+    }
+
+    pub fn wait_for_leader(&self, limit: Duration) -> usize {
+        wait_for("an agreed leader", limit, || self.agreed_leader())
+    }
+
+    /// Waits until every live node shows every server with `alive`.
+    pub fn wait_for_servers(&self, alive: &[bool], limit: Duration) {
+        wait_for("the servers' liveness on every node", limit, || {
+            self.live()
+                .iter()
+                .all(|i| {
+                    self.status(*i).is_some_and(|s| {
+                        alive.iter().enumerate().all(|(k, want)| {
+                            s.servers
+                                .iter()
+                                .any(|sv| sv.id == Cluster::server_id(k) && sv.alive == *want)
+                        })
+                    })
+                })
+                .then_some(())
+        });
+    }
+
+    /// Posts a report for `server` to node `via` the way a daemon does, with a
+    /// growing seq every 100 ms, until every live node has applied one. A single
+    /// report is best effort (202 means accepted, and a leader change can lose it);
+    /// the next one supersedes it.
+    pub fn report_until_applied(&self, via: usize, server: &str, limit: Duration) {
+        let cluster = self;
+        let start = Instant::now();
+        let mut seq = 0u64;
+        loop {
+            seq += 1;
+            let report = format!(
+                r#"{{"server":"{server}","url":"http://127.0.0.1:9","cpu":1.0,"seq":{seq}}}"#
+            );
+            let answer = send("POST", &cluster.url(via, "/report"), report.as_bytes());
+            assert!(
+                answer.as_ref().is_none_or(|(code, _)| *code == 202),
+                "report refused: {answer:?}"
+            );
+            let applied = cluster.live().iter().all(|i| {
+                cluster
+                    .status(*i)
+                    .is_some_and(|s| s.servers.iter().any(|sv| sv.id == server))
+            });
+            if applied {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "report for {server} not applied within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The log files, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            names.sort();
+            for p in names
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out += &format!("--- {}\n", p.display());
+                for l in tail.iter().rev() {
+                    out += l;
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what the processes said (the processes themselves
+    /// are killed by their own `Proc` drops right after).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// One shared HTTP client for the tests: short timeouts, statuses as values.
+fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_millis(500)))
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .build(),
+        )
+    })
+}
+
+/// GET: (status, body, X-Raftlb-Server), or None when the node did not answer.
+pub fn get(url: &str) -> Option<(u16, String, Option<String>)> {
+    let mut resp = agent().get(url).call().ok()?;
+    let server = resp
+        .headers()
+        .get("X-Raftlb-Server")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let code = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().ok()?;
+    Some((code, body, server))
+}
+
+/// A request with any method and body: (status, body).
+pub fn send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(body.to_vec())
+        .ok()?;
+    let mut resp = agent().run(request).ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.body_mut().read_to_string().ok()?))
+}
