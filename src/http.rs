@@ -51,8 +51,13 @@
 //!   makes `accept` itself time out, and tiny_http ends its accept loop for good on
 //!   the first `accept` error.
 //!
-//! The nudges cost a loopback connection per period and per new client connection;
-//! nothing else changes, so clients keep their connections as long as they like.
+//! The nudges cost a loopback connection per period and per new client connection
+//! (measured on an idle worker: 60 ms of CPU in 20 s, and about 600 TIME_WAIT
+//! sockets on the nudger's side, which Linux reuses on loopback); nothing else
+//! changes, so clients keep their connections as long as they like. Measured with 64
+//! keep-alive clients connecting at once to `raftlb-worker`: without the nudges 5 of
+//! 6 runs left 3 to 19 connections unanswered for the whole 3 s run; with them every
+//! connection had its first answer within 110 ms in every run.
 //!
 //! What remains: a client that sends headers and then trickles its body holds a
 //! handler thread inside [`read_body`] (tiny_http gives no access to the socket's
