@@ -80,6 +80,27 @@ kill_node() {
     echo "killed node $id (kill -9, pid $(cat "$RUN/node-$id.pid"))"
 }
 
+# check_started NAME PROGRAM...: every named process is still running a moment
+# after its start; otherwise show why (the end of its log) and fail.
+check_started() {
+    local failed=0 name
+    sleep 0.5
+    for name in "$@"; do
+        local program=raftlb-${name%%-*}
+        if ! alive "$name" "$program"; then
+            echo "$name did not stay up; the end of $RUN/$name.log:" >&2
+            tail -n 3 "$RUN/$name.log" >&2
+            failed=1
+        fi
+    done
+    return $failed
+}
+
+all_names() {
+    for id in $(node_ids); do echo "node-$id"; done
+    for i in 1 2 3; do echo "worker-$i"; echo "daemon-$i"; done
+}
+
 wait_for_leader() {
     for _ in $(seq 1 50); do
         if [[ -n $(leader_id) ]]; then return 0; fi
@@ -94,10 +115,12 @@ start)
     start_nodes
     echo "starting workers and daemons:"
     start_servers
+    mapfile -t names < <(all_names)
+    check_started "${names[@]}"
     wait_for_leader
     addr=$(node_addr "$(node_ids | head -1)")
     echo
-    echo "cluster up. page and status: http://${addr}/  (JSON: http://${addr}/status)"
+    echo "cluster up. status: http://${addr}/status   metrics: http://${addr}/metrics"
     echo "try: $BIN/raftlb prime 10000   |   make status   |   make kill-leader   |   make stop"
     echo "logs: $RUN/*.log"
     ;;
@@ -105,6 +128,8 @@ revive)
     echo "restarting dead processes with their data:"
     start_nodes
     start_servers
+    mapfile -t names < <(all_names)
+    check_started "${names[@]}"
     ;;
 status)
     "$BIN/raftlb" --nodes "$NODES" status

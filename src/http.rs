@@ -331,10 +331,20 @@ fn nudge_target(mut addr: SocketAddr) -> SocketAddr {
 /// Nudges on every request and every period, until all senders are gone.
 fn nudge_until_stopped(target: SocketAddr, requests: &Receiver<()>) {
     while requests.recv_timeout(NUDGE_PERIOD) != Err(RecvTimeoutError::Disconnected) {
-        // Connect and close at once: tiny_http reads end-of-stream, no request reaches
-        // a handler, and the pool thread that saw it moves on to the queue.
-        if let Err(e) = TcpStream::connect_timeout(&target, NUDGE_CONNECT_TIMEOUT) {
-            log::debug!("http nudge to {target} failed: {e}");
+        // Connect and close at once: tiny_http's read fails, no request reaches a
+        // handler, and the pool thread that saw it moves on to the queue. The close
+        // is a reset (linger 0), so no TIME_WAIT socket is left behind: tens of
+        // nudges a second would otherwise hold thousands of ephemeral ports, and a
+        // node whose fixed port lies in the ephemeral range (34572 does) could not
+        // bind it for a minute after a restart.
+        match TcpStream::connect_timeout(&target, NUDGE_CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                let socket = socket2::Socket::from(stream);
+                if let Err(e) = socket.set_linger(Some(Duration::ZERO)) {
+                    log::debug!("http nudge: cannot set linger: {e}");
+                }
+            }
+            Err(e) => log::debug!("http nudge to {target} failed: {e}"),
         }
     }
 }

@@ -35,9 +35,12 @@ pub struct Reply {
 /// `keep_alive` is false, no pooled connections.
 ///
 /// The proxy is off because the nodes and workers are addressed directly: an
-/// `http_proxy` variable in a user's shell must not reroute loopback traffic. A
-/// caller sending one request per second (the daemon) opens a fresh connection
-/// each time, so a node that restarted is never met on a stale pooled socket.
+/// `http_proxy` variable in a user's shell must not reroute loopback traffic.
+/// The daemon keeps its connections (keep-alive): a fresh connection per report
+/// would leave a TIME_WAIT socket per report, and thousands of those hold
+/// ephemeral ports a node may need to bind (34572 is in Linux's ephemeral
+/// range). A report lost on a pooled socket to a restarted node is replaced by
+/// the next one a second later.
 pub fn agent(timeouts: Timeouts, keep_alive: bool) -> Agent {
     let mut config = Agent::config_builder()
         .timeout_connect(Some(timeouts.connect))

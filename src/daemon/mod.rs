@@ -91,8 +91,8 @@ type Pause = Option<String>;
 pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), String> {
     let mut sampler = Sampler::new(config.target)?;
     let senders =
-        sender::Senders::start(config.nodes.entries(), &http::agent(REPORT_TIMEOUTS, false))?;
-    let health_agent = http::agent(HEALTH_TIMEOUTS, false);
+        sender::Senders::start(config.nodes.entries(), &http::agent(REPORT_TIMEOUTS, true))?;
+    let health_agent = http::agent(HEALTH_TIMEOUTS, true);
     let health_url = format!("{}/health", config.worker);
     let mut seq = start_seq();
     // Some(reason) while paused; starts as "not yet" so the first state is logged.
