@@ -111,7 +111,9 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), String> {
         next = (next + config.interval).max(Instant::now());
         let pause = match (sampler.sample(), worker_health(&health_agent, &health_url)) {
             (Err(reason), _) | (Ok(_), Err(reason)) => Some(reason),
-            (Ok(None), Ok(())) => Some("no baseline sample yet".to_string()),
+            // The first sample is only a baseline for the next one's deltas: not a
+            // pause worth a log line.
+            (Ok(None), Ok(())) => continue,
             (Ok(Some(load)), Ok(())) => {
                 senders.send(&report_body(config, load, seq));
                 seq += 1;

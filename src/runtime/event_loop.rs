@@ -92,6 +92,9 @@ pub struct EventLoop {
     pub(super) reach_window: Duration,
     /// (role, term, leader) as last logged.
     pub(super) logged: (Role, u64, Option<NodeId>),
+    /// The commit index the node restarted with: entries up to it are a replay
+    /// of history, so their liveness changes are logged at debug, not info.
+    pub(super) replay_until: u64,
 }
 
 impl EventLoop {
@@ -99,23 +102,27 @@ impl EventLoop {
     pub fn run(mut self, channels: LoopChannels) -> Result<(), RuntimeError> {
         let ticker = crossbeam_channel::tick(TICK);
         let mut stop = channels.stop;
+        // A channel whose senders are all gone would be ready forever; it is
+        // swapped for one that never is, so the select cannot spin.
+        let mut inbound = channels.inbound;
+        let mut input = channels.input;
         let mut stopping_since: Option<Instant> = None;
         self.publish();
         loop {
             select! {
-                recv(channels.inbound) -> got => {
-                    if let Ok(inbound) = got {
-                        self.on_inbound(inbound);
-                        for more in channels.inbound.try_iter().take(MAX_BATCH) {
+                recv(inbound) -> got => match got {
+                    Ok(datagram) => {
+                        self.on_inbound(datagram);
+                        for more in inbound.try_iter().take(MAX_BATCH) {
                             self.on_inbound(more);
                         }
                     }
-                }
-                recv(channels.input) -> got => {
-                    if let Ok(input) = got {
-                        self.on_input(input);
-                    }
-                }
+                    Err(_) => inbound = crossbeam_channel::never(),
+                },
+                recv(input) -> got => match got {
+                    Ok(report) => self.on_input(report),
+                    Err(_) => input = crossbeam_channel::never(),
+                },
                 recv(ticker) -> _ => self.on_tick(),
                 recv(stop) -> _ => {
                     stop = crossbeam_channel::never();
@@ -297,10 +304,16 @@ impl EventLoop {
             .metrics
             .entries_applied
             .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let replaying = entries.last().is_some_and(|e| e.index <= self.replay_until);
+        let level = if replaying {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
         for change in changes {
             match change {
-                Change::Alive(server) => log::info!("server {server} is alive"),
-                Change::Dead(server) => log::info!("server {server} marked dead"),
+                Change::Alive(server) => log::log!(level, "server {server} is alive"),
+                Change::Dead(server) => log::log!(level, "server {server} marked dead"),
             }
         }
     }

@@ -154,6 +154,7 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let stop_udp = Arc::new(AtomicBool::new(false));
     let udp = udp::spawn_receiver(recv_socket, shared.clone(), inbound_tx, stop_udp.clone())
         .map_err(|e| StartError::Bind(format!("udp receiver: {e}")))?;
+    let replay_until = raft.commit_index();
     let event_loop = EventLoop {
         logged: (Role::Follower, raft.term(), None),
         raft,
@@ -164,6 +165,7 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         last_tick: Instant::now(),
         heard_from: vec![None; nodes.entries().len()],
         reach_window: settings.election_max * 2,
+        replay_until,
     };
     let channels = LoopChannels {
         inbound: inbound_rx,
