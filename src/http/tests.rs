@@ -1,4 +1,5 @@
 //! Tests of the HTTP server wrapper on real loopback sockets.
+
 use super::*;
 
 #[test]

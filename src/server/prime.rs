@@ -17,6 +17,11 @@ use crate::runtime::shared::Shared;
 /// Connecting to a worker on a LAN takes well under this; beyond it, the next
 /// server is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Sending a one-line request, or reading an answer of a few digits once its
+/// headers came, takes well under this.
+const SEND_AND_BODY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Looking up a worker's host name (an IP literal needs no lookup).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bounds of the whole-request timeout, which grows with the expected cost.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,8 +46,16 @@ impl Default for Forwarder {
 
 impl Forwarder {
     pub fn new() -> Forwarder {
+        // Every phase has its own timeout and there is no global one: ureq
+        // resolves the host on every call, even for a pooled connection, and with
+        // a global timeout it does so on a new thread. A thread per request cost
+        // about half the node's throughput (perf: mmap and munmap of thread
+        // stacks). An IP literal now resolves in place; a host name still gets a
+        // bounded lookup (see `ask`).
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_send_request(Some(SEND_AND_BODY_TIMEOUT))
+            .timeout_recv_body(Some(SEND_AND_BODY_TIMEOUT))
             .http_status_as_error(false)
             .max_idle_connections_per_host(IDLE_CONNECTIONS_PER_WORKER)
             .max_idle_connections(IDLE_CONNECTIONS_PER_WORKER * 8)
@@ -58,7 +71,8 @@ impl Forwarder {
             .agent
             .get(format!("{}/{n}", url.trim_end_matches('/')))
             .config()
-            .timeout_global(Some(request_timeout(n)))
+            .timeout_recv_response(Some(request_timeout(n)))
+            .timeout_resolve((!is_ip_literal(url)).then_some(RESOLVE_TIMEOUT))
             .build()
             .call()
             .map_err(|e| e.to_string())?;
@@ -81,6 +95,13 @@ impl Forwarder {
         }
         Ok(answer.to_string())
     }
+}
+
+/// Whether the host of `http://HOST:PORT` is an IP address (v4, or v6 in
+/// brackets), which needs no name lookup.
+fn is_ip_literal(url: &str) -> bool {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    authority.parse::<std::net::SocketAddr>().is_ok()
 }
 
 pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
@@ -147,6 +168,14 @@ fn request_timeout(n: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_literals_are_told_from_host_names() {
+        assert!(is_ip_literal("http://127.0.0.1:13337"));
+        assert!(is_ip_literal("http://[::1]:13337/"));
+        assert!(!is_ip_literal("http://localhost:13337"));
+        assert!(!is_ip_literal("http://server-1:80"));
+    }
 
     #[test]
     fn expensive_requests_weigh_more_but_boundedly() {
