@@ -396,3 +396,70 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
+    let _one = exclusive();
+    let cluster = started(Options {
+        workers: 1,
+        ..Options::default()
+    });
+    let leader = cluster.wait_for_leader(SETTLE);
+    let paused = cluster.nodes[leader].as_ref().expect("running");
+    paused.signal("STOP");
+    let others: Vec<usize> = (0..5).filter(|i| *i != leader).collect();
+    let new_leader = wait_for("a new leader among the others", SETTLE, || {
+        let s = cluster.status(others[0])?;
+        let l = cluster
+            .ids
+            .iter()
+            .position(|id| Some(id) == s.leader.as_ref())?;
+        (l != leader).then_some(l)
+    });
+    paused.signal("CONT");
+    wait_for("the old leader to follow the new one", SETTLE, || {
+        let s = cluster.status(leader)?;
+        (s.role == "follower" && s.leader.as_ref() == Some(&cluster.ids[new_leader])).then_some(())
+    });
+}
+
+#[test]
+fn a_cluster_killed_whole_and_restarted_keeps_every_committed_entry() {
+    let _one = exclusive();
+    let mut cluster = started(Options::default());
+    // No more reports, so that the commit index stands still.
+    for daemon in &mut cluster.daemons {
+        drop(daemon.take());
+    }
+    let leader = cluster.wait_for_leader(SETTLE);
+    let before = wait_for("every node to apply all that is committed", SETTLE, || {
+        let commit = cluster.status(leader)?.commit_index;
+        let all = (0..5).all(|i| cluster.status(i).is_some_and(|s| s.applied_index == commit));
+        all.then_some(commit)
+    });
+    let servers = cluster.status(leader).expect("answers").servers;
+    assert_eq!(servers.len(), 3);
+    for i in 0..5 {
+        cluster.kill_node(i);
+    }
+    for i in 0..5 {
+        cluster.restart_node(i);
+    }
+    let leader = cluster.wait_for_leader(SETTLE);
+    wait_for(
+        "the restarted cluster to apply what it had committed",
+        SETTLE,
+        || {
+            let s = cluster.status(leader)?;
+            (s.applied_index >= before).then_some(())
+        },
+    );
+    let after = cluster.status(leader).expect("answers");
+    let ids =
+        |v: &[raftlb::status::ServerStatus]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&after.servers),
+        ids(&servers),
+        "the load table came back"
+    );
+}
