@@ -78,10 +78,13 @@ fn failovers(cluster: &mut Cluster) -> Vec<u64> {
         let old = cluster.wait_for_leader(Duration::from_secs(20));
         let start = Instant::now();
         cluster.kill_node(old);
-        let new = wait_for("a new leader", Duration::from_secs(20), || {
-            let l = cluster.agreed_leader()?;
-            (l != old).then_some(l)
-        });
+        let new = loop {
+            if let Some(l) = cluster.agreed_leader().filter(|l| *l != old) {
+                break l;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no new leader in 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        };
         times.push(start.elapsed().as_millis() as u64);
         eprintln!(
             "trial {trial}: {} -> {} in {} ms",
@@ -106,9 +109,13 @@ fn load(url: &str) -> (f64, f64, f64) {
             let url = url.to_string();
             let stop = stop.clone();
             std::thread::spawn(move || {
+                // Per-phase timeouts, not a global one: with a global timeout
+                // ureq resolves the host on a new thread for every call, and the
+                // load generator would measure its own thread spawns.
                 let agent = ureq::Agent::new_with_config(
                     ureq::Agent::config_builder()
-                        .timeout_global(Some(Duration::from_secs(5)))
+                        .timeout_connect(Some(Duration::from_secs(1)))
+                        .timeout_recv_response(Some(Duration::from_secs(5)))
                         .build(),
                 );
                 let mut lat = Vec::new();
