@@ -82,7 +82,10 @@ fn failovers(cluster: &mut Cluster) -> Vec<u64> {
             if let Some(l) = cluster.agreed_leader().filter(|l| *l != old) {
                 break l;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "no new leader in 20 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no new leader in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
         times.push(start.elapsed().as_millis() as u64);
