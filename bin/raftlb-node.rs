@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     dead_after_ms: u64,
     /// Largest N served.
-    #[arg(long, default_value_t = raftlb::primes::MAX_N, value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_N * 100))]
+    #[arg(long, default_value_t = raftlb::primes::MAX_N, value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_SUPPORTED_N))]
     max_n: u64,
     /// Leader heartbeat interval.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(10..=10_000))]

@@ -176,6 +176,12 @@ impl EventLoop {
         for _ in 0..ticks.min(MAX_CATCH_UP_TICKS) {
             self.raft.tick();
         }
+        if ticks > MAX_CATCH_UP_TICKS {
+            // This node stood still (SIGSTOP, a suspended machine): the servers'
+            // silence in that time is no evidence that they died.
+            let table = self.shared.table();
+            self.intake.give_grace(&table, now);
+        }
         if self.raft.role() == Role::Leader {
             self.propose_reports(now);
         } else if let Some(leader) = self.raft.leader() {
@@ -360,7 +366,7 @@ impl EventLoop {
             Role::Leader if old_role != Role::Leader => {
                 log::info!("became leader in term {term}");
                 let table = self.shared.table();
-                self.intake.on_become_leader(&table, Instant::now());
+                self.intake.give_grace(&table, Instant::now());
             }
             Role::Candidate if old_role != Role::Candidate || old_term != term => {
                 Metrics::add(&self.shared.metrics.elections);

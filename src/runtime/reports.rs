@@ -91,8 +91,11 @@ impl ReportIntake {
         !self.pending.is_empty()
     }
 
-    /// This node just became leader: every known server gets a full grace period.
-    pub fn on_become_leader(&mut self, table: &LoadTable, now: Instant) {
+    /// Every known server gets a full grace period from `now`: when this node
+    /// just became leader (it cannot know how long ago it last heard), and when
+    /// the node itself stood still (a paused process, a suspended machine), since
+    /// silence it did not watch says nothing about the servers.
+    pub fn give_grace(&mut self, table: &LoadTable, now: Instant) {
         self.dead_proposed.clear();
         for (id, _) in table.servers() {
             self.last_heard.insert(id.clone(), now);
@@ -174,7 +177,7 @@ mod tests {
         let t0 = Instant::now();
         table.apply(&Command::Reports(vec![report("a", 1)]), t0);
         let mut intake = ReportIntake::new(Duration::from_millis(100));
-        intake.on_become_leader(&table, t0);
+        intake.give_grace(&table, t0);
         assert!(intake
             .due_dead(&table, t0 + Duration::from_millis(99))
             .is_empty());
@@ -204,7 +207,7 @@ mod tests {
         let t0 = Instant::now();
         table.apply(&Command::Reports(vec![report("a", 1)]), t0);
         let mut intake = ReportIntake::new(Duration::from_millis(100));
-        intake.on_become_leader(&table, t0);
+        intake.give_grace(&table, t0);
         intake.receive(report("a", 2), &table, t0 + Duration::from_millis(80));
         assert!(intake
             .due_dead(&table, t0 + Duration::from_millis(150))
