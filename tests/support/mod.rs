@@ -62,12 +62,9 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends a signal: "TERM", "KILL", "STOP" or "CONT".
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {}", self.name);
+        send_signal(self.pid(), signal);
     }
 
     /// Waits for the process to exit; its exit code, or None on timeout.
@@ -88,6 +85,27 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` ("TERM", "KILL", "STOP", "CONT", "INT") to `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let number = match signal {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "INT" => libc::SIGINT,
+        other => panic!("unknown signal {other}"),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::kill(pid, number) };
+    assert_eq!(
+        result,
+        0,
+        "kill -{signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn spawn(name: &str, program: &str, args: &[String], log: &Path) -> Proc {
