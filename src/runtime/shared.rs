@@ -222,3 +222,45 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Report;
+    use crate::table::Command;
+
+    fn table_of(loads: &[(&str, f64)]) -> LoadTable {
+        let reports = loads
+            .iter()
+            .map(|(id, cpu)| Report {
+                server: id.to_string(),
+                url: format!("http://{id}:1"),
+                cpu: *cpu,
+                wait: 0.0,
+                seq: 1,
+            })
+            .collect();
+        let mut table = LoadTable::new();
+        table.apply(&Command::Reports(reports), Instant::now());
+        table
+    }
+
+    #[test]
+    fn concurrent_choices_spread_and_their_weight_goes_when_they_end() {
+        let table = table_of(&[("a", 10.0), ("b", 12.0), ("c", 30.0)]);
+        let in_flight = InFlight::default();
+        let (order1, g1) = in_flight.choose(&table, 10.0).expect("live servers");
+        let (order2, g2) = in_flight.choose(&table, 10.0).expect("live servers");
+        let (order3, g3) = in_flight.choose(&table, 10.0).expect("live servers");
+        assert_eq!(order1[0].0, "a"); // 10
+        assert_eq!(order2[0].0, "b"); // 12 < a's 20
+        assert_eq!(order3[0].0, "a"); // 20 < b's 22 < c's 30
+        drop((g1, g2, g3));
+        assert!(in_flight.lock().is_empty(), "every weight removed");
+        let retry = in_flight.start("c", 5.0);
+        assert_eq!(in_flight.lock().get("c"), Some(&5.0));
+        drop(retry);
+        assert!(in_flight.lock().is_empty());
+        assert!(InFlight::default().choose(&LoadTable::new(), 1.0).is_none());
+    }
+}
