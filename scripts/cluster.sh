@@ -54,7 +54,7 @@ start_servers() {
         # got a new pid, so it does not watch a process that is gone.
         local wpid
         wpid=$(cat "$RUN/worker-$i.pid")
-        if alive "daemon-$i" raftlb-daemon && ! grep -q -- "--pid $wpid" <(tr '\0' ' ' < "/proc/$(cat "$RUN/daemon-$i.pid")/cmdline"); then
+        if alive "daemon-$i" raftlb-daemon && ! grep -q -- "--pid $wpid " <(tr '\0' ' ' < "/proc/$(cat "$RUN/daemon-$i.pid")/cmdline"); then
             kill "$(cat "$RUN/daemon-$i.pid")" 2>/dev/null || true
             sleep 0.2
         fi
