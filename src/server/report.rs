@@ -21,9 +21,13 @@ pub fn handle(node: &NodeHttp, request: &mut Request) -> Reply {
         Ok(report) => report,
         Err(reason) => return http::error(400, &reason),
     };
-    if node.shared.table().get(&report.server).is_none()
-        && node.shared.table().len() >= crate::table::MAX_SERVERS
-    {
+    // One read guard for both questions: taking a second one while holding the
+    // first can deadlock behind a waiting writer (the event loop applying).
+    let table_full = {
+        let table = node.shared.table();
+        table.get(&report.server).is_none() && table.len() >= crate::table::MAX_SERVERS
+    };
+    if table_full {
         return http::error(
             503,
             &format!("load table full ({} servers)", crate::table::MAX_SERVERS),
