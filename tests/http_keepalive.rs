@@ -1,5 +1,5 @@
 //! Regression test for tiny_http 0.12's connection pool leaving a new keep-alive
-//! connection unserved while the other connections stay open (see `src/http.rs`).
+//! connection unserved while the other connections stay open (see `src/http/mod.rs`).
 //!
 //! Many clients open keep-alive connections at the same moment and then do
 //! request/response in a loop for a few seconds. Against a bare tiny_http server
