@@ -89,7 +89,6 @@ fn run(args: Args) -> Result<(), Failure> {
         election_min: Duration::from_millis(args.election_ms_min),
         election_max: Duration::from_millis(args.election_ms_max),
         max_n: args.max_n,
-        http_threads: args.http_threads as usize,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -98,17 +97,8 @@ fn run(args: Args) -> Result<(), Failure> {
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| (1, format!("cannot install signal handlers: {e}")))?;
     }
-    let address = settings
-        .nodes
-        .get(
-            settings
-                .nodes
-                .raft_id_of(&settings.id)
-                .expect("checked above"),
-        )
-        .expect("checked above")
-        .socket;
     let node = runtime::start(&settings).map_err(|e| (1, e.to_string()))?;
+    let address = node.address;
     let server = raftlb::http::bind(&address.to_string()).map_err(|e| (1, e.to_string()))?;
     let handler = NodeHttp {
         shared: node.shared.clone(),
@@ -116,7 +106,7 @@ fn run(args: Args) -> Result<(), Failure> {
         forwarder: Forwarder::new(),
     }
     .into_handler();
-    let serving = raftlb::http::serve(server, settings.http_threads, handler);
+    let serving = raftlb::http::serve(server, args.http_threads as usize, handler);
     log::info!("node {} serving http and raft on {address}", settings.id);
     while !stop.load(Ordering::Relaxed) && !node.is_finished() {
         std::thread::sleep(Duration::from_millis(20));

@@ -9,19 +9,12 @@ use super::failover::{self, Failure};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
 
-/// Most digits in N: 20 digits overflow 64 bits' worth of primes anyway.
-pub const MAX_N_DIGITS: usize = 20;
-
 /// Checks that `n` is a decimal N >= 1; the error is a one-line reason.
 pub fn check_n(n: &str) -> Result<u64, String> {
-    let shape_ok =
-        !n.is_empty() && n.len() <= MAX_N_DIGITS && n.bytes().all(|b| b.is_ascii_digit());
-    match n.parse::<u64>() {
-        Ok(value) if shape_ok && value >= 1 => Ok(value),
-        _ => Err(format!(
-            "N must be a decimal integer of at least 1, found {n:?}"
-        )),
-    }
+    // The nodes' own parser, with no upper bound of its own: the shape rules
+    // stay in one place.
+    crate::primes::parse_n(n, u64::MAX)
+        .map_err(|_| format!("N must be a decimal integer of at least 1, found {n:?}"))
 }
 
 /// The N-th prime as the first node that can answer gives it (digits only).

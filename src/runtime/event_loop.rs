@@ -346,14 +346,13 @@ impl EventLoop {
         if (role, term, leader) != self.logged {
             self.log_transition(role, term, leader);
         }
-        let reachable = self.reachability(role, leader);
         let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
         view.role = role;
         view.term = term;
         view.leader = leader;
         view.commit_index = self.raft.commit_index();
         view.applied_index = self.raft.applied_index();
-        view.reachable = reachable;
+        self.fill_reachability(role, leader, &mut view.reachable);
     }
 
     fn log_transition(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
@@ -383,30 +382,27 @@ impl EventLoop {
         }
     }
 
-    fn reachability(&self, role: Role, leader: Option<NodeId>) -> Vec<Option<bool>> {
+    /// Writes into `out` (one slot per node, the view's own vector, so the hot
+    /// path allocates nothing) whether each node was heard from recently.
+    fn fill_reachability(&self, role: Role, leader: Option<NodeId>, out: &mut [Option<bool>]) {
         let now = Instant::now();
         let me = self.shared.me;
-        self.heard_from
-            .iter()
-            .enumerate()
-            .map(|(i, heard)| {
-                let id = i as NodeId + 1;
-                let recent =
-                    heard.is_some_and(|t| now.saturating_duration_since(t) < self.reach_window);
-                if id == me {
-                    Some(true)
-                } else if role == Role::Leader || Some(id) == leader {
-                    Some(recent)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        for (i, (slot, heard)) in out.iter_mut().zip(&self.heard_from).enumerate() {
+            let id = i as NodeId + 1;
+            let recent =
+                heard.is_some_and(|t| now.saturating_duration_since(t) < self.reach_window);
+            *slot = if id == me {
+                Some(true)
+            } else if role == Role::Leader || Some(id) == leader {
+                Some(recent)
+            } else {
+                None
+            };
+        }
     }
 
     fn name(&self, id: Option<NodeId>) -> String {
-        id.and_then(|id| self.shared.nodes.get(id))
-            .map(|e| e.id.clone())
+        id.and_then(|id| self.shared.name_of(id))
             .unwrap_or_else(|| "none".into())
     }
 }

@@ -17,7 +17,7 @@ pub mod udp;
 
 use std::fmt;
 use std::fs::File;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,7 +52,6 @@ pub struct NodeSettings {
     pub election_min: Duration,
     pub election_max: Duration,
     pub max_n: u64,
-    pub http_threads: usize,
 }
 
 /// Why a node could not start; `Display` is the one-line message.
@@ -75,6 +74,8 @@ impl std::error::Error for StartError {}
 
 /// A started node: its threads and the handles to stop them.
 pub struct RunningNode {
+    /// This node's address from nodes.txt: UDP is bound there, HTTP goes there too.
+    pub address: SocketAddr,
     pub shared: Arc<Shared>,
     pub input: Sender<LoopInput>,
     stop_tx: Sender<()>,
@@ -113,13 +114,10 @@ impl RunningNode {
 /// [`RunningNode::shared`] and [`RunningNode::input`].
 pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let nodes = &settings.nodes;
-    let me = nodes.raft_id_of(&settings.id).ok_or_else(|| {
-        StartError::Config(format!("node id {:?} is not in nodes.txt", settings.id))
-    })?;
-    let address = nodes
-        .get(me)
-        .expect("raft_id_of returned a listed id")
-        .socket;
+    let me = nodes
+        .require(&settings.id, "nodes.txt")
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let address = nodes.get(me).expect("require returned a listed id").socket;
     let lock = lock_data_dir(&settings.data_dir)?;
     let dir = FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
     let (storage, restored) = Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
@@ -177,6 +175,7 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         .spawn(move || event_loop.run(channels))
         .map_err(|e| StartError::Bind(format!("cannot start the event loop: {e}")))?;
     Ok(RunningNode {
+        address,
         shared,
         input: input_tx,
         stop_tx,

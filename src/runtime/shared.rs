@@ -73,7 +73,8 @@ impl Shared {
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn name_of(&self, id: NodeId) -> Option<String> {
+    /// The nodes.txt name of a Raft id.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
         self.nodes.get(id).map(|e| e.id.clone())
     }
 
@@ -135,22 +136,25 @@ impl InFlight {
         let mut map = self.lock();
         let order = table.candidates(|id| map.get(id).copied().unwrap_or(0.0));
         let first = order.first()?.0.clone();
-        *map.entry(first.clone()).or_insert(0.0) += points;
-        drop(map);
-        let guard = InFlightGuard {
-            owner: self,
-            server: first,
-            points,
-        };
+        let guard = self.add(&mut map, first, points);
         Some((order, guard))
     }
 
     /// Adds `points` on `server` until the returned guard drops.
     pub fn start<'a>(&'a self, server: &str, points: f64) -> InFlightGuard<'a> {
-        *self.lock().entry(server.to_string()).or_insert(0.0) += points;
+        self.add(&mut self.lock(), server.to_string(), points)
+    }
+
+    fn add<'a>(
+        &'a self,
+        map: &mut BTreeMap<String, f64>,
+        server: String,
+        points: f64,
+    ) -> InFlightGuard<'a> {
+        *map.entry(server.clone()).or_insert(0.0) += points;
         InFlightGuard {
             owner: self,
-            server: server.to_string(),
+            server,
             points,
         }
     }
