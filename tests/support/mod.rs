@@ -23,16 +23,22 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// A loopback port free for both UDP and TCP at the time of the call.
+/// A loopback port free for both UDP and TCP at the time of the call, and never
+/// handed out before in this test process: a port probed free is released until
+/// its program binds it, and a second call meanwhile must not get it again (seen:
+/// a worker started on the port just given to a node that had not bound it yet).
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral tcp port");
         let port = tcp.local_addr().expect("bound").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
-    panic!("no port free for both udp and tcp after 100 tries");
+    panic!("no new port free for both udp and tcp after 100 tries");
 }
 
 /// Polls `check` every 20 ms until it returns Some, or panics after `limit`
