@@ -42,7 +42,7 @@ impl NodeHttp {
         let path = url.split('?').next().unwrap_or("");
         let method = request.method().clone();
         let allowed = match path {
-            "/health" | "/status" | "/metrics" => "GET",
+            "/" | "/health" | "/status" | "/metrics" => "GET",
             "/report" => "POST",
             _ if is_prime_path(path) => "GET",
             _ => return http::error(404, &format!("no such path: {}", truncate(path))),
@@ -55,8 +55,15 @@ impl NodeHttp {
             );
         }
         match path {
+            "/" => page(),
             "/health" => http::text(200, "ok"),
-            "/status" => http::json(200, &self.shared.status()),
+            // Any origin may read it: the page of one node fetches every other
+            // node's /status to show their role and term.
+            "/status" => http::with_header(
+                http::json(200, &self.shared.status()),
+                "Access-Control-Allow-Origin",
+                "*",
+            ),
             "/metrics" => metrics::reply(&self.shared),
             "/report" => report::handle(self, request),
             _ => {
@@ -65,6 +72,15 @@ impl NodeHttp {
             }
         }
     }
+}
+
+/// The NoteRaft page, one self-contained file built into the binary.
+fn page() -> Reply {
+    http::with_header(
+        Reply::from_data(include_str!("page.html").as_bytes().to_vec()),
+        "Content-Type",
+        "text/html; charset=utf-8",
+    )
 }
 
 /// `/N` (one path segment that is not a named route) and `/prime/N` are prime
