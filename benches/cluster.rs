@@ -7,13 +7,15 @@
 //! - balancing: prime requests per second and p50/p99 latency at N=100 with 16
 //!   keep-alive clients through one node, against the same load straight to
 //!   one worker (the reference, same run, same client);
+//! - replication: note writes per second and p50/p99 latency at 1, 16 and 64
+//!   concurrent writers (each waits for its 200: committed by a majority with
+//!   fsync, and applied), sent to the leader and spread over every node;
 //! - footprint: RSS of an idle node.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Cluster, Options};
@@ -35,9 +37,19 @@ fn main() {
         .as_ref()
         .map(|p| rss_kib(p.pid()))
         .unwrap_or(0);
-    let (node_rps, node_p50, node_p99) = load(&cluster.url(0, "/100"));
+    let (node_rps, node_p50, node_p99) = load(CLIENTS, &prime_on(cluster.url(0, "/100")));
     let worker_url = format!("http://127.0.0.1:{}/100", cluster.worker_ports[0]);
-    let (worker_rps, worker_p50, worker_p99) = load(&worker_url);
+    let (worker_rps, worker_p50, worker_p99) = load(CLIENTS, &prime_on(worker_url));
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let mut notes = Vec::new();
+    for writers in [1, 16, 64] {
+        let to_leader = load(writers, &note_on(vec![cluster.url(leader, "/note")]));
+        let everywhere = load(
+            writers,
+            &note_on((0..5).map(|i| cluster.url(i, "/note")).collect()),
+        );
+        notes.push((writers, to_leader, everywhere));
+    }
     let failovers = failovers(&mut cluster);
 
     println!("\n## raftlb cluster (5 nodes, 3 workers, loopback, one run)\n");
@@ -59,7 +71,40 @@ fn main() {
         "| through node / direct throughput | {:.2} |",
         node_rps / worker_rps
     );
+    for (writers, (l_ops, l_p50, l_p99), (e_ops, e_p50, e_p99)) in notes {
+        println!(
+            "| note writes, {writers} writers, to the leader | {l_ops:.0} writes/s, p50 {l_p50:.2} ms, p99 {l_p99:.2} ms |"
+        );
+        println!(
+            "| note writes, {writers} writers, spread over all 5 nodes | {e_ops:.0} writes/s, p50 {e_p50:.2} ms, p99 {e_p99:.2} ms |"
+        );
+    }
     println!("| idle node RSS | {:.1} MiB |", rss as f64 / 1024.0);
+}
+
+/// One request of a closed-loop client: thread `t`'s `k`-th call.
+type Call = dyn Fn(&ureq::Agent, usize, u64) + Sync;
+
+/// `GET url`, expecting the 26th prime.
+fn prime_on(url: String) -> impl Fn(&ureq::Agent, usize, u64) + Sync {
+    move |agent, _, _| {
+        let mut resp = agent.get(&url).call().expect("request succeeds");
+        let body = resp.body_mut().read_to_string().expect("body");
+        assert_eq!(body, "541");
+    }
+}
+
+/// `PUT /note` of a 100-byte text unique to the call, round robin over `urls`.
+fn note_on(urls: Vec<String>) -> impl Fn(&ureq::Agent, usize, u64) + Sync {
+    move |agent, t, k| {
+        let url = &urls[(t + k as usize) % urls.len()];
+        let text = format!("{t:>8} {k:>12} {}", "n".repeat(78));
+        let resp = agent
+            .put(url)
+            .send(text.as_bytes())
+            .expect("request succeeds");
+        assert_eq!(resp.status().as_u16(), 200, "note write");
+    }
 }
 
 /// `count` percentile of sorted-on-the-fly millisecond samples.
@@ -103,42 +148,44 @@ fn failovers(cluster: &mut Cluster) -> Vec<u64> {
     times
 }
 
-/// Closed-loop load: CLIENTS threads, each with its own keep-alive agent.
-/// Returns (requests per second, p50 ms, p99 ms); panics on any failure.
-fn load(url: &str) -> (f64, f64, f64) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let url = url.to_string();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                // Per-phase timeouts, not a global one: with a global timeout
-                // ureq resolves the host on a new thread for every call, and the
-                // load generator would measure its own thread spawns.
-                let agent = ureq::Agent::new_with_config(
-                    ureq::Agent::config_builder()
-                        .timeout_connect(Some(Duration::from_secs(1)))
-                        .timeout_recv_response(Some(Duration::from_secs(5)))
-                        .build(),
-                );
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let mut resp = agent.get(&url).call().expect("request succeeds");
-                    let body = resp.body_mut().read_to_string().expect("body");
-                    assert_eq!(body, "541");
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                }
-                lat
+/// Closed-loop load: `clients` threads, each with its own keep-alive agent,
+/// calling `call` for LOAD_SECS. Returns (calls per second, p50 ms, p99 ms);
+/// panics on any failure.
+fn load(clients: usize, call: &Call) -> (f64, f64, f64) {
+    let stop = AtomicBool::new(false);
+    let mut all: Vec<f64> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|t| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    // Per-phase timeouts, not a global one: with a global timeout
+                    // ureq resolves the host on a new thread for every call, and
+                    // the load generator would measure its own thread spawns.
+                    let agent = ureq::Agent::new_with_config(
+                        ureq::Agent::config_builder()
+                            .timeout_connect(Some(Duration::from_secs(1)))
+                            .timeout_recv_response(Some(Duration::from_secs(5)))
+                            .build(),
+                    );
+                    let mut lat = Vec::new();
+                    let mut k = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        call(&agent, t, k);
+                        lat.push(start.elapsed().as_secs_f64() * 1000.0);
+                        k += 1;
+                    }
+                    lat
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(LOAD_SECS));
-    stop.store(true, Ordering::Relaxed);
-    let mut all: Vec<f64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("client thread"))
-        .collect();
+            .collect();
+        std::thread::sleep(Duration::from_secs(LOAD_SECS));
+        stop.store(true, Ordering::Relaxed);
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect()
+    });
     all.sort_by(f64::total_cmp);
     let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize];
     (all.len() as f64 / LOAD_SECS as f64, q(0.5), q(0.99))

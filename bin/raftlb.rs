@@ -5,6 +5,7 @@
 //! node answered `status`); 2 bad usage or configuration, including an N that
 //! a node refused with 400.
 
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raftlb::client::failover::Failure;
 use raftlb::client::http::Timeouts;
-use raftlb::client::{prime, view};
+use raftlb::client::{note, prime, view};
 use raftlb::nodes::Nodes;
 
 /// A prime answer can take seconds for a large N, and a timeout makes the next
@@ -20,6 +21,9 @@ use raftlb::nodes::Nodes;
 const PRIME_TIMEOUT_MS: u64 = 30_000;
 /// Status is a quick local read on every node: a node slower than this is down.
 const STATUS_TIMEOUT_MS: u64 = 2_000;
+/// A node answers a note request within its 3 s deadline (see
+/// `runtime::notes::NOTE_TIMEOUT`); wait a little longer than that.
+const NOTE_TIMEOUT_MS: u64 = 5_000;
 /// Connecting takes a round trip; more than this means the node is down.
 const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
 
@@ -30,7 +34,7 @@ struct Cli {
     /// The cluster's membership file.
     #[arg(long, default_value = "nodes.txt", global = true)]
     nodes: PathBuf,
-    /// Give up on a node after this many ms [default: 30000 for prime, 2000 for status]
+    /// Give up on a node after this many ms [default: 30000 for prime, 5000 for note, 2000 for status]
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: Option<u64>,
     #[command(subcommand)]
@@ -50,6 +54,22 @@ enum Command {
         /// Print the raw /status JSON of the first node that answers.
         #[arg(long)]
         json: bool,
+    },
+    /// Read or write the replicated note.
+    Note {
+        #[command(subcommand)]
+        action: NoteAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NoteAction {
+    /// Print the note exactly (linearizable: it includes every write that returned).
+    Get,
+    /// Replace the note with TEXT ("-" reads it from standard input); at most 32 KiB.
+    Set {
+        #[arg(allow_hyphen_values = true)]
+        text: String,
     },
 }
 
@@ -98,6 +118,34 @@ fn run() -> Result<(), Exit> {
             let body = view::raw_json(nodes.entries(), timeouts(STATUS_TIMEOUT_MS))
                 .map_err(|f| failure("status", f))?;
             println!("{}", body.trim_end());
+        }
+        Command::Note {
+            action: NoteAction::Get,
+        } => {
+            let text = note::get(nodes.entries(), timeouts(NOTE_TIMEOUT_MS))
+                .map_err(|f| failure("note get", f))?;
+            print!("{text}");
+            // Exact bytes for a pipe; a terminal gets its prompt on a new line.
+            if !text.ends_with('\n') && !text.is_empty() && std::io::stdout().is_terminal() {
+                println!();
+            }
+        }
+        Command::Note {
+            action: NoteAction::Set { text },
+        } => {
+            let text = if text == "-" {
+                let mut buf = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut buf)
+                    .map_err(|e| Exit::Usage(format!("note set: cannot read stdin: {e}")))?;
+                buf
+            } else {
+                text
+            };
+            note::check_text(&text).map_err(|e| Exit::Usage(format!("note set: {e}")))?;
+            let (node, answer) = note::set(nodes.entries(), &text, timeouts(NOTE_TIMEOUT_MS))
+                .map_err(|f| failure("note set", f))?;
+            println!("{answer} (via node {node})");
         }
         Command::Status { json: false } => {
             let views = view::fetch(nodes.entries(), timeouts(STATUS_TIMEOUT_MS));

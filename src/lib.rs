@@ -10,7 +10,7 @@
 //! - [`nodes`]: nodes.txt, the fixed membership.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
 //! - [`wire`]: the one place bincode is used: datagrams, commands, snapshots.
-//! - [`table`]: the replicated state machine, the load table.
+//! - [`table`]: the replicated state machine: the load table and the note.
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
 //! - [`daemon`]: the load daemon: /proc sampling, health check, reports.

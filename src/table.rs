@@ -1,8 +1,9 @@
-//! The replicated state machine: the load table.
+//! The replicated state machine: the load table, plus the note (NoteRaft).
 //!
 //! Every node applies the same committed [`Command`]s in the same order, so every
 //! node holds the same agreed table: for each server its worker URL, its last
-//! reported `cpu` and `wait`, the `seq` of that report and whether it is alive.
+//! reported `cpu` and `wait`, the `seq` of that report and whether it is alive;
+//! and the same note, the text a person last saved on the page.
 //! Applying is deterministic; the only local value is when this node applied a
 //! server's last report (`age_ms` in `/status`), which is not part of the agreed
 //! state and not in snapshots.
@@ -26,6 +27,10 @@ pub const MAX_SERVERS: usize = 256;
 /// this keeps an entry well inside one datagram.
 pub const MAX_REPORTS_PER_ENTRY: usize = 48;
 
+/// The largest note in bytes (SPEC: 32 KiB). With its command's framing it fits
+/// one datagram with room to spare, so a note never needs more than one append.
+pub const MAX_NOTE_BYTES: usize = 32 * 1024;
+
 /// A state-machine command: the data of one log entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -35,6 +40,11 @@ pub enum Command {
     /// last report the leader had applied then: a report applied in between makes
     /// this command a no-op, so a late "dead" never overrides a fresh report.
     MarkDead { server: String, seq: u64 },
+    /// A person saved the note (`PUT /note`). `request` names the write so the
+    /// node that took it can recognise it when applied (unique per node run: a
+    /// random start plus a counter). New variants go last: the variant's
+    /// position is its tag in the log and in snapshots.
+    SetNote { text: String, request: u64 },
 }
 
 impl Command {
@@ -76,13 +86,20 @@ pub enum Change {
 /// misreading an older data dir.
 #[derive(Serialize, Deserialize)]
 enum SnapshotData {
+    /// Before the note existed: data dirs written then still restore.
     V1 { servers: BTreeMap<String, Server> },
+    V2 {
+        servers: BTreeMap<String, Server>,
+        note: String,
+    },
 }
 
-/// The agreed table plus this node's local apply times.
+/// The agreed table and note, plus this node's local apply times.
 #[derive(Debug, Default)]
 pub struct LoadTable {
     servers: BTreeMap<String, Server>,
+    /// The replicated note, as last set by a committed `SetNote`.
+    note: String,
     /// When this node applied each server's last report (local, not agreed).
     applied_at: BTreeMap<String, Instant>,
 }
@@ -106,7 +123,21 @@ impl LoadTable {
                 }
                 _ => Vec::new(),
             },
+            Command::SetNote { text, .. } => {
+                // Refused at the HTTP door; a longer one can only come from a
+                // buggy or hostile leader, and every node skips it alike.
+                if text.len() <= MAX_NOTE_BYTES {
+                    self.note.clone_from(text);
+                }
+                Vec::new()
+            }
         }
+    }
+
+    /// The note as applied on this node (linearizable only through ReadIndex:
+    /// see `runtime::waiting`).
+    pub fn note(&self) -> &str {
+        &self.note
     }
 
     fn apply_report(&mut self, report: &Report, now: Instant) -> Option<Change> {
@@ -188,8 +219,9 @@ impl LoadTable {
 
     /// The agreed state, for the core's compaction.
     pub fn snapshot(&self) -> Vec<u8> {
-        wire::encode(&SnapshotData::V1 {
+        wire::encode(&SnapshotData::V2 {
             servers: self.servers.clone(),
+            note: self.note.clone(),
         })
         .expect("the table is plain data and always encodes")
     }
@@ -197,10 +229,14 @@ impl LoadTable {
     /// Replaces the table with a snapshot's. Report ages restart at `now`: the
     /// snapshot does not carry this node's local apply times.
     pub fn restore(bytes: &[u8], now: Instant) -> Result<LoadTable, WireError> {
-        let SnapshotData::V1 { servers } = wire::decode(bytes)?;
+        let (servers, note) = match wire::decode(bytes)? {
+            SnapshotData::V1 { servers } => (servers, String::new()),
+            SnapshotData::V2 { servers, note } => (servers, note),
+        };
         let applied_at = servers.keys().map(|id| (id.clone(), now)).collect();
         Ok(LoadTable {
             servers,
+            note,
             applied_at,
         })
     }
@@ -318,9 +354,65 @@ mod tests {
             },
             Instant::now(),
         );
+        t.apply(
+            &Command::SetNote {
+                text: "héllo".into(),
+                request: 1,
+            },
+            Instant::now(),
+        );
         let back = LoadTable::restore(&t.snapshot(), Instant::now()).expect("valid snapshot");
         assert_eq!(back.servers, t.servers);
+        assert_eq!(back.note(), "héllo");
         assert!(LoadTable::restore(b"\x07garbage", Instant::now()).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_from_before_the_note_still_restores() {
+        let servers = table_with(&[report("a", 30.0, 1)]).servers;
+        let old = wire::encode(&SnapshotData::V1 {
+            servers: servers.clone(),
+        })
+        .expect("encodes");
+        let back = LoadTable::restore(&old, Instant::now()).expect("a V1 snapshot restores");
+        assert_eq!(back.servers, servers);
+        assert_eq!(back.note(), "");
+    }
+
+    #[test]
+    fn the_last_committed_note_wins_and_an_oversized_one_is_skipped() {
+        let mut t = LoadTable::new();
+        let set = |text: &str| Command::SetNote {
+            text: text.into(),
+            request: 7,
+        };
+        t.apply(&set("first"), Instant::now());
+        t.apply(&set("second"), Instant::now());
+        assert_eq!(t.note(), "second");
+        t.apply(&set(&"x".repeat(MAX_NOTE_BYTES + 1)), Instant::now());
+        assert_eq!(t.note(), "second");
+        t.apply(&set(&"x".repeat(MAX_NOTE_BYTES)), Instant::now());
+        assert_eq!(t.note().len(), MAX_NOTE_BYTES);
+        t.apply(&set(""), Instant::now());
+        assert_eq!(t.note(), "");
+    }
+
+    #[test]
+    fn the_largest_note_fits_one_entry_with_room_to_spare() {
+        // Every byte a multi-byte character: the length counts bytes, not chars.
+        let text = "é".repeat(MAX_NOTE_BYTES / 2);
+        assert_eq!(text.len(), MAX_NOTE_BYTES);
+        let entry = Command::SetNote {
+            text,
+            request: u64::MAX,
+        }
+        .encode();
+        let limit = crate::raft::Config::new(1, vec![1]).max_entry_data_bytes();
+        assert!(
+            entry.len() + 16 * 1024 <= limit,
+            "{} vs {limit}",
+            entry.len()
+        );
     }
 
     #[test]

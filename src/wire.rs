@@ -31,6 +31,19 @@ pub enum Datagram {
     /// Load reports a follower received, forwarded to the leader so that a
     /// daemon that reaches only a follower still gets its reports committed.
     Reports { from: u64, reports: Vec<Report> },
+    /// A note write a follower's client asked for, forwarded to the leader to
+    /// propose, but only in `term`: the follower then knows that an applied
+    /// entry of a later term means its write can no longer commit. New variants
+    /// go last: the position is the tag on the wire.
+    ProposeNote {
+        from: u64,
+        term: u64,
+        request: u64,
+        text: String,
+    },
+    /// The leader did not propose `request` (not leader, another term, handing
+    /// over): it certainly did not happen, and the follower may send it again.
+    NoteRefused { from: u64, request: u64 },
 }
 
 /// Why bytes could not be turned into a value, or a value into a datagram.
@@ -139,6 +152,19 @@ mod tests {
                 leader_commit: u64::MAX / 2 - 1,
             },
         })
+    }
+
+    #[test]
+    fn the_largest_forwarded_note_fits_a_datagram() {
+        let text = "é".repeat(crate::table::MAX_NOTE_BYTES / 2);
+        let d = Datagram::ProposeNote {
+            from: u64::MAX,
+            term: u64::MAX,
+            request: u64::MAX,
+            text,
+        };
+        let bytes = encode_datagram(&d).expect("fits");
+        assert_eq!(decode_datagram(&bytes).expect("decodes"), d);
     }
 
     #[test]

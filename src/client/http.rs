@@ -70,6 +70,16 @@ pub fn post_json(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String>
     read_reply(response)
 }
 
+/// `PUT url` with a text body.
+pub fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
+    let response = agent
+        .put(url)
+        .header("content-type", "text/plain; charset=utf-8")
+        .send(body)
+        .map_err(|e| describe(&e))?;
+    read_reply(response)
+}
+
 fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, String> {
     let status = response.status().as_u16();
     let bytes = response

@@ -3,9 +3,11 @@
 //! - [`http`]: ureq agents with timeouts and plain calls, shared with the daemon.
 //! - [`failover`]: try the nodes in nodes.txt order until one answers.
 //! - [`prime`]: `raftlb prime N`.
+//! - [`note`]: `raftlb note get|set`.
 //! - [`view`]: `raftlb status`, every node's `/status` as tables.
 
 pub mod failover;
 pub mod http;
+pub mod note;
 pub mod prime;
 pub mod view;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
+use super::notes::{NoteReply, NoteRequests};
 use super::reports::ReportIntake;
 use super::shared::{Metrics, Shared};
 use super::udp::{self, Inbound};
@@ -39,6 +40,14 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_millis(1000);
 pub enum LoopInput {
     /// A validated load report from a daemon.
     Report(Report),
+    /// `PUT /note`: answered on `reply` once applied here, or by `deadline`.
+    SetNote {
+        text: String,
+        reply: NoteReply,
+        deadline: Instant,
+    },
+    /// `GET /note`: answered on `reply` after a read-index round, or by `deadline`.
+    ReadNote { reply: NoteReply, deadline: Instant },
 }
 
 /// The channels the loop listens on.
@@ -83,6 +92,8 @@ pub struct EventLoop {
     pub(super) shared: Arc<Shared>,
     pub(super) socket: UdpSocket,
     pub(super) intake: ReportIntake,
+    /// Note writes and reads waiting on Raft.
+    pub(super) notes: NoteRequests,
     /// When the last tick was given to the core, to give one per 10 ms of real
     /// time even when the ticker's messages were coalesced.
     pub(super) last_tick: Instant,
@@ -120,7 +131,12 @@ impl EventLoop {
                     Err(_) => inbound = crossbeam_channel::never(),
                 },
                 recv(input) -> got => match got {
-                    Ok(report) => self.on_input(report),
+                    Ok(first) => {
+                        self.on_input(first);
+                        for more in input.try_iter().take(MAX_BATCH) {
+                            self.on_input(more);
+                        }
+                    }
                     Err(_) => input = crossbeam_channel::never(),
                 },
                 recv(ticker) -> _ => self.on_tick(),
@@ -130,6 +146,8 @@ impl EventLoop {
                     self.hand_over_leadership();
                 }
             }
+            // Proposals and read rounds of this round go out with its one fsync.
+            self.start_note_requests();
             self.handle_ready()?;
             self.publish();
             if let Some(since) = stopping_since {
@@ -151,12 +169,25 @@ impl EventLoop {
                     self.take_report(report);
                 }
             }
+            Datagram::ProposeNote {
+                from,
+                term,
+                request,
+                text,
+            } => self.on_propose_note(from, term, request, text),
+            Datagram::NoteRefused { from, request } => self.on_note_refused(from, request),
         }
     }
 
     fn on_input(&mut self, input: LoopInput) {
         match input {
             LoopInput::Report(report) => self.take_report(report),
+            LoopInput::SetNote {
+                text,
+                reply,
+                deadline,
+            } => self.notes.add_write(text, reply, deadline),
+            LoopInput::ReadNote { reply, deadline } => self.notes.add_read(reply, deadline),
         }
     }
 
@@ -187,6 +218,7 @@ impl EventLoop {
         } else if let Some(leader) = self.raft.leader() {
             self.forward_reports(leader);
         }
+        self.tick_note_requests(now);
     }
 
     fn propose_reports(&mut self, now: Instant) {
@@ -254,6 +286,8 @@ impl EventLoop {
                 snapshot,
                 messages,
                 committed_entries,
+                read_states,
+                read_failures,
                 ..
             } = ready;
             for message in messages {
@@ -265,8 +299,11 @@ impl EventLoop {
                     .map_err(RuntimeError::Snapshot)?;
                 *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
+                self.on_snapshot_installed(snapshot.meta.term);
             }
-            self.apply(&committed_entries);
+            let note_writes = self.apply(&committed_entries);
+            self.finish_applied_notes(&note_writes, committed_entries.last().map(|e| e.term));
+            self.on_read_results(&read_states, &read_failures);
             self.raft.advance();
             self.maybe_compact()?;
         }
@@ -289,17 +326,25 @@ impl EventLoop {
         Ok(())
     }
 
-    fn apply(&mut self, entries: &[Entry]) {
+    /// Applies committed entries to the table; returns the request id and index
+    /// of every note write among them, for the writes waiting on them.
+    fn apply(&mut self, entries: &[Entry]) -> Vec<(u64, u64)> {
         if entries.is_empty() {
-            return;
+            return Vec::new();
         }
         let now = Instant::now();
         let mut changes = Vec::new();
+        let mut note_writes = Vec::new();
         {
             let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
                 match Command::decode(&entry.data) {
-                    Ok(command) => changes.extend(table.apply(&command, now)),
+                    Ok(command) => {
+                        if let Command::SetNote { request, .. } = &command {
+                            note_writes.push((*request, entry.index));
+                        }
+                        changes.extend(table.apply(&command, now));
+                    }
                     // Every node skips the same undecodable entry, so the tables
                     // stay equal; only a newer version's command could be one.
                     Err(e) => log::warn!("entry {} skipped: {e}", entry.index),
@@ -322,6 +367,7 @@ impl EventLoop {
                 Change::Dead(server) => log::log!(level, "server {server} marked dead"),
             }
         }
+        note_writes
     }
 
     fn maybe_compact(&mut self) -> Result<(), StorageError> {

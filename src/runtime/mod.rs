@@ -5,12 +5,14 @@
 //!   load table, and selects over that channel, the HTTP threads' reports and a
 //!   10 ms ticker;
 //! - a pool of HTTP threads (`crate::server`) answers clients from the
-//!   [`shared`] view, and hands reports to the loop through a channel.
+//!   [`shared`] view, and hands reports and note requests to the loop through a
+//!   channel; a note request waits for the loop's answer ([`notes`]).
 //!
 //! [`start`] wires them; [`RunningNode::shutdown`] stops them in order (a leader
 //! first hands leadership over).
 
 pub mod event_loop;
+pub mod notes;
 pub mod reports;
 pub mod shared;
 pub mod udp;
@@ -160,6 +162,7 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         shared: shared.clone(),
         socket,
         intake: ReportIntake::new(settings.dead_after),
+        notes: notes::NoteRequests::new(seed()),
         last_tick: Instant::now(),
         heard_from: vec![None; nodes.entries().len()],
         reach_window: settings.election_max * 2,

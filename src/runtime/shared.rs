@@ -195,6 +195,12 @@ pub struct Metrics {
     pub reports_received: AtomicU64,
     pub entries_applied: AtomicU64,
     pub snapshots_taken: AtomicU64,
+    /// Note writes answered 200 (committed and applied here).
+    pub note_writes: AtomicU64,
+    /// Linearizable note reads answered 200.
+    pub note_reads: AtomicU64,
+    /// Note requests answered 503 (no leader or no quorum in time).
+    pub note_unavailable: AtomicU64,
     /// HTTP answers by status code.
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Prime requests forwarded, by server: (answered, failed).

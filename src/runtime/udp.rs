@@ -88,7 +88,9 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
 fn sender_matches(datagram: &Datagram, from: NodeId, me: NodeId) -> bool {
     match datagram {
         Datagram::Raft(m) => m.from == from && m.to == me,
-        Datagram::Reports { from: claimed, .. } => *claimed == from,
+        Datagram::Reports { from: claimed, .. }
+        | Datagram::ProposeNote { from: claimed, .. }
+        | Datagram::NoteRefused { from: claimed, .. } => *claimed == from,
     }
 }
 

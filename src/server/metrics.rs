@@ -114,6 +114,16 @@ pub fn render(shared: &Shared) -> String {
         "Snapshots taken to compact the log.",
         vec![(String::new(), get(&m.snapshots_taken))],
     );
+    family(
+        "raftlb_note_requests_total",
+        "counter",
+        "Note requests answered, by outcome.",
+        vec![
+            ("{outcome=\"written\"}".into(), get(&m.note_writes)),
+            ("{outcome=\"read\"}".into(), get(&m.note_reads)),
+            ("{outcome=\"unavailable\"}".into(), get(&m.note_unavailable)),
+        ],
+    );
     let responses = m
         .responses
         .lock()

@@ -1,10 +1,13 @@
 //! The HTTP side of a balancer node: routing, and one handler per file.
 //!
 //! Handlers run on the pool of `crate::http`. They read the event loop's
-//! [`Shared`] view and never wait for Raft: a prime request reads the applied
-//! load table, a report is handed to the loop through a bounded channel.
+//! [`Shared`] view: a prime request reads the applied load table and never
+//! waits for Raft, a report is handed to the loop through a bounded channel.
+//! Only the note waits for Raft (a write until it is applied, a read until its
+//! read index is), with a deadline.
 
 pub mod metrics;
+pub mod note;
 pub mod prime;
 pub mod report;
 
@@ -21,7 +24,7 @@ use prime::Forwarder;
 /// What every handler may use.
 pub struct NodeHttp {
     pub shared: Arc<Shared>,
-    /// To the event loop (reports).
+    /// To the event loop (reports, note requests).
     pub input: Sender<LoopInput>,
     pub forwarder: Forwarder,
 }
@@ -41,22 +44,31 @@ impl NodeHttp {
         let url = request.url().to_string();
         let path = url.split('?').next().unwrap_or("");
         let method = request.method().clone();
-        let allowed = match path {
-            "/health" | "/status" | "/metrics" => "GET",
-            "/report" => "POST",
-            _ if is_prime_path(path) => "GET",
+        let allowed: &[&str] = match path {
+            "/health" | "/status" | "/metrics" => &["GET"],
+            "/report" => &["POST"],
+            "/note" => &["GET", "PUT", "POST"],
+            _ if is_prime_path(path) => &["GET"],
             _ => return http::error(404, &format!("no such path: {}", truncate(path))),
         };
-        if method.as_str() != allowed && !(allowed == "GET" && method == Method::Head) {
+        let head_of_get = method == Method::Head && allowed.contains(&"GET");
+        if !allowed.contains(&method.as_str()) && !head_of_get {
+            let allowed = allowed.join(", ");
             return http::with_header(
                 http::error(405, &format!("{path} takes {allowed}")),
                 "Allow",
-                allowed,
+                &allowed,
             );
         }
         match path {
             "/health" => http::text(200, "ok"),
-            "/status" => http::json(200, &self.shared.status()),
+            // Every node's page shows every node: it fetches their /status.
+            "/status" => http::with_header(
+                http::json(200, &self.shared.status()),
+                "Access-Control-Allow-Origin",
+                "*",
+            ),
+            "/note" => note::handle(self, request),
             "/metrics" => metrics::reply(&self.shared),
             "/report" => report::handle(self, request),
             _ => {

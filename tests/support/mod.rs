@@ -434,3 +434,44 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
     let code = resp.status().as_u16();
     Some((code, resp.body_mut().read_to_string().ok()?))
 }
+
+/// An answer with its headers, for tests that look at them.
+#[derive(Debug)]
+pub struct Answer {
+    pub code: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A request with any method, content type and body; None when the node did
+/// not answer.
+pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Option<Answer> {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .ok()?;
+    let mut resp = agent().run(request).ok()?;
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let code = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().ok()?;
+    Some(Answer {
+        code,
+        body,
+        headers,
+    })
+}

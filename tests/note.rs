@@ -1,0 +1,266 @@
+//! The replicated note on real processes: written through any node, answered
+//! only once committed and applied, read back linearizably everywhere; refused
+//! with a clear 4xx when the request is wrong and a 503 when there is no quorum;
+//! kept through snapshots and a restart of the whole cluster. The history under
+//! random kills is checked in tests/linearizability.rs.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{exclusive, request, wait_for, Cluster, Options, CLIENT};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn nodes_only() -> Cluster {
+    let cluster = Cluster::start(Options {
+        workers: 0,
+        ..Options::default()
+    });
+    cluster.wait_for_leader(SETTLE);
+    cluster
+}
+
+fn put(cluster: &Cluster, i: usize, text: &[u8]) -> support::Answer {
+    request("PUT", &cluster.url(i, "/note"), "text/plain", text)
+        .unwrap_or_else(|| panic!("node {i} did not answer PUT /note"))
+}
+
+fn read(cluster: &Cluster, i: usize) -> support::Answer {
+    request("GET", &cluster.url(i, "/note"), "text/plain", b"")
+        .unwrap_or_else(|| panic!("node {i} did not answer GET /note"))
+}
+
+fn a_follower(cluster: &Cluster, leader: usize) -> usize {
+    (0..cluster.ids.len())
+        .find(|i| *i != leader && cluster.nodes[*i].is_some())
+        .expect("a live follower")
+}
+
+#[test]
+fn a_note_written_on_a_follower_is_read_back_exactly_on_every_node() {
+    let _one = exclusive();
+    let cluster = nodes_only();
+    let leader = cluster.wait_for_leader(SETTLE);
+    let follower = a_follower(&cluster, leader);
+    let text = "NoteRaft ✓\nline two, no newline at the end";
+    let answer = put(&cluster, follower, text.as_bytes());
+    assert_eq!(answer.code, 200, "{answer:?}");
+    let index: u64 = answer
+        .header("X-Raftlb-Index")
+        .and_then(|v| v.parse().ok())
+        .expect("a write names its log index");
+    assert_eq!(answer.body.trim(), format!("saved at index {index}"));
+    // Right after the write returned, every node must see it: no waiting.
+    for i in 0..5 {
+        let got = read(&cluster, i);
+        assert_eq!((got.code, got.body.as_str()), (200, text), "node {i}");
+    }
+    // The original page's form post, on another node.
+    let other = (0..5).find(|i| *i != follower).expect("five nodes");
+    let form = b"textareaData=from+the+form+%E2%9C%93%0A";
+    let answer = request(
+        "POST",
+        &cluster.url(other, "/note"),
+        "application/x-www-form-urlencoded",
+        form,
+    )
+    .expect("answers");
+    assert_eq!(answer.code, 200, "{answer:?}");
+    for i in 0..5 {
+        assert_eq!(read(&cluster, i).body, "from the form ✓\n", "node {i}");
+    }
+    let empty = put(&cluster, leader, b"");
+    assert_eq!(empty.code, 200);
+    assert_eq!(read(&cluster, follower).body, "");
+}
+
+#[test]
+fn bad_note_requests_get_their_4xx_with_a_reason() {
+    let _one = exclusive();
+    let cluster = nodes_only();
+    let url = cluster.url(0, "/note");
+    let biggest = vec![b'x'; 32768];
+    assert_eq!(put(&cluster, 0, &biggest).code, 200, "exactly 32 KiB fits");
+    let too_big = put(&cluster, 0, &vec![b'x'; 32769]);
+    assert_eq!(too_big.code, 413);
+    assert!(too_big.body.contains("32768"), "{too_big:?}");
+    let not_utf8 = put(&cluster, 1, b"ok \xff\xfe");
+    assert_eq!(not_utf8.code, 400);
+    assert!(not_utf8.body.contains("UTF-8"), "{not_utf8:?}");
+    let form = |body: &[u8]| {
+        request("POST", &url, "application/x-www-form-urlencoded", body).expect("answers")
+    };
+    let no_field = form(b"note=hello");
+    assert_eq!(no_field.code, 400);
+    assert!(no_field.body.contains("textareaData"), "{no_field:?}");
+    assert_eq!(form(b"textareaData=%zz").code, 400);
+    let encoded_too_big = format!("textareaData={}", "%41".repeat(32769));
+    assert_eq!(form(encoded_too_big.as_bytes()).code, 413);
+    let delete = request("DELETE", &url, "text/plain", b"").expect("answers");
+    assert_eq!(delete.code, 405);
+    assert_eq!(delete.header("Allow"), Some("GET, PUT, POST"));
+    for answer in [too_big, not_utf8, no_field, delete] {
+        assert_eq!(answer.body.trim_end().lines().count(), 1, "{answer:?}");
+    }
+    // None of it changed the note.
+    assert_eq!(read(&cluster, 2).body.len(), 32768);
+    // The client refuses a note over 32 KiB before sending it (exit 2).
+    let out = Command::new(CLIENT)
+        .args([
+            "--nodes",
+            &cluster.nodes_file(),
+            "note",
+            "set",
+            &"é".repeat(16385),
+        ])
+        .output()
+        .expect("run raftlb");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32768"));
+}
+
+#[test]
+fn without_a_quorum_note_writes_and_reads_answer_503_in_time_then_recover() {
+    let _one = exclusive();
+    let mut cluster = nodes_only();
+    assert_eq!(put(&cluster, 0, b"before").code, 200);
+    for i in [2, 3, 4] {
+        cluster.kill_node(i);
+    }
+    let start = Instant::now();
+    let write = put(&cluster, 0, b"no quorum");
+    let write_took = start.elapsed();
+    let start = Instant::now();
+    let read_answer = read(&cluster, 1);
+    let read_took = start.elapsed();
+    for (answer, took) in [(&write, write_took), (&read_answer, read_took)] {
+        assert_eq!(answer.code, 503, "{answer:?}");
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        assert_eq!(answer.body.trim_end().lines().count(), 1, "{answer:?}");
+    }
+    assert!(write.body.contains("may or may not"), "{write:?}");
+    for i in [2, 3, 4] {
+        cluster.restart_node(i);
+    }
+    cluster.wait_for_leader(SETTLE);
+    assert_eq!(put(&cluster, 3, b"after").code, 200);
+    assert_eq!(read(&cluster, 0).body, "after");
+}
+
+#[test]
+fn a_write_sent_to_a_follower_just_after_the_leader_died_is_saved() {
+    let _one = exclusive();
+    let mut cluster = nodes_only();
+    let leader = cluster.wait_for_leader(SETTLE);
+    let follower = a_follower(&cluster, leader);
+    cluster.kill_node(leader);
+    // The follower still believes in the dead leader and forwards there; once a
+    // new leader commits, the write certainly did not happen and is sent again.
+    let answer = put(&cluster, follower, b"survived the leader");
+    assert_eq!(answer.code, 200, "{answer:?}");
+    for i in cluster.live() {
+        assert_eq!(read(&cluster, i).body, "survived the leader", "node {i}");
+    }
+}
+
+#[test]
+fn the_note_survives_log_compaction_a_lagging_node_and_a_whole_cluster_restart() {
+    let _one = exclusive();
+    let mut cluster = nodes_only();
+    let leader = cluster.wait_for_leader(SETTLE);
+    let lagging = a_follower(&cluster, leader);
+    cluster.kill_node(lagging);
+    // More writes than the snapshot threshold (1000 entries), from 8 threads.
+    let writers = 8;
+    let per_writer = 150;
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            let cluster = &cluster;
+            scope.spawn(move || {
+                for k in 0..per_writer {
+                    let node = cluster.live()[(w + k) % cluster.live().len()];
+                    let text = format!("writer {w} note {k}");
+                    let answer = put(cluster, node, text.as_bytes());
+                    assert_eq!(answer.code, 200, "{answer:?}");
+                }
+            });
+        }
+    });
+    let last = put(&cluster, leader, b"the last word");
+    assert_eq!(last.code, 200);
+    cluster.restart_node(lagging);
+    // The lagging node's log is behind the leader's snapshot: it catches up
+    // from the snapshot, and its linearizable read sees the last write.
+    wait_for("the lagging node to answer the last note", SETTLE, || {
+        let got = request("GET", &cluster.url(lagging, "/note"), "text/plain", b"")?;
+        (got.code == 200 && got.body == "the last word").then_some(())
+    });
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("installed a snapshot"),
+        "the lagging node caught up without a snapshot"
+    );
+    for i in 0..5 {
+        cluster.kill_node(i);
+    }
+    for i in 0..5 {
+        cluster.restart_node(i);
+    }
+    cluster.wait_for_leader(SETTLE);
+    for i in 0..5 {
+        let got = read(&cluster, i);
+        assert_eq!(
+            (got.code, got.body.as_str()),
+            (200, "the last word"),
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn raftlb_note_set_and_get_fail_over_past_a_dead_first_node() {
+    let _one = exclusive();
+    let mut cluster = nodes_only();
+    cluster.kill_node(0);
+    cluster.wait_for_leader(SETTLE);
+    let nodes = cluster.nodes_file();
+    let client = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(CLIENT)
+            .args(["--nodes", &nodes, "note"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run raftlb");
+        let mut pipe = child.stdin.take().expect("piped");
+        pipe.write_all(stdin.unwrap_or("").as_bytes())
+            .expect("write stdin");
+        drop(pipe);
+        child.wait_with_output().expect("raftlb ends")
+    };
+    let set = client(&["set", "via the client"], None);
+    assert!(set.status.success(), "{set:?}");
+    let said = String::from_utf8_lossy(&set.stdout);
+    assert!(said.starts_with("saved at index "), "{said}");
+    let got = client(&["get"], None);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(
+        got.stdout, b"via the client",
+        "exact bytes, no added newline"
+    );
+    let from_stdin = client(&["set", "-"], Some("from stdin\n"));
+    assert!(from_stdin.status.success(), "{from_stdin:?}");
+    assert_eq!(client(&["get"], None).stdout, b"from stdin\n");
+    // Every node down: exit 1, a line per node.
+    for i in 1..5 {
+        cluster.kill_node(i);
+    }
+    let failed = client(&["get"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("every node failed"), "{stderr}");
+}
