@@ -113,6 +113,8 @@ struct Frame {
     taken: Option<Taken>,
 }
 
+/// A task put in the order, with the register's value and the latest
+/// invocation from before it.
 struct Taken {
     task: u32,
     value: u32,
@@ -126,6 +128,7 @@ pub(super) struct Stuck {
     /// The task whose return comes first: it had to take effect next or after
     /// some of the open tasks, and no way worked.
     pub(super) blocked: u32,
+    /// What the register held then.
     pub(super) value: u32,
     /// The tasks that were open then (calls before that return).
     pub(super) open: Vec<u32>,
@@ -143,6 +146,8 @@ pub(super) struct Search {
     ordered: Vec<u64>,
     memo: HashSet<Key>,
     stack: Vec<Frame>,
+    /// What the register holds after the current order (an index into the
+    /// value table; 0 is the initial value).
     value: u32,
     /// Required tasks in all.
     pub(super) required: usize,
