@@ -1,15 +1,20 @@
 # raftlb: every target SPEC.md lists. `make test` is what .ci/run runs.
 CARGO ?= cargo
 
-.PHONY: build test bench hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
+.PHONY: build browser-deps test bench hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
 
 build:
 	$(CARGO) build --release --locked
 
-# The whole suite: unit tests, storage recovery, the classic Raft cases and the
-# random-fault simulator (RAFTLB_SIM_SEEDS seeds, 1000 by default).
-test:
+# The whole suite: unit tests, storage recovery, the classic Raft cases, the
+# random-fault simulator (RAFTLB_SIM_SEEDS seeds, 1000 by default), the system
+# tests and the page in a headless Chromium (hence browser-deps).
+test: browser-deps
 	$(CARGO) test --locked
+
+# Chromium and chromedriver for tests/browser.rs, from Debian's packages when absent.
+browser-deps:
+	@scripts/browser-deps.sh
 
 # A long hunt for safety violations: HUNT_SEEDS seeds of the simulator.
 HUNT_SEEDS ?= 100000

@@ -45,7 +45,7 @@ impl NodeHttp {
         let path = url.split('?').next().unwrap_or("");
         let method = request.method().clone();
         let allowed: &[&str] = match path {
-            "/health" | "/status" | "/metrics" => &["GET"],
+            "/" | "/health" | "/status" | "/metrics" => &["GET"],
             "/report" => &["POST"],
             "/note" => &["GET", "PUT", "POST"],
             _ if is_prime_path(path) => &["GET"],
@@ -61,6 +61,7 @@ impl NodeHttp {
             );
         }
         match path {
+            "/" => page(),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
             "/status" => http::with_header(
@@ -77,6 +78,15 @@ impl NodeHttp {
             }
         }
     }
+}
+
+/// The NoteRaft page, one self-contained file built into the binary.
+fn page() -> Reply {
+    http::with_header(
+        Reply::from_data(include_str!("page.html").as_bytes().to_vec()),
+        "Content-Type",
+        "text/html; charset=utf-8",
+    )
 }
 
 /// `/N` (one path segment that is not a named route) and `/prime/N` are prime
