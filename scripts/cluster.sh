@@ -120,8 +120,8 @@ start)
     wait_for_leader
     addr=$(node_addr "$(node_ids | head -1)")
     echo
-    echo "cluster up. status: http://${addr}/status   metrics: http://${addr}/metrics"
-    echo "try: $BIN/raftlb prime 10000   |   make status   |   make kill-leader   |   make stop"
+    echo "cluster up. open the NoteRaft page: http://${addr}/   (status: /status, metrics: /metrics)"
+    echo "try: $BIN/raftlb prime 10000   |   $BIN/raftlb note set hello   |   make kill-leader   |   make stop"
     echo "logs: $RUN/*.log"
     ;;
 revive)
