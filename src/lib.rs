@@ -17,12 +17,15 @@
 //! - [`http`]: the HTTP server wrapper of nodes and workers (handler threads, reply
 //!   helpers, body limit, and the fix for tiny_http's stuck keep-alive connections).
 //! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
+//! - [`lincheck`]: a linearizability checker for the note (a register), used by
+//!   the tests to judge histories recorded against a real cluster.
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod client;
 pub mod daemon;
 pub mod http;
+pub mod lincheck;
 pub mod nodes;
 pub mod primes;
 pub mod raft;

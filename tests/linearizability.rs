@@ -1,0 +1,309 @@
+//! The note is one linearizable register, on real processes under SIGKILLs:
+//! client threads read and write it through random nodes while a nemesis kills
+//! nodes (the leader among them, never more than two down at once) and restarts
+//! them from their data dirs. Every answer is recorded with its call and return
+//! time, and `raftlb::lincheck` searches for one order of the operations that
+//! explains them all. A write answered 503, cut off or timed out may or may not
+//! have happened, and is recorded as such; a read without a 200 proves nothing
+//! and is left out.
+
+mod support;
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use raftlb::lincheck::{check_register, Op, OpKind, Verdict};
+use raftlb::raft::Rng;
+use support::{exclusive, Cluster, Options};
+
+const NODES: usize = 5;
+const CLIENTS: usize = 5;
+/// How long the clients and the nemesis run.
+const RUN: Duration = Duration::from_secs(18);
+/// A bound on each client's operations besides the time; with the pauses below
+/// the time runs out first.
+const MAX_OPS_PER_CLIENT: usize = 4_000;
+/// Pause between a client's operations, in ms: an operation takes a millisecond
+/// or two, and without a pause five clients would record 70,000 of them.
+const PAUSE_MS: (u64, u64) = (2, 15);
+/// Longer than a node's own note timeout (3 s), so a node's 503 arrives first.
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// The last stretch of the run has no faults, so that the operations then show
+/// the cluster serving after the last kill.
+const QUIET_END: Duration = Duration::from_secs(3);
+/// At most this many nodes down at once: the other three are a majority.
+const MAX_DOWN: usize = 2;
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Time since the run's origin in ns, the clock of every recorded operation.
+fn since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_nanos()).expect("a run is shorter than 584 years")
+}
+
+/// What one client saw, besides its history.
+#[derive(Default)]
+struct Tally {
+    ok_writes: usize,
+    /// Writes answered 503, cut off or timed out: they may or may not be in.
+    unknown_writes: usize,
+    /// Operations sent to a dead node: refused before anything was sent.
+    refused: usize,
+    reads: usize,
+    /// Reads answered 503, cut off or timed out: they prove nothing.
+    unanswered_reads: usize,
+    /// Answers the contract does not allow here; the test fails on any.
+    unexpected: Vec<String>,
+}
+
+/// One client: random reads and writes of unique values through random nodes
+/// (dead ones included), until `RUN` has passed since `origin`.
+fn client(id: usize, seed: u64, ports: &[u16], origin: Instant) -> (Vec<Op>, Tally) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_millis(500)))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut rng = Rng::new(seed);
+    let mut history = Vec::new();
+    let mut tally = Tally::default();
+    for n in 0..MAX_OPS_PER_CLIENT {
+        if origin.elapsed() >= RUN {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(rng.range(PAUSE_MS.0, PAUSE_MS.1)));
+        let url = format!(
+            "http://127.0.0.1:{}/note",
+            ports[rng.range(0, ports.len() as u64) as usize]
+        );
+        let invoked_ns = since(origin);
+        if rng.chance(1, 2) {
+            let value = format!("c{id}-{n}");
+            let answer = agent
+                .put(&url)
+                .header("content-type", "text/plain")
+                .send(value.as_str());
+            let returned_ns = match answer {
+                Ok(mut resp) => {
+                    let code = resp.status().as_u16();
+                    let _ = resp.body_mut().read_to_string();
+                    match code {
+                        200 => Some(since(origin)),
+                        503 => None,
+                        other => {
+                            tally.unexpected.push(format!("PUT {url}: {other}"));
+                            None
+                        }
+                    }
+                }
+                // Refused before anything was sent: it never happened.
+                Err(ureq::Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
+                    tally.refused += 1;
+                    continue;
+                }
+                Err(_) => None,
+            };
+            match returned_ns {
+                Some(_) => tally.ok_writes += 1,
+                None => tally.unknown_writes += 1,
+            }
+            history.push(Op {
+                client: id,
+                kind: OpKind::Write(value),
+                invoked_ns,
+                returned_ns,
+            });
+        } else {
+            let read = match agent.get(&url).call() {
+                Ok(mut resp) => {
+                    let code = resp.status().as_u16();
+                    match (code, resp.body_mut().read_to_string()) {
+                        (200, Ok(body)) => Some(body),
+                        (503, _) | (_, Err(_)) => None,
+                        (other, Ok(body)) => {
+                            tally.unexpected.push(format!("GET {url}: {other} {body}"));
+                            None
+                        }
+                    }
+                }
+                Err(ureq::Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
+                    tally.refused += 1;
+                    continue;
+                }
+                Err(_) => None,
+            };
+            let Some(value) = read else {
+                tally.unanswered_reads += 1;
+                continue;
+            };
+            tally.reads += 1;
+            history.push(Op {
+                client: id,
+                kind: OpKind::Read(value),
+                invoked_ns,
+                returned_ns: Some(since(origin)),
+            });
+        }
+    }
+    (history, tally)
+}
+
+/// The leader as the live nodes see it, if it is live itself.
+fn live_leader(cluster: &Cluster) -> Option<usize> {
+    let leader_id = (cluster.live().into_iter()).find_map(|i| cluster.status(i)?.leader)?;
+    let leader = cluster.ids.iter().position(|id| *id == leader_id)?;
+    cluster.nodes[leader].is_some().then_some(leader)
+}
+
+/// A kill: when (ns from the origin), which node, and whether it led.
+struct Kill {
+    at_ns: u64,
+    node: usize,
+    leader: bool,
+}
+
+/// Every 1-2 s: restart a dead node (always when two are down, else on a coin),
+/// then SIGKILL the leader (every third kill, the first among them) or a random
+/// live node.
+fn nemesis(cluster: &mut Cluster, rng: &mut Rng, origin: Instant) -> Vec<Kill> {
+    let mut kills = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(rng.range(1_000, 2_000)));
+        if origin.elapsed() + QUIET_END > RUN {
+            return kills;
+        }
+        let down: Vec<usize> = (0..NODES).filter(|i| cluster.nodes[*i].is_none()).collect();
+        if !down.is_empty() && (down.len() >= MAX_DOWN || rng.chance(1, 2)) {
+            cluster.restart_node(down[rng.range(0, down.len() as u64) as usize]);
+        }
+        if NODES - cluster.live().len() >= MAX_DOWN {
+            continue;
+        }
+        let leader = if kills.len() % 3 == 0 {
+            live_leader(cluster)
+        } else {
+            None
+        };
+        let live = cluster.live();
+        let node = leader.unwrap_or_else(|| live[rng.range(0, live.len() as u64) as usize]);
+        kills.push(Kill {
+            at_ns: since(origin),
+            node,
+            leader: leader.is_some(),
+        });
+        cluster.kill_node(node);
+    }
+}
+
+#[test]
+fn the_note_is_linearizable_while_nodes_are_killed_and_restarted() {
+    let _one = exclusive();
+    let seed = std::env::var("RAFTLB_LIN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            now.as_nanos() as u64
+        });
+    eprintln!("linearizability seed {seed} (replay the choices with RAFTLB_LIN_SEED={seed})");
+    let mut cluster = Cluster::start(Options {
+        nodes: NODES,
+        workers: 0,
+        ..Options::default()
+    });
+    cluster.wait_for_leader(SETTLE);
+    let ports = cluster.ports.clone();
+    let mut rng = Rng::new(seed);
+    let origin = Instant::now();
+    let (results, kills) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|id| {
+                let client_seed = rng.next_u64();
+                let ports = &ports;
+                scope.spawn(move || client(id, client_seed, ports, origin))
+            })
+            .collect();
+        let kills = nemesis(&mut cluster, &mut rng, origin);
+        let results: Vec<(Vec<Op>, Tally)> = clients
+            .into_iter()
+            .map(|c| c.join().expect("a client thread panicked"))
+            .collect();
+        (results, kills)
+    });
+    let end_ns = since(origin);
+
+    let mut history = Vec::new();
+    let mut total = Tally::default();
+    for (ops, tally) in results {
+        history.extend(ops);
+        total.ok_writes += tally.ok_writes;
+        total.unknown_writes += tally.unknown_writes;
+        total.refused += tally.refused;
+        total.reads += tally.reads;
+        total.unanswered_reads += tally.unanswered_reads;
+        total.unexpected.extend(tally.unexpected);
+    }
+    let leader_kills = kills.iter().filter(|k| k.leader).count();
+    eprintln!(
+        "linearizability: {} ops recorded ({} writes ok, {} writes unknown, {} reads ok); \
+         left out: {} refused by dead nodes, {} reads without an answer; \
+         {} kills ({leader_kills} of the leader)",
+        history.len(),
+        total.ok_writes,
+        total.unknown_writes,
+        total.reads,
+        total.refused,
+        total.unanswered_reads,
+        kills.len(),
+    );
+    assert!(
+        total.unexpected.is_empty(),
+        "answers outside the contract: {:?}",
+        total.unexpected
+    );
+
+    // Not vacuous: plenty of operations, faults that happened, and writes and
+    // reads that succeeded after every kill.
+    assert!(
+        total.ok_writes + total.reads >= 200,
+        "too few completed operations"
+    );
+    assert!(kills.len() >= 5, "too few kills: {}", kills.len());
+    assert!(leader_kills >= 1, "the leader was never killed");
+    let mut fewest = usize::MAX;
+    for (k, kill) in kills.iter().enumerate() {
+        let until_ns = kills.get(k + 1).map_or(end_ns, |next| next.at_ns);
+        let completed = |write: bool| {
+            (history.iter())
+                .filter(|op| {
+                    op.returned_ns.is_some()
+                        && matches!(op.kind, OpKind::Write(_)) == write
+                        && (kill.at_ns..until_ns).contains(&op.invoked_ns)
+                })
+                .count()
+        };
+        let (writes, reads) = (completed(true), completed(false));
+        assert!(
+            writes > 0 && reads > 0,
+            "{writes} writes and {reads} reads completed between kill {k} (node {}, \
+             at {} ms) and the next",
+            kill.node,
+            kill.at_ns / 1_000_000
+        );
+        fewest = fewest.min(writes + reads);
+    }
+    eprintln!("linearizability: at least {fewest} operations completed between two kills");
+
+    let start = Instant::now();
+    let verdict = check_register("", &history).unwrap_or_else(|e| panic!("lincheck: {e}"));
+    eprintln!("linearizability: checked in {:?}", start.elapsed());
+    match verdict {
+        Verdict::Linearizable { ops } => assert_eq!(ops, history.len()),
+        Verdict::NotLinearizable { explanation } => {
+            panic!("the note is not linearizable (seed {seed}):\n{explanation}")
+        }
+    }
+}
