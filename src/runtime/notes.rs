@@ -353,7 +353,7 @@ impl EventLoop {
             // No leader right now, or it lost leadership: ask again next tick,
             // until the deadline (back-dated so the retry is due at once).
             if let Some((asked_at, _)) = self.notes.asked.get_mut(&failure.ctx) {
-                *asked_at -= READ_RETRY_AFTER;
+                *asked_at = asked_at.checked_sub(READ_RETRY_AFTER).unwrap_or(*asked_at);
             }
         }
         self.finish_applied_reads();
