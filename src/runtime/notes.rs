@@ -387,13 +387,15 @@ impl EventLoop {
     }
 
     /// A snapshot from the leader replaced the log up to an entry of `term`:
-    /// writes of earlier terms may be inside it or not; nobody can tell.
+    /// writes of that term or earlier may be inside it or not, and this node
+    /// will never see them applied; nobody can tell. (Left waiting, a later
+    /// term's entry would make them look lost and be sent a second time.)
     pub(super) fn on_snapshot_installed(&mut self, term: u64) {
         let unknown: Vec<u64> = self
             .notes
             .sent
             .iter()
-            .filter(|(_, sent)| sent.term < term)
+            .filter(|(_, sent)| sent.term <= term)
             .map(|(request, _)| *request)
             .collect();
         for request in unknown {
