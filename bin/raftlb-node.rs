@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use raftlb::nodes::Nodes;
 use raftlb::runtime::{self, NodeSettings};
-use raftlb::server::{prime::Forwarder, NodeHttp};
+use raftlb::server::{note::NoteGate, prime::Forwarder, NodeHttp};
 
 /// One raftlb balancer node: Raft over UDP and HTTP on its nodes.txt port.
 #[derive(Parser, Debug)]
@@ -104,6 +104,7 @@ fn run(args: Args) -> Result<(), Failure> {
         shared: node.shared.clone(),
         input: node.input.clone(),
         forwarder: Forwarder::new(),
+        note_gate: NoteGate::for_threads(args.http_threads as usize),
     }
     .into_handler();
     let serving = raftlb::http::serve(server, args.http_threads as usize, handler);

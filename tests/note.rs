@@ -264,3 +264,46 @@ fn raftlb_note_set_and_get_fail_over_past_a_dead_first_node() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("every node failed"), "{stderr}");
 }
+
+#[test]
+fn prime_requests_keep_being_served_while_note_requests_wait_without_a_quorum() {
+    let _one = exclusive();
+    let mut cluster = Cluster::start(Options::default());
+    cluster.wait_for_leader(SETTLE);
+    cluster.wait_for_servers(&[true; 3], SETTLE);
+    for i in [2, 3, 4] {
+        cluster.kill_node(i);
+    }
+    // More note writes than the HTTP pool (64 threads) has room for: each would
+    // wait the full 3 s for a quorum that is not there.
+    let writers = 80;
+    std::thread::scope(|scope| {
+        let notes: Vec<_> = (0..writers)
+            .map(|w| {
+                let cluster = &cluster;
+                scope.spawn(move || put(cluster, 0, format!("pile-up {w}").as_bytes()))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Meanwhile a prime request on the same node is answered at once, from
+        // its applied load table (no leader needed).
+        let start = Instant::now();
+        let prime = request("GET", &cluster.url(0, "/10000"), "text/plain", b"")
+            .expect("node 0 answers a prime request");
+        let took = start.elapsed();
+        assert_eq!((prime.code, prime.body.trim()), (200, "104729"));
+        // Without the bound on waiting note requests it waits ~2.7 s, for a
+        // thread that a note request frees at its 3 s deadline.
+        assert!(took < Duration::from_secs(2), "the prime waited {took:?}");
+        let answers: Vec<support::Answer> = notes
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect();
+        assert!(answers.iter().all(|a| a.code == 503), "no quorum, no 200");
+        let turned_away = answers
+            .iter()
+            .filter(|a| a.body.contains("too many note requests"))
+            .count();
+        assert!(turned_away > 0, "every write held a thread");
+    });
+}

@@ -27,6 +27,8 @@ pub struct NodeHttp {
     /// To the event loop (reports, note requests).
     pub input: Sender<LoopInput>,
     pub forwarder: Forwarder,
+    /// Bounds the HTTP threads a note request may hold while it waits for Raft.
+    pub note_gate: note::NoteGate,
 }
 
 impl NodeHttp {

@@ -6,6 +6,7 @@
 //! committed and applied here, or a linearizable read is served; 503 with what
 //! is known otherwise. The wait is the whole point: a 200 is a promise.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tiny_http::{Method, Request};
@@ -24,6 +25,40 @@ const MAX_FORM_BYTES: usize = 3 * MAX_NOTE_BYTES + 1024;
 
 /// The header that carries the log index of a write or read.
 pub const INDEX_HEADER: &str = "X-Raftlb-Index";
+
+/// How many note requests may wait for Raft at once on one node. A note request
+/// holds its HTTP thread for up to `NOTE_TIMEOUT` (without a quorum, all of it);
+/// prime requests must keep being served meanwhile (SPEC: they never need the
+/// leader), so note requests may hold only part of the pool. Beyond it: 503.
+pub struct NoteGate {
+    max: usize,
+    waiting: AtomicUsize,
+}
+
+impl NoteGate {
+    /// A gate for a pool of `http_threads`: half of it, at least one.
+    pub fn for_threads(http_threads: usize) -> NoteGate {
+        NoteGate {
+            max: (http_threads / 2).max(1),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn enter(&self) -> Option<NoteGateGuard<'_>> {
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = NoteGateGuard(self);
+        (before < self.max).then_some(guard)
+    }
+}
+
+/// One waiting note request; leaves the gate when dropped.
+struct NoteGateGuard<'a>(&'a NoteGate);
+
+impl Drop for NoteGateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub fn handle(node: &NodeHttp, request: &mut Request) -> Reply {
     match request.method() {
@@ -64,6 +99,15 @@ fn ask(
     input: LoopInput,
     answer: crossbeam_channel::Receiver<NoteOutcome>,
 ) -> Reply {
+    let Some(_waiting) = node.note_gate.enter() else {
+        return http::error(
+            503,
+            &format!(
+                "too many note requests waiting on this node ({}); try again",
+                node.note_gate.max
+            ),
+        );
+    };
     if node.input.try_send(input).is_err() {
         return http::error(503, "node busy: request queue full, try again");
     }
@@ -174,6 +218,22 @@ fn url_decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_note_gate_admits_half_the_pool_and_frees_a_place_on_drop() {
+        let gate = NoteGate::for_threads(4);
+        let a = gate.enter().expect("first");
+        let b = gate.enter().expect("second");
+        assert!(
+            gate.enter().is_none(),
+            "a third would hold over half the pool"
+        );
+        drop(a);
+        let c = gate.enter().expect("a place came free");
+        drop((b, c));
+        assert_eq!(gate.waiting.load(Ordering::Relaxed), 0);
+        assert!(NoteGate::for_threads(1).enter().is_some(), "at least one");
+    }
 
     #[test]
     fn a_form_field_is_found_and_decoded() {
