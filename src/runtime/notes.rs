@@ -5,7 +5,8 @@
 //! `ProposeNote` datagram. The command carries a request id, so this node knows
 //! its write when it applies it, whichever leader put it in the log. A write is
 //! sent again only when it certainly did not happen:
-//! - the leader refused it (`NoteRefused`: not the leader, or not in that term);
+//! - the leader refused it (`NoteRefused`: not the leader, or not in that term;
+//!   sent again from the next tick on);
 //! - or this node applied an entry of a later term than the one the write was
 //!   proposed in, without applying the write: the committed log has its terms in
 //!   order, so no entry of the earlier term can commit after that.
@@ -95,6 +96,10 @@ const MAX_REMEMBERED_FORWARDS: usize = 4096;
 pub struct NoteRequests {
     /// Writes not in any log: they certainly did not happen yet and may be sent.
     unsent: VecDeque<Write>,
+    /// Writes the leader refused, sent again from the next tick on: a follower
+    /// a term behind learns the new one within a heartbeat, and resending at
+    /// every round trip until then would only bounce.
+    refused: Vec<Write>,
     /// Writes proposed here or forwarded to the leader, by request id.
     sent: BTreeMap<u64, Sent>,
     /// The next request id.
@@ -141,6 +146,7 @@ impl NoteRequests {
     /// Requests waiting, of every kind (for tests and metrics).
     pub fn len(&self) -> usize {
         self.unsent.len()
+            + self.refused.len()
             + self.sent.len()
             + self.unasked.len()
             + self.asked.values().map(|(_, r)| r.len()).sum::<usize>()
@@ -273,6 +279,8 @@ impl EventLoop {
         if self.notes.is_empty() {
             return;
         }
+        let refused = std::mem::take(&mut self.notes.refused);
+        self.notes.unsent.extend(refused);
         self.notes.expire(now, &self.shared.metrics);
         let stale: Vec<u64> = self
             .notes
@@ -334,7 +342,7 @@ impl EventLoop {
             .is_some_and(|sent| sent.to == Some(from));
         if refused_by_its_leader {
             let sent = self.notes.sent.remove(&request).expect("checked above");
-            self.notes.unsent.push_back(sent.write);
+            self.notes.refused.push(sent.write);
         }
     }
 
