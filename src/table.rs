@@ -135,7 +135,7 @@ impl LoadTable {
     }
 
     /// The note as applied on this node (linearizable only through ReadIndex:
-    /// see `runtime::waiting`).
+    /// see `runtime::notes`).
     pub fn note(&self) -> &str {
         &self.note
     }

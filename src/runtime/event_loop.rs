@@ -302,8 +302,8 @@ impl EventLoop {
                 self.on_snapshot_installed(snapshot.meta.term);
             }
             let note_writes = self.apply(&committed_entries);
-            self.finish_applied_notes(&note_writes, committed_entries.last().map(|e| e.term));
-            self.on_read_results(&read_states, &read_failures);
+            let last_term = committed_entries.last().map(|e| e.term);
+            self.finish_note_requests(&note_writes, last_term, &read_states, &read_failures);
             self.raft.advance();
             self.maybe_compact()?;
         }

@@ -24,18 +24,22 @@
 //!
 //! Every request carries a deadline; when it passes, the client gets 503 with
 //! what is known of the outcome.
+//!
+//! [`NoteRequests`] here holds the waiting requests and makes every decision
+//! about them, with no Raft, socket or clock of its own (unit-tested in
+//! `tests.rs`); `event_loop_side.rs` wires it to the core and the UDP socket.
+
+mod event_loop_side;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::event_loop::EventLoop;
 use super::shared::Metrics;
-use super::udp;
-use crate::raft::{NodeId, ReadFailure, ReadState, Role};
-use crate::table::Command;
-use crate::wire::Datagram;
+use crate::raft::{NodeId, ReadFailure, ReadState};
 
 /// How long a note request may wait for Raft before the client gets 503: long
 /// enough for an election or two (150-300 ms each), short enough for a person.
@@ -217,73 +221,41 @@ impl NoteRequests {
         }
         self.ready.retain(|_, reads| !reads.is_empty());
     }
-}
 
-impl EventLoop {
-    /// Sends what can be sent: unsent writes to the log (leader) or to the leader
-    /// (follower), and one read-index round for every read that arrived.
-    pub(super) fn start_note_requests(&mut self) {
-        let term = self.raft.term();
-        if self.raft.role() == Role::Leader {
-            while let Some(write) = self.notes.unsent.pop_front() {
-                let command = Command::SetNote {
-                    text: write.text.clone(),
-                    request: write.request,
-                };
-                match self.raft.propose(command.encode()) {
-                    Ok((_, term)) => {
-                        let sent = Sent {
-                            write,
-                            term,
-                            to: None,
-                        };
-                        self.notes.sent.insert(sent.write.request, sent);
-                    }
-                    Err(e) => {
-                        // Handing leadership over: wait for the successor.
-                        log::debug!("note write waits: {e:?}");
-                        self.notes.unsent.push_front(write);
-                        break;
-                    }
-                }
-            }
-        } else if let Some(leader) = self.raft.leader() {
-            while let Some(write) = self.notes.unsent.pop_front() {
-                let datagram = Datagram::ProposeNote {
-                    from: self.shared.me,
-                    term,
-                    request: write.request,
-                    text: write.text.clone(),
-                };
-                udp::send(&self.socket, &self.shared, leader, &datagram);
-                let sent = Sent {
-                    write,
-                    term,
-                    to: Some(leader),
-                };
-                self.notes.sent.insert(sent.write.request, sent);
-            }
-        }
-        if !self.notes.unasked.is_empty() {
-            self.notes.last_read_ctx += 1;
-            let ctx = self.notes.last_read_ctx;
-            let reads = std::mem::take(&mut self.notes.unasked);
-            self.notes.asked.insert(ctx, (Instant::now(), reads));
-            self.raft.read_index(ctx);
-        }
+    /// The next write to send, oldest first.
+    fn next_unsent(&mut self) -> Option<Write> {
+        self.unsent.pop_front()
     }
 
-    /// Once per tick: answers expired requests, asks again for read indexes that
-    /// may have been lost.
-    pub(super) fn tick_note_requests(&mut self, now: Instant) {
-        if self.notes.is_empty() {
-            return;
+    /// A write that could not be sent now (a leader handing over) goes back first.
+    fn put_back(&mut self, write: Write) {
+        self.unsent.push_front(write);
+    }
+
+    /// `write` is in a log (or on its way to the leader `to`) in `term`.
+    fn mark_sent(&mut self, write: Write, term: u64, to: Option<NodeId>) {
+        self.sent.insert(write.request, Sent { write, term, to });
+    }
+
+    /// Starts one read-index round for every read that arrived; returns its
+    /// context for `Raft::read_index`, or None when no read waits.
+    fn start_read_round(&mut self, now: Instant) -> Option<u64> {
+        if self.unasked.is_empty() {
+            return None;
         }
-        let refused = std::mem::take(&mut self.notes.refused);
-        self.notes.unsent.extend(refused);
-        self.notes.expire(now, &self.shared.metrics);
+        self.last_read_ctx += 1;
+        let reads = std::mem::take(&mut self.unasked);
+        self.asked.insert(self.last_read_ctx, (now, reads));
+        Some(self.last_read_ctx)
+    }
+
+    /// Once per tick: refused writes may be sent again, expired requests are
+    /// answered, and reads whose index request may have been lost are asked again.
+    pub fn tick(&mut self, now: Instant, metrics: &Metrics) {
+        let refused = std::mem::take(&mut self.refused);
+        self.unsent.extend(refused);
+        self.expire(now, metrics);
         let stale: Vec<u64> = self
-            .notes
             .asked
             .iter()
             .filter(|(_, (asked_at, _))| {
@@ -292,123 +264,99 @@ impl EventLoop {
             .map(|(ctx, _)| *ctx)
             .collect();
         for ctx in stale {
-            if let Some((_, reads)) = self.notes.asked.remove(&ctx) {
-                self.notes.unasked.extend(reads);
+            if let Some((_, reads)) = self.asked.remove(&ctx) {
+                self.unasked.extend(reads);
             }
         }
     }
 
-    /// A follower forwarded a note write: propose it if this node leads in the
-    /// term the follower named, else tell it the write did not happen.
-    pub(super) fn on_propose_note(&mut self, from: NodeId, term: u64, request: u64, text: String) {
-        let notes = &mut self.notes;
-        if notes.forwards_term != self.raft.term() {
-            notes.forwards_term = self.raft.term();
-            notes.forwarded_to_me.clear();
-            notes.forwarded_order.clear();
+    /// As leader, whether to propose a follower's forwarded `request` now: not
+    /// when a duplicated datagram already brought it in this term.
+    fn first_forward(&mut self, term: u64, request: u64) -> bool {
+        if self.forwards_term != term {
+            self.forwards_term = term;
+            self.forwarded_to_me.clear();
+            self.forwarded_order.clear();
         }
-        if notes.forwarded_to_me.contains(&request) {
-            return; // a duplicated datagram: proposed once already
-        }
-        let proposed = self.raft.role() == Role::Leader
-            && term == self.raft.term()
-            && text.len() <= crate::table::MAX_NOTE_BYTES
-            && self
-                .raft
-                .propose(Command::SetNote { text, request }.encode())
-                .is_ok();
-        if proposed {
-            notes.forwarded_to_me.insert(request);
-            notes.forwarded_order.push_back(request);
-            if notes.forwarded_order.len() > MAX_REMEMBERED_FORWARDS {
-                let oldest = notes.forwarded_order.pop_front().expect("not empty");
-                notes.forwarded_to_me.remove(&oldest);
-            }
-        } else {
-            let datagram = Datagram::NoteRefused {
-                from: self.shared.me,
-                request,
-            };
-            udp::send(&self.socket, &self.shared, from, &datagram);
+        !self.forwarded_to_me.contains(&request)
+    }
+
+    /// As leader: the follower's `request` was proposed.
+    fn remember_forward(&mut self, request: u64) {
+        self.forwarded_to_me.insert(request);
+        self.forwarded_order.push_back(request);
+        if self.forwarded_order.len() > MAX_REMEMBERED_FORWARDS {
+            let oldest = self.forwarded_order.pop_front().expect("not empty");
+            self.forwarded_to_me.remove(&oldest);
         }
     }
 
-    /// The leader a write was forwarded to did not propose it.
-    pub(super) fn on_note_refused(&mut self, from: NodeId, request: u64) {
-        let refused_by_its_leader = self
-            .notes
-            .sent
-            .get(&request)
-            .is_some_and(|sent| sent.to == Some(from));
-        if refused_by_its_leader {
-            let sent = self.notes.sent.remove(&request).expect("checked above");
-            self.notes.refused.push(sent.write);
+    /// The leader `from` did not propose `request`: it certainly did not happen.
+    /// Only the node it went to can say so.
+    pub fn refused_by(&mut self, from: NodeId, request: u64) {
+        if self.sent.get(&request).is_some_and(|s| s.to == Some(from)) {
+            let sent = self.sent.remove(&request).expect("checked above");
+            self.refused.push(sent.write);
         }
     }
 
-    /// The core's read-index answers of the last `Ready`.
-    pub(super) fn on_read_results(&mut self, states: &[ReadState], failures: &[ReadFailure]) {
+    /// The core's read-index answers: a read is ready once its index is applied;
+    /// a failed one (no leader, leadership lost) is asked again at the next tick.
+    pub fn read_results(&mut self, states: &[ReadState], failures: &[ReadFailure]) {
         for state in states {
-            if let Some((_, reads)) = self.notes.asked.remove(&state.ctx) {
-                self.notes
-                    .ready
-                    .entry(state.index)
-                    .or_default()
-                    .extend(reads);
+            if let Some((_, reads)) = self.asked.remove(&state.ctx) {
+                self.ready.entry(state.index).or_default().extend(reads);
             }
         }
         for failure in failures {
-            // No leader right now, or it lost leadership: ask again next tick,
-            // until the deadline (back-dated so the retry is due at once).
-            if let Some((asked_at, _)) = self.notes.asked.get_mut(&failure.ctx) {
+            // Back-dated so that the retry is due at once.
+            if let Some((asked_at, _)) = self.asked.get_mut(&failure.ctx) {
                 *asked_at = asked_at.checked_sub(READ_RETRY_AFTER).unwrap_or(*asked_at);
             }
         }
-        self.finish_applied_reads();
     }
 
-    /// After applying `writes` (request id and index of every `SetNote`
-    /// applied) up to an entry of `last_term`: answers the writes and reads this
-    /// node has now applied, and sends again the writes that can no longer commit.
-    pub(super) fn finish_applied_notes(&mut self, writes: &[(u64, u64)], last_term: Option<u64>) {
+    /// This node applied `writes` (request id and index of every `SetNote`) up
+    /// to an entry of `last_term`: answers its writes among them, and queues
+    /// again the writes that can no longer commit (proposed in an earlier term
+    /// and not applied by now).
+    pub fn applied(&mut self, writes: &[(u64, u64)], last_term: Option<u64>, metrics: &Metrics) {
         for (request, index) in writes {
-            if let Some(sent) = self.notes.sent.remove(request) {
-                Metrics::add(&self.shared.metrics.note_writes);
+            if let Some(sent) = self.sent.remove(request) {
+                Metrics::add(&metrics.note_writes);
                 let _ = sent.write.reply.send(NoteOutcome::Saved { index: *index });
             }
         }
-        if let Some(last_term) = last_term {
-            let lost: Vec<u64> = self
-                .notes
-                .sent
-                .iter()
-                .filter(|(_, sent)| sent.term < last_term)
-                .map(|(request, _)| *request)
-                .collect();
-            for request in lost {
-                let sent = self.notes.sent.remove(&request).expect("listed above");
-                log::debug!("note write {request} lost to a leader change: sending again");
-                self.notes.unsent.push_back(sent.write);
-            }
+        let Some(last_term) = last_term else {
+            return;
+        };
+        let lost: Vec<u64> = self
+            .sent
+            .iter()
+            .filter(|(_, sent)| sent.term < last_term)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in lost {
+            let sent = self.sent.remove(&request).expect("listed above");
+            log::debug!("note write {request} lost to a leader change: sending again");
+            self.unsent.push_back(sent.write);
         }
-        self.finish_applied_reads();
     }
 
     /// A snapshot from the leader replaced the log up to an entry of `term`:
     /// writes of that term or earlier may be inside it or not, and this node
     /// will never see them applied; nobody can tell. (Left waiting, a later
     /// term's entry would make them look lost and be sent a second time.)
-    pub(super) fn on_snapshot_installed(&mut self, term: u64) {
+    pub fn snapshot_installed(&mut self, term: u64, metrics: &Metrics) {
         let unknown: Vec<u64> = self
-            .notes
             .sent
             .iter()
             .filter(|(_, sent)| sent.term <= term)
             .map(|(request, _)| *request)
             .collect();
         for request in unknown {
-            let sent = self.notes.sent.remove(&request).expect("listed above");
-            Metrics::add(&self.shared.metrics.note_unavailable);
+            let sent = self.sent.remove(&request).expect("listed above");
+            Metrics::add(&metrics.note_unavailable);
             let _ = sent.write.reply.send(NoteOutcome::Unavailable(
                 "this node caught up from a snapshot; the write may or may not have happened"
                     .into(),
@@ -416,23 +364,23 @@ impl EventLoop {
         }
     }
 
-    fn finish_applied_reads(&mut self) {
-        let applied = self.raft.applied_index();
+    /// Answers the reads whose index is at or below `applied`, with `note` (the
+    /// note as applied up to there), called only when one is due.
+    pub fn finish_reads(&mut self, applied: u64, note: impl FnOnce() -> String, metrics: &Metrics) {
         if self
-            .notes
             .ready
             .first_key_value()
             .is_none_or(|(i, _)| *i > applied)
         {
             return;
         }
-        let text = self.shared.table().note().to_string();
-        while let Some(entry) = self.notes.ready.first_entry() {
+        let text = note();
+        while let Some(entry) = self.ready.first_entry() {
             if *entry.key() > applied {
                 break;
             }
             for read in entry.remove() {
-                Metrics::add(&self.shared.metrics.note_reads);
+                Metrics::add(&metrics.note_reads);
                 let _ = read.reply.send(NoteOutcome::Read {
                     text: text.clone(),
                     index: applied,

@@ -1,0 +1,206 @@
+//! The decisions about waiting note requests, without a cluster: when a write is
+//! answered, when it is sent again (only when it certainly did not happen), and
+//! what a read waits for.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::*;
+
+fn requests() -> NoteRequests {
+    NoteRequests::new(1000)
+}
+
+/// Adds a write and takes it out as the loop would to send it.
+fn write(notes: &mut NoteRequests, text: &str, now: Instant) -> (Write, Receiver<NoteOutcome>) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    notes.add_write(text.into(), tx, now + NOTE_TIMEOUT);
+    (notes.next_unsent().expect("just added"), rx)
+}
+
+fn outcome(rx: &Receiver<NoteOutcome>) -> Option<NoteOutcome> {
+    rx.try_recv().ok()
+}
+
+#[test]
+fn a_write_is_saved_when_its_request_is_applied_and_not_before() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (w, rx) = write(&mut notes, "a", now);
+    let request = w.request;
+    notes.mark_sent(w, 3, Some(2));
+    notes.applied(&[(request + 1, 7)], Some(3), &metrics);
+    assert_eq!(outcome(&rx), None, "another write of the same term");
+    notes.applied(&[(request, 8)], Some(3), &metrics);
+    assert_eq!(outcome(&rx), Some(NoteOutcome::Saved { index: 8 }));
+    assert!(notes.is_empty());
+}
+
+#[test]
+fn a_write_is_sent_again_only_once_a_later_term_is_applied_without_it() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (w, rx) = write(&mut notes, "a", now);
+    let request = w.request;
+    notes.mark_sent(w, 3, None);
+    // Entries of its own term without it: it may still commit.
+    notes.applied(&[], Some(3), &metrics);
+    assert!(notes.next_unsent().is_none());
+    // An entry of term 4 is applied: no entry of term 3 can commit any more.
+    notes.applied(&[], Some(4), &metrics);
+    let again = notes.next_unsent().expect("certainly lost: sent again");
+    assert_eq!(again.request, request, "the same request id");
+    assert_eq!(outcome(&rx), None, "the client still waits");
+}
+
+#[test]
+fn a_refusal_counts_only_from_the_leader_it_was_sent_to_and_waits_for_a_tick() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (w, _rx) = write(&mut notes, "a", now);
+    let request = w.request;
+    notes.mark_sent(w, 3, Some(2));
+    notes.refused_by(5, request);
+    notes.tick(now, &metrics);
+    assert!(
+        notes.next_unsent().is_none(),
+        "node 5 cannot speak for node 2"
+    );
+    notes.refused_by(2, request);
+    assert!(
+        notes.next_unsent().is_none(),
+        "not at once: from the next tick"
+    );
+    notes.tick(now, &metrics);
+    assert_eq!(notes.next_unsent().map(|w| w.request), Some(request));
+}
+
+#[test]
+fn a_snapshot_makes_writes_of_its_term_or_earlier_unknown_and_later_ones_wait() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (old, old_rx) = write(&mut notes, "old", now);
+    let (same, same_rx) = write(&mut notes, "same", now);
+    let (new, new_rx) = write(&mut notes, "new", now);
+    let new_request = new.request;
+    notes.mark_sent(old, 2, Some(1));
+    notes.mark_sent(same, 4, Some(1));
+    notes.mark_sent(new, 5, Some(1));
+    notes.snapshot_installed(4, &metrics);
+    for rx in [&old_rx, &same_rx] {
+        match outcome(rx) {
+            Some(NoteOutcome::Unavailable(reason)) => {
+                assert!(reason.contains("may or may not"), "{reason}")
+            }
+            other => panic!("expected unknown, got {other:?}"),
+        }
+    }
+    // The term-4 write is not sent again when a term-5 entry follows.
+    notes.applied(&[], Some(5), &metrics);
+    assert!(notes.next_unsent().is_none());
+    notes.applied(&[(new_request, 40)], Some(5), &metrics);
+    assert_eq!(outcome(&new_rx), Some(NoteOutcome::Saved { index: 40 }));
+}
+
+#[test]
+fn an_unsent_write_expires_as_not_written_a_sent_one_as_unknown() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (w, sent_rx) = write(&mut notes, "sent", now);
+    notes.mark_sent(w, 1, Some(2));
+    let (tx, unsent_rx) = crossbeam_channel::bounded(1);
+    notes.add_write("never sent".into(), tx, now + NOTE_TIMEOUT);
+    notes.tick(now + NOTE_TIMEOUT - Duration::from_millis(1), &metrics);
+    assert_eq!(outcome(&unsent_rx), None, "not due yet");
+    notes.tick(now + NOTE_TIMEOUT, &metrics);
+    let reason = |rx: &Receiver<NoteOutcome>| match outcome(rx) {
+        Some(NoteOutcome::Unavailable(reason)) => reason,
+        other => panic!("expected 503, got {other:?}"),
+    };
+    assert!(reason(&unsent_rx).contains("was not written"));
+    assert!(reason(&sent_rx).contains("may or may not"));
+    assert!(notes.is_empty());
+    assert_eq!(
+        metrics
+            .note_unavailable
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn reads_of_one_round_share_one_index_and_wait_until_it_is_applied() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (tx1, rx1) = crossbeam_channel::bounded(1);
+    let (tx2, rx2) = crossbeam_channel::bounded(1);
+    notes.add_read(tx1, now + NOTE_TIMEOUT);
+    notes.add_read(tx2, now + NOTE_TIMEOUT);
+    let ctx = notes.start_read_round(now).expect("reads wait");
+    assert_eq!(notes.start_read_round(now), None, "one round for both");
+    notes.read_results(&[ReadState { ctx, index: 10 }], &[]);
+    notes.finish_reads(9, || panic!("not due: no note needed"), &metrics);
+    assert_eq!(outcome(&rx1), None, "index 10 is not applied at 9");
+    notes.finish_reads(10, || "the note".to_string(), &metrics);
+    for rx in [&rx1, &rx2] {
+        assert_eq!(
+            outcome(rx),
+            Some(NoteOutcome::Read {
+                text: "the note".into(),
+                index: 10
+            })
+        );
+    }
+}
+
+#[test]
+fn a_failed_or_unanswered_read_is_asked_again_with_a_new_round() {
+    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    notes.add_read(tx, now + NOTE_TIMEOUT);
+    let first = notes.start_read_round(now).expect("a read waits");
+    notes.read_results(&[], &[ReadFailure { ctx: first }]);
+    notes.tick(now, &metrics);
+    let second = notes
+        .start_read_round(now)
+        .expect("asked again at the tick");
+    assert_ne!(first, second);
+    // No answer at all (a lost datagram): asked again after READ_RETRY_AFTER.
+    notes.tick(now + READ_RETRY_AFTER / 2, &metrics);
+    assert_eq!(notes.start_read_round(now), None, "not yet");
+    notes.tick(now + READ_RETRY_AFTER, &metrics);
+    let third = notes.start_read_round(now).expect("asked again");
+    // A late answer to an abandoned round is ignored.
+    notes.read_results(
+        &[ReadState {
+            ctx: first,
+            index: 1,
+        }],
+        &[],
+    );
+    notes.finish_reads(1, || "x".into(), &metrics);
+    assert_eq!(outcome(&rx), None);
+    notes.read_results(
+        &[ReadState {
+            ctx: third,
+            index: 1,
+        }],
+        &[],
+    );
+    notes.finish_reads(1, || "x".into(), &metrics);
+    assert!(matches!(outcome(&rx), Some(NoteOutcome::Read { .. })));
+}
+
+#[test]
+fn a_duplicated_forward_is_proposed_once_per_term() {
+    let mut notes = requests();
+    assert!(notes.first_forward(7, 42));
+    notes.remember_forward(42);
+    assert!(!notes.first_forward(7, 42), "the duplicate is dropped");
+    assert!(
+        notes.first_forward(8, 42),
+        "a new term forgets: it was not proposed there"
+    );
+    for request in 0..(MAX_REMEMBERED_FORWARDS as u64 + 1) {
+        notes.remember_forward(request);
+    }
+    assert!(
+        notes.forwarded_to_me.len() <= MAX_REMEMBERED_FORWARDS,
+        "bounded"
+    );
+}
