@@ -307,3 +307,48 @@ fn prime_requests_keep_being_served_while_note_requests_wait_without_a_quorum() 
         assert!(turned_away > 0, "every write held a thread");
     });
 }
+
+#[test]
+fn large_notes_are_compacted_by_size_so_the_data_dirs_stay_small() {
+    let _one = exclusive();
+    let cluster = nodes_only();
+    // 320 notes of 32 KiB: 10 MiB of log, far fewer than the 1000 entries that
+    // trigger a snapshot by count; the 2 MiB size threshold must.
+    let big = |k: usize| format!("{k:>8}{}", "z".repeat(32768 - 8));
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let cluster = &cluster;
+            scope.spawn(move || {
+                for k in 0..80 {
+                    let answer = put(cluster, (w + k) % 5, big(w * 1000 + k).as_bytes());
+                    assert_eq!(answer.code, 200, "{answer:?}");
+                }
+            });
+        }
+    });
+    let last = big(99_999);
+    assert_eq!(put(&cluster, 0, last.as_bytes()).code, 200);
+    wait_for("every node to compact", SETTLE, || {
+        let sizes: Vec<u64> = cluster
+            .ids
+            .iter()
+            .map(|id| dir_bytes(&cluster, id))
+            .collect();
+        sizes.iter().all(|s| *s < 6 * 1024 * 1024).then_some(())
+    });
+    for i in 0..5 {
+        assert_eq!(read(&cluster, i).body, last, "node {i}");
+    }
+}
+
+fn dir_bytes(cluster: &Cluster, id: &str) -> u64 {
+    std::fs::read_dir(cluster.path(&format!("data-{id}")))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(u64::MAX)
+}

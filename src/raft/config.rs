@@ -33,6 +33,10 @@ pub struct Config {
     /// The state machine is asked for a snapshot once this many applied entries sit
     /// in the log after the last snapshot.
     pub snapshot_threshold_entries: u64,
+    /// ... or once the applied entries after it hold this many bytes of data:
+    /// without it, a thousand 32 KiB notes (about 64 MiB, counting storage's
+    /// copy) would sit in memory before a snapshot.
+    pub snapshot_threshold_bytes: u64,
 }
 
 impl Config {
@@ -51,6 +55,7 @@ impl Config {
             max_inflight_appends: 64,
             snapshot_chunk_bytes: 48 * 1024,
             snapshot_threshold_entries: 1000,
+            snapshot_threshold_bytes: 2 * 1024 * 1024,
         }
     }
 
@@ -93,6 +98,9 @@ impl Config {
         }
         if self.snapshot_threshold_entries == 0 {
             return Err("snapshot_threshold_entries must be at least 1".to_string());
+        }
+        if self.snapshot_threshold_bytes == 0 {
+            return Err("snapshot_threshold_bytes must be at least 1".to_string());
         }
         Ok(())
     }

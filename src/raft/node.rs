@@ -403,6 +403,7 @@ impl Raft {
     /// the log passed the configured threshold).
     pub fn wants_snapshot(&self) -> bool {
         self.log.applied_since_snapshot() >= self.config.snapshot_threshold_entries
+            || self.log.applied_bytes_since_snapshot() >= self.config.snapshot_threshold_bytes
     }
 
     /// Replaces the log up to `index` (applied and persisted) with the state
