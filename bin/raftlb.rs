@@ -5,7 +5,7 @@
 //! node answered `status`); 2 bad usage or configuration, including an N that
 //! a node refused with 400.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,11 +124,19 @@ fn run() -> Result<(), Exit> {
         } => {
             let text = note::get(nodes.entries(), timeouts(NOTE_TIMEOUT_MS))
                 .map_err(|f| failure("note get", f))?;
-            print!("{text}");
             // Exact bytes for a pipe; a terminal gets its prompt on a new line.
-            if !text.ends_with('\n') && !text.is_empty() && std::io::stdout().is_terminal() {
-                println!();
-            }
+            let mut out = std::io::stdout().lock();
+            let newline = !text.ends_with('\n') && !text.is_empty() && out.is_terminal();
+            out.write_all(text.as_bytes())
+                .and_then(|()| {
+                    if newline {
+                        out.write_all(b"\n")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| out.flush())
+                .map_err(|e| Exit::Failed(vec![format!("note get: cannot write the note: {e}")]))?;
         }
         Command::Note {
             action: NoteAction::Set { text },
