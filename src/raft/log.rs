@@ -19,6 +19,10 @@ pub struct RaftLog {
     committed: u64,
     /// The highest index handed to the caller to apply.
     applied: u64,
+    /// Bytes of command data in the applied entries after the snapshot, kept as
+    /// they are handed out and compacted, so the snapshot threshold costs no scan
+    /// of the log on every round.
+    applied_bytes: u64,
     /// The highest index the caller confirmed durable (`Raft::advance`). A leader
     /// counts itself toward a majority only up to here.
     persisted: u64,
@@ -41,6 +45,7 @@ impl RaftLog {
         let committed = committed.clamp(snapshot.meta.index, last);
         RaftLog {
             applied: snapshot.meta.index,
+            applied_bytes: 0,
             persisted: last,
             unstable_from: last + 1,
             in_progress_to: last,
@@ -220,6 +225,7 @@ impl RaftLog {
         self.snapshot = snapshot;
         self.committed = index;
         self.applied = index;
+        self.applied_bytes = 0;
         self.persisted = self.persisted.min(index);
         self.unstable_from = index + 1;
         self.in_progress_to = self.in_progress_to.min(index);
@@ -236,7 +242,8 @@ impl RaftLog {
             .term(index)
             .expect("an applied index above the snapshot is in the log");
         let drop = (index - self.snapshot.meta.index) as usize;
-        self.entries.drain(..drop);
+        let dropped: u64 = self.entries.drain(..drop).map(|e| data_len(&e)).sum();
+        self.applied_bytes -= dropped;
         self.snapshot = Snapshot {
             meta: SnapshotMeta { index, term },
             data,
@@ -251,13 +258,8 @@ impl RaftLog {
 
     /// How many bytes of command data the applied entries after the snapshot
     /// hold: a few large entries weigh on memory as much as many small ones.
-    /// Linear in those entries, which the snapshot thresholds keep few.
     pub fn applied_bytes_since_snapshot(&self) -> u64 {
-        let count = self.applied_since_snapshot() as usize;
-        self.entries[..count.min(self.entries.len())]
-            .iter()
-            .map(|e| e.data.len() as u64)
-            .sum()
+        self.applied_bytes
     }
 
     pub fn has_unstable(&self) -> bool {
@@ -291,6 +293,7 @@ impl RaftLog {
         let out: Vec<Entry> = (from..=to).filter_map(|i| self.entry(i).cloned()).collect();
         debug_assert_eq!(out.len() as u64, to.saturating_sub(self.applied));
         self.applied = to;
+        self.applied_bytes += out.iter().map(data_len).sum::<u64>();
         out
     }
 
@@ -318,7 +321,17 @@ impl RaftLog {
         if let Some(first) = self.entries.first() {
             assert_eq!(first.index, snap + 1, "entries must follow the snapshot");
         }
+        let applied_entries = &self.entries[..(self.applied - snap) as usize];
+        assert_eq!(
+            self.applied_bytes,
+            applied_entries.iter().map(data_len).sum::<u64>(),
+            "applied bytes out of step with the applied entries"
+        );
     }
+}
+
+fn data_len(entry: &Entry) -> u64 {
+    entry.data.len() as u64
 }
 
 #[cfg(test)]
