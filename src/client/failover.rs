@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::http::Reply;
+use super::http::{self, Reply, Timeouts};
 use crate::nodes::NodeEntry;
 
 /// Why one node gave no answer.
@@ -82,6 +82,15 @@ pub fn first_answer(
         });
     }
     Err(Failure::AllFailed(failures))
+}
+
+/// The body of `GET path` from the first node that answers it with 2xx.
+pub fn first_body(nodes: &[NodeEntry], timeouts: Timeouts, path: &str) -> Result<String, Failure> {
+    let agent = http::agent(timeouts, false);
+    let (_, reply) = first_answer(nodes, |node| {
+        http::get(&agent, &format!("{}{path}", http::node_base_url(node)))
+    })?;
+    Ok(reply.body)
 }
 
 /// A 4xx other than 408 (timeout) and 429 (too many requests).

@@ -62,19 +62,21 @@ pub fn get(agent: &Agent, url: &str) -> Result<Reply, String> {
 
 /// `POST url` with a JSON body.
 pub fn post_json(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
-    let response = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body)
-        .map_err(|e| describe(&e))?;
-    read_reply(response)
+    send_body(agent.post(url), "application/json", body)
 }
 
 /// `PUT url` with a text body.
 pub fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
-    let response = agent
-        .put(url)
-        .header("content-type", "text/plain; charset=utf-8")
+    send_body(agent.put(url), "text/plain; charset=utf-8", body)
+}
+
+fn send_body(
+    request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Reply, String> {
+    let response = request
+        .header("content-type", content_type)
         .send(body)
         .map_err(|e| describe(&e))?;
     read_reply(response)

@@ -25,11 +25,7 @@ pub fn check_text(text: &str) -> Result<(), String> {
 
 /// The note, read linearizably through the first node that can answer.
 pub fn get(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failure> {
-    let agent = http::agent(timeouts, false);
-    let (_, reply) = failover::first_answer(nodes, |node| {
-        http::get(&agent, &format!("{}/note", http::node_base_url(node)))
-    })?;
-    Ok(reply.body)
+    failover::first_body(nodes, timeouts, "/note")
 }
 
 /// Sets the note; returns the node that confirmed it and its answer (`saved at

@@ -58,11 +58,7 @@ fn fetch_one(agent: &ureq::Agent, node: &NodeEntry) -> Result<Status, String> {
 
 /// The raw `/status` body of the first node (in nodes.txt order) that answers.
 pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failure> {
-    let agent = http::agent(timeouts, false);
-    let (_, reply) = failover::first_answer(nodes, |node| {
-        http::get(&agent, &format!("{}/status", http::node_base_url(node)))
-    })?;
-    Ok(reply.body)
+    failover::first_body(nodes, timeouts, "/status")
 }
 
 /// The node whose servers table to show: the leader with the highest term,

@@ -430,9 +430,7 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
         .uri(url)
         .body(body.to_vec())
         .ok()?;
-    let mut resp = agent().run(request).ok()?;
-    let code = resp.status().as_u16();
-    Some((code, resp.body_mut().read_to_string().ok()?))
+    run(request).map(|a| (a.code, a.body))
 }
 
 /// An answer with its headers, for tests that look at them.
@@ -461,6 +459,11 @@ pub fn request(method: &str, url: &str, content_type: &str, body: &[u8]) -> Opti
         .header("content-type", content_type)
         .body(body.to_vec())
         .ok()?;
+    run(request)
+}
+
+/// Sends `request` with the shared agent; None when the node did not answer.
+fn run(request: ureq::http::Request<Vec<u8>>) -> Option<Answer> {
     let mut resp = agent().run(request).ok()?;
     let headers = resp
         .headers()
