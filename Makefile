@@ -1,7 +1,7 @@
 # raftlb: every target SPEC.md lists. `make test` is what .ci/run runs.
 CARGO ?= cargo
 
-.PHONY: build browser-deps test bench hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
+.PHONY: build browser-deps bench-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
 
 build:
 	$(CARGO) build --release --locked
@@ -21,12 +21,24 @@ HUNT_SEEDS ?= 100000
 hunt:
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
 
-# Benchmarks print their own tables (medians of several runs).
-bench:
+# raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one
+# table, written to BENCHMARKS.md and printed (benches/compare/, ~15 minutes).
+# BENCH_QUICK=1 for a short development run. /usr/sbin is added to PATH because
+# haproxy and nginx live there and a user's PATH may not have it.
+bench: build bench-deps
+	PATH="$$PATH:/usr/sbin:/sbin" $(CARGO) bench --locked --bench compare
+
+# The reference tools for `make bench`, from Debian's packages when absent.
+bench-deps:
+	@scripts/bench-deps.sh
+
+# The parts on their own, each printing its own table: commits per second of the
+# Raft core in the simulator, appends per second of the storage with fsync, and
+# the worker's N-th prime times (medians of several runs).
+bench-parts:
 	$(CARGO) bench --locked --bench raft_core
 	$(CARGO) bench --locked --bench storage
 	$(CARGO) bench --locked --bench primes
-	$(CARGO) bench --locked --bench cluster
 
 # The demo cluster: nodes A-E (nodes.txt), workers on 13337-13339, a daemon each.
 # scripts/cluster.sh holds the logic; pids and logs go to run/, data to data/.

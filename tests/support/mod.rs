@@ -142,6 +142,11 @@ pub struct Options {
     pub workers: usize,
     pub dead_after_ms: u64,
     pub report_interval_ms: u64,
+    /// Daemons report their own worker's CPU use (`--pid`) instead of the whole
+    /// machine's, so that a worker slowed by an outside CPU hog shows it. Off by
+    /// default: tests that restart a worker would leave its daemon watching the
+    /// old pid.
+    pub daemons_watch_worker_pid: bool,
 }
 
 impl Default for Options {
@@ -151,6 +156,7 @@ impl Default for Options {
             workers: 3,
             dead_after_ms: 1000,
             report_interval_ms: 100,
+            daemons_watch_worker_pid: false,
         }
     }
 }
@@ -247,7 +253,7 @@ impl Cluster {
     }
 
     pub fn spawn_daemon(&mut self, i: usize) -> Proc {
-        let args = vec![
+        let mut args = vec![
             "--worker".into(),
             format!("http://127.0.0.1:{}", self.worker_ports[i]),
             "--id".into(),
@@ -257,6 +263,12 @@ impl Cluster {
             "--interval-ms".into(),
             self.options.report_interval_ms.to_string(),
         ];
+        if self.options.daemons_watch_worker_pid {
+            let worker = self.workers[i]
+                .as_ref()
+                .expect("the worker starts before its daemon");
+            args.extend(["--pid".to_string(), worker.pid().to_string()]);
+        }
         let log = self.log(&format!("daemon-{i}"));
         spawn(&format!("daemon {i}"), DAEMON, &args, &log)
     }

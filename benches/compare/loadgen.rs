@@ -1,0 +1,117 @@
+//! Runs the load tool, `raftlb bench … --json`, and reads its one JSON object.
+//!
+//! Every load of the comparison goes through this one tool, against raftlb and
+//! against the reference alike, so that a ratio compares the systems and not two
+//! load generators. Each command line run is kept for BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// The `raftlb` client binary, which holds the `bench` command.
+const CLIENT: &str = env!("CARGO_BIN_EXE_raftlb");
+
+/// What `raftlb bench --json` prints (the `loadgen` contract), the fields the
+/// table shows.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Load {
+    pub failed: u64,
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Load {
+    /// "12,345/s, p50 1.23 ms, p99 4.56 ms" and the failures, if any.
+    pub fn summary(&self, unit: &str) -> String {
+        let mut s = format!(
+            "{}{unit}/s, p50 {}, p99 {}",
+            thousands(self.per_sec),
+            ms(self.p50_ms),
+            ms(self.p99_ms)
+        );
+        if self.failed > 0 {
+            let reasons: Vec<String> = self
+                .failures
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            s += &format!(" ({} failed: {})", self.failed, reasons.join(", "));
+        }
+        s
+    }
+}
+
+/// One load: the arguments after `raftlb bench`, `--json` added. Returns the
+/// result and the command line as a user would type it.
+pub fn run(args: &[String]) -> (Result<Load, String>, String) {
+    let shown = format!("raftlb bench {}", args.join(" "));
+    let mut all = args.to_vec();
+    all.push("--json".into());
+    let result = Command::new(CLIENT)
+        .arg("bench")
+        .args(&all)
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))
+        .and_then(|out| {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str::<Load>(stdout.trim()).map_err(|e| {
+                format!(
+                    "{shown}: exit {}, no result ({e}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })
+        });
+    (result, shown)
+}
+
+/// The standard arguments of a timed load.
+pub fn timed(
+    kind: &str,
+    target: &str,
+    concurrency: usize,
+    secs: u64,
+    warmup_secs: u64,
+) -> Vec<String> {
+    [
+        kind,
+        "--target",
+        target,
+        "--concurrency",
+        &concurrency.to_string(),
+        "--duration-secs",
+        &secs.to_string(),
+        "--warmup-secs",
+        &warmup_secs.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Milliseconds, with the precision that matters at their size.
+pub fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else if v < 100.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{} ms", thousands(v))
+    }
+}
+
+/// A rounded number with thousands separators: 12,345.
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

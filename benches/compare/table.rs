@@ -1,0 +1,220 @@
+//! The result: rows of raftlb against a reference, with the ratio and the goal,
+//! and the commands and notes that let a reader check them; rendered as
+//! markdown for BENCHMARKS.md and the terminal.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+/// One line of the table.
+#[derive(Clone)]
+pub struct Row {
+    pub section: &'static str,
+    /// What was measured, with its conditions.
+    pub what: String,
+    /// raftlb's figure.
+    pub ours: String,
+    /// The reference's figure, naming the reference ("—" when there is none).
+    pub reference: String,
+    /// The ratio and which way it is taken, e.g. "0.61 (raftlb ÷ etcd)".
+    pub ratio: String,
+    /// The issue's goal for this row, if it has one, and whether it is met.
+    pub goal: Option<(String, bool)>,
+}
+
+impl Row {
+    pub fn new(section: &'static str, what: impl Into<String>, ours: impl Into<String>) -> Row {
+        Row {
+            section,
+            what: what.into(),
+            ours: ours.into(),
+            reference: "—".into(),
+            ratio: "—".into(),
+            goal: None,
+        }
+    }
+
+    pub fn against(mut self, reference: impl Into<String>) -> Row {
+        self.reference = reference.into();
+        self
+    }
+
+    /// `numerator / denominator`, labelled; "—" when either is not a number.
+    pub fn ratio(mut self, numerator: f64, denominator: f64, label: &str) -> Row {
+        if numerator.is_finite() && denominator.is_finite() && denominator > 0.0 {
+            let r = numerator / denominator;
+            let digits = if r >= 100.0 { 0 } else { 2 };
+            self.ratio = format!("{r:.digits$} ({label})");
+        }
+        self
+    }
+
+    pub fn goal(mut self, goal: impl Into<String>, met: bool) -> Row {
+        self.goal = Some((goal.into(), met));
+        self
+    }
+
+    /// A row for a measurement that could not be made.
+    pub fn error(section: &'static str, what: impl Into<String>, error: &str) -> Row {
+        Row::new(section, what, format!("error: {error}"))
+    }
+}
+
+/// Everything the run produced, in the order it was measured.
+#[derive(Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    /// (section, command line) of every load and reference run.
+    pub commands: Vec<(&'static str, String)>,
+    /// Setup facts a reader needs: who was the follower, which CPU was hogged.
+    pub notes: Vec<String>,
+    /// (title, text) of the reference configs written for the run.
+    pub configs: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn command(&mut self, section: &'static str, command: impl Into<String>) {
+        self.commands.push((section, command.into()));
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        eprintln!("bench: {note}");
+        self.notes.push(note);
+    }
+
+    pub fn row(&mut self, row: Row) {
+        eprintln!(
+            "bench: {} | {} | {} | {} | {}",
+            row.section, row.what, row.ours, row.reference, row.ratio
+        );
+        self.rows.push(row);
+    }
+
+    /// The table in markdown.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        out += "| | measure | raftlb | reference | ratio | goal | met |\n";
+        out += "|---|---|---|---|---|---|---|\n";
+        for r in &self.rows {
+            let (goal, met) = match &r.goal {
+                Some((g, true)) => (g.as_str(), "✓"),
+                Some((g, false)) => (g.as_str(), "✗"),
+                None => ("—", ""),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.section,
+                cell(&r.what),
+                cell(&r.ours),
+                cell(&r.reference),
+                cell(&r.ratio),
+                cell(goal),
+                met
+            );
+        }
+        out
+    }
+
+    /// The commands, grouped by section, as markdown code blocks.
+    pub fn commands_markdown(&self) -> String {
+        let mut out = String::new();
+        let mut section = "";
+        for (s, command) in &self.commands {
+            if *s != section {
+                if !section.is_empty() {
+                    out += "```\n\n";
+                }
+                let _ = writeln!(out, "{s}:\n```sh");
+                section = s;
+            }
+            let _ = writeln!(out, "{command}");
+        }
+        if !section.is_empty() {
+            out += "```\n";
+        }
+        out
+    }
+}
+
+/// A table cell: pipes would end it early.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// The table's sections, in the issue's order (rows are measured in another).
+const SECTIONS: [&str; 5] = [
+    "failover",
+    "replication",
+    "balancing",
+    "worker",
+    "footprint",
+];
+
+/// BENCHMARKS.md: when and where, the table, how to read it, what was run.
+pub fn document(
+    report: &Report,
+    machine: &str,
+    settings: &crate::Settings,
+    elapsed: Duration,
+) -> String {
+    let mut rows: Vec<&Row> = report.rows.iter().collect();
+    rows.sort_by_key(|r| SECTIONS.iter().position(|s| *s == r.section));
+    let sorted = Report {
+        rows: rows.into_iter().map(Row::clone).collect(),
+        ..Report::default()
+    };
+    let mut out = String::from("# raftlb benchmarks\n\n");
+    out += "Written by `make bench` (`benches/compare/`): every row below comes from one run on one machine.\n\n";
+    out += machine;
+    let _ = writeln!(
+        out,
+        "- run: {} s{}, loads of {} s after a warm-up, {} failover trials per system\n",
+        elapsed.as_secs(),
+        if settings.quick {
+            " (BENCH_QUICK=1: a development run, not for quoting)"
+        } else {
+            ""
+        },
+        settings.load_secs,
+        settings.trials
+    );
+    out += &sorted.table();
+    out += HOW_TO_READ;
+    if !report.notes.is_empty() {
+        out += "\n## Notes from the run\n\n";
+        for n in &report.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out += "\n## Commands\n\nPorts and temp dirs are the ones of this run.\n\n";
+    out += &report.commands_markdown();
+    for (name, text) in &report.configs {
+        let _ = writeln!(out, "\n{name}:\n```\n{}```", text);
+    }
+    out
+}
+
+const HOW_TO_READ: &str = "
+## How to read it
+
+- Every load is closed-loop: each client sends its next request when the last
+  one is answered, so throughput and latency are two views of one run.
+- The same load tool (`raftlb bench`) drives both sides of every ratio; ratios
+  say which way they are taken. p50/p99 are over the measured window, after
+  the warm-up.
+- Everything (the systems, the references, the workers and the load tool) runs
+  on the same machine on loopback: the load tool competes for the CPUs with
+  what it measures, and on a 2-core machine that is a large share. Read the
+  ratios, not the absolute figures.
+- Failover: SIGKILL of the leader, every live member polled every 5 ms, the
+  time until all of them name the same new leader. The client gap is the first
+  success after the kill minus the last before it, for a client that times a
+  call out after 1 s and sends it again.
+- Replication: both systems acknowledge a write only after a majority of the
+  5 members fsynced it; writes go to the leader.
+- Balancing, skewed: a busy loop pinned to the CPU worker 0 is pinned to;
+  raftlb's daemons report each worker's own CPU use and run-queue wait.
+- Worker: one thread on every side; primesieve and primecount timed by their
+  own `--time`, so their process start is not counted.
+";
