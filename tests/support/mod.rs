@@ -142,6 +142,9 @@ pub struct Options {
     pub workers: usize,
     pub dead_after_ms: u64,
     pub report_interval_ms: u64,
+    /// `--snapshot-entries` for the nodes; None keeps the node's default, as a
+    /// benchmark wants, while a test of compaction sets a small one.
+    pub snapshot_entries: Option<u64>,
 }
 
 impl Default for Options {
@@ -151,6 +154,7 @@ impl Default for Options {
             workers: 3,
             dead_after_ms: 1000,
             report_interval_ms: 100,
+            snapshot_entries: None,
         }
     }
 }
@@ -222,7 +226,7 @@ impl Cluster {
 
     pub fn spawn_node(&mut self, i: usize) -> Proc {
         let id = self.ids[i].clone();
-        let args = vec![
+        let mut args = vec![
             "--id".into(),
             id.clone(),
             "--nodes".into(),
@@ -232,6 +236,9 @@ impl Cluster {
             "--dead-after-ms".into(),
             self.options.dead_after_ms.to_string(),
         ];
+        if let Some(entries) = self.options.snapshot_entries {
+            args.extend(["--snapshot-entries".into(), entries.to_string()]);
+        }
         let log = self.log(&format!("node-{id}"));
         spawn(&format!("node {id}"), NODE, &args, &log)
     }
