@@ -43,9 +43,14 @@ struct Args {
     election_ms_min: u64,
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=120_000))]
     election_ms_max: u64,
-    /// HTTP handler threads: prime requests may take a second, so many.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    /// HTTP handler threads: prime requests may take a second, so many. Note
+    /// requests may hold half of them while they wait for Raft (64 by default).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=256))]
     http_threads: u64,
+    /// Take a snapshot and compact the log after this many applied entries
+    /// (also after 2 MiB of applied entry data, whichever comes first).
+    #[arg(long, default_value_t = raftlb::raft::DEFAULT_SNAPSHOT_ENTRIES, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    snapshot_entries: u64,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +94,7 @@ fn run(args: Args) -> Result<(), Failure> {
         election_min: Duration::from_millis(args.election_ms_min),
         election_max: Duration::from_millis(args.election_ms_max),
         max_n: args.max_n,
+        snapshot_entries: args.snapshot_entries,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -6,6 +6,12 @@
 //! a 400 is final), its exit codes, and that `status` marks the leader, shows
 //! the leader's servers, prints raw JSON with `--json`, and exits 1 when every
 //! node is down. Every wait is bounded by the client's own timeouts.
+//!
+//! `raftlb bench` runs against a real worker and a real 3-node cluster: it
+//! reports ok requests and no failure in its JSON, stops at `--max-requests`,
+//! needs no nodes.txt, exits 2 on a bad target and 1 when nothing answers.
+
+mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
@@ -310,4 +316,181 @@ fn bad_usage_and_bad_config_exit_2() {
         .expect("run raftlb");
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).starts_with("raftlb: cannot read /nonexistent/nodes.txt"));
+}
+
+/// Runs `raftlb bench ARGS` (split at spaces) in an empty directory: no
+/// nodes.txt there.
+fn bench(args: &str) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Command::new(support::CLIENT)
+        .current_dir(dir.path())
+        .arg("bench")
+        .args(args.split_whitespace())
+        .output()
+        .expect("run raftlb bench")
+}
+
+/// The `--json` report on stdout.
+fn report(output: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(output).trim())
+        .unwrap_or_else(|e| panic!("{e}: {:?} {}", stdout(output), stderr(output)))
+}
+
+/// A raftlb-worker on a free port, answering `/health`.
+fn worker(dir: &std::path::Path) -> (support::Proc, String) {
+    let port = support::free_port();
+    let args = vec!["--port".to_string(), port.to_string()];
+    let proc = support::spawn("worker", support::WORKER, &args, &dir.join("worker.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    support::wait_for("the worker's /health", Duration::from_secs(10), || {
+        support::get(&format!("{url}/health")).filter(|(code, _, _)| *code == 200)
+    });
+    (proc, url)
+}
+
+#[test]
+fn bench_prime_against_a_worker_reports_ok_requests_and_no_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_worker, url) = worker(dir.path());
+    let output = bench(&format!(
+        "prime --target {url}/ -c 4 --duration-secs 1 --warmup-secs 0.2 --json"
+    ));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = report(&output);
+    assert_eq!(json["kind"], "prime");
+    assert_eq!(json["target"], url.as_str());
+    assert_eq!(json["concurrency"], 4);
+    assert!(json["ok"].as_u64().expect("ok") > 0, "{json}");
+    assert_eq!(json["failed"], 0, "{json}");
+    assert_eq!(json["failures"], serde_json::json!({}));
+    let secs = json["secs"].as_f64().expect("secs");
+    assert!((0.9..=1.1).contains(&secs), "{json}");
+    let p50 = json["p50_ms"].as_f64().expect("a p50 when ok > 0");
+    let max = json["max_ms"].as_f64().expect("a max when ok > 0");
+    assert!(p50 > 0.0 && p50 <= max, "{json}");
+
+    // Without --json: one human line.
+    let output = bench(&format!(
+        "prime --target {url} -c 2 --duration-secs 0.3 --warmup-secs 0"
+    ));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let line = stdout(&output);
+    assert!(
+        line.starts_with(&format!("prime {url} c=2 0.3 s: "))
+            && line.contains(" ok/s, 0 failed; latency ms p50 "),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1, "{line}");
+}
+
+#[test]
+fn bench_stops_at_max_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_worker, url) = worker(dir.path());
+    let output = bench(&format!(
+        "prime --target {url} -c 3 --warmup-secs 0 --max-requests 40 --json"
+    ));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = report(&output);
+    assert_eq!(json["ok"], 40, "{json}");
+    assert!(json["secs"].as_f64().expect("secs") < 5.0, "{json}");
+}
+
+#[test]
+fn bench_note_against_a_cluster_writes_notes_of_the_size_asked() {
+    let _one = support::exclusive();
+    let cluster = support::Cluster::start(support::Options {
+        nodes: 3,
+        workers: 0,
+        ..support::Options::default()
+    });
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let follower = cluster.url((leader + 1) % 3, "");
+    let output = bench(&format!(
+        "note --target {follower} -c 2 --duration-secs 1 --warmup-secs 0 --size-bytes 300 --json"
+    ));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = report(&output);
+    assert_eq!(json["kind"], "note");
+    assert!(json["ok"].as_u64().expect("ok") > 0, "{json}");
+    let (code, note, _) = support::get(&cluster.url(leader, "/note")).expect("the leader answers");
+    assert_eq!(code, 200);
+    assert_eq!(note.len(), 300, "{note}");
+    assert!(note.starts_with('c') && note.ends_with('x'), "{note}");
+}
+
+#[test]
+fn bench_refuses_bad_targets_and_flags_with_exit_2() {
+    for target in [
+        "https://127.0.0.1:8080",
+        "http://127.0.0.1",
+        "http://127.0.0.1:8080/100",
+        "127.0.0.1:8080",
+        "garbage",
+    ] {
+        let output = bench(&format!("prime --target {target} --duration-secs 0.1"));
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{target}: {err}");
+        assert!(
+            err.starts_with("raftlb: bad --target") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_eq!(stdout(&output), "");
+    }
+    for args in [
+        "prime --target http://127.0.0.1:9 -c 0",
+        "prime --target http://127.0.0.1:9 -c 1025",
+        "prime --target http://127.0.0.1:9 --n 0",
+        "prime --target http://127.0.0.1:9 --duration-secs 0",
+        "note --target http://127.0.0.1:9 --size-bytes 32769",
+        "note --target http://127.0.0.1:9 --size-bytes 0",
+        "note",
+    ] {
+        let output = bench(args);
+        assert_eq!(output.status.code(), Some(2), "{args}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn bench_with_nothing_listening_exits_1_saying_connect_failed() {
+    let target = format!("http://{}", refusing_addr());
+    let output = bench(&format!(
+        "note --target {target} --duration-secs 0.5 --warmup-secs 0 --json"
+    ));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let json = report(&output);
+    assert_eq!(json["ok"], 0);
+    let failed = json["failed"].as_u64().expect("failed");
+    let connect = json["failures"]["connect"].as_u64();
+    assert!(failed > 0 && connect == Some(failed), "{json}");
+    // About one attempt per 10 ms pause, not a hot loop.
+    assert!(failed <= 60, "{json}");
+    let percentiles = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];
+    assert!(percentiles.iter().all(|p| json[p].is_null()), "{json}");
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("raftlb: bench note: no request succeeded; most failures: ")
+            && err.contains(" × connect (")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_against_a_silent_target_counts_timeouts_of_timeout_ms() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let target = format!("http://{}", silent.local_addr().expect("addr"));
+    let started = std::time::Instant::now();
+    let output = bench(&format!(
+        "prime --target {target} -c 1 --timeout-ms 200 --duration-secs 0.5 --warmup-secs 0 --json"
+    ));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let json = report(&output);
+    // 0.2 s and 0.4 s in; the third would end after the window (fewer only
+    // if the machine stalls the client for 100 ms).
+    let timeouts = json["failures"]["timeout"].as_u64();
+    assert!(timeouts.is_some_and(|n| (1..=2).contains(&n)), "{json}");
+    assert_eq!(json["failed"].as_u64(), timeouts, "{json}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(stderr(&output).contains(" × timeout (no answer in time)"));
 }

@@ -212,6 +212,9 @@ fn the_note_is_linearizable_while_nodes_are_killed_and_restarted() {
     let mut cluster = Cluster::start(Options {
         nodes: NODES,
         workers: 0,
+        // About 3,000 writes a run: snapshots are taken (and installed on
+        // restarted nodes) under the faults too.
+        snapshot_entries: Some(500),
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);

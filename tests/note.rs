@@ -14,9 +14,14 @@ use support::{exclusive, request, wait_for, Cluster, Options, CLIENT};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// The snapshot threshold of these tests' nodes, small so that 1,200 writes
+/// compact the log.
+const SNAPSHOT_ENTRIES: u64 = 1000;
+
 fn nodes_only() -> Cluster {
     let cluster = Cluster::start(Options {
         workers: 0,
+        snapshot_entries: Some(SNAPSHOT_ENTRIES),
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);
@@ -173,7 +178,7 @@ fn the_note_survives_log_compaction_a_lagging_node_and_a_whole_cluster_restart()
     let leader = cluster.wait_for_leader(SETTLE);
     let lagging = a_follower(&cluster, leader);
     cluster.kill_node(lagging);
-    // More writes than the snapshot threshold (1000 entries), from 8 threads.
+    // More writes than SNAPSHOT_ENTRIES, from 8 threads.
     let writers = 8;
     let per_writer = 150;
     std::thread::scope(|scope| {
@@ -312,7 +317,7 @@ fn prime_requests_keep_being_served_while_note_requests_wait_without_a_quorum() 
 fn large_notes_are_compacted_by_size_so_the_data_dirs_stay_small() {
     let _one = exclusive();
     let cluster = nodes_only();
-    // 320 notes of 32 KiB: 10 MiB of log, far fewer than the 1000 entries that
+    // 320 notes of 32 KiB: 10 MiB of log, far fewer than the SNAPSHOT_ENTRIES that
     // trigger a snapshot by count; the 2 MiB size threshold must.
     let big = |k: usize| format!("{k:>8}{}", "z".repeat(32768 - 8));
     std::thread::scope(|scope| {

@@ -5,7 +5,11 @@
 //! - [`prime`]: `raftlb prime N`.
 //! - [`note`]: `raftlb note get|set`.
 //! - [`view`]: `raftlb status`, every node's `/status` as tables.
+//! - [`bench`]: `raftlb bench prime|note`, the closed-loop load generator of the
+//!   benchmarks, on its own minimal keep-alive HTTP/1.1 connection (not ureq), so
+//!   that it costs little next to what it measures.
 
+pub mod bench;
 pub mod failover;
 pub mod http;
 pub mod note;

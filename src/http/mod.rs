@@ -63,6 +63,8 @@
 //! handler thread inside [`read_body`] (tiny_http gives no access to the socket's
 //! timeouts); the handler thread count bounds that damage.
 
+pub mod response;
+
 use std::collections::HashSet;
 use std::io::{self, Cursor, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};

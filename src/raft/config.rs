@@ -39,6 +39,15 @@ pub struct Config {
     pub snapshot_threshold_bytes: u64,
 }
 
+/// Applied entries between snapshots. Each compaction writes the snapshot and
+/// rewrites the log, four fsyncs on the event loop (3-12 ms on this VM's disk):
+/// at 1000, a leader taking 18,000 note writes a second compacted 18 times a
+/// second. Entries are also memory (the core's and storage's copies, about 400
+/// bytes per 100-byte note on a leader): measured after 400,000 writes from 64
+/// clients, a leader's RSS was 16 MiB at 1000 and 20 MiB at 10,000, against a
+/// goal of 20. The byte threshold below bounds bigger entries.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 5_000;
+
 impl Config {
     /// The defaults: heartbeat every 5 ticks, elections after 15-30 ticks (50 ms and
     /// 150-300 ms at 10 ms a tick), 60 KB datagrams.
@@ -54,7 +63,7 @@ impl Config {
             max_message_bytes: 60_000,
             max_inflight_appends: 64,
             snapshot_chunk_bytes: 48 * 1024,
-            snapshot_threshold_entries: 1000,
+            snapshot_threshold_entries: DEFAULT_SNAPSHOT_ENTRIES,
             snapshot_threshold_bytes: 2 * 1024 * 1024,
         }
     }

@@ -18,6 +18,7 @@ use crossbeam_channel::{select, Receiver};
 use super::notes::{NoteReply, NoteRequests};
 use super::reports::ReportIntake;
 use super::shared::{Metrics, Shared};
+use super::trim;
 use super::udp::{self, Inbound};
 use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
 use crate::report::Report;
@@ -106,6 +107,10 @@ pub struct EventLoop {
     /// The commit index the node restarted with: entries up to it are a replay
     /// of history, so their liveness changes are logged at debug, not info.
     pub(super) replay_until: u64,
+    /// A compaction freed memory that has not been handed back to the OS yet,
+    /// and when that was last done (see `runtime::trim`).
+    pub(super) trim_due: bool,
+    pub(super) last_trim: Instant,
 }
 
 impl EventLoop {
@@ -212,6 +217,12 @@ impl EventLoop {
             // silence in that time is no evidence that they died.
             let table = self.shared.table();
             self.intake.give_grace(&table, now);
+        }
+        // On the tick rather than right after the compaction, so that the
+        // last compaction of a burst is trimmed too, a second later at most.
+        if self.trim_due && now.duration_since(self.last_trim) >= trim::TRIM_INTERVAL {
+            trim::release_free_memory();
+            (self.trim_due, self.last_trim) = (false, now);
         }
         if self.raft.role() == Role::Leader {
             self.propose_reports(now);
@@ -380,6 +391,7 @@ impl EventLoop {
             self.storage.apply_snapshot(&snapshot)?;
             Metrics::add(&self.shared.metrics.snapshots_taken);
             log::debug!("compacted the log up to index {applied}");
+            self.trim_due = true;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod notes;
 pub mod reports;
 pub mod shared;
+mod trim;
 pub mod udp;
 
 use std::fmt;
@@ -54,6 +55,8 @@ pub struct NodeSettings {
     pub election_min: Duration,
     pub election_max: Duration,
     pub max_n: u64,
+    /// Applied entries between snapshots (see `Config::snapshot_threshold_entries`).
+    pub snapshot_entries: u64,
 }
 
 /// Why a node could not start; `Display` is the one-line message.
@@ -167,6 +170,8 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         heard_from: vec![None; nodes.entries().len()],
         reach_window: settings.election_max * 2,
         replay_until,
+        trim_due: false,
+        last_trim: Instant::now(),
     };
     let channels = LoopChannels {
         inbound: inbound_rx,
@@ -196,9 +201,10 @@ fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
     config.heartbeat_ticks = ticks(settings.heartbeat);
     config.election_ticks_min = ticks(settings.election_min);
     config.election_ticks_max = ticks(settings.election_max);
+    config.snapshot_threshold_entries = settings.snapshot_entries;
     config
         .validate()
-        .map_err(|e| StartError::Config(format!("bad timing flags: {e}")))?;
+        .map_err(|e| StartError::Config(format!("bad flags: {e}")))?;
     Ok(config)
 }
 

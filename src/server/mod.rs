@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod note;
 pub mod prime;
 pub mod report;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -10,100 +10,52 @@
 
 use std::time::Duration;
 
+use super::upstream::Upstream;
 use super::NodeHttp;
 use crate::http::{self, Reply};
 use crate::runtime::shared::Shared;
 
-/// Connecting to a worker on a LAN takes well under this; beyond it, the next
-/// server is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-/// Sending a one-line request, or reading an answer of a few digits once its
-/// headers came, takes well under this.
-const SEND_AND_BODY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Looking up a worker's host name (an IP literal needs no lookup).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bounds of the whole-request timeout, which grows with the expected cost.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Servers tried for one request at most.
 const MAX_TRIES: usize = 3;
 /// An answer is a number of at most 20 digits; anything longer is not one.
-const MAX_ANSWER_BYTES: u64 = 32;
-/// Idle keep-alive connections kept per worker. ureq's pool is a list scanned on
-/// every call (perf showed the scan at 8% of the node with 64 per worker), and
-/// under a steady load most connections are busy, not idle: 16 keeps the scan
-/// short without reconnects (wrk -c 64: 23-26k req/s, against 23k with 64).
-const IDLE_CONNECTIONS_PER_WORKER: usize = 16;
+const MAX_ANSWER_BYTES: usize = 32;
 
 /// The one HTTP client of the node: keep-alive connections to the workers.
+#[derive(Default)]
 pub struct Forwarder {
-    agent: ureq::Agent,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Forwarder::new()
-    }
+    upstream: Upstream,
 }
 
 impl Forwarder {
     pub fn new() -> Forwarder {
-        // Every phase has its own timeout and there is no global one: ureq
-        // resolves the host on every call, even for a pooled connection, and with
-        // a global timeout it does so on a new thread. A thread per request cost
-        // about half the node's throughput (perf: mmap and munmap of thread
-        // stacks). An IP literal now resolves in place; a host name still gets a
-        // bounded lookup (see `ask`).
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_send_request(Some(SEND_AND_BODY_TIMEOUT))
-            .timeout_recv_body(Some(SEND_AND_BODY_TIMEOUT))
-            .http_status_as_error(false)
-            .max_idle_connections_per_host(IDLE_CONNECTIONS_PER_WORKER)
-            .max_idle_connections(IDLE_CONNECTIONS_PER_WORKER * 4)
-            .build();
-        Forwarder {
-            agent: ureq::Agent::new_with_config(config),
-        }
+        Forwarder::default()
     }
 
     /// Asks one worker for the n-th prime; the error says why, in a few words.
     fn ask(&self, url: &str, n: u64) -> Result<String, String> {
-        let mut response = self
-            .agent
-            .get(format!("{}/{n}", url.trim_end_matches('/')))
-            .config()
-            .timeout_recv_response(Some(request_timeout(n)))
-            .timeout_resolve((!is_ip_literal(url)).then_some(RESOLVE_TIMEOUT))
-            .build()
-            .call()
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER_BYTES)
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        let answer = body.trim();
-        if status != 200 {
-            return Err(format!("answered {status} {}", super::truncate(answer)));
-        }
-        if answer.is_empty() || !answer.bytes().all(|b| b.is_ascii_digit()) {
+        let answer =
+            self.upstream
+                .get(url, &format!("/{n}"), request_timeout(n), MAX_ANSWER_BYTES)?;
+        let body = String::from_utf8_lossy(&answer.body);
+        let digits = body.trim();
+        if answer.status != 200 {
             return Err(format!(
-                "answered {:?}, not a number",
-                super::truncate(answer)
+                "answered {} {}",
+                answer.status,
+                super::truncate(digits)
             ));
         }
-        Ok(answer.to_string())
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "answered {:?}, not a number",
+                super::truncate(digits)
+            ));
+        }
+        Ok(digits.to_string())
     }
-}
-
-/// Whether the host of `http://HOST:PORT` is an IP address (v4, or v6 in
-/// brackets), which needs no name lookup.
-fn is_ip_literal(url: &str) -> bool {
-    let authority = url.trim_start_matches("http://").trim_end_matches('/');
-    authority.parse::<std::net::SocketAddr>().is_ok()
 }
 
 pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
@@ -170,14 +122,6 @@ fn request_timeout(n: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ip_literals_are_told_from_host_names() {
-        assert!(is_ip_literal("http://127.0.0.1:13337"));
-        assert!(is_ip_literal("http://[::1]:13337/"));
-        assert!(!is_ip_literal("http://localhost:13337"));
-        assert!(!is_ip_literal("http://server-1:80"));
-    }
 
     #[test]
     fn expensive_requests_weigh_more_but_boundedly() {

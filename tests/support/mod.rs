@@ -147,6 +147,9 @@ pub struct Options {
     /// default: tests that restart a worker would leave its daemon watching the
     /// old pid.
     pub daemons_watch_worker_pid: bool,
+    /// `--snapshot-entries` for the nodes; None keeps the node's default, as a
+    /// benchmark wants, while a test of compaction sets a small one.
+    pub snapshot_entries: Option<u64>,
 }
 
 impl Default for Options {
@@ -157,6 +160,7 @@ impl Default for Options {
             dead_after_ms: 1000,
             report_interval_ms: 100,
             daemons_watch_worker_pid: false,
+            snapshot_entries: None,
         }
     }
 }
@@ -228,7 +232,7 @@ impl Cluster {
 
     pub fn spawn_node(&mut self, i: usize) -> Proc {
         let id = self.ids[i].clone();
-        let args = vec![
+        let mut args = vec![
             "--id".into(),
             id.clone(),
             "--nodes".into(),
@@ -238,6 +242,9 @@ impl Cluster {
             "--dead-after-ms".into(),
             self.options.dead_after_ms.to_string(),
         ];
+        if let Some(entries) = self.options.snapshot_entries {
+            args.extend(["--snapshot-entries".into(), entries.to_string()]);
+        }
         let log = self.log(&format!("node-{id}"));
         spawn(&format!("node {id}"), NODE, &args, &log)
     }
