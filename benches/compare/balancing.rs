@@ -11,6 +11,7 @@
 //! node answers primes from its own applied table, and a follower shows that
 //! nothing waits for the leader.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::loadgen::{self, Load};
@@ -26,6 +27,8 @@ const N: &str = "100";
 /// The systems measured, by base URL.
 struct Targets {
     node: String,
+    /// The node's `/metrics`, whose forward counts show where its requests went.
+    node_metrics: String,
     proxies: Vec<Proxy>,
     worker: String,
 }
@@ -46,6 +49,7 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
     }
     let targets = Targets {
         node: cluster.url(follower, ""),
+        node_metrics: cluster.url(follower, "/metrics"),
         proxies,
         worker: format!("http://127.0.0.1:{}", cluster.worker_ports[0]),
     };
@@ -67,9 +71,55 @@ fn load(
     result
 }
 
+/// raftlb's load, noting how the node spread it over the servers.
+fn ours(
+    targets: &Targets,
+    settings: &Settings,
+    warmup_secs: u64,
+    case: &str,
+    report: &mut Report,
+) -> Result<Load, String> {
+    let before = forwards(&targets.node_metrics);
+    let result = load(&targets.node, settings, warmup_secs, report);
+    let after = forwards(&targets.node_metrics);
+    let total: u64 = after
+        .iter()
+        .map(|(s, n)| n - before.get(s).unwrap_or(&0))
+        .sum();
+    let shares: Vec<String> = after
+        .iter()
+        .map(|(s, n)| {
+            let share = (n - before.get(s).unwrap_or(&0)) as f64 * 100.0 / total.max(1) as f64;
+            format!("{s} {share:.0}%")
+        })
+        .collect();
+    report.note(format!(
+        "balancing, {case}: raftlb's node forwarded (warm-up included) {}",
+        shares.join(", ")
+    ));
+    result
+}
+
+/// Prime requests a node forwarded with success, by server, from its
+/// `raftlb_forwards_total{server="…",result="ok"}` counters.
+fn forwards(metrics_url: &str) -> BTreeMap<String, u64> {
+    let agent = crate::http::agent(Duration::from_secs(2));
+    let Some((200, text)) = crate::http::get(&agent, metrics_url) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("raftlb_forwards_total{server=\"")?;
+            let (server, rest) = rest.split_once('"')?;
+            let count = rest.strip_prefix(",result=\"ok\"} ")?;
+            Some((server.to_string(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn uniform(targets: &Targets, settings: &Settings, report: &mut Report) {
     let what = format!("primes N={N}, {CLIENTS} clients, 3 workers");
-    let ours = match load(&targets.node, settings, 1, report) {
+    let ours = match ours(targets, settings, 1, "even", report) {
         Ok(l) => l,
         Err(e) => return report.row(Row::error("balancing", what, &e)),
     };
@@ -137,7 +187,7 @@ fn skewed(cluster: &Cluster, targets: &Targets, settings: &Settings, report: &mu
     // Two seconds of warm-up: the daemons report once a second, and the table
     // must hold a report taken under load before the measured window opens.
     let warmup_secs = 2;
-    match load(&targets.node, settings, warmup_secs, report) {
+    match ours(targets, settings, warmup_secs, "skewed", report) {
         Ok(ours) => {
             for proxy in &targets.proxies {
                 let mut row = Row::new(

@@ -55,6 +55,22 @@ pub fn describe() -> String {
             ),
         ),
         (
+            "data dirs",
+            format!(
+                "{} ({}), fsync on every side",
+                std::env::temp_dir().display(),
+                output(
+                    "stat",
+                    &[
+                        "-f",
+                        "-c",
+                        "%T",
+                        &std::env::temp_dir().display().to_string()
+                    ]
+                )
+            ),
+        ),
+        (
             "raftlb",
             format!(
                 "{} ({})",
