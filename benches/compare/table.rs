@@ -6,7 +6,6 @@ use std::fmt::Write;
 use std::time::Duration;
 
 /// One line of the table.
-#[derive(Clone)]
 pub struct Row {
     pub section: &'static str,
     /// What was measured, with its conditions.
@@ -90,12 +89,14 @@ impl Report {
         self.rows.push(row);
     }
 
-    /// The table in markdown.
+    /// The table in markdown, its rows in the order of sections.
     pub fn table(&self) -> String {
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by_key(|r| SECTIONS.iter().position(|s| *s == r.section));
         let mut out = String::new();
         out += "| | measure | raftlb | reference | ratio | goal | met |\n";
         out += "|---|---|---|---|---|---|---|\n";
-        for r in &self.rows {
+        for r in rows {
             let (goal, met) = match &r.goal {
                 Some((g, true)) => (g.as_str(), "✓"),
                 Some((g, false)) => (g.as_str(), "✗"),
@@ -158,12 +159,6 @@ pub fn document(
     settings: &crate::Settings,
     elapsed: Duration,
 ) -> String {
-    let mut rows: Vec<&Row> = report.rows.iter().collect();
-    rows.sort_by_key(|r| SECTIONS.iter().position(|s| *s == r.section));
-    let sorted = Report {
-        rows: rows.into_iter().map(Row::clone).collect(),
-        ..Report::default()
-    };
     let mut out = String::from("# raftlb benchmarks\n\n");
     out += "Written by `make bench` (`benches/compare/`): every row below comes from one run on one machine.\n\n";
     out += machine;
@@ -179,7 +174,7 @@ pub fn document(
         settings.load_secs,
         settings.trials
     );
-    out += &sorted.table();
+    out += &report.table();
     out += HOW_TO_READ;
     if !report.notes.is_empty() {
         out += "\n## Notes from the run\n\n";
