@@ -203,11 +203,12 @@ const HOW_TO_READ: &str = "
   what it measures, and on a 2-core machine that is a large share. Read the
   ratios, not the absolute figures.
 - Failover: SIGKILL of the leader, every live member polled every 5 ms, the
-  time until all of them name the same new leader. The client gap is the first
-  success after the kill minus the last before it, for a client that times a
+  time until all of them name the same new leader. The client gap is the
+  longest wait between two successes of a client loop, from the last success
+  before the kill to the first after the new leader, for a client that times a
   call out after 1 s and sends it again. A put in flight when etcd's leader
   dies is lost with it and etcd answers it only at its own request timeout
-  (seconds), so etcd's gap is mostly that client timeout; raftlb's follower
+  (seconds): then etcd's gap is the client's 1 s timeout. raftlb's follower
   sends a write again once it knows it was lost.
 - Replication: both systems acknowledge a write only after a majority of the
   5 members fsynced it; writes go to the leader.
