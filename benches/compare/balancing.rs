@@ -27,6 +27,8 @@ const N: &str = "100";
 /// The systems measured, by base URL.
 struct Targets {
     node: String,
+    /// "raftlb node B", for the commands.
+    node_name: String,
     /// The node's `/metrics`, whose forward counts show where its requests went.
     node_metrics: String,
     proxies: Vec<Proxy>,
@@ -49,6 +51,7 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
     }
     let targets = Targets {
         node: cluster.url(follower, ""),
+        node_name: format!("raftlb node {}", cluster.ids[follower]),
         node_metrics: cluster.url(follower, "/metrics"),
         proxies,
         worker: format!("http://127.0.0.1:{}", cluster.worker_ports[0]),
@@ -60,13 +63,14 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
 /// One prime load against `url`.
 fn load(
     url: &str,
+    label: &str,
     settings: &Settings,
     warmup_secs: u64,
     report: &mut Report,
 ) -> Result<Load, String> {
     let mut args = loadgen::timed("prime", url, CLIENTS, settings.load_secs, warmup_secs);
     args.extend(["--n".into(), N.into()]);
-    let (result, command) = loadgen::run(&args);
+    let (result, command) = loadgen::run(&args, label);
     report.command("balancing", command);
     result
 }
@@ -80,7 +84,13 @@ fn ours(
     report: &mut Report,
 ) -> Result<Load, String> {
     let before = forwards(&targets.node_metrics);
-    let result = load(&targets.node, settings, warmup_secs, report);
+    let result = load(
+        &targets.node,
+        &targets.node_name,
+        settings,
+        warmup_secs,
+        report,
+    );
     let after = forwards(&targets.node_metrics);
     let total: u64 = after
         .iter()
@@ -132,7 +142,7 @@ fn uniform(targets: &Targets, settings: &Settings, report: &mut Report) {
             format!("{what}: vs {name}"),
             ours.summary(" req"),
         );
-        match load(&url, settings, 1, report) {
+        match load(&url, name, settings, 1, report) {
             Ok(theirs) => {
                 row = row
                     .against(format!("{name}: {}", theirs.summary(" req")))
@@ -195,7 +205,7 @@ fn skewed(cluster: &Cluster, targets: &Targets, settings: &Settings, report: &mu
                     format!("{what}: vs {}", proxy.name),
                     ours.summary(" req"),
                 );
-                match load(&proxy.url(), settings, warmup_secs, report) {
+                match load(&proxy.url(), proxy.name, settings, warmup_secs, report) {
                     Ok(theirs) => {
                         row = row
                             .against(format!("{}: {}", proxy.name, theirs.summary(" req")))

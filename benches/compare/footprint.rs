@@ -45,8 +45,13 @@ fn data_max_kib(cluster: &Cluster) -> u64 {
         .unwrap_or(0)
 }
 
+/// KiB below one MiB, MiB above.
 fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
+    if kib < 1024 {
+        format!("{kib} KiB")
+    } else {
+        format!("{:.1} MiB", kib as f64 / 1024.0)
+    }
 }
 
 /// The idle row: call on a cluster that has just started and settled.
@@ -93,7 +98,7 @@ pub fn after_entries(cluster: &Cluster, settings: &Settings, report: &mut Report
             "--size-bytes".into(),
             "100".into(),
         ]);
-        let (result, command) = loadgen::run(&args);
+        let (result, command) = loadgen::run(&args, "raftlb, the leader");
         report.command("footprint", command);
         if let Err(e) = result {
             report.row(Row::error("footprint", what, &e));

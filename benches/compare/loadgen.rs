@@ -46,9 +46,10 @@ impl Load {
 }
 
 /// One load: the arguments after `raftlb bench`, `--json` added. Returns the
-/// result and the command line as a user would type it.
-pub fn run(args: &[String]) -> (Result<Load, String>, String) {
-    let shown = format!("raftlb bench {}", args.join(" "));
+/// result and the command line as a user would type it, `label` (what the
+/// target is) as a comment.
+pub fn run(args: &[String], label: &str) -> (Result<Load, String>, String) {
+    let shown = format!("raftlb bench {}   # {label}", args.join(" "));
     let mut all = args.to_vec();
     all.push("--json".into());
     let result = Command::new(CLIENT)

@@ -63,7 +63,12 @@ fn load(
     if etcd {
         args.push("--etcd".into());
     }
-    let (result, command) = loadgen::run(&args);
+    let label = if etcd {
+        "etcd, the leader"
+    } else {
+        "raftlb, the leader"
+    };
+    let (result, command) = loadgen::run(&args, label);
     report.command("replication", command);
     result
 }
