@@ -6,8 +6,8 @@
 //! - [`note`]: `raftlb note get|set`.
 //! - [`view`]: `raftlb status`, every node's `/status` as tables.
 //! - [`bench`]: `raftlb bench prime|note`, the closed-loop load generator of the
-//!   benchmarks, on its own minimal keep-alive HTTP/1.1 connection (not ureq), so
-//!   that it costs little next to what it measures.
+//!   benchmarks, on the minimal keep-alive connection of `crate::http::conn`
+//!   (not ureq), so that it costs little next to what it measures.
 
 pub mod bench;
 pub mod failover;

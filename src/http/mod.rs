@@ -5,6 +5,8 @@
 //! a prime can take a second, never holds up another), and the helpers build the
 //! replies: [`text`], [`json`], [`error`] (4xx/5xx with a one-line reason),
 //! [`with_header`], and [`read_body`] with a size limit (tiny_http has none).
+//! [`conn`] is the other direction: a keep-alive client connection for the hot
+//! paths (a node forwarding to its workers, the load generator).
 //!
 //! # The keep-alive trap, and the nudge
 //!
@@ -63,7 +65,7 @@
 //! handler thread inside [`read_body`] (tiny_http gives no access to the socket's
 //! timeouts); the handler thread count bounds that damage.
 
-pub mod response;
+pub mod conn;
 
 use std::collections::HashSet;
 use std::io::{self, Cursor, Read};

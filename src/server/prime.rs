@@ -36,17 +36,13 @@ impl Forwarder {
 
     /// Asks one worker for the n-th prime; the error says why, in a few words.
     fn ask(&self, url: &str, n: u64) -> Result<String, String> {
-        let answer =
+        let (status, body) =
             self.upstream
                 .get(url, &format!("/{n}"), request_timeout(n), MAX_ANSWER_BYTES)?;
-        let body = String::from_utf8_lossy(&answer.body);
+        let body = String::from_utf8_lossy(&body);
         let digits = body.trim();
-        if answer.status != 200 {
-            return Err(format!(
-                "answered {} {}",
-                answer.status,
-                super::truncate(digits)
-            ));
+        if status != 200 {
+            return Err(format!("answered {} {}", status, super::truncate(digits)));
         }
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(

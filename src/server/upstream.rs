@@ -1,32 +1,28 @@
 //! Keep-alive connections from a node to its workers, and one exchange on them:
 //! the hot path of every prime request.
 //!
-//! Each worker (by its reported URL) has a stack of idle connections. A request
-//! takes the most recently used one (warm, and least likely to have been closed
-//! by the worker), or connects anew; the answer is read with
-//! `crate::http::response`, and the connection goes back to the stack unless
-//! the worker said `Connection: close`. A pooled connection can have been
-//! closed by the worker while it sat idle (a restarted worker): when it ends
-//! before the first byte of an answer, the request, an idempotent GET, is sent
-//! once more on a new connection.
+//! Each worker (by its reported URL) has a stack of idle connections
+//! (`crate::http::conn::Conn`). A request takes the most recently used one
+//! (warm, and least likely to have been closed by the worker), or connects
+//! anew, and the connection goes back to the stack unless the worker closed it.
+//! A pooled connection the worker closed while it sat idle (a restarted worker)
+//! fails before the first byte of an answer; `Conn` then sends the request, an
+//! idempotent GET, once more on a new connection.
 //!
 //! Every step has a deadline: connect, send, and the answer (which grows with
 //! the expected cost of N). Host names are looked up on a helper thread with a
 //! deadline, and remembered for a few seconds; IP literals need no lookup.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::response::{self, ReadError, Response};
+use crate::http::conn::{Conn, Failure};
 
 /// Connecting to a worker on a LAN takes well under this; beyond it, the next
 /// server is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-/// Sending a one-line request takes well under this.
-const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Looking up a worker's host name (an IP literal needs no lookup).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a looked-up address is used before it is looked up again.
@@ -38,16 +34,6 @@ const IDLE_PER_WORKER: usize = 64;
 /// Workers remembered (pools and looked-up names); more is a table full of
 /// stale URLs, and the whole memory is dropped and rebuilt.
 const WORKERS_MAX: usize = 1024;
-
-/// One idle or busy connection to a worker, with the scratch buffer its
-/// answers are read into.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The receive timeout set on the socket, so it is set again only when a
-    /// request needs another one.
-    read_timeout: Duration,
-}
 
 /// A worker URL taken apart: `http://HOST[:PORT][/]`.
 struct Target<'a> {
@@ -65,31 +51,33 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `GET {url}/{path}` with the answer due within `answer_timeout`; the body
-    /// is at most `max_body` bytes. The error says why in a few words.
+    /// `GET {url}{path}` with the answer due within `answer_timeout`: its
+    /// status and body (at most `max_body` bytes). The error says why in a
+    /// few words.
     pub fn get(
         &self,
         url: &str,
         path: &str,
         answer_timeout: Duration,
         max_body: usize,
-    ) -> Result<Response, String> {
+    ) -> Result<(u16, Vec<u8>), String> {
         let target = parse_url(url)?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", target.authority);
-        if let Some(mut conn) = self.take(target.authority) {
-            match conn.exchange(request.as_bytes(), answer_timeout, max_body) {
-                Ok(answer) => return Ok(self.give_back(target.authority, conn, answer)),
-                // Closed while idle: not the worker's fault, try a fresh one.
-                Err(ReadError::ClosedBeforeAnswer) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        let addr = self.resolve(&target)?;
-        let mut conn = Conn::connect(addr)?;
-        match conn.exchange(request.as_bytes(), answer_timeout, max_body) {
-            Ok(answer) => Ok(self.give_back(target.authority, conn, answer)),
-            Err(e) => Err(e.to_string()),
-        }
+        let mut conn = match self.take(target.authority) {
+            Some(conn) => conn,
+            None => Conn::new(self.resolve(&target)?, answer_timeout)
+                .with_connect_timeout(CONNECT_TIMEOUT),
+        };
+        conn.set_timeout(answer_timeout);
+        let answer = conn
+            .exchange_keeping_body(request.as_bytes(), max_body)
+            .map(|(status, body)| (status, body.to_vec()))
+            .map_err(|e| match e.failure {
+                Failure::Connect => format!("cannot connect: {}", e.detail),
+                _ => e.detail,
+            })?;
+        self.give_back(target.authority, conn);
+        Ok(answer)
     }
 
     fn take(&self, authority: &str) -> Option<Conn> {
@@ -100,9 +88,9 @@ impl Upstream {
         idle.get_mut(authority).and_then(Vec::pop)
     }
 
-    fn give_back(&self, authority: &str, conn: Conn, answer: Response) -> Response {
-        if answer.close {
-            return answer;
+    fn give_back(&self, authority: &str, conn: Conn) {
+        if !conn.is_open() {
+            return;
         }
         let mut idle = self
             .idle
@@ -115,7 +103,6 @@ impl Upstream {
         if stack.len() < IDLE_PER_WORKER {
             stack.push(conn);
         }
-        answer
     }
 
     /// The worker's address: an IP literal at once, a host name from memory or
@@ -145,54 +132,6 @@ impl Upstream {
         }
         known.insert(target.authority.to_string(), (addr, now));
         Ok(addr)
-    }
-}
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> Result<Conn, String> {
-        let stream =
-            TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                    "connect timed out".to_string()
-                }
-                _ => format!("cannot connect: {e}"),
-            })?;
-        // One small request and one small answer per exchange: Nagle would
-        // only add a delay.
-        let setup = stream
-            .set_nodelay(true)
-            .and_then(|()| stream.set_write_timeout(Some(SEND_TIMEOUT)));
-        setup.map_err(|e| format!("cannot set up the connection: {e}"))?;
-        Ok(Conn {
-            stream,
-            buf: Vec::with_capacity(256),
-            read_timeout: Duration::ZERO,
-        })
-    }
-
-    /// Sends `request` and reads the answer.
-    fn exchange(
-        &mut self,
-        request: &[u8],
-        answer_timeout: Duration,
-        max_body: usize,
-    ) -> Result<Response, ReadError> {
-        if self.read_timeout != answer_timeout {
-            self.stream
-                .set_read_timeout(Some(answer_timeout))
-                .map_err(ReadError::Io)?;
-            self.read_timeout = answer_timeout;
-        }
-        if let Err(e) = self.stream.write_all(request) {
-            // A worker that closed the idle connection makes the write fail.
-            return Err(match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    ReadError::ClosedBeforeAnswer
-                }
-                _ => ReadError::Io(e),
-            });
-        }
-        response::read(&mut self.stream, &mut self.buf, max_body)
     }
 }
 
@@ -244,7 +183,7 @@ fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -303,7 +242,7 @@ mod tests {
             let answer = upstream
                 .get(&url, "/5", Duration::from_secs(2), 32)
                 .expect("answered");
-            assert_eq!((answer.status, answer.body.as_slice()), (200, &b"11"[..]));
+            assert_eq!(answer, (200, b"11".to_vec()));
         }
         assert_eq!(
             server.join().expect("server thread"),
@@ -321,7 +260,7 @@ mod tests {
         let err = upstream
             .get(&url, "/5", Duration::from_millis(200), 32)
             .expect_err("no answer");
-        assert_eq!(err, "timed out");
+        assert_eq!(err, "no answer in time");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(listener);
         let err = upstream

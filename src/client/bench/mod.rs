@@ -1,7 +1,7 @@
 //! `raftlb bench`: the closed-loop load generator the benchmarks use, on
 //! raftlb and on the reference tools alike (HAProxy, nginx, a worker, etcd).
 //!
-//! Each of `concurrency` threads keeps one connection ([`conn`]) and sends a
+//! Each of `concurrency` threads keeps one connection (`crate::http::conn`) and sends a
 //! request, waits for its answer, sends the next. Answers that arrive during
 //! the warm-up are not counted; then the window runs for `duration` or until
 //! `max_requests` were counted. Every thread stops at the window's end, a
@@ -12,7 +12,6 @@
 //! measures: requests are built once per thread and rewritten in place, and
 //! nothing is allocated per request on the way.
 
-pub mod conn;
 pub mod stats;
 
 use std::io::Write as _;
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use conn::{Conn, Failure};
+use crate::http::conn::{Conn, Failure};
 use stats::{Summary, Tally};
 
 /// Each request's budget, from connecting to the last byte of its answer,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::conn::{Error, Failure};
+use crate::http::conn::{Error, Failure};
 
 /// Why a request did not count as ok: the status the target answered, or
 /// no status at all.

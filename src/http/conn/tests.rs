@@ -131,6 +131,32 @@ fn chunked_bodies_with_several_chunks_and_a_trailer_are_skipped_exactly() {
 }
 
 #[test]
+fn bodies_are_kept_when_asked_for_however_they_are_framed() {
+    let server = Canned::start(vec![
+        keep(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n104729"),
+        keep(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n541\r\n0\r\n\r\n"),
+        keep(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+        close(b"HTTP/1.0 502 Bad Gateway\r\n\r\nto the end"),
+        keep(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789"),
+    ]);
+    let mut conn = conn(&server);
+    let got = |c: &mut Conn| {
+        c.exchange_keeping_body(GET, 32)
+            .map(|(s, b)| (s, b.to_vec()))
+    };
+    assert_eq!(got(&mut conn).expect("length"), (200, b"104729".to_vec()));
+    assert_eq!(got(&mut conn).expect("chunked"), (200, b"541".to_vec()));
+    // Skipping does not keep a body, and the next kept body is its own.
+    assert_eq!(conn.exchange(GET).expect("skipped"), 200);
+    assert_eq!(
+        got(&mut conn).expect("until close"),
+        (502, b"to the end".to_vec())
+    );
+    let over = got(&mut conn).expect_err("40 bytes is over the limit of 32");
+    assert_eq!(over.failure, Failure::Framing);
+}
+
+#[test]
 fn connection_close_makes_the_next_request_reconnect() {
     let server = Canned::start(vec![
         // The server leaves it open: only the header tells the client to move.

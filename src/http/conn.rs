@@ -1,14 +1,22 @@
-//! One keep-alive HTTP/1.1 connection of the load generator: write a request
-//! built beforehand, read the status line and headers, skip the body, keep the
-//! socket for the next request.
+//! One keep-alive HTTP/1.1 client connection on `std::net::TcpStream`: write
+//! a request built beforehand, read the status line and headers, skip or keep
+//! the body, keep the socket for the next request. Two hot paths use it: a
+//! node forwarding every prime request to a worker (`server::upstream`), and
+//! the load generator (`client::bench`), which shares two cores with what it
+//! measures.
 //!
-//! It is written on `std::net::TcpStream` rather than ureq because the load
-//! generator shares two cores with what it measures: a request costs one
-//! `write` and, usually, one `read`, with no allocation. Framing follows RFC
-//! 9112 for what servers send back (`Content-Length`, `Transfer-Encoding:
-//! chunked`, a body up to the close, `Connection: close`, HTTP/1.0), and every
-//! bound is explicit: a head over 16 KiB, a body over 1 MiB, a chunk size that
-//! is not hex are errors, never a panic or a wait without end.
+//! Not ureq, because on those paths a general client costs more than the
+//! request: forwarding through ureq was 55% of a node's CPU under load (perf:
+//! the pool's key comparisons, a liveness probe of two `ioctl`s and a failed
+//! `recv` per call, timeouts set again per call, allocations). Here a request
+//! costs one `write` and, usually, one `read`, with no allocation. Framing
+//! follows RFC 9112 for what servers send back (`Content-Length`,
+//! `Transfer-Encoding: chunked`, a body up to the close, `Connection: close`,
+//! HTTP/1.0), and every bound is explicit: a head over 16 KiB, a body over its
+//! limit, a chunk size that is not hex are errors, never a panic or a wait
+//! without end. A reused connection that fails before the first byte of an
+//! answer (the server closed it while idle) is retried once on a new one, so
+//! it is for idempotent requests or requests whose repeat is harmless.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -110,6 +118,8 @@ pub struct Conn {
     addr: SocketAddr,
     /// Each request's budget, from connecting to the last byte of the body.
     timeout: Duration,
+    /// Connecting gets at most this much of the budget.
+    connect_timeout: Duration,
     stream: Option<TcpStream>,
     /// The socket's read timeout as last set (see `READ_TIMEOUT_SLACK`).
     read_timeout: Duration,
@@ -121,6 +131,10 @@ pub struct Conn {
     /// fails before any did was likely closed idle by the server, and the
     /// request is tried once more on a new one.
     received: bool,
+    /// The body of the last answer, when asked for (`exchange_keeping_body`).
+    body: Vec<u8>,
+    /// Keep the body, up to this many bytes; None skips it.
+    keep_body: Option<usize>,
 }
 
 impl Conn {
@@ -130,13 +144,45 @@ impl Conn {
         Conn {
             addr,
             timeout,
+            connect_timeout: timeout,
             stream: None,
             read_timeout: timeout,
             buf: vec![0; BUFFER_BYTES].into_boxed_slice(),
             start: 0,
             end: 0,
             received: false,
+            body: Vec::new(),
+            keep_body: None,
         }
+    }
+
+    /// Connecting gets at most `limit`, whatever the request's budget.
+    pub fn with_connect_timeout(mut self, limit: Duration) -> Conn {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// The budget of the requests from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Whether the connection is open, so worth keeping for another request.
+    pub fn is_open(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Like [`Conn::exchange`], and returns the body too, which must fit in
+    /// `max_body` bytes (beyond it, a framing error).
+    pub fn exchange_keeping_body(
+        &mut self,
+        request: &[u8],
+        max_body: usize,
+    ) -> Result<(u16, &[u8]), Error> {
+        self.keep_body = Some(max_body);
+        let result = self.exchange(request);
+        self.keep_body = None;
+        result.map(|status| (status, self.body.as_slice()))
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) and reads the answer; its
@@ -166,6 +212,7 @@ impl Conn {
 
     fn attempt(&mut self, request: &[u8], deadline: Instant) -> Result<u16, Error> {
         self.received = false;
+        self.body.clear();
         match &self.stream {
             None => self.connect(deadline)?,
             Some(stream) if self.read_timeout != self.timeout => {
@@ -183,7 +230,7 @@ impl Conn {
     }
 
     fn connect(&mut self, deadline: Instant) -> Result<(), Error> {
-        let left = time_left(deadline)?;
+        let left = time_left(deadline)?.min(self.connect_timeout);
         let failed = |e: io::Error| Error::new(Failure::Connect, e.to_string());
         let stream = TcpStream::connect_timeout(&self.addr, left).map_err(failed)?;
         // Requests are small and each waits for its answer: Nagle would only delay.
@@ -258,10 +305,11 @@ impl Conn {
         }
     }
 
-    /// Skips `n` bytes of body.
+    /// Skips `n` bytes of body, keeping them if asked to.
     fn skip(&mut self, mut n: usize, deadline: Instant) -> Result<(), Error> {
         loop {
             let take = n.min(self.end - self.start);
+            self.keep(self.start..self.start + take)?;
             self.start += take;
             n -= take;
             if n == 0 {
@@ -305,9 +353,22 @@ impl Conn {
         }
     }
 
+    /// Adds `range` of the buffer to the kept body, within its limit.
+    fn keep(&mut self, range: Range<usize>) -> Result<(), Error> {
+        let Some(limit) = self.keep_body else {
+            return Ok(());
+        };
+        if self.body.len() + range.len() > limit {
+            return Err(Error::framing("response body over its limit"));
+        }
+        self.body.extend_from_slice(&self.buf[range]);
+        Ok(())
+    }
+
     fn skip_until_close(&mut self, deadline: Instant) -> Result<(), Error> {
         let mut body_bytes = 0;
         loop {
+            self.keep(self.start..self.end)?;
             body_bytes += self.end - self.start;
             self.start = self.end;
             if body_bytes > BODY_BYTES_MAX {
