@@ -1,15 +1,16 @@
 # raftlb: every target SPEC.md lists. `make test` is what .ci/run runs.
 CARGO ?= cargo
 
-.PHONY: build browser-deps bench-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
+.PHONY: build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
 
 build:
 	$(CARGO) build --release --locked
 
 # The whole suite: unit tests, storage recovery, the classic Raft cases, the
 # random-fault simulator (RAFTLB_SIM_SEEDS seeds, 1000 by default), the system
-# tests and the page in a headless Chromium (hence browser-deps).
-test: browser-deps
+# tests, a 30 s chaos run (with network faults when root, hence chaos-deps) and
+# the page in a headless Chromium (hence browser-deps).
+test: browser-deps chaos-deps
 	$(CARGO) test --locked
 
 # Chromium and chromedriver for tests/browser.rs, from Debian's packages when absent.
@@ -51,10 +52,17 @@ revive: build
 status kill-random kill-leader kill-follower stop:
 	@scripts/cluster.sh $@
 
-# `make chaos` arrives with issue 5.
-chaos:
-	@echo "make chaos: not available yet: it arrives with issue 5" >&2
-	@exit 1
+# The cluster under a nemesis for CHAOS_SECS seconds (tests/chaos): node kills,
+# pauses and restarts, worker kills and, as root, partitions and datagram loss
+# in a network namespace of the test's own; one summary at the end, non-zero on
+# any safety violation or lost write. CHAOS_SEED=S replays a run's choices.
+CHAOS_SECS ?= 120
+chaos: chaos-deps
+	CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked --test chaos -- --nocapture
+
+# nftables and iproute2 for the chaos run's network faults, when root.
+chaos-deps:
+	@scripts/chaos-deps.sh
 
 clean:
 	-@scripts/cluster.sh stop

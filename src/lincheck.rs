@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 
+pub use lost::lost_writes;
 use search::{Search, Stuck};
 
 /// Search steps before [`check_register`] gives up rather than run for hours.
@@ -249,6 +250,7 @@ fn shown(value: &str) -> String {
     }
 }
 
+mod lost;
 mod search;
 #[cfg(test)]
 mod tests;

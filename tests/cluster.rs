@@ -48,9 +48,7 @@ fn a_killed_worker_is_marked_dead_everywhere_never_chosen_and_comes_back() {
     let _one = exclusive();
     let mut cluster = started(Options::default());
     let victim = 1;
-    let mut worker = cluster.workers[victim].take().expect("running");
-    worker.signal("KILL");
-    worker.wait_exit(Duration::from_secs(5));
+    cluster.kill_worker(victim);
     cluster.wait_for_servers(&[true, false, true], SETTLE);
     for i in 0..60 {
         let node = i % 5;
@@ -64,8 +62,7 @@ fn a_killed_worker_is_marked_dead_everywhere_never_chosen_and_comes_back() {
         );
     }
     // The daemon keeps running and resumes once the worker answers again.
-    let w = cluster.spawn_worker(victim);
-    cluster.workers[victim] = Some(w);
+    cluster.restart_worker(victim);
     cluster.wait_for_servers(&[true, true, true], SETTLE);
 }
 

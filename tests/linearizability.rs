@@ -9,11 +9,11 @@
 
 mod support;
 
-use std::io::ErrorKind;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use raftlb::lincheck::{check_register, Op, OpKind, Verdict};
 use raftlb::raft::Rng;
+use support::history::{since, NoteClient, Tally};
 use support::{exclusive, Cluster, Options};
 
 const NODES: usize = 5;
@@ -35,36 +35,10 @@ const QUIET_END: Duration = Duration::from_secs(3);
 const MAX_DOWN: usize = 2;
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Time since the run's origin in ns, the clock of every recorded operation.
-fn since(origin: Instant) -> u64 {
-    u64::try_from(origin.elapsed().as_nanos()).expect("a run is shorter than 584 years")
-}
-
-/// What one client saw, besides its history.
-#[derive(Default)]
-struct Tally {
-    ok_writes: usize,
-    /// Writes answered 503, cut off or timed out: they may or may not be in.
-    unknown_writes: usize,
-    /// Operations sent to a dead node: refused before anything was sent.
-    refused: usize,
-    reads: usize,
-    /// Reads answered 503, cut off or timed out: they prove nothing.
-    unanswered_reads: usize,
-    /// Answers the contract does not allow here; the test fails on any.
-    unexpected: Vec<String>,
-}
-
 /// One client: random reads and writes of unique values through random nodes
 /// (dead ones included), until `RUN` has passed since `origin`.
 fn client(id: usize, seed: u64, ports: &[u16], origin: Instant) -> (Vec<Op>, Tally) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_millis(500)))
-            .timeout_global(Some(CALL_TIMEOUT))
-            .http_status_as_error(false)
-            .build(),
-    );
+    let note = NoteClient::new(id, origin, CALL_TIMEOUT);
     let mut rng = Rng::new(seed);
     let mut history = Vec::new();
     let mut tally = Tally::default();
@@ -77,74 +51,12 @@ fn client(id: usize, seed: u64, ports: &[u16], origin: Instant) -> (Vec<Op>, Tal
             "http://127.0.0.1:{}/note",
             ports[rng.range(0, ports.len() as u64) as usize]
         );
-        let invoked_ns = since(origin);
-        if rng.chance(1, 2) {
-            let value = format!("c{id}-{n}");
-            let answer = agent
-                .put(&url)
-                .header("content-type", "text/plain")
-                .send(value.as_str());
-            let returned_ns = match answer {
-                Ok(mut resp) => {
-                    let code = resp.status().as_u16();
-                    let _ = resp.body_mut().read_to_string();
-                    match code {
-                        200 => Some(since(origin)),
-                        503 => None,
-                        other => {
-                            tally.unexpected.push(format!("PUT {url}: {other}"));
-                            None
-                        }
-                    }
-                }
-                // Refused before anything was sent: it never happened.
-                Err(ureq::Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-                    tally.refused += 1;
-                    continue;
-                }
-                Err(_) => None,
-            };
-            match returned_ns {
-                Some(_) => tally.ok_writes += 1,
-                None => tally.unknown_writes += 1,
-            }
-            history.push(Op {
-                client: id,
-                kind: OpKind::Write(value),
-                invoked_ns,
-                returned_ns,
-            });
+        let outcome = if rng.chance(1, 2) {
+            note.write(&url, format!("c{id}-{n}"), &mut tally.unexpected)
         } else {
-            let read = match agent.get(&url).call() {
-                Ok(mut resp) => {
-                    let code = resp.status().as_u16();
-                    match (code, resp.body_mut().read_to_string()) {
-                        (200, Ok(body)) => Some(body),
-                        (503, _) | (_, Err(_)) => None,
-                        (other, Ok(body)) => {
-                            tally.unexpected.push(format!("GET {url}: {other} {body}"));
-                            None
-                        }
-                    }
-                }
-                Err(ureq::Error::Io(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-                    tally.refused += 1;
-                    continue;
-                }
-                Err(_) => None,
-            };
-            let Some(value) = read else {
-                tally.unanswered_reads += 1;
-                continue;
-            };
-            tally.reads += 1;
-            history.push(Op {
-                client: id,
-                kind: OpKind::Read(value),
-                invoked_ns,
-                returned_ns: Some(since(origin)),
-            });
-        }
+            note.read(&url, &mut tally.unexpected)
+        };
+        tally.record(outcome, &mut history);
     }
     (history, tally)
 }
@@ -242,12 +154,7 @@ fn the_note_is_linearizable_while_nodes_are_killed_and_restarted() {
     let mut total = Tally::default();
     for (ops, tally) in results {
         history.extend(ops);
-        total.ok_writes += tally.ok_writes;
-        total.unknown_writes += tally.unknown_writes;
-        total.refused += tally.refused;
-        total.reads += tally.reads;
-        total.unanswered_reads += tally.unanswered_reads;
-        total.unexpected.extend(tally.unexpected);
+        total.add(tally);
     }
     let leader_kills = kills.iter().filter(|k| k.leader).count();
     eprintln!(

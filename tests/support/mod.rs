@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
+pub mod history;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -302,6 +304,21 @@ impl Cluster {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let p = self.spawn_node(i);
         self.nodes[i] = Some(p);
+    }
+
+    /// SIGKILLs worker i; its daemon keeps running and reporting failures.
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(mut p) = self.workers[i].take() {
+            p.signal("KILL");
+            p.wait_exit(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts worker i again on its port.
+    pub fn restart_worker(&mut self, i: usize) {
+        assert!(self.workers[i].is_none(), "worker {i} is running");
+        let p = self.spawn_worker(i);
+        self.workers[i] = Some(p);
     }
 
     pub fn status(&self, i: usize) -> Option<Status> {

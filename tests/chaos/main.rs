@@ -1,0 +1,307 @@
+//! `make chaos`: a full cluster (five nodes, three workers, their daemons) under
+//! a client load of prime lookups and note writes and reads, while a nemesis
+//! kills, pauses and restarts nodes, kills and restarts workers and, where it
+//! can, cuts the network between nodes and drops datagrams. At the end
+//! everything is healed and one summary says what happened: the operations
+//! per kind, every failover's time, whether the note's history was
+//! linearizable, and how many acknowledged writes were lost. Any safety
+//! violation (two leaders in a term, a non-linearizable history, a lost write,
+//! a wrong prime, an answer outside the contract) or a broken liveness promise
+//! (no leader with three nodes up, an old leader that goes on leading) fails.
+//!
+//! CHAOS_SECS sets the length (30 s by default; `make chaos` runs 120) and
+//! CHAOS_SEED replays the nemesis's and the clients' choices (timing differs).
+//! CHAOS_NET=0 leaves the network alone.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod load;
+mod nemesis;
+mod netfault;
+mod summary;
+mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use raftlb::lincheck::{check_register, lost_writes, Op, OpKind, Verdict};
+use raftlb::raft::Rng;
+
+use load::PrimeTally;
+use nemesis::Nemesis;
+use netfault::NetFaults;
+use summary::Summary;
+use support::history::{NoteClient, Tally};
+use support::{exclusive, Cluster, Options};
+use watch::Watch;
+
+const DEFAULT_SECS: u64 = 30;
+const PRIME_CLIENTS: usize = 2;
+const NOTE_CLIENTS: usize = 4;
+/// The last stretch of the run has no faults, so that the operations then show
+/// the cluster serving again after the last one.
+const QUIET_END: Duration = Duration::from_secs(4);
+/// Bounds on the waits of the start and of the end (leader, convergence).
+const SETTLE: Duration = Duration::from_secs(20);
+/// Snapshots every 500 entries: a run writes thousands, so snapshots are taken
+/// and sent to restarted nodes under the faults too.
+const SNAPSHOT_ENTRIES: u64 = 500;
+
+fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let value = text.trim().parse().unwrap_or_else(|_| {
+        panic!("{name}={text:?}: want a whole number");
+    });
+    Some(value)
+}
+
+#[test]
+fn the_cluster_stays_safe_and_live_under_a_nemesis() {
+    let _one = exclusive();
+    let secs = env_u64("CHAOS_SECS").unwrap_or(DEFAULT_SECS);
+    assert!(
+        (10..=86_400).contains(&secs),
+        "CHAOS_SECS={secs}: want 10 to 86400 (the faults stop {QUIET_END:?} before the end)"
+    );
+    let run = Duration::from_secs(secs);
+    let seed = env_u64("CHAOS_SEED").unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos() as u64
+    });
+    // Before anything is started: every process and socket from here on lives
+    // in the namespace this puts the thread in, when it can.
+    let net = NetFaults::enter();
+    let net_line = match &net {
+        Ok(_) => "on (nftables in a network namespace of the test's own)".to_string(),
+        Err(why) => format!("off: {why}"),
+    };
+    eprintln!("chaos: seed {seed} (replay the choices with CHAOS_SEED={seed}), {secs} s, network faults {net_line}");
+
+    let mut cluster = Cluster::start(Options {
+        snapshot_entries: Some(SNAPSHOT_ENTRIES),
+        ..Options::default()
+    });
+    cluster.wait_for_leader(SETTLE);
+    cluster.wait_for_servers(&[true, true, true], SETTLE);
+    let ports = cluster.ports.clone();
+    let watch = Watch::new(&cluster.ids, &ports);
+    let mut rng = Rng::new(seed);
+    let origin = Instant::now();
+    let stop_observing = AtomicBool::new(false);
+
+    let (primes, notes, nemesis) = std::thread::scope(|scope| {
+        let observer = scope.spawn(|| watch.observe(&stop_observing));
+        let prime_clients: Vec<_> = (0..PRIME_CLIENTS)
+            .map(|_| {
+                let (seed, ports) = (rng.next_u64(), &ports);
+                scope.spawn(move || load::primes(seed, ports, origin, run))
+            })
+            .collect();
+        let note_clients: Vec<_> = (0..NOTE_CLIENTS)
+            .map(|id| {
+                let (seed, ports) = (rng.next_u64(), &ports);
+                scope.spawn(move || load::notes(id, seed, ports, origin, run))
+            })
+            .collect();
+        let mut nemesis = Nemesis::new(
+            &mut cluster,
+            &watch,
+            net.as_ref().ok(),
+            rng.next_u64(),
+            origin,
+        );
+        nemesis.run(run - QUIET_END);
+        let healed_at = origin.elapsed();
+        let nemesis = (
+            nemesis.done,
+            nemesis.failovers,
+            nemesis.stepped_down,
+            healed_at,
+        );
+        let primes: Vec<(PrimeTally, Vec<u64>)> = (prime_clients.into_iter())
+            .map(|c| c.join().expect("a prime client panicked"))
+            .collect();
+        let notes: Vec<(Vec<Op>, Tally)> = (note_clients.into_iter())
+            .map(|c| c.join().expect("a note client panicked"))
+            .collect();
+        stop_observing.store(true, Ordering::Relaxed);
+        observer.join().expect("the observer panicked");
+        (primes, notes, nemesis)
+    });
+    let (done, failovers, stepped_down, healed_at) = nemesis;
+
+    let mut prime_tally = PrimeTally::default();
+    let mut primes_after_heal = 0;
+    for (tally, ok_at_ms) in primes {
+        primes_after_heal += ok_at_ms
+            .iter()
+            .filter(|ms| **ms > healed_at.as_millis() as u64)
+            .count();
+        prime_tally.add(tally);
+    }
+    let mut history = Vec::new();
+    let mut note_tally = Tally::default();
+    for (ops, tally) in notes {
+        history.extend(ops);
+        note_tally.add(tally);
+    }
+    let healed_ns = healed_at.as_nanos() as u64;
+    let notes_after_heal = (history.iter())
+        .filter(|op| op.returned_ns.is_some_and(|r| r > healed_ns))
+        .count();
+
+    // The end: one leader, every node caught up, every node's read the same.
+    let mut violations = Vec::new();
+    let all: Vec<usize> = (0..cluster.ids.len()).collect();
+    let converged = converge(&watch, &all);
+    if let Err(e) = &converged {
+        violations.push(e.clone());
+    }
+    let final_value = final_reads(&cluster, origin, &mut history, &mut violations);
+
+    let started = Instant::now();
+    let verdict = check_register("", &history);
+    let check_took = started.elapsed();
+    let lost = final_value
+        .as_deref()
+        .map(|value| lost_writes(&history, value))
+        .unwrap_or_default();
+
+    violations.extend(watch.violations());
+    violations.extend(
+        prime_tally
+            .wrong
+            .iter()
+            .map(|w| format!("wrong prime: {w}")),
+    );
+    violations.extend(
+        (prime_tally.unexpected.iter().chain(&note_tally.unexpected))
+            .map(|u| format!("answer outside the contract: {u}")),
+    );
+    match &verdict {
+        Ok(Verdict::Linearizable { .. }) => {}
+        Ok(Verdict::NotLinearizable { explanation }) => {
+            violations.push(format!("the note is not linearizable:\n{explanation}"))
+        }
+        Err(e) => violations.push(format!("the linearizability check gave up: {e}")),
+    }
+    for &i in &lost {
+        violations.push(format!("acknowledged write lost: {:?}", history[i]));
+    }
+    if primes_after_heal == 0 || notes_after_heal == 0 {
+        violations.push(format!(
+            "after the heal only {primes_after_heal} primes and {notes_after_heal} note \
+             operations completed"
+        ));
+    }
+
+    let summary = Summary {
+        seed,
+        secs,
+        net: net_line,
+        done,
+        failovers,
+        stepped_down,
+        primes: prime_tally,
+        notes: note_tally,
+        verdict,
+        check_took,
+        lost: lost.len(),
+        terms_with_a_leader: watch.terms_with_a_leader(),
+        converged: converged.ok(),
+        violations,
+    };
+    eprintln!("{summary}");
+    assert!(
+        summary.violations.is_empty(),
+        "chaos found {} violation(s) with seed {seed} (replay with CHAOS_SEED={seed}):\n{}",
+        summary.violations.len(),
+        summary.violations.join("\n")
+    );
+    // Not vacuous: the load ran and the faults happened.
+    assert!(summary.primes.ok >= 100, "too few prime answers");
+    assert!(
+        summary.notes.ok_writes >= 50 && summary.notes.reads >= 50,
+        "too few note operations"
+    );
+    assert!(!summary.failovers.is_empty(), "no failover happened");
+}
+
+/// Waits until `nodes` agree on a leader and every one has applied what that
+/// leader had committed when they first agreed: the index they converged on.
+fn converge(watch: &Watch, nodes: &[usize]) -> Result<u64, String> {
+    let start = Instant::now();
+    let mut target = None;
+    while start.elapsed() < SETTLE {
+        match target {
+            None => {
+                if let Some((leader, _)) = watch.agreed_leader(nodes) {
+                    target = watch.status(leader).map(|s| s.commit_index);
+                }
+            }
+            Some(index) => {
+                let caught_up = nodes
+                    .iter()
+                    .all(|i| watch.status(*i).is_some_and(|s| s.applied_index >= index));
+                if caught_up {
+                    return Ok(index);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(match target {
+        None => format!("the healed cluster agreed on no leader within {SETTLE:?}"),
+        Some(index) => format!("not every node applied index {index} within {SETTLE:?}"),
+    })
+}
+
+/// Reads the note through every node once the clients have stopped, adds the
+/// reads to the history, and returns the value when they all agree.
+fn final_reads(
+    cluster: &Cluster,
+    origin: Instant,
+    history: &mut Vec<Op>,
+    violations: &mut Vec<String>,
+) -> Option<String> {
+    let client = NoteClient::new(usize::MAX, origin, Duration::from_secs(4));
+    let mut values = Vec::new();
+    let mut unexpected = Vec::new();
+    for i in 0..cluster.ids.len() {
+        let url = cluster.url(i, "/note");
+        let start = Instant::now();
+        loop {
+            if let support::history::Outcome::Recorded(op) = client.read(&url, &mut unexpected) {
+                if let OpKind::Read(value) = &op.kind {
+                    values.push((cluster.ids[i].clone(), value.clone()));
+                }
+                history.push(op);
+                break;
+            }
+            if start.elapsed() > SETTLE {
+                violations.push(format!(
+                    "node {} did not answer GET /note after the heal",
+                    cluster.ids[i]
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    violations.extend(
+        unexpected
+            .into_iter()
+            .map(|u| format!("answer outside the contract: {u}")),
+    );
+    let first = values.first()?.1.clone();
+    if values.iter().any(|(_, v)| *v != first) {
+        violations.push(format!(
+            "the nodes read different notes after the heal: {values:?}"
+        ));
+        return None;
+    }
+    Some(first)
+}

@@ -1,0 +1,383 @@
+//! The nemesis: every second or so it undoes some of what it did and does one
+//! more fault, never leaving more than two nodes down (killed, paused or cut
+//! off) so that three always make a majority. Faults come in shuffled rounds,
+//! so a short run still sees every kind. Whenever a fault takes the leader
+//! away, the time until the remaining nodes agree on a new one is a failover;
+//! a leader that was paused or cut off must step down once it is back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use raftlb::raft::Rng;
+
+use crate::netfault::NetFaults;
+use crate::support::Cluster;
+use crate::watch::Watch;
+
+/// At most this many nodes down at once: the other three are a majority.
+pub const MAX_DOWN: usize = 2;
+/// Time between two steps, in ms.
+const STEP_MS: (u64, u64) = (700, 1_500);
+/// How long a paused or cut-off leader stays away once a new leader is up, in
+/// ms: long enough for the clients to send it requests it must not answer
+/// wrongly.
+const HOLD_MS: (u64, u64) = (100, 800);
+/// Loss applied to every node's Raft datagrams for one step, in percent.
+const LOSS_PERCENT: (u64, u64) = (10, 40);
+/// A liveness bound, far above the few hundred ms a failover takes: with two
+/// nodes down at most, a cluster that has no leader after this is broken.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+/// How long a leader back from a pause or a partition may go on leading its
+/// old term.
+const STEP_DOWN_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    KillLeader,
+    KillNode,
+    PauseLeader,
+    KillWorker,
+    IsolateLeader,
+    SplitLeader,
+    Loss,
+}
+
+impl Fault {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::KillLeader => "SIGKILL of the leader",
+            Fault::KillNode => "SIGKILL of a random node",
+            Fault::PauseLeader => "SIGSTOP of the leader",
+            Fault::KillWorker => "SIGKILL of a worker",
+            Fault::IsolateLeader => "leader cut off (no Raft datagrams)",
+            Fault::SplitLeader => "leader and one follower split from the other three",
+            Fault::Loss => "random datagram loss on every node",
+        }
+    }
+}
+
+/// One failover: which fault caused it and how long until the remaining nodes
+/// agreed on a new leader.
+pub struct Failover {
+    pub fault: Fault,
+    pub took: Duration,
+}
+
+pub struct Nemesis<'a> {
+    cluster: &'a mut Cluster,
+    watch: &'a Watch,
+    net: Option<&'a NetFaults>,
+    rng: Rng,
+    origin: Instant,
+    net_fault_on: bool,
+    /// How many times each fault was done.
+    pub done: BTreeMap<Fault, usize>,
+    pub failovers: Vec<Failover>,
+    /// Leaders that were paused or cut off, replaced, and stepped down once back.
+    pub stepped_down: usize,
+}
+
+impl<'a> Nemesis<'a> {
+    pub fn new(
+        cluster: &'a mut Cluster,
+        watch: &'a Watch,
+        net: Option<&'a NetFaults>,
+        seed: u64,
+        origin: Instant,
+    ) -> Nemesis<'a> {
+        Nemesis {
+            cluster,
+            watch,
+            net,
+            rng: Rng::new(seed),
+            origin,
+            net_fault_on: false,
+            done: BTreeMap::new(),
+            failovers: Vec::new(),
+            stepped_down: 0,
+        }
+    }
+
+    /// Faults until `until` (from the origin), then undoes every one of them.
+    pub fn run(&mut self, until: Duration) {
+        let mut round: Vec<Fault> = Vec::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(self.rng.range(STEP_MS.0, STEP_MS.1)));
+            if self.origin.elapsed() >= until {
+                break;
+            }
+            self.undo_some();
+            if round.is_empty() {
+                round = self.round();
+            }
+            let fault = round.pop().expect("a round is never empty");
+            self.inject(fault);
+        }
+        self.heal();
+    }
+
+    /// Every kind of fault once, in a random order (popped from the back).
+    fn round(&mut self) -> Vec<Fault> {
+        let mut faults = vec![
+            Fault::KillLeader,
+            Fault::KillNode,
+            Fault::PauseLeader,
+            Fault::KillWorker,
+        ];
+        if self.net.is_some() {
+            faults.extend([Fault::IsolateLeader, Fault::SplitLeader, Fault::Loss]);
+        }
+        for i in (1..faults.len()).rev() {
+            faults.swap(i, self.rng.range(0, i as u64 + 1) as usize);
+        }
+        faults
+    }
+
+    fn say(&self, text: &str) {
+        let t = self.origin.elapsed().as_secs_f64();
+        eprintln!("chaos: {t:7.3} s  {text}");
+    }
+
+    fn killed(&self) -> Vec<usize> {
+        (0..self.cluster.nodes.len())
+            .filter(|i| self.cluster.nodes[*i].is_none())
+            .collect()
+    }
+
+    fn live(&self) -> Vec<usize> {
+        self.cluster.live()
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self.cluster.ids[i]
+    }
+
+    /// The start of a step: the network heals, dead workers come back, and a
+    /// killed node is restarted (always when two are down, else on a coin).
+    fn undo_some(&mut self) {
+        self.clear_net();
+        for w in 0..self.cluster.workers.len() {
+            if self.cluster.workers[w].is_none() {
+                self.cluster.restart_worker(w);
+                self.say(&format!("worker {w} restarted"));
+            }
+        }
+        let killed = self.killed();
+        if !killed.is_empty() && (killed.len() >= MAX_DOWN || self.rng.chance(1, 2)) {
+            let node = killed[self.rng.range(0, killed.len() as u64) as usize];
+            self.cluster.restart_node(node);
+            self.say(&format!(
+                "node {} restarted from its data dir",
+                self.id(node)
+            ));
+        }
+    }
+
+    /// Undoes everything: the end of the faults.
+    fn heal(&mut self) {
+        self.clear_net();
+        for w in 0..self.cluster.workers.len() {
+            if self.cluster.workers[w].is_none() {
+                self.cluster.restart_worker(w);
+            }
+        }
+        for node in self.killed() {
+            self.cluster.restart_node(node);
+        }
+        self.say("healed: every node and worker runs, the network is whole");
+    }
+
+    fn clear_net(&mut self) {
+        if let (true, Some(net)) = (self.net_fault_on, self.net) {
+            if let Err(e) = net.clear() {
+                self.watch
+                    .violation(format!("could not heal the network: {e}"));
+            }
+            self.net_fault_on = false;
+            self.say("network healed");
+        }
+    }
+
+    /// The leader every live node agrees on, waiting for one if need be.
+    fn leader(&mut self) -> Option<(usize, u64)> {
+        let live = self.live();
+        let start = Instant::now();
+        while start.elapsed() < FAILOVER_LIMIT {
+            if let Some(found) = self.watch.agreed_leader(&live) {
+                return Some(found);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.watch.violation(format!(
+            "the live nodes {:?} agreed on no leader for {FAILOVER_LIMIT:?}",
+            live.iter().map(|i| self.id(*i)).collect::<Vec<_>>()
+        ));
+        None
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        let down = self.killed().len();
+        let leader_fault = matches!(
+            fault,
+            Fault::KillLeader | Fault::PauseLeader | Fault::IsolateLeader | Fault::SplitLeader
+        );
+        // A split takes two nodes from the majority; the others one.
+        let takes = if fault == Fault::SplitLeader { 2 } else { 1 };
+        if fault != Fault::KillWorker && fault != Fault::Loss && down + takes > MAX_DOWN {
+            self.say(&format!(
+                "skipped: {} ({down} of the nodes down already)",
+                fault.describe()
+            ));
+            return;
+        }
+        let (leader, term) = match leader_fault {
+            true => match self.leader() {
+                Some(found) => found,
+                None => return,
+            },
+            false => (usize::MAX, 0),
+        };
+        *self.done.entry(fault).or_default() += 1;
+        match fault {
+            Fault::KillLeader => {
+                let started = Instant::now();
+                self.cluster.kill_node(leader);
+                self.failover(fault, leader, term, &self.live(), started);
+            }
+            Fault::KillNode => {
+                let live = self.live();
+                let node = live[self.rng.range(0, live.len() as u64) as usize];
+                let led = self.watch.agreed_leader(&live).map(|(l, t)| (l == node, t));
+                let started = Instant::now();
+                self.cluster.kill_node(node);
+                match led {
+                    Some((true, term)) => self.failover(fault, node, term, &self.live(), started),
+                    _ => self.say(&format!("node {} killed", self.id(node))),
+                }
+            }
+            Fault::PauseLeader => {
+                let others: Vec<usize> = self.live().into_iter().filter(|i| *i != leader).collect();
+                let node = self.cluster.nodes[leader]
+                    .as_ref()
+                    .expect("the leader is live");
+                let started = Instant::now();
+                node.signal("STOP");
+                self.failover(fault, leader, term, &others, started);
+                self.hold();
+                let node = self.cluster.nodes[leader]
+                    .as_ref()
+                    .expect("a paused node stays");
+                node.signal("CONT");
+                self.await_step_down(leader, term, "woke up");
+            }
+            Fault::KillWorker => {
+                let running: Vec<usize> = (0..self.cluster.workers.len())
+                    .filter(|w| self.cluster.workers[*w].is_some())
+                    .collect();
+                if running.len() > 1 {
+                    let w = running[self.rng.range(0, running.len() as u64) as usize];
+                    self.cluster.kill_worker(w);
+                    self.say(&format!("worker {w} killed"));
+                }
+            }
+            Fault::IsolateLeader | Fault::SplitLeader => {
+                let net = self.net.expect("network faults only when available");
+                let live = self.live();
+                let mut cut = vec![leader];
+                if fault == Fault::SplitLeader {
+                    let followers: Vec<usize> =
+                        live.iter().copied().filter(|i| *i != leader).collect();
+                    cut.push(followers[self.rng.range(0, followers.len() as u64) as usize]);
+                }
+                let rest: Vec<usize> = live.into_iter().filter(|i| !cut.contains(i)).collect();
+                let port = |i: &usize| self.cluster.ports[*i];
+                let started = Instant::now();
+                let applied = match fault {
+                    Fault::IsolateLeader => net.isolate(port(&leader)),
+                    _ => net.split(
+                        &cut.iter().map(port).collect::<Vec<_>>(),
+                        &rest.iter().map(port).collect::<Vec<_>>(),
+                    ),
+                };
+                if let Err(e) = applied {
+                    self.watch
+                        .violation(format!("could not cut the network: {e}"));
+                    return;
+                }
+                self.net_fault_on = true;
+                self.failover(fault, leader, term, &rest, started);
+                self.hold();
+                self.clear_net();
+                self.await_step_down(leader, term, "was reachable again");
+            }
+            Fault::Loss => {
+                let net = self.net.expect("network faults only when available");
+                let percent = self.rng.range(LOSS_PERCENT.0, LOSS_PERCENT.1 + 1);
+                match net.loss(&self.cluster.ports, percent) {
+                    Ok(()) => {
+                        self.net_fault_on = true;
+                        self.say(&format!(
+                            "{percent}% of Raft datagrams dropped until the next step"
+                        ));
+                    }
+                    Err(e) => self.watch.violation(format!("could not add loss: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Waits for `among` to agree on a leader other than `old`, records the
+    /// failover, or calls it a violation after [`FAILOVER_LIMIT`].
+    fn failover(&mut self, fault: Fault, old: usize, term: u64, among: &[usize], started: Instant) {
+        let old_id = self.id(old).to_string();
+        match self
+            .watch
+            .await_new_leader(Some(old), among, started, FAILOVER_LIMIT)
+        {
+            Some((new, took)) => {
+                self.say(&format!(
+                    "{}: {old_id} (term {term}) -> new leader {} after {} ms",
+                    fault.describe(),
+                    self.id(new),
+                    took.as_millis()
+                ));
+                self.failovers.push(Failover { fault, took });
+            }
+            None => self.watch.violation(format!(
+                "{} ({old_id}, term {term}): no new leader among {:?} within {FAILOVER_LIMIT:?}",
+                fault.describe(),
+                among.iter().map(|i| self.id(*i)).collect::<Vec<_>>()
+            )),
+        }
+    }
+
+    fn hold(&mut self) {
+        std::thread::sleep(Duration::from_millis(self.rng.range(HOLD_MS.0, HOLD_MS.1)));
+    }
+
+    /// A leader of `term` that was away must learn of the newer term (or at
+    /// least stop leading) within [`STEP_DOWN_LIMIT`] of coming back.
+    fn await_step_down(&mut self, node: usize, term: u64, back: &str) {
+        let start = Instant::now();
+        while start.elapsed() < STEP_DOWN_LIMIT {
+            if let Some(s) = self.watch.status(node) {
+                if s.term > term || s.role != "leader" {
+                    self.stepped_down += 1;
+                    self.say(&format!(
+                        "old leader {} {back} and stepped down after {} ms (now {} in term {})",
+                        self.id(node),
+                        start.elapsed().as_millis(),
+                        s.role,
+                        s.term
+                    ));
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.watch.violation(format!(
+            "old leader {} of term {term} {back} and still led that term {STEP_DOWN_LIMIT:?} later",
+            self.id(node)
+        ));
+    }
+}
