@@ -11,7 +11,8 @@
 //! from 64 clients: RSS 18.1 MiB, its arenas held 10.8 MiB of which 2.4 MiB free
 //! and about 8 MiB "in use" against 2-3 MiB of live data (massif), so about
 //! 30 KiB sat in each thread's cache. With the cache off: RSS 11.3 MiB, arenas
-//! 4.6 MiB; after a million writes 20.1-20.5 MiB became 10.0 MiB. Note writes
+//! 4.6 MiB; after a million writes 19.4-20.5 MiB became 10.0-10.4 MiB (the
+//! footprint benchmark's leader: 23.3 MiB became 10.0 MiB). Note writes
 //! per second did not drop (medians of three 10 s runs at c64: 13,791 with the
 //! cache, 13,772 without): the loop's time goes to fsync and sockets, not to
 //! malloc. Fewer arenas (`arena_max` 2) or a lower trim threshold on top of
@@ -53,9 +54,15 @@ pub fn tunables_without_tcache(current: Option<&str>) -> Option<String> {
 pub fn exec_without_tcache() -> io::Result<()> {
     use std::os::unix::process::CommandExt;
 
-    let current = std::env::var_os("GLIBC_TUNABLES");
-    // A value that is not UTF-8 is the user's business; leave it alone.
-    let Some(tunables) = tunables_without_tcache(current.as_ref().and_then(|v| v.to_str())) else {
+    let current = match std::env::var_os("GLIBC_TUNABLES") {
+        None => None,
+        Some(value) => match value.into_string() {
+            Ok(text) => Some(text),
+            // Not UTF-8: the user's business, and not ours to rewrite.
+            Err(_) => return Ok(()),
+        },
+    };
+    let Some(tunables) = tunables_without_tcache(current.as_deref()) else {
         return Ok(());
     };
     let mut args = std::env::args_os();
