@@ -58,6 +58,12 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
+    // Before any thread starts; returns only if the exec was not needed or failed.
+    if let Err(e) = runtime::thread_cache::exec_without_tcache() {
+        log::warn!(
+            "running with glibc's thread caches, a few MiB more memory: cannot re-execute: {e}"
+        );
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {

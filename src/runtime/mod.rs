@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod notes;
 pub mod reports;
 pub mod shared;
+pub mod thread_cache;
 mod trim;
 pub mod udp;
 
