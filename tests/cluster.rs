@@ -500,6 +500,7 @@ fn glibc_tunables_of_node(tunables: Option<&str>) -> Option<String> {
 #[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn a_node_runs_without_glibc_thread_caches_unless_told_otherwise() {
+    let _one = exclusive();
     assert_eq!(
         glibc_tunables_of_node(None).as_deref(),
         Some("glibc.malloc.tcache_count=0")
