@@ -75,7 +75,7 @@ fn run(args: &Args) -> Result<(), String> {
     let serving = http::serve(
         server,
         threads,
-        Arc::new(move |rq: &mut Request| worker.answer(rq)),
+        Arc::new(move |rq: &mut Request| http::Answer::Now(worker.answer(rq))),
     );
     log::info!(
         "listening on http://{addr} with {threads} threads, max-n {}",

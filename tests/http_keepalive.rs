@@ -174,7 +174,7 @@ fn every_keepalive_connection_is_served_under_64_concurrent_clients() {
     let serving = http::serve(
         server,
         4,
-        Arc::new(|_: &mut tiny_http::Request| http::text(200, "ok")),
+        Arc::new(|_: &mut tiny_http::Request| http::Answer::Now(http::text(200, "ok"))),
     );
     let stats = hammer(addr);
     serving.stop();

@@ -279,8 +279,8 @@ fn prime_requests_keep_being_served_while_note_requests_wait_without_a_quorum() 
     for i in [2, 3, 4] {
         cluster.kill_node(i);
     }
-    // More note writes than the HTTP pool (64 threads) has room for: each would
-    // wait the full 3 s for a quorum that is not there.
+    // More note writes than may wait at once (64): each waits the full 3 s for a
+    // quorum that is not there, the ones beyond are turned away at once.
     let writers = 80;
     std::thread::scope(|scope| {
         let notes: Vec<_> = (0..writers)
@@ -297,8 +297,8 @@ fn prime_requests_keep_being_served_while_note_requests_wait_without_a_quorum() 
             .expect("node 0 answers a prime request");
         let took = start.elapsed();
         assert_eq!((prime.code, prime.body.trim()), (200, "104729"));
-        // Without the bound on waiting note requests it waits ~2.7 s, for a
-        // thread that a note request frees at its 3 s deadline.
+        // Were note requests waiting on the handler threads, it would wait
+        // ~2.7 s, for a thread that a note request frees at its 3 s deadline.
         assert!(took < Duration::from_secs(2), "the prime waited {took:?}");
         let answers: Vec<support::Answer> = notes
             .into_iter()

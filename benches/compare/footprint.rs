@@ -6,8 +6,8 @@
 //! The entries are note writes of 100 bytes sent to the leader by `raftlb
 //! bench note`: each write is one entry, and it is the fastest honest way
 //! (load reports are batched into one entry per 10 ms tick). Concurrency 64:
-//! the replication rows' highest, and all of it fits the node's note gate
-//! (note requests may hold half of its 128 HTTP threads).
+//! the replication rows' highest, and all of it fits the 64 note requests a
+//! node lets wait at once (`server::note::WAITING_MAX`).
 
 use std::time::Duration;
 

@@ -86,7 +86,31 @@ pub type Reply = Response<Cursor<Vec<u8>>>;
 /// Answers one request. It gets `&mut` so that it can read the body; [`serve`] sends
 /// the reply, so every request is answered exactly once, and a failed send (the client
 /// went away) is handled in one place.
-pub type Handler = Arc<dyn Fn(&mut Request) -> Reply + Send + Sync>;
+pub type Handler = Arc<dyn Fn(&mut Request) -> Answer + Send + Sync>;
+
+/// What a handler did with a request.
+pub enum Answer {
+    /// Here is the reply: [`serve`] sends it.
+    Now(Reply),
+    /// The request must wait for something slow (Raft, for a note): [`serve`]
+    /// gives it to this function, which takes it elsewhere and answers it from
+    /// there exactly once, so that the handler thread is free for the next
+    /// request meanwhile.
+    Later(Box<dyn FnOnce(Request) + Send>),
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Answer {
+        Answer::Now(reply)
+    }
+}
+
+/// Sends `reply`; a client that went away is not an error of ours.
+pub fn respond(request: Request, reply: Reply) {
+    if let Err(e) = request.respond(reply) {
+        log::debug!("could not send a reply (client gone?): {e}");
+    }
+}
 
 /// How often the nudger opens a connection to its own server even when no new
 /// connection asks for it: the longest a lone stuck connection waits for a thread.
@@ -289,17 +313,18 @@ fn handle_requests(server: &Server, shared: &Shared) {
             let _ = shared.nudge.try_send(());
         }
         // A bug in one handler must not take a thread out of the pool for good.
-        let reply = panic::catch_unwind(AssertUnwindSafe(|| (shared.handler)(&mut request)))
+        let answer = panic::catch_unwind(AssertUnwindSafe(|| (shared.handler)(&mut request)))
             .unwrap_or_else(|_| {
                 log::error!(
                     "http handler panicked on {} {}",
                     request.method(),
                     request.url()
                 );
-                error(500, "internal error")
+                Answer::Now(error(500, "internal error"))
             });
-        if let Err(e) = request.respond(reply) {
-            log::debug!("could not send a reply (client gone?): {e}");
+        match answer {
+            Answer::Now(reply) => respond(request, reply),
+            Answer::Later(take) => take(request),
         }
     }
 }

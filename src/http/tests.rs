@@ -38,9 +38,12 @@ fn agent() -> ureq::Agent {
 }
 
 /// Serves `handler` on a free loopback port; returns the server and its URL.
-fn serve_on_loopback(threads: usize, handler: Handler) -> (Serving, String) {
+fn serve_on_loopback(
+    threads: usize,
+    handler: impl Fn(&mut Request) -> Reply + Send + Sync + 'static,
+) -> (Serving, String) {
     let server = bind("127.0.0.1:0").expect("bind a free loopback port");
-    let serving = serve(server, threads, handler);
+    let serving = serve(server, threads, Arc::new(move |r| Answer::Now(handler(r))));
     let url = format!(
         "http://{}",
         serving.addr().expect("a tcp server has an address")
@@ -57,7 +60,7 @@ fn body_length_or_error(request: &mut Request) -> Reply {
 
 #[test]
 fn body_over_the_limit_is_refused_with_413() {
-    let (_serving, url) = serve_on_loopback(2, Arc::new(body_length_or_error));
+    let (_serving, url) = serve_on_loopback(2, body_length_or_error);
     let mut at_limit = agent().post(&url).send("12345678").expect("server answers");
     assert_eq!(at_limit.status(), 200);
     assert_eq!(
@@ -78,7 +81,7 @@ fn body_over_the_limit_is_refused_with_413() {
 #[test]
 fn chunked_body_over_the_limit_is_refused_without_reading_it_all() {
     // No Content-Length: only the read limit can catch it.
-    let (serving, _url) = serve_on_loopback(2, Arc::new(body_length_or_error));
+    let (serving, _url) = serve_on_loopback(2, body_length_or_error);
     let addr = serving.addr().expect("a tcp server has an address");
     let mut conn = TcpStream::connect(addr).expect("connect to the test server");
     conn.set_read_timeout(Some(Duration::from_secs(5)))
@@ -95,12 +98,12 @@ fn chunked_body_over_the_limit_is_refused_without_reading_it_all() {
 fn a_panicking_handler_answers_500_and_keeps_its_thread() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handler_calls = Arc::clone(&calls);
-    let handler: Handler = Arc::new(move |_: &mut Request| {
+    let handler = move |_: &mut Request| {
         if handler_calls.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("first call fails on purpose");
         }
         text(200, "ok")
-    });
+    };
     // One thread: the second answer proves the thread survived the panic.
     let (_serving, url) = serve_on_loopback(1, handler);
     assert_eq!(
@@ -115,7 +118,7 @@ fn a_panicking_handler_answers_500_and_keeps_its_thread() {
 
 #[test]
 fn stop_joins_the_threads_and_releases_the_port() {
-    let (serving, _url) = serve_on_loopback(4, Arc::new(|_: &mut Request| text(200, "ok")));
+    let (serving, _url) = serve_on_loopback(4, |_: &mut Request| text(200, "ok"));
     let addr = serving
         .addr()
         .expect("a tcp server has an address")
@@ -132,10 +135,10 @@ fn stop_joins_the_threads_and_releases_the_port() {
 
 #[test]
 fn stop_within_gives_up_on_a_request_that_runs_too_long() {
-    let handler: Handler = Arc::new(|_: &mut Request| {
+    let handler = |_: &mut Request| {
         thread::sleep(Duration::from_secs(2));
         text(200, "late")
-    });
+    };
     let (serving, url) = serve_on_loopback(1, handler);
     let client = thread::spawn(move || agent().get(&url).call().map(|r| r.status()));
     // Let the request reach the handler before stopping.

@@ -4,7 +4,7 @@
 //! [`Shared`] view: a prime request reads the applied load table and never
 //! waits for Raft, a report is handed to the loop through a bounded channel.
 //! Only the note waits for Raft (a write until it is applied, a read until its
-//! read index is), with a deadline.
+//! read index is), with a deadline, and not on a handler thread: see `note`.
 
 pub mod metrics;
 pub mod note;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use tiny_http::{Method, Request};
 
-use crate::http::{self, Reply};
+use crate::http::{self, Answer, Reply};
 use crate::runtime::event_loop::LoopInput;
 use crate::runtime::shared::Shared;
 use prime::Forwarder;
@@ -28,8 +28,8 @@ pub struct NodeHttp {
     /// To the event loop (reports, note requests).
     pub input: Sender<LoopInput>,
     pub forwarder: Forwarder,
-    /// Bounds the HTTP threads a note request may hold while it waits for Raft.
-    pub note_gate: note::NoteGate,
+    /// Where note requests wait for Raft, off the handler threads.
+    pub note_waiters: note::NoteWaiters,
 }
 
 impl NodeHttp {
@@ -37,13 +37,16 @@ impl NodeHttp {
     pub fn into_handler(self) -> http::Handler {
         let this = Arc::new(self);
         Arc::new(move |request: &mut Request| {
-            let reply = this.route(request);
-            this.shared.metrics.count_response(reply.status_code().0);
-            reply
+            let answer = this.route(request);
+            // A request given away is counted where it is answered.
+            if let Answer::Now(reply) = &answer {
+                this.shared.metrics.count_response(reply.status_code().0);
+            }
+            answer
         })
     }
 
-    fn route(&self, request: &mut Request) -> Reply {
+    fn route(&self, request: &mut Request) -> Answer {
         let url = request.url().to_string();
         let path = url.split('?').next().unwrap_or("");
         let method = request.method().clone();
@@ -52,7 +55,7 @@ impl NodeHttp {
             "/report" => &["POST"],
             "/note" => &["GET", "PUT", "POST"],
             _ if is_prime_path(path) => &["GET"],
-            _ => return http::error(404, &format!("no such path: {}", truncate(path))),
+            _ => return http::error(404, &format!("no such path: {}", truncate(path))).into(),
         };
         let head_of_get = method == Method::Head && allowed.contains(&"GET");
         if !allowed.contains(&method.as_str()) && !head_of_get {
@@ -61,9 +64,10 @@ impl NodeHttp {
                 http::error(405, &format!("{path} takes {allowed}")),
                 "Allow",
                 &allowed,
-            );
+            )
+            .into();
         }
-        match path {
+        let reply = match path {
             "/" => page(),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
@@ -72,14 +76,15 @@ impl NodeHttp {
                 "Access-Control-Allow-Origin",
                 "*",
             ),
-            "/note" => note::handle(self, request),
+            "/note" => return note::handle(self, request),
             "/metrics" => metrics::reply(&self.shared),
             "/report" => report::handle(self, request),
             _ => {
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
                 prime::handle(self, n_text)
             }
-        }
+        };
+        reply.into()
     }
 }
 
