@@ -357,3 +357,31 @@ fn dir_bytes(cluster: &Cluster, id: &str) -> u64 {
         })
         .unwrap_or(u64::MAX)
 }
+
+/// 64 closed-loop writers on keep-alive connections, as many as may wait at
+/// once, are never turned away: each sends its next write the moment the last
+/// answer arrives, which must find its place already free.
+#[test]
+fn sixty_four_writers_in_a_closed_loop_are_never_turned_away() {
+    let _one = exclusive();
+    let cluster = nodes_only();
+    let leader = cluster.wait_for_leader(SETTLE);
+    let output = Command::new(CLIENT)
+        .args(["bench", "note", "--target", &cluster.url(leader, "")])
+        .args([
+            "-c",
+            "64",
+            "--max-requests",
+            "3000",
+            "--duration-secs",
+            "60",
+        ])
+        .args(["--warmup-secs", "0", "--json"])
+        .output()
+        .expect("run raftlb bench note");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(json["failed"], 0, "{json}");
+    assert!(json["ok"].as_u64().is_some_and(|ok| ok >= 3000), "{json}");
+}
