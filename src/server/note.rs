@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::{Method, Request};
 
 use super::NodeHttp;
@@ -174,10 +174,17 @@ fn ask(node: &NodeHttp, input: LoopInput, answer: Receiver<NoteOutcome>) -> Answ
             answer,
             slot,
         };
-        // Never full (admission keeps at most `max` jobs, the queue's size);
-        // closed only when the waiters are gone, while stopping.
-        if let Err(e) = jobs.try_send(job) {
-            e.into_inner().finish(&shared, reply_for(None));
+        // Full only when every waiter is stuck sending to a client that does
+        // not read (admission keeps at most `max` jobs, the queue's size, in
+        // it); closed only when the waiters are gone, while stopping.
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                let reason = "node busy: the request went to Raft but cannot be waited \
+                              for; a write may or may not take effect";
+                job.finish(&shared, http::error(503, reason));
+            }
+            Err(TrySendError::Disconnected(job)) => job.finish(&shared, reply_for(None)),
         }
     }))
 }
