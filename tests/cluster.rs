@@ -487,6 +487,9 @@ fn glibc_tunables_of_node(tunables: Option<&str>) -> Option<String> {
     };
     let url = format!("http://127.0.0.1:{port}/status");
     wait_for("the node to answer /status", SETTLE, || get(&url));
+    // Executed again under its own name, so that ps, pgrep and killall find it.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", node.pid())).expect("comm");
+    assert_eq!(comm.trim(), "raftlb-node");
     let environ = std::fs::read(format!("/proc/{}/environ", node.pid())).expect("environ");
     environ
         .split(|&b| b == 0)

@@ -67,9 +67,12 @@ pub fn exec_without_tcache() -> io::Result<()> {
     };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
-    // /proc/self/exe rather than `current_exe()`: it still runs the binary when
-    // the file was replaced or deleted since this process started.
-    Err(std::process::Command::new("/proc/self/exe")
+    // The binary's own path, not /proc/self/exe: the kernel names a process
+    // after the file it executed, and `ps`, `top`, `pgrep raftlb-node` and
+    // `killall raftlb-node` would all see "exe". A binary deleted in the
+    // milliseconds since start makes the exec fail: the node runs on as is.
+    let binary = std::env::current_exe()?;
+    Err(std::process::Command::new(binary)
         .arg0(arg0)
         .args(args)
         .env("GLIBC_TUNABLES", tunables)
