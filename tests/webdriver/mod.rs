@@ -91,6 +91,10 @@ pub struct Browser {
     /// `http://127.0.0.1:P/session/ID`, the prefix of every session command.
     session_url: String,
     agent: ureq::Agent,
+    /// chromedriver's and Chromium's TMPDIR (their profile and singleton
+    /// socket dirs), removed after they are killed: left in /tmp they piled
+    /// up, a dozen per test run.
+    _tmp: tempfile::TempDir,
 }
 
 impl Browser {
@@ -100,10 +104,12 @@ impl Browser {
         let out = std::fs::File::create(log)
             .map_err(|e| Error(format!("create {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| Error(e.to_string()))?;
+        let tmp = tempfile::tempdir().map_err(|e| Error(format!("temp dir: {e}")))?;
         let driver = {
             use std::os::unix::process::CommandExt as _;
             Command::new(&programs.chromedriver)
                 .arg(format!("--port={port}"))
+                .env("TMPDIR", tmp.path())
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
@@ -123,6 +129,7 @@ impl Browser {
             driver,
             session_url: String::new(),
             agent,
+            _tmp: tmp,
         };
         browser.wait_ready(&base)?;
         let capabilities = json!({
