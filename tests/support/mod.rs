@@ -169,7 +169,6 @@ impl Default for Options {
 
 /// Nodes, workers and their daemons; index i of each vector is node/server i.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
     pub ids: Vec<String>,
     pub ports: Vec<u16>,
     pub nodes: Vec<Option<Proc>>,
@@ -178,6 +177,10 @@ pub struct Cluster {
     pub daemons: Vec<Option<Proc>>,
     pub options: Options,
     restarts: usize,
+    /// Last, so that it is removed after every process above is killed (fields
+    /// drop in order): a node still running would write into it meanwhile and
+    /// leave a half-removed dir in /tmp.
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
