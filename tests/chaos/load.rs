@@ -49,13 +49,7 @@ impl PrimeTally {
 /// One prime client until `end` (from `origin`): its tally, and when (ms from
 /// the origin) each right answer came, to tell those after the last fault.
 pub fn primes(seed: u64, ports: &[u16], origin: Instant, end: Duration) -> (PrimeTally, Vec<u64>) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_millis(500)))
-            .timeout_global(Some(PRIME_TIMEOUT))
-            .http_status_as_error(false)
-            .build(),
-    );
+    let agent = crate::support::client(Duration::from_millis(500), PRIME_TIMEOUT);
     let mut rng = Rng::new(seed);
     let mut tally = PrimeTally::default();
     // When each ok answer came (ms from the origin), to count those after the heal.

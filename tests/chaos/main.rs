@@ -106,21 +106,14 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
                 scope.spawn(move || load::notes(id, seed, ports, origin, run))
             })
             .collect();
-        let mut nemesis = Nemesis::new(
+        let nemesis = Nemesis::new(
             &mut cluster,
             &watch,
             net.as_ref().ok(),
             rng.next_u64(),
             origin,
-        );
-        nemesis.run(run - QUIET_END);
-        let healed_at = origin.elapsed();
-        let nemesis = (
-            nemesis.done,
-            nemesis.failovers,
-            nemesis.stepped_down,
-            healed_at,
-        );
+        )
+        .run(run - QUIET_END);
         let primes: Vec<(PrimeTally, Vec<u64>)> = (prime_clients.into_iter())
             .map(|c| c.join().expect("a prime client panicked"))
             .collect();
@@ -131,7 +124,7 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         observer.join().expect("the observer panicked");
         (primes, notes, nemesis)
     });
-    let (done, failovers, stepped_down, healed_at) = nemesis;
+    let healed_at = nemesis.healed_at;
 
     let mut prime_tally = PrimeTally::default();
     let mut primes_after_heal = 0;
@@ -202,15 +195,16 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         seed,
         secs,
         net: net_line,
-        done,
-        failovers,
-        stepped_down,
+        done: nemesis.done,
+        failovers: nemesis.failovers,
+        stepped_down: nemesis.stepped_down,
         primes: prime_tally,
         notes: note_tally,
         verdict,
         check_took,
         lost: lost.len(),
         terms_with_a_leader: watch.terms_with_a_leader(),
+        two_leaders_seen: watch.two_leaders_seen(),
         converged: converged.ok(),
         violations,
     };

@@ -63,6 +63,18 @@ pub struct Failover {
     pub took: Duration,
 }
 
+/// What the nemesis did.
+#[derive(Default)]
+pub struct Report {
+    /// How many times each fault was done.
+    pub done: BTreeMap<Fault, usize>,
+    pub failovers: Vec<Failover>,
+    /// Leaders that were paused or cut off, replaced, and stepped down once back.
+    pub stepped_down: usize,
+    /// When everything had been undone, from the origin.
+    pub healed_at: Duration,
+}
+
 pub struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     watch: &'a Watch,
@@ -70,11 +82,7 @@ pub struct Nemesis<'a> {
     rng: Rng,
     origin: Instant,
     net_fault_on: bool,
-    /// How many times each fault was done.
-    pub done: BTreeMap<Fault, usize>,
-    pub failovers: Vec<Failover>,
-    /// Leaders that were paused or cut off, replaced, and stepped down once back.
-    pub stepped_down: usize,
+    report: Report,
 }
 
 impl<'a> Nemesis<'a> {
@@ -92,14 +100,12 @@ impl<'a> Nemesis<'a> {
             rng: Rng::new(seed),
             origin,
             net_fault_on: false,
-            done: BTreeMap::new(),
-            failovers: Vec::new(),
-            stepped_down: 0,
+            report: Report::default(),
         }
     }
 
     /// Faults until `until` (from the origin), then undoes every one of them.
-    pub fn run(&mut self, until: Duration) {
+    pub fn run(mut self, until: Duration) -> Report {
         let mut round: Vec<Fault> = Vec::new();
         loop {
             std::thread::sleep(Duration::from_millis(self.rng.range(STEP_MS.0, STEP_MS.1)));
@@ -114,6 +120,8 @@ impl<'a> Nemesis<'a> {
             self.inject(fault);
         }
         self.heal();
+        self.report.healed_at = self.origin.elapsed();
+        self.report
     }
 
     /// Every kind of fault once, in a random order (popped from the back).
@@ -144,10 +152,6 @@ impl<'a> Nemesis<'a> {
             .collect()
     }
 
-    fn live(&self) -> Vec<usize> {
-        self.cluster.live()
-    }
-
     fn id(&self, i: usize) -> &str {
         &self.cluster.ids[i]
     }
@@ -156,12 +160,7 @@ impl<'a> Nemesis<'a> {
     /// killed node is restarted (always when two are down, else on a coin).
     fn undo_some(&mut self) {
         self.clear_net();
-        for w in 0..self.cluster.workers.len() {
-            if self.cluster.workers[w].is_none() {
-                self.cluster.restart_worker(w);
-                self.say(&format!("worker {w} restarted"));
-            }
-        }
+        self.restart_workers();
         let killed = self.killed();
         if !killed.is_empty() && (killed.len() >= MAX_DOWN || self.rng.chance(1, 2)) {
             let node = killed[self.rng.range(0, killed.len() as u64) as usize];
@@ -176,15 +175,20 @@ impl<'a> Nemesis<'a> {
     /// Undoes everything: the end of the faults.
     fn heal(&mut self) {
         self.clear_net();
-        for w in 0..self.cluster.workers.len() {
-            if self.cluster.workers[w].is_none() {
-                self.cluster.restart_worker(w);
-            }
-        }
+        self.restart_workers();
         for node in self.killed() {
             self.cluster.restart_node(node);
         }
         self.say("healed: every node and worker runs, the network is whole");
+    }
+
+    fn restart_workers(&mut self) {
+        for w in 0..self.cluster.workers.len() {
+            if self.cluster.workers[w].is_none() {
+                self.cluster.restart_worker(w);
+                self.say(&format!("worker {w} restarted"));
+            }
+        }
     }
 
     fn clear_net(&mut self) {
@@ -200,13 +204,10 @@ impl<'a> Nemesis<'a> {
 
     /// The leader every live node agrees on, waiting for one if need be.
     fn leader(&mut self) -> Option<(usize, u64)> {
-        let live = self.live();
-        let start = Instant::now();
-        while start.elapsed() < FAILOVER_LIMIT {
-            if let Some(found) = self.watch.agreed_leader(&live) {
-                return Some(found);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let live = self.cluster.live();
+        let found = (self.watch).await_new_leader(None, &live, Instant::now(), FAILOVER_LIMIT);
+        if let Some((leader, term, _)) = found {
+            return Some((leader, term));
         }
         self.watch.violation(format!(
             "the live nodes {:?} agreed on no leader for {FAILOVER_LIMIT:?}",
@@ -237,26 +238,33 @@ impl<'a> Nemesis<'a> {
             },
             false => (usize::MAX, 0),
         };
-        *self.done.entry(fault).or_default() += 1;
+        *self.report.done.entry(fault).or_default() += 1;
         match fault {
             Fault::KillLeader => {
                 let started = Instant::now();
                 self.cluster.kill_node(leader);
-                self.failover(fault, leader, term, &self.live(), started);
+                self.failover(fault, leader, term, &self.cluster.live(), started);
             }
             Fault::KillNode => {
-                let live = self.live();
+                let live = self.cluster.live();
                 let node = live[self.rng.range(0, live.len() as u64) as usize];
                 let led = self.watch.agreed_leader(&live).map(|(l, t)| (l == node, t));
                 let started = Instant::now();
                 self.cluster.kill_node(node);
                 match led {
-                    Some((true, term)) => self.failover(fault, node, term, &self.live(), started),
+                    Some((true, term)) => {
+                        self.failover(fault, node, term, &self.cluster.live(), started)
+                    }
                     _ => self.say(&format!("node {} killed", self.id(node))),
                 }
             }
             Fault::PauseLeader => {
-                let others: Vec<usize> = self.live().into_iter().filter(|i| *i != leader).collect();
+                let others: Vec<usize> = self
+                    .cluster
+                    .live()
+                    .into_iter()
+                    .filter(|i| *i != leader)
+                    .collect();
                 let node = self.cluster.nodes[leader]
                     .as_ref()
                     .expect("the leader is live");
@@ -282,7 +290,7 @@ impl<'a> Nemesis<'a> {
             }
             Fault::IsolateLeader | Fault::SplitLeader => {
                 let net = self.net.expect("network faults only when available");
-                let live = self.live();
+                let live = self.cluster.live();
                 let mut cut = vec![leader];
                 if fault == Fault::SplitLeader {
                     let followers: Vec<usize> =
@@ -334,14 +342,14 @@ impl<'a> Nemesis<'a> {
             .watch
             .await_new_leader(Some(old), among, started, FAILOVER_LIMIT)
         {
-            Some((new, took)) => {
+            Some((new, _, took)) => {
                 self.say(&format!(
                     "{}: {old_id} (term {term}) -> new leader {} after {} ms",
                     fault.describe(),
                     self.id(new),
                     took.as_millis()
                 ));
-                self.failovers.push(Failover { fault, took });
+                self.report.failovers.push(Failover { fault, took });
             }
             None => self.watch.violation(format!(
                 "{} ({old_id}, term {term}): no new leader among {:?} within {FAILOVER_LIMIT:?}",
@@ -362,7 +370,7 @@ impl<'a> Nemesis<'a> {
         while start.elapsed() < STEP_DOWN_LIMIT {
             if let Some(s) = self.watch.status(node) {
                 if s.term > term || s.role != "leader" {
-                    self.stepped_down += 1;
+                    self.report.stepped_down += 1;
                     self.say(&format!(
                         "old leader {} {back} and stepped down after {} ms (now {} in term {})",
                         self.id(node),

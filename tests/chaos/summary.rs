@@ -23,6 +23,7 @@ pub struct Summary {
     pub check_took: Duration,
     pub lost: usize,
     pub terms_with_a_leader: usize,
+    pub two_leaders_seen: bool,
     /// The index every node applied after the heal, when they all did.
     pub converged: Option<u64>,
     pub violations: Vec<String>,
@@ -104,7 +105,7 @@ impl fmt::Display for Summary {
             f,
             "one leader per term: {} terms had a leader seen, {}",
             self.terms_with_a_leader,
-            if self.violations.iter().any(|v| v.starts_with("two leaders")) {
+            if self.two_leaders_seen {
                 "VIOLATED"
             } else {
                 "never two"

@@ -19,23 +19,20 @@ pub struct Watch {
     agent: ureq::Agent,
     /// Term -> the node that said it led that term.
     leaders: Mutex<BTreeMap<u64, String>>,
+    /// Whether a second node ever said it led a term that had a leader.
+    two_leaders_seen: AtomicBool,
     violations: Mutex<Vec<String>>,
 }
 
 impl Watch {
     pub fn new(ids: &[String], ports: &[u16]) -> Watch {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_connect(Some(Duration::from_millis(200)))
-                .timeout_global(Some(Duration::from_millis(400)))
-                .http_status_as_error(false)
-                .build(),
-        );
+        let agent = crate::support::client(Duration::from_millis(200), Duration::from_millis(400));
         Watch {
             ports: ports.to_vec(),
             ids: ids.to_vec(),
             agent,
             leaders: Mutex::new(BTreeMap::new()),
+            two_leaders_seen: AtomicBool::new(false),
             violations: Mutex::new(Vec::new()),
         }
     }
@@ -65,6 +62,7 @@ impl Watch {
                     status.term, first, status.id
                 );
                 drop(leaders);
+                self.two_leaders_seen.store(true, Ordering::Relaxed);
                 self.violation(text);
             }
         }
@@ -89,19 +87,20 @@ impl Watch {
         among.contains(&leader).then_some((leader, term))
     }
 
-    /// Polls until `among` agree on a leader other than `old`, every 5 ms, for
-    /// at most `limit`: the time since `since` when they did.
+    /// Polls until `among` agree on a leader other than `old` (any leader when
+    /// None), every 5 ms, for at most `limit`: that leader, its term and the
+    /// time since `since` when they did.
     pub fn await_new_leader(
         &self,
         old: Option<usize>,
         among: &[usize],
         since: Instant,
         limit: Duration,
-    ) -> Option<(usize, Duration)> {
+    ) -> Option<(usize, u64, Duration)> {
         while since.elapsed() < limit {
-            if let Some((leader, _)) = self.agreed_leader(among) {
+            if let Some((leader, term)) = self.agreed_leader(among) {
                 if Some(leader) != old {
-                    return Some((leader, since.elapsed()));
+                    return Some((leader, term, since.elapsed()));
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -121,6 +120,10 @@ impl Watch {
     /// How many terms had a leader that was seen.
     pub fn terms_with_a_leader(&self) -> usize {
         (self.leaders.lock().unwrap_or_else(|e| e.into_inner())).len()
+    }
+
+    pub fn two_leaders_seen(&self) -> bool {
+        self.two_leaders_seen.load(Ordering::Relaxed)
     }
 
     /// Asks every node for its status every 100 ms until `stop`, so that

@@ -80,13 +80,7 @@ impl NoteClient {
     /// `timeout` bounds each call; it should be longer than a node's own note
     /// timeout (3 s), so that a node's 503 arrives first when it can.
     pub fn new(id: usize, origin: Instant, timeout: Duration) -> NoteClient {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_connect(Some(Duration::from_millis(500)))
-                .timeout_global(Some(timeout))
-                .http_status_as_error(false)
-                .build(),
-        );
+        let agent = super::client(Duration::from_millis(500), timeout);
         NoteClient { id, origin, agent }
     }
 

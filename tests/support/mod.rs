@@ -438,15 +438,19 @@ impl Drop for Cluster {
 /// One shared HTTP client for the tests: short timeouts, statuses as values.
 fn agent() -> &'static ureq::Agent {
     static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
-    AGENT.get_or_init(|| {
-        ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .timeout_connect(Some(Duration::from_millis(500)))
-                .timeout_global(Some(Duration::from_secs(10)))
-                .http_status_as_error(false)
-                .build(),
-        )
-    })
+    AGENT.get_or_init(|| client(Duration::from_millis(500), Duration::from_secs(10)))
+}
+
+/// An HTTP client for the tests: a connect limit, a limit on the whole call,
+/// and statuses as values rather than errors.
+pub fn client(connect: Duration, call: Duration) -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(call))
+            .http_status_as_error(false)
+            .build(),
+    )
 }
 
 /// GET: (status, body, X-Raftlb-Server), or None when the node did not answer.
