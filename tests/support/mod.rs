@@ -116,6 +116,14 @@ pub fn send_signal(pid: u32, signal: &str) {
     );
 }
 
+/// SIGKILLs the process in `slot`, if any, waits for it and leaves the slot empty.
+fn kill(slot: &mut Option<Proc>) {
+    if let Some(mut p) = slot.take() {
+        p.signal("KILL");
+        p.wait_exit(Duration::from_secs(5));
+    }
+}
+
 pub fn spawn(name: &str, program: &str, args: &[String], log: &Path) -> Proc {
     let out = std::fs::File::create(log).expect("create the log file");
     let err = out.try_clone().expect("clone the log file");
@@ -297,10 +305,7 @@ impl Cluster {
 
     /// SIGKILLs node i.
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut p) = self.nodes[i].take() {
-            p.signal("KILL");
-            p.wait_exit(Duration::from_secs(5));
-        }
+        kill(&mut self.nodes[i]);
     }
 
     pub fn restart_node(&mut self, i: usize) {
@@ -311,10 +316,7 @@ impl Cluster {
 
     /// SIGKILLs worker i; its daemon keeps running and reporting failures.
     pub fn kill_worker(&mut self, i: usize) {
-        if let Some(mut p) = self.workers[i].take() {
-            p.signal("KILL");
-            p.wait_exit(Duration::from_secs(5));
-        }
+        kill(&mut self.workers[i]);
     }
 
     /// Starts worker i again on its port.
