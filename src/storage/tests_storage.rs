@@ -214,3 +214,39 @@ fn a_new_data_dir_survives_a_crash_right_after_open() {
     assert_eq!(dir.list().expect("list"), vec!["log"]);
     assert_eq!(reopen(&dir).1, RestoredState::default());
 }
+
+/// fsyncgate: a node that exited after a failed fsync restarts on what the page
+/// cache holds. What it reads at start must be on the disk before it acts on it
+/// (votes, acknowledges), or a power cut takes back what it then promised.
+#[test]
+fn what_open_reads_is_made_durable_before_it_is_used() {
+    for seed in 0..16 {
+        let dir = MemDir::new();
+        let (mut storage, _) = reopen(&dir);
+        storage.append(&entries(1, 8, 1)).expect("append");
+        storage
+            .set_hard_state(hard_state(1, 2, 0))
+            .expect("hard state");
+        // No sync: the process died here, the page cache kept the bytes.
+        drop(storage);
+        let (_, read_at_start) = reopen(&dir);
+        assert_eq!(read_at_start.entries, entries(1, 8, 1));
+        dir.crash(seed);
+        let (_, after_power_cut) = reopen(&dir);
+        assert_eq!(
+            after_power_cut, read_at_start,
+            "seed {seed}: a power cut took back what the restarted node had read"
+        );
+    }
+}
+
+#[test]
+fn a_node_whose_start_fsync_fails_does_not_start() {
+    let dir = MemDir::new();
+    let (mut storage, _) = reopen(&dir);
+    storage.append(&entries(1, 2, 1)).expect("append");
+    drop(storage);
+    dir.fail_after(0);
+    let err = Storage::open(dir.clone()).expect_err("the start fsync failed");
+    assert!(err.to_string().contains("at start"), "{err}");
+}

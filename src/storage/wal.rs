@@ -59,6 +59,8 @@ impl<D: Dir> Storage<D> {
             // entries left in it, replaying a later append on top of them would
             // bring back the conflict they were dropped for.
             storage.rewrite_log()?;
+        } else {
+            storage.sync_what_was_read(meta.map(|m| m.index))?;
         }
         let recovered = RestoredState {
             hard_state,
@@ -258,6 +260,30 @@ impl<D: Dir> Storage<D> {
                 .map_err(io_error(format!("removing the replaced {old}")))?;
         }
         Ok(())
+    }
+
+    /// Makes durable what `open` just read, before the node acts on it.
+    ///
+    /// What `open` reads comes from the page cache, which may hold bytes the disk
+    /// never got: after a failed fsync (the node exits on one) Linux may drop the
+    /// dirty pages' error and mark them clean, or keep them dirty and unwritten
+    /// ("fsyncgate", PostgreSQL 2018). A node that restarts and votes or
+    /// acknowledges on such a log promises what a power cut can take back. So the
+    /// log, the snapshot and the directory are fsynced once at start: either they
+    /// reach the disk now, or the fsync fails and the node does not start.
+    fn sync_what_was_read(&mut self, snapshot_index: Option<u64>) -> Result<(), StorageError> {
+        self.dir
+            .sync_file(LOG_NAME)
+            .map_err(io_error("syncing log at start"))?;
+        if let Some(index) = snapshot_index {
+            let name = snapshot_file::name(index);
+            self.dir
+                .sync_file(&name)
+                .map_err(io_error(format!("syncing {name} at start")))?;
+        }
+        self.dir
+            .sync_dir()
+            .map_err(io_error("syncing the data dir at start"))
     }
 
     /// Replaces the log file with the hard state and the entries in memory.
