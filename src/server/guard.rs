@@ -28,19 +28,18 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(nodes: &Nodes, me: NodeId) -> Guard {
-        let own_host = nodes
+        let own = nodes
             .get(me)
-            .and_then(|entry| host_part(&entry.addr))
-            .unwrap_or("localhost")
-            .to_string();
-        let node_origins = nodes
-            .entries()
-            .iter()
-            .map(|entry| format!("http://{}", entry.addr))
-            .collect();
+            .map_or("localhost", |entry| entry.addr.as_str());
+        let all: Vec<&str> = nodes.entries().iter().map(|e| e.addr.as_str()).collect();
+        Guard::of_addresses(own, &all)
+    }
+
+    /// From this node's `HOST:PORT` and every node's, as nodes.txt writes them.
+    fn of_addresses(own: &str, all: &[&str]) -> Guard {
         Guard {
-            own_host,
-            node_origins,
+            own_host: host_part(own).unwrap_or("localhost").to_string(),
+            node_origins: all.iter().map(|addr| format!("http://{addr}")).collect(),
         }
     }
 
@@ -136,9 +135,7 @@ mod tests {
     use crate::http::{parse_head, Request};
 
     fn guard() -> Guard {
-        let nodes = Nodes::parse("A node-a.lan:34572\nB 127.0.0.1:34573\n", "nodes.txt")
-            .expect("valid nodes");
-        Guard::new(&nodes, nodes.raft_id_of("A").expect("A is listed"))
+        Guard::of_addresses("node-a.lan:34572", &["node-a.lan:34572", "127.0.0.1:34573"])
     }
 
     fn request(head: &str) -> Request {
