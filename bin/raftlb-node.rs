@@ -1,7 +1,7 @@
 //! raftlb-node: one balancer node (Raft over UDP and HTTP on the same port).
 //!
 //! Parses the flags and nodes.txt (exit 2 on a mistake, naming it), starts the
-//! runtime and the HTTP pool, and runs until SIGTERM or SIGINT: then a leader
+//! runtime and the HTTP server, and runs until SIGTERM or SIGINT: then a leader
 //! hands leadership over, the threads stop, and the process exits 0. Every
 //! acknowledged write is already fsynced, so SIGKILL loses nothing either.
 
@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use raftlb::http::Limits;
 use raftlb::nodes::Nodes;
 use raftlb::runtime::{self, NodeSettings};
-use raftlb::server::{note, prime::Forwarder, NodeHttp};
+use raftlb::server::NodeHttp;
 
 /// One raftlb balancer node: Raft over UDP and HTTP on its nodes.txt port.
 #[derive(Parser, Debug)]
@@ -43,23 +44,10 @@ struct Args {
     election_ms_min: u64,
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=120_000))]
     election_ms_max: u64,
-    /// HTTP handler threads [default: 8 per CPU, at least 16]. A prime request
-    /// holds one until its worker answers (up to ~0.1 s near max-n); note
-    /// requests wait for Raft on a pool of their own. More threads than requests
-    /// in flight cost a wake-up per request: 128 on 2 cores made the p99 of
-    /// small primes 3x worse than 16.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-    http_threads: Option<u64>,
     /// Take a snapshot and compact the log after this many applied entries
     /// (also after 2 MiB of applied entry data, whichever comes first).
     #[arg(long, default_value_t = raftlb::raft::DEFAULT_SNAPSHOT_ENTRIES, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     snapshot_entries: u64,
-}
-
-/// 8 handler threads per CPU, at least 16 (see `--http-threads`).
-fn default_http_threads() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (8 * cpus).clamp(16, raftlb::http::THREADS_MAX)
 }
 
 fn main() -> ExitCode {
@@ -120,19 +108,9 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     let node = runtime::start(&settings).map_err(|e| (1, e.to_string()))?;
     let address = node.address;
-    let server = raftlb::http::bind(&address.to_string()).map_err(|e| (1, e.to_string()))?;
-    let handler = NodeHttp {
-        shared: node.shared.clone(),
-        input: node.input.clone(),
-        forwarder: Forwarder::new(),
-        note_waiters: note::NoteWaiters::start(note::WAITING_MAX, node.shared.clone())
-            .map_err(|e| (1, format!("cannot start the note waiters: {e}")))?,
-    }
-    .into_handler();
-    let threads = args
-        .http_threads
-        .map_or_else(default_http_threads, |t| t as usize);
-    let serving = raftlb::http::serve(server, threads, handler);
+    let listener = raftlb::http::bind(&address.to_string()).map_err(|e| (1, e.to_string()))?;
+    let handler = NodeHttp::new(node.shared.clone(), node.input.clone());
+    let serving = raftlb::http::serve(listener, Limits::default(), handler);
     log::info!("node {} serving http and raft on {address}", settings.id);
     while !stop.load(Ordering::Relaxed) && !node.is_finished() {
         std::thread::sleep(Duration::from_millis(20));

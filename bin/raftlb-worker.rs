@@ -1,6 +1,8 @@
 //! raftlb-worker: the prime server behind the balancer (SPEC "Binaries").
 //!
 //! `GET /N` answers the N-th prime (just the digits), `GET /health` answers `ok`.
+//! Each connection is served on its own thread (`raftlb::http`); at most
+//! `--threads` primes are computed at once, the others wait for a place.
 //! Routing follows the nodes': a path of one segment is a prime request, so `/abc`
 //! and `/` (empty N) are 400 with a one-line reason, as SPEC "Numbers" says; a path of
 //! more segments is 404; a method other than GET or HEAD on those paths is 405 with
@@ -8,20 +10,23 @@
 //! use) exits 1 with a one-line message, bad flags exit 2 (clap).
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tiny_http::{Method, Request};
 
-use raftlb::http::{self, Reply};
+use raftlb::http::{self, Limits, Reply, Request, Service};
 use raftlb::primes::{self, NthPrimeCache};
 
 /// Answers remembered: clients behind a balancer repeat popular N, and a repeat
 /// should cost a lookup, not another count.
 const CACHE_ANSWERS_MAX: usize = 1024;
+
+/// How long a request waits for a place to compute before it is answered 503:
+/// past this a balancer has given up on it and tried another server.
+const COMPUTE_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// How long a stop waits for requests in flight before the process exits anyway.
 const STOP_WAIT: Duration = Duration::from_secs(2);
@@ -39,9 +44,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Handler threads [default: 2 per CPU, at least 4]. Enough that cheap requests
-    /// never queue behind the slow ones near max-n.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=http::THREADS_MAX as i64))]
+    /// Primes computed at once [default: 2 per CPU, at least 4]; more requests
+    /// wait for a place. Enough that cheap requests seldom queue behind the slow
+    /// ones near max-n.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=COMPUTING_MAX as i64))]
     threads: Option<u16>,
     /// Largest N answered; larger ones get 400.
     #[arg(long, default_value_t = primes::MAX_N,
@@ -66,17 +72,16 @@ fn run(args: &Args) -> Result<(), String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot watch signals: {e}"))?;
     let addr = host_port(&args.host, args.port);
-    let server = http::bind(&addr).map_err(|e| e.to_string())?;
+    let listener = http::bind(&addr).map_err(|e| e.to_string())?;
     let threads = args.threads.map_or_else(default_threads, usize::from);
-    let worker = Arc::new(Worker {
+    let worker = Worker {
         max_n: args.max_n,
         cache: NthPrimeCache::new(CACHE_ANSWERS_MAX),
-    });
-    let serving = http::serve(
-        server,
-        threads,
-        Arc::new(move |rq: &mut Request| http::Answer::Now(worker.answer(rq))),
-    );
+        computing: Mutex::new(0),
+        computing_max: threads,
+        place_freed: Condvar::new(),
+    };
+    let serving = http::serve(listener, Limits::default(), worker);
     log::info!(
         "listening on http://{addr} with {threads} threads, max-n {}",
         args.max_n
@@ -99,26 +104,43 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Two per CPU, at least 4: a request near max-n keeps a thread for a second or
-/// more, and cheap requests must find a free one meanwhile.
+/// Upper bound of `--threads`: computations beyond the cores only share them.
+const COMPUTING_MAX: usize = 256;
+
+/// Two per CPU, at least 4: a request near max-n computes for a second or
+/// more, and cheap requests must find a free place meanwhile.
 fn default_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    (cpus * 2).clamp(4, http::THREADS_MAX)
+    (cpus * 2).clamp(4, COMPUTING_MAX)
 }
 
 struct Worker {
     max_n: u64,
     cache: NthPrimeCache,
+    /// Primes being computed now, at most `computing_max`.
+    computing: Mutex<usize>,
+    computing_max: usize,
+    place_freed: Condvar,
+}
+
+impl Service for Worker {
+    /// No route takes a body.
+    fn body_limit(&self, _method: &str, _path: &str) -> usize {
+        0
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        self.answer(request)
+    }
 }
 
 impl Worker {
-    fn answer(&self, request: &mut Request) -> Reply {
-        let url = request.url();
-        let path = url.split('?').next().unwrap_or(url);
+    fn answer(&self, request: &Request) -> Reply {
+        let path = request.path();
         let Some(segment) = path.strip_prefix('/').filter(|rest| !rest.contains('/')) else {
             return http::error(404, &format!("no such path: {}", shorten(path)));
         };
-        if !matches!(request.method(), Method::Get | Method::Head) {
+        if !matches!(request.method(), "GET" | "HEAD") {
             return http::with_header(
                 http::error(405, &format!("{path} takes GET")),
                 "Allow",
@@ -128,10 +150,42 @@ impl Worker {
         if segment == "health" {
             return http::text(200, "ok");
         }
-        match primes::parse_n(segment, self.max_n) {
-            Ok(n) => http::text(200, self.cache.get_or_compute(n).to_string()),
-            Err(reason) => http::error(400, &reason),
+        let n = match primes::parse_n(segment, self.max_n) {
+            Ok(n) => n,
+            Err(reason) => return http::error(400, &reason),
+        };
+        let Some(_place) = self.wait_for_place() else {
+            return http::error(503, "worker busy: every computing place taken, try again");
+        };
+        http::text(200, self.cache.get_or_compute(n).to_string())
+    }
+
+    /// Takes one of the `computing_max` places, waiting at most
+    /// [`COMPUTE_WAIT_MAX`]; None if none came free.
+    fn wait_for_place(&self) -> Option<Place<'_>> {
+        let deadline = Instant::now() + COMPUTE_WAIT_MAX;
+        // A poisoned lock holds a plain count, still valid.
+        let mut computing = self.computing.lock().unwrap_or_else(|e| e.into_inner());
+        while *computing >= self.computing_max {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            computing = self
+                .place_freed
+                .wait_timeout(computing, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        *computing += 1;
+        Some(Place(self))
+    }
+}
+
+/// A computing place, given back when dropped (also if the computation panics).
+struct Place<'a>(&'a Worker);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.computing.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.place_freed.notify_one();
     }
 }
 

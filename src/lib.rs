@@ -14,8 +14,8 @@
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
 //! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
-//! - [`http`]: the HTTP server wrapper of nodes and workers (handler threads, reply
-//!   helpers, body limit, and the fix for tiny_http's stuck keep-alive connections).
+//! - [`http`]: the HTTP/1.1 server of nodes and workers (a thread per connection,
+//!   every limit in `http::Limits`), the reply helpers, and the keep-alive client.
 //! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
 //! - [`lincheck`]: a linearizability checker for the note (a register), used by
 //!   the tests to judge histories recorded against a real cluster.

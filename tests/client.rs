@@ -1,5 +1,5 @@
 //! Process tests of `raftlb`, the client: the real binary against fake nodes
-//! served by tiny_http in this process on loopback port 0, plus addresses where
+//! served by `raftlb::http` in this process on loopback port 0, plus addresses where
 //! nothing listens (refused) or nothing answers (silent).
 //!
 //! They prove the failover order of `prime` (refused, 5xx and timeouts move on;
@@ -15,60 +15,61 @@ mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use raftlb::http::{self, Limits, Reply, Request, Service, Serving};
 use raftlb::status::{NodeStatus, ServerStatus, Status};
 
 /// A fake node: answers every request with a fixed status and body, and
 /// records the paths it was asked for.
 struct FakeNode {
     addr: SocketAddr,
-    paths: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    answer: Arc<FixedAnswer>,
+    /// Stops the server when the fake is dropped.
+    _serving: Serving,
+}
+
+/// The fake's answer, and the paths it was asked for.
+struct FixedAnswer {
+    status: u16,
+    body: String,
+    paths: Mutex<Vec<String>>,
+}
+
+impl Service for FixedAnswer {
+    fn body_limit(&self, _method: &str, _path: &str) -> usize {
+        4096
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        self.paths
+            .lock()
+            .expect("recorder lock")
+            .push(request.url().to_string());
+        http::text(self.status, self.body.clone())
+    }
 }
 
 impl FakeNode {
     fn start(status: u16, body: &str) -> FakeNode {
-        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind loopback port 0");
-        let addr = server.server_addr().to_ip().expect("an IP listener");
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, st, body) = (paths.clone(), stop.clone(), body.to_string());
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::SeqCst) {
-                let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(20)) else {
-                    continue;
-                };
-                p.lock()
-                    .expect("recorder lock")
-                    .push(request.url().to_string());
-                let response = tiny_http::Response::from_string(body.clone());
-                let _ = request.respond(response.with_status_code(status));
-            }
+        let listener = http::bind("127.0.0.1:0").expect("bind loopback port 0");
+        let addr = listener.local_addr();
+        let answer = Arc::new(FixedAnswer {
+            status,
+            body: body.to_string(),
+            paths: Mutex::new(Vec::new()),
         });
+        let serving = http::serve(listener, Limits::default(), Arc::clone(&answer));
         FakeNode {
             addr,
-            paths,
-            stop,
-            thread: Some(thread),
+            answer,
+            _serving: serving,
         }
     }
 
     fn paths(&self) -> Vec<String> {
-        self.paths.lock().expect("recorder lock").clone()
-    }
-}
-
-impl Drop for FakeNode {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.answer.paths.lock().expect("recorder lock").clone()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Process tests of `raftlb-daemon`: the real binary against a fake node and a
-//! fake worker served by tiny_http in this process, on loopback port 0.
+//! fake worker served by `raftlb::http` in this process, on loopback port 0.
 //!
 //! They prove that reports arrive in `seq` order and in range, that a dead node
 //! (refusing or silent) does not slow the reports to a live one, that reports
@@ -7,55 +7,59 @@
 //! resume after, that SIGTERM exits 0, and that a bad nodes.txt exits 2 naming
 //! the line. Every wait is bounded; children are killed by a guard on drop.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use raftlb::http::{self, Limits, Reply, Request, Service, Serving};
 use raftlb::report::Report;
 
-/// A tiny_http server on 127.0.0.1:0 that answers every request with
+/// A `raftlb::http` server on 127.0.0.1:0 that answers every request with
 /// `status` (switchable) and records the bodies of the requests it got.
 struct FakeHttp {
     addr: SocketAddr,
-    status: Arc<AtomicU16>,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    recorder: Arc<Recorder>,
+    /// Stops the server when the fake is dropped.
+    _serving: Serving,
+}
+
+/// What the fake answers, and what it got.
+struct Recorder {
+    status: AtomicU16,
+    bodies: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Service for Recorder {
+    /// A report is at most 4 KiB.
+    fn body_limit(&self, _method: &str, _path: &str) -> usize {
+        4096
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        self.bodies
+            .lock()
+            .expect("recorder lock")
+            .push(request.body().to_vec());
+        http::text(self.status.load(Ordering::SeqCst), "ok")
+    }
 }
 
 impl FakeHttp {
     fn start(status: u16) -> FakeHttp {
-        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind loopback port 0");
-        let addr = server.server_addr().to_ip().expect("an IP listener");
-        let status = Arc::new(AtomicU16::new(status));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, b, st) = (status.clone(), bodies.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::SeqCst) {
-                let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(20)) else {
-                    continue;
-                };
-                let mut body = Vec::new();
-                // A report is at most 4 KiB; read no more than that.
-                let _ = request.as_reader().take(4096).read_to_end(&mut body);
-                b.lock().expect("recorder lock").push(body);
-                let code = s.load(Ordering::SeqCst);
-                let _ =
-                    request.respond(tiny_http::Response::from_string("ok").with_status_code(code));
-            }
+        let listener = http::bind("127.0.0.1:0").expect("bind loopback port 0");
+        let addr = listener.local_addr();
+        let recorder = Arc::new(Recorder {
+            status: AtomicU16::new(status),
+            bodies: Mutex::new(Vec::new()),
         });
+        let serving = http::serve(listener, Limits::default(), Arc::clone(&recorder));
         FakeHttp {
             addr,
-            status,
-            bodies,
-            stop,
-            thread: Some(thread),
+            recorder,
+            _serving: serving,
         }
     }
 
@@ -64,24 +68,15 @@ impl FakeHttp {
     }
 
     fn count(&self) -> usize {
-        self.bodies.lock().expect("recorder lock").len()
+        self.recorder.bodies.lock().expect("recorder lock").len()
     }
 
     fn reports(&self) -> Vec<Report> {
-        let bodies = self.bodies.lock().expect("recorder lock").clone();
+        let bodies = self.recorder.bodies.lock().expect("recorder lock").clone();
         bodies
             .iter()
             .map(|b| Report::parse(b).unwrap_or_else(|e| panic!("bad report {e}: {b:?}")))
             .collect()
-    }
-}
-
-impl Drop for FakeHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -241,11 +236,11 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     assert!(reports + 2 >= ticks, "{reports} reports in {ticks} ticks");
     assert_reports_are_sound(&node.reports(), &worker_url);
 
-    worker.status.store(503, Ordering::SeqCst);
+    worker.recorder.status.store(503, Ordering::SeqCst);
     assert_no_reports_for_a_while(&node, &worker, "reports while /health answered 503");
 
     let paused_at = node.count();
-    worker.status.store(200, Ordering::SeqCst);
+    worker.recorder.status.store(200, Ordering::SeqCst);
     let resumed = || node.count() >= paused_at + 3;
     assert!(wait_until(Duration::from_secs(10), resumed), "no resume");
     assert_reports_are_sound(&node.reports(), &worker_url);

@@ -6,7 +6,8 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,81 @@ fn bad_note_requests_get_their_4xx_with_a_reason() {
         .expect("run raftlb");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("32768"));
+}
+
+/// Sends `head` (and `body`) on a connection of its own to node `i`; returns
+/// the status and the whole answer as text.
+fn raw(cluster: &Cluster, i: usize, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", cluster.ports[i])).expect("connect to the node");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut bytes = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).expect("send the request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn cross_site_note_writes_are_403_a_foreign_host_421_and_both_counted() {
+    let _one = exclusive();
+    let cluster = nodes_only();
+    let port = cluster.ports[0];
+    let own = format!("127.0.0.1:{port}");
+    let other_node = format!("http://127.0.0.1:{}", cluster.ports[1]);
+    let form = b"textareaData=pwned";
+    let cross_site = [
+        format!("POST /note HTTP/1.1\r\nHost: {own}\r\nOrigin: http://evil.example"),
+        format!("PUT /note HTTP/1.1\r\nHost: {own}\r\nSec-Fetch-Site: cross-site"),
+    ];
+    for head in &cross_site {
+        let (status, answer) = raw(&cluster, 0, head, form);
+        assert_eq!(status, 403, "{answer}");
+    }
+    let rebound = format!("GET /note HTTP/1.1\r\nHost: evil.example:{port}");
+    let (status, answer) = raw(&cluster, 0, &rebound, b"");
+    assert_eq!(status, 421, "{answer}");
+    let (status, answer) = raw(&cluster, 0, "GET /health HTTP/1.1", b"");
+    assert_eq!(status, 400, "no Host in HTTP/1.1: {answer}");
+    // The node's own page, and another node's page failing over, may write.
+    for origin in [format!("http://{own}"), other_node] {
+        let head = format!("PUT /note HTTP/1.1\r\nHost: {own}\r\nOrigin: {origin}");
+        let (status, answer) = raw(&cluster, 0, &head, b"mine");
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(
+        read(&cluster, 1).body,
+        "mine",
+        "no refused write took effect"
+    );
+    let huge =
+        format!("GET /health HTTP/1.1\r\nHost: {own}\r\nContent-Length: 4611686018427387904");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(format!("{huge}\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let metrics = request("GET", &cluster.url(0, "/metrics"), "text/plain", b"")
+        .expect("metrics answer")
+        .body;
+    for line in [
+        "raftlb_http_responses_total{code=\"403\"} 2",
+        "raftlb_http_responses_total{code=\"421\"} 1",
+        "raftlb_http_responses_total{code=\"413\"} 1",
+        "raftlb_http_too_large_total{part=\"body\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! Every load is `raftlb bench prime --n 100` at 64 closed-loop clients: N=100
 //! costs the worker microseconds, so the figure is the balancer's own cost,
 //! and 64 clients keep requests queued at every stage (3 workers, the proxy,
-//! the node's 64 HTTP threads), so it shows capacity and queueing, not one
+//! the node's connection threads), so it shows capacity and queueing, not one
 //! client's round trip. A follower, not the leader, serves raftlb's side: any
 //! node answers primes from its own applied table, and a follower shows that
 //! nothing waits for the leader.

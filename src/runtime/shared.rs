@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
+use crate::http;
 use crate::nodes::Nodes;
 use crate::raft::{NodeId, Role};
 use crate::status::{NodeStatus, ServerStatus, Status};
@@ -205,6 +206,16 @@ pub struct Metrics {
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Prime requests forwarded, by server: (answered, failed).
     pub forwards: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Connections refused beyond the total cap, and beyond the per-source cap.
+    pub http_refused_total_cap: AtomicU64,
+    pub http_refused_per_source_cap: AtomicU64,
+    /// Requests whose head (431) or body (413) was over its limit.
+    pub http_heads_too_large: AtomicU64,
+    pub http_bodies_too_large: AtomicU64,
+    /// Connections cut by a timeout while reading a head, a body, or writing.
+    pub http_timeouts_head: AtomicU64,
+    pub http_timeouts_body: AtomicU64,
+    pub http_timeouts_write: AtomicU64,
 }
 
 impl Metrics {
@@ -219,6 +230,22 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(code)
             .or_insert(0) += 1;
+    }
+
+    /// Counts what the HTTP server reports: every answer by code, and what it
+    /// refused or cut on its own.
+    pub fn count_http(&self, event: http::Event) {
+        let counter = match event {
+            http::Event::Answered(code) => return self.count_response(code),
+            http::Event::Refused(http::Cap::Total) => &self.http_refused_total_cap,
+            http::Event::Refused(http::Cap::PerSource) => &self.http_refused_per_source_cap,
+            http::Event::HeadTooLarge => &self.http_heads_too_large,
+            http::Event::BodyTooLarge => &self.http_bodies_too_large,
+            http::Event::TimedOut(http::Phase::Head) => &self.http_timeouts_head,
+            http::Event::TimedOut(http::Phase::Body) => &self.http_timeouts_body,
+            http::Event::TimedOut(http::Phase::Write) => &self.http_timeouts_write,
+        };
+        Metrics::add(counter);
     }
 
     pub fn count_forward(&self, server: &str, ok: bool) {

@@ -3,12 +3,11 @@
 //! glibc gives every thread a cache of up to 7 freed blocks of each size up to
 //! 1 KiB, which only that thread reuses and which `malloc_trim` cannot release
 //! (to the arena those blocks are still in use). A node has a hundred threads
-//! or more: HTTP handlers, note waiters, one tiny_http thread per client
-//! connection, a few of its own (when this was measured: 128 handlers, about
-//! 200 in all). A request is allocated by tiny_http's connection thread and
-//! freed by the thread that answered it, so every such cache fills up with
-//! request-sized blocks while the connection threads take fresh ones from their
-//! arenas. Measured on the leader of a 5-node cluster after 150,000 note writes
+//! or more: one per client connection, a few of its own (when this was
+//! measured, under tiny_http: 128 handlers, about 200 threads in all, and a
+//! request was allocated by one thread and freed by another, so every such
+//! cache filled up with request-sized blocks while the connection threads took
+//! fresh ones from their arenas). Measured on the leader of a 5-node cluster after 150,000 note writes
 //! from 64 clients: RSS 18.1 MiB, its arenas held 10.8 MiB of which 2.4 MiB free
 //! and about 8 MiB "in use" against 2-3 MiB of live data (massif), so about
 //! 30 KiB sat in each thread's cache. With the cache off: RSS 11.3 MiB, arenas

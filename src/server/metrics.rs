@@ -138,6 +138,37 @@ pub fn render(shared: &Shared) -> String {
             .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
             .collect(),
     );
+    family(
+        "raftlb_http_connections_refused_total",
+        "counter",
+        "Connections answered 503 and closed beyond a connection cap.",
+        vec![
+            ("{cap=\"total\"}".into(), get(&m.http_refused_total_cap)),
+            (
+                "{cap=\"per_source\"}".into(),
+                get(&m.http_refused_per_source_cap),
+            ),
+        ],
+    );
+    family(
+        "raftlb_http_too_large_total",
+        "counter",
+        "Requests refused for size: a head over 8 KiB (431) or a body over its route's limit (413).",
+        vec![
+            ("{part=\"head\"}".into(), get(&m.http_heads_too_large)),
+            ("{part=\"body\"}".into(), get(&m.http_bodies_too_large)),
+        ],
+    );
+    family(
+        "raftlb_http_timeouts_total",
+        "counter",
+        "Connections cut by a timeout, by what they were doing.",
+        vec![
+            ("{phase=\"head\"}".into(), get(&m.http_timeouts_head)),
+            ("{phase=\"body\"}".into(), get(&m.http_timeouts_body)),
+            ("{phase=\"write\"}".into(), get(&m.http_timeouts_write)),
+        ],
+    );
     let forwards = m.forwards.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let label = |server: &str, result: &str| {
         format!(

@@ -1,11 +1,15 @@
 //! The HTTP side of a balancer node: routing, and one handler per file.
 //!
-//! Handlers run on the pool of `crate::http`. They read the event loop's
-//! [`Shared`] view: a prime request reads the applied load table and never
-//! waits for Raft, a report is handed to the loop through a bounded channel.
-//! Only the note waits for Raft (a write until it is applied, a read until its
-//! read index is), with a deadline, and not on a handler thread: see `note`.
+//! [`NodeHttp`] is the [`Service`] that `crate::http` serves: it names each
+//! route's body limit, checks the browser protections (`guard`), routes, and
+//! counts what the server reports in the metrics. Handlers run on the request's
+//! own connection thread and read the event loop's [`Shared`] view: a prime
+//! request reads the applied load table and never waits for Raft, a report is
+//! handed to the loop through a bounded channel. Only the note waits for Raft
+//! (a write until it is applied, a read until its read index is), with a
+//! deadline and a bounded count of waiting requests: see `note`.
 
+pub mod guard;
 pub mod metrics;
 pub mod note;
 pub mod prime;
@@ -15,12 +19,17 @@ pub mod upstream;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use tiny_http::{Method, Request};
 
-use crate::http::{self, Answer, Reply};
+use crate::http::{self, Event, Reply, Request, Service};
+use crate::report::MAX_REPORT_BYTES;
 use crate::runtime::event_loop::LoopInput;
 use crate::runtime::shared::Shared;
+use crate::table::MAX_NOTE_BYTES;
+use guard::Guard;
 use prime::Forwarder;
+
+/// Body limit of the membership and server-removal commands (small JSON).
+pub const ADMIN_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// What every handler may use.
 pub struct NodeHttp {
@@ -28,46 +37,49 @@ pub struct NodeHttp {
     /// To the event loop (reports, note requests).
     pub input: Sender<LoopInput>,
     pub forwarder: Forwarder,
-    /// Where note requests wait for Raft, off the handler threads.
-    pub note_waiters: note::NoteWaiters,
+    /// Bounds the note requests waiting for Raft at once.
+    pub note_admission: note::Admission,
+    /// The Host and Origin checks.
+    pub guard: Guard,
 }
 
 impl NodeHttp {
-    /// The handler for `crate::http::serve`: routes, then counts the answer.
-    pub fn into_handler(self) -> http::Handler {
-        let this = Arc::new(self);
-        Arc::new(move |request: &mut Request| {
-            let answer = this.route(request);
-            // A request given away is counted where it is answered.
-            if let Answer::Now(reply) = &answer {
-                this.shared.metrics.count_response(reply.status_code().0);
-            }
-            answer
-        })
+    pub fn new(shared: Arc<Shared>, input: Sender<LoopInput>) -> NodeHttp {
+        let guard = Guard::new(&shared.nodes, shared.me);
+        NodeHttp {
+            shared,
+            input,
+            forwarder: Forwarder::new(),
+            note_admission: note::Admission::new(note::WAITING_MAX),
+            guard,
+        }
     }
 
-    fn route(&self, request: &mut Request) -> Answer {
-        let url = request.url().to_string();
-        let path = url.split('?').next().unwrap_or("");
-        let method = request.method().clone();
+    fn route(&self, request: &Request) -> Reply {
+        let path = request.path();
+        let method = request.method();
         let allowed: &[&str] = match path {
             "/" | "/health" | "/status" | "/metrics" => &["GET"],
             "/report" => &["POST"],
             "/note" => &["GET", "PUT", "POST"],
+            // Reserved for `raftlb member` and `raftlb server forget` (SPEC);
+            // their handlers go here, with ADMIN_BODY_BYTES_MAX as the limit.
+            "/admin/member" | "/admin/forget" => {
+                return http::error(404, &format!("{path} is not served by this version"))
+            }
             _ if is_prime_path(path) => &["GET"],
-            _ => return http::error(404, &format!("no such path: {}", truncate(path))).into(),
+            _ => return http::error(404, &format!("no such path: {}", truncate(path))),
         };
-        let head_of_get = method == Method::Head && allowed.contains(&"GET");
-        if !allowed.contains(&method.as_str()) && !head_of_get {
+        let head_of_get = method == "HEAD" && allowed.contains(&"GET");
+        if !allowed.contains(&method) && !head_of_get {
             let allowed = allowed.join(", ");
             return http::with_header(
                 http::error(405, &format!("{path} takes {allowed}")),
                 "Allow",
                 &allowed,
-            )
-            .into();
+            );
         }
-        let reply = match path {
+        match path {
             "/" => page(),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
@@ -76,22 +88,50 @@ impl NodeHttp {
                 "Access-Control-Allow-Origin",
                 "*",
             ),
-            "/note" => return note::handle(self, request),
+            "/note" if matches!(method, "PUT" | "POST") => {
+                match self.guard.check_write_origin(request) {
+                    Ok(()) => note::handle(self, request),
+                    Err(refused) => refused,
+                }
+            }
+            "/note" => note::handle(self, request),
             "/metrics" => metrics::reply(&self.shared),
             "/report" => report::handle(self, request),
             _ => {
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
                 prime::handle(self, n_text)
             }
-        };
-        reply.into()
+        }
+    }
+}
+
+impl Service for NodeHttp {
+    fn body_limit(&self, method: &str, path: &str) -> usize {
+        match (method, path) {
+            ("POST", "/report") => MAX_REPORT_BYTES,
+            ("PUT", "/note") => MAX_NOTE_BYTES,
+            ("POST", "/note") => note::MAX_FORM_BYTES,
+            ("POST", "/admin/member" | "/admin/forget") => ADMIN_BODY_BYTES_MAX,
+            _ => 0,
+        }
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        match self.guard.check_host(request) {
+            Ok(()) => self.route(request),
+            Err(refused) => refused,
+        }
+    }
+
+    fn observe(&self, event: Event) {
+        self.shared.metrics.count_http(event);
     }
 }
 
 /// The NoteRaft page, one self-contained file built into the binary.
 fn page() -> Reply {
     http::with_header(
-        Reply::from_data(include_str!("page.html").as_bytes().to_vec()),
+        Reply::new(200, include_str!("page.html").as_bytes().to_vec()),
         "Content-Type",
         "text/html; charset=utf-8",
     )

@@ -1,23 +1,17 @@
 //! `POST /report`: a daemon's load report becomes a proposal.
 //!
-//! The body is read with a limit (413 above 4 KiB), parsed and validated (400
-//! with the reason), then handed to the event loop, which proposes it (leader)
+//! The body comes within its limit (the server answers 413 above 4 KiB), is
+//! parsed and validated (400 with the reason), then handed to the event loop, which proposes it (leader)
 //! or forwards it to the leader (follower). 202: accepted, not yet committed.
 
-use tiny_http::Request;
-
 use super::NodeHttp;
-use crate::http::{self, Reply};
-use crate::report::{Report, MAX_REPORT_BYTES};
+use crate::http::{self, Reply, Request};
+use crate::report::Report;
 use crate::runtime::event_loop::LoopInput;
 use crate::runtime::shared::Metrics;
 
-pub fn handle(node: &NodeHttp, request: &mut Request) -> Reply {
-    let body = match http::read_body(request, MAX_REPORT_BYTES) {
-        Ok(body) => body,
-        Err(e) => return e.reply(),
-    };
-    let report = match Report::parse(&body) {
+pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
+    let report = match Report::parse(request.body()) {
         Ok(report) => report,
         Err(reason) => return http::error(400, &reason),
     };
