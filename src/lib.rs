@@ -22,6 +22,7 @@
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod http;
