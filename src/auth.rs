@@ -15,6 +15,8 @@ pub mod frame;
 pub mod keyfile;
 pub mod replay;
 
+use std::path::{Path, PathBuf};
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -27,6 +29,52 @@ pub const AUTH_HEADER: &str = "X-Raftlb-Auth";
 pub const TAG_BYTES: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The key file's name beside the nodes file when `--key` is not given.
+pub const DEFAULT_KEY_FILE: &str = "cluster.key";
+
+/// `cluster.key` in the nodes file's directory.
+pub fn default_key_path(nodes_file: &Path) -> PathBuf {
+    nodes_file
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(DEFAULT_KEY_FILE)
+}
+
+/// The `--key`, `--previous-key` and `--insecure` flags of nodes and daemons.
+#[derive(Clone, Debug)]
+pub struct KeyFlags {
+    /// `--key`, or None for [`default_key_path`].
+    pub key: Option<PathBuf>,
+    pub previous_key: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+impl KeyFlags {
+    /// The keys the flags name; the error is one line saying how to make a key
+    /// (the caller exits 2 with it).
+    pub fn load(&self, nodes_file: &Path) -> Result<Auth, String> {
+        if self.insecure {
+            return Ok(Auth::Insecure);
+        }
+        let path = self
+            .key
+            .clone()
+            .unwrap_or_else(|| default_key_path(nodes_file));
+        let hint = |e: KeyError| {
+            format!(
+                "{e}; make one with `raftlb keygen {}` (the same file for every node and daemon), or run with --insecure",
+                path.display()
+            )
+        };
+        let current = read_key(&path).map_err(hint)?;
+        let previous = match &self.previous_key {
+            Some(p) => Some(read_key(p).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Auth::Keyed(Keys::new(current, previous)))
+    }
+}
 
 /// The signing key and, during a rotation, the previous key: both verify, only
 /// the current one signs.

@@ -1,7 +1,8 @@
 //! `POST /report`: a daemon's load report becomes a proposal.
 //!
-//! The body is read with a limit (413 above 4 KiB), parsed and validated (400
-//! with the reason), then handed to the event loop, which proposes it (leader)
+//! The body is read with a limit (413 above 4 KiB), its `X-Raftlb-Auth` tag
+//! checked against the cluster key (401 with the reason; counted with the other
+//! answers by code), parsed and validated (400 with the reason), then handed to the event loop, which proposes it (leader)
 //! or forwards it to the leader (follower). 202: accepted, not yet committed.
 
 use tiny_http::Request;
@@ -17,6 +18,12 @@ pub fn handle(node: &NodeHttp, request: &mut Request) -> Reply {
         Ok(body) => body,
         Err(e) => return e.reply(),
     };
+    let tag = (request.headers().iter())
+        .find(|h| h.field.equiv(crate::auth::AUTH_HEADER))
+        .map(|h| h.value.as_str());
+    if let Err(reason) = node.shared.auth.verify_body(tag, &body) {
+        return http::error(401, reason);
+    }
     let report = match Report::parse(&body) {
         Ok(report) => report,
         Err(reason) => return http::error(400, &reason),
