@@ -187,6 +187,9 @@ pub struct Cluster {
     pub workers: Vec<Option<Proc>>,
     pub daemons: Vec<Option<Proc>>,
     pub options: Options,
+    /// The key flags nodes are (re)started with; `--key` and the cluster key by
+    /// default. A rotation test changes them between restarts.
+    pub node_key_args: Vec<String>,
     restarts: usize,
     /// Last, so that it is removed after every process above is killed (fields
     /// drop in order): a node still running would write into it meanwhile and
@@ -217,8 +220,10 @@ impl Cluster {
             workers: Vec::new(),
             daemons: Vec::new(),
             options,
+            node_key_args: Vec::new(),
             restarts: 0,
         };
+        cluster.node_key_args = vec!["--key".into(), cluster.key_file()];
         for i in 0..cluster.options.nodes {
             let p = cluster.spawn_node(i);
             cluster.nodes.push(Some(p));
@@ -279,9 +284,8 @@ impl Cluster {
             self.path(&format!("data-{id}")).display().to_string(),
             "--dead-after-ms".into(),
             self.options.dead_after_ms.to_string(),
-            "--key".into(),
-            self.key_file(),
         ];
+        args.extend(self.node_key_args.iter().cloned());
         if let Some(entries) = self.options.snapshot_entries {
             args.extend(["--snapshot-entries".into(), entries.to_string()]);
         }
