@@ -197,7 +197,7 @@ mod tests {
         config
             .validate()
             .expect("the runtime's limit is a valid setting");
-        assert!(MAX_PAYLOAD_BYTES + crate::auth::frame::OVERHEAD_BYTES <= MAX_DATAGRAM_BYTES);
+        const { assert!(MAX_PAYLOAD_BYTES + crate::auth::frame::OVERHEAD_BYTES <= MAX_DATAGRAM_BYTES) };
         for data_len in [0usize, 1, 100, 1000, config.max_entry_data_bytes()] {
             let mut entries = Vec::new();
             let mut budget = config.max_message_bytes - crate::raft::MESSAGE_OVERHEAD_BYTES;

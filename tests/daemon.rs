@@ -19,13 +19,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use raftlb::report::Report;
 
+/// A request's body and its X-Raftlb-Auth header.
+type Recorded = (Vec<u8>, Option<String>);
+
 /// A tiny_http server on 127.0.0.1:0 that answers every request with
 /// `status` (switchable) and records the bodies of the requests it got.
 struct FakeHttp {
     addr: SocketAddr,
     status: Arc<AtomicU16>,
-    /// Each request's body and its X-Raftlb-Auth header.
-    bodies: Arc<Mutex<Vec<(Vec<u8>, Option<String>)>>>,
+    bodies: Arc<Mutex<Vec<Recorded>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }

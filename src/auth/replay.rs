@@ -167,7 +167,7 @@ mod tests {
             }
             assert_eq!(w.accept(h(1, start + by)), Ok(()));
             for c in (start + by).saturating_sub(WINDOW - 1)..start + by {
-                let marked = c <= start && (c + WINDOW - 1 - start) % 3 == 0;
+                let marked = c <= start && (c + WINDOW - 1 - start).is_multiple_of(3);
                 let got = w.accept(h(1, c));
                 if marked {
                     assert_eq!(got, Err(Reject::Seen), "by {by}, counter {c}");
