@@ -36,7 +36,7 @@ struct Args {
     /// nodes file]
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// During a key rotation, the old key: still accepted, never used to sign.
+    /// During a key rotation, a second key: accepted, never used to sign.
     #[arg(long, value_name = "FILE")]
     previous_key: Option<PathBuf>,
     /// Run without a key: nothing is signed or checked, and anyone who can reach
