@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crossbeam_channel::Receiver;
+use raftlb::auth::{Auth, KeyFlags};
 use raftlb::daemon::{self, sample::Target, Config, INTERVAL_MS_MAX, INTERVAL_MS_MIN};
 use raftlb::nodes::Nodes;
 
@@ -34,6 +35,13 @@ struct Args {
     /// Measure this process (and its threads) instead of the whole machine.
     #[arg(long)]
     pid: Option<u32>,
+    /// The cluster key every report is signed with (X-Raftlb-Auth); make one
+    /// with `raftlb keygen FILE` [default: cluster.key beside the nodes file]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Send unsigned reports (only nodes started with --insecure accept them).
+    #[arg(long, conflicts_with = "key")]
+    insecure: bool,
 }
 
 /// Why the daemon stopped early; each maps to an exit code.
@@ -70,6 +78,17 @@ fn config(args: Args) -> Result<Config, String> {
     let id = args.id.unwrap_or_else(|| args.worker.clone());
     daemon::check_id(&id)?;
     let nodes = Nodes::load(&args.nodes).map_err(|e| e.to_string())?;
+    let auth = KeyFlags {
+        key: args.key,
+        previous_key: None,
+        insecure: args.insecure,
+    }
+    .load(&args.nodes)?;
+    if let Auth::Insecure = auth {
+        log::warn!(
+            "running --insecure: reports are not signed, and only --insecure nodes accept them"
+        );
+    }
     let target = match args.pid {
         None => Target::Machine,
         Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => Target::Process(pid),
@@ -81,6 +100,7 @@ fn config(args: Args) -> Result<Config, String> {
         nodes,
         interval: Duration::from_millis(args.interval_ms),
         target,
+        auth,
     })
 }
 

@@ -1,7 +1,8 @@
 //! raftlb-node: one balancer node (Raft over UDP and HTTP on the same port).
 //!
-//! Parses the flags and nodes.txt (exit 2 on a mistake, naming it), starts the
-//! runtime and the HTTP server, and runs until SIGTERM or SIGINT: then a leader
+//! Parses the flags, nodes.txt and the cluster key (exit 2 on a mistake, naming
+//! it; a missing key says how to make one), starts the runtime and the HTTP
+//! server, and runs until SIGTERM or SIGINT: then a leader
 //! hands leadership over, the threads stop, and the process exits 0. Every
 //! acknowledged write is already fsynced, so SIGKILL loses nothing either.
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use raftlb::auth::{Auth, KeyFlags};
 use raftlb::http::Limits;
 use raftlb::nodes::Nodes;
 use raftlb::runtime::{self, NodeSettings};
@@ -30,6 +32,18 @@ struct Args {
     /// Where term, vote, log and snapshots live [default: data/<ID>].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The cluster key: every datagram and report is signed and checked with it
+    /// (make one with `raftlb keygen FILE`) [default: cluster.key beside the
+    /// nodes file]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// During a key rotation, a second key: accepted, never used to sign.
+    #[arg(long, value_name = "FILE")]
+    previous_key: Option<PathBuf>,
+    /// Run without a key: nothing is signed or checked, and anyone who can reach
+    /// this node can send it reports and Raft messages. For experiments only.
+    #[arg(long, conflicts_with_all = ["key", "previous_key"])]
+    insecure: bool,
     /// A server whose reports stop for this long is marked dead.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     dead_after_ms: u64,
@@ -86,7 +100,18 @@ fn run(args: Args) -> Result<(), Failure> {
             "timing flags must satisfy heartbeat-ms < election-ms-min < election-ms-max".into(),
         ));
     }
+    let auth = KeyFlags {
+        key: args.key,
+        previous_key: args.previous_key,
+        insecure: args.insecure,
+    }
+    .load(&args.nodes)
+    .map_err(|e| (2, e))?;
+    if let Auth::Insecure = auth {
+        log::warn!("running --insecure: datagrams and reports are neither signed nor checked, anyone who can reach this node can forge them");
+    }
     let settings = NodeSettings {
+        auth,
         data_dir: args
             .data_dir
             .unwrap_or_else(|| PathBuf::from("data").join(&args.id)),

@@ -34,6 +34,10 @@ struct Cli {
     /// The cluster's membership file.
     #[arg(long, default_value = "nodes.txt", global = true)]
     nodes: PathBuf,
+    /// The cluster key that signs the authenticated admin commands [default:
+    /// cluster.key beside the nodes file]
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Give up on a node after this many ms [default: 30000 for prime, 5000 for note, 2000 for status, 10000 per bench request]
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: Option<u64>,
@@ -59,6 +63,13 @@ enum Command {
     Note {
         #[command(subcommand)]
         action: NoteAction,
+    },
+    /// Write a new cluster key (32 random bytes as hex, mode 0600) to FILE,
+    /// never over an existing file. Give nodes and daemons the same file
+    /// (`--key FILE`, or cluster.key beside nodes.txt).
+    Keygen {
+        /// Where to write the key, e.g. cluster.key beside nodes.txt.
+        file: PathBuf,
     },
     /// Load generators for the benchmarks: closed-loop keep-alive clients that
     /// report throughput and latency percentiles (nodes.txt is not read).
@@ -240,6 +251,10 @@ fn run() -> Result<(), Exit> {
             if views.iter().all(|v| v.status.is_err()) {
                 return Err(Exit::Failed(vec!["status: no node answered".into()]));
             }
+        }
+        Command::Keygen { file } => {
+            raftlb::auth::keygen(&file).map_err(|e| Exit::Failed(vec![format!("keygen: {e}")]))?;
+            println!("wrote a new cluster key to {}", file.display());
         }
         Command::Bench { load } => {
             let timeout_ms = cli.timeout_ms.unwrap_or(bench::REQUEST_TIMEOUT_MS_DEFAULT);

@@ -2,7 +2,9 @@
 # The local demo cluster behind `make cluster`, `make status`, `make kill-*`,
 # `make revive` and `make stop`: nodes A-E from nodes.txt, three workers on
 # 13337-13339 and a daemon for each (with --pid), in the background.
-# Pids and logs live under run/, data under data/<ID>. Starting is idempotent: a
+# Pids and logs live under run/, data under data/<ID>. The cluster key is
+# cluster.key beside the nodes file (where nodes and daemons look by default),
+# made with `raftlb keygen` on the first start and never replaced. Starting is idempotent: a
 # process whose pid file names a live process of the same program is left alone.
 set -euo pipefail
 
@@ -37,6 +39,15 @@ launch() {
     "$BIN/$program" "$@" >> "$RUN/$name.log" 2>&1 &
     echo $! > "$RUN/$name.pid"
     echo "  $name started (pid $!)"
+}
+
+# ensure_key: make the cluster key on first start; an existing one is kept.
+ensure_key() {
+    local key
+    key="$(dirname "$NODES")/cluster.key"
+    if [[ ! -e $key ]]; then
+        "$BIN/raftlb" keygen "$key"
+    fi
 }
 
 start_nodes() {
@@ -111,6 +122,7 @@ wait_for_leader() {
 
 case ${1:-} in
 start)
+    ensure_key
     echo "starting nodes (data under data/, logs under $RUN/):"
     start_nodes
     echo "starting workers and daemons:"

@@ -8,6 +8,8 @@
 //! - [`storage`]: the data dir: hard state, log and snapshots, each record with its
 //!   length and CRC32, fsync before anything is promised.
 //! - [`nodes`]: nodes.txt, the fixed membership.
+//! - [`auth`]: the cluster key: key file, HMAC tags, the datagram frame and the
+//!   replay window.
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
 //! - [`wire`]: the one place bincode is used: datagrams, commands, snapshots.
 //! - [`table`]: the replicated state machine: the load table and the note.
@@ -22,6 +24,7 @@
 //!
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
+pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod http;

@@ -18,6 +18,10 @@ pub struct Status {
     pub commit_index: u64,
     /// Highest log index applied to this node's load table.
     pub applied_index: u64,
+    /// True when the node runs without a cluster key (`--insecure`): anyone who
+    /// can reach it can send it reports and Raft messages.
+    #[serde(default)]
+    pub insecure: bool,
     /// Every node of nodes.txt.
     pub nodes: Vec<NodeStatus>,
     /// The load table as applied on this node, sorted by id.

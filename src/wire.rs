@@ -16,8 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::raft::Message;
 use crate::report::Report;
 
-/// The largest datagram raftlb sends or accepts (SPEC: never more than 60 KB).
+/// The largest datagram raftlb sends or accepts (SPEC: never more than 60 KB),
+/// its frame (epoch, counter, tag: `crate::auth::frame`) included.
 pub const MAX_DATAGRAM_BYTES: usize = 60_000;
+
+/// The largest encoded [`Datagram`]: what a frame leaves of a datagram. The
+/// runtime gives the core this as its `max_message_bytes`.
+pub const MAX_PAYLOAD_BYTES: usize = MAX_DATAGRAM_BYTES - crate::auth::frame::OVERHEAD_BYTES;
 
 /// Decoding never allocates past this, whatever a length prefix claims: the
 /// largest value we decode is a snapshot, itself bounded by the storage layer.
@@ -108,30 +113,31 @@ fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Resul
     Ok(value)
 }
 
-/// Encodes a datagram, refusing one larger than [`MAX_DATAGRAM_BYTES`].
+/// Encodes a datagram, refusing one larger than [`MAX_PAYLOAD_BYTES`].
 pub fn encode_datagram(datagram: &Datagram) -> Result<Vec<u8>, WireError> {
     let bytes = encode(datagram)?;
-    if bytes.len() > MAX_DATAGRAM_BYTES {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(WireError::TooLarge {
             len: bytes.len(),
-            limit: MAX_DATAGRAM_BYTES,
+            limit: MAX_PAYLOAD_BYTES,
         });
     }
     Ok(bytes)
 }
 
-/// Decodes a received datagram. The limit is the datagram size itself: no length
-/// prefix inside it can ask for more than it carries.
+/// Decodes a received datagram's payload (its frame already checked and
+/// removed). The limit is the payload size itself: no length prefix inside it
+/// can ask for more than it carries.
 pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram, WireError> {
-    if bytes.len() > MAX_DATAGRAM_BYTES {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(WireError::TooLarge {
             len: bytes.len(),
-            limit: MAX_DATAGRAM_BYTES,
+            limit: MAX_PAYLOAD_BYTES,
         });
     }
     decode_with(
         bytes,
-        bincode::config::standard().with_limit::<MAX_DATAGRAM_BYTES>(),
+        bincode::config::standard().with_limit::<MAX_PAYLOAD_BYTES>(),
     )
 }
 
@@ -182,11 +188,16 @@ mod tests {
 
     /// The core cuts batches with `Entry::size_bound` and `MESSAGE_OVERHEAD_BYTES`
     /// without knowing the codec; this checks that its worst case really fits: a
-    /// batch filled to the core's bound, with the largest terms and indexes.
+    /// batch filled to the core's bound (with `max_message_bytes` as the runtime
+    /// sets it, leaving room for the frame), with the largest terms and indexes.
     #[test]
     fn a_batch_cut_by_the_core_bound_encodes_under_the_datagram_limit() {
-        let config = RaftConfig::new(1, vec![1, 2, 3]);
-        assert_eq!(config.max_message_bytes, MAX_DATAGRAM_BYTES);
+        let mut config = RaftConfig::new(1, vec![1, 2, 3]);
+        config.max_message_bytes = MAX_PAYLOAD_BYTES;
+        config
+            .validate()
+            .expect("the runtime's limit is a valid setting");
+        const { assert!(MAX_PAYLOAD_BYTES + crate::auth::frame::OVERHEAD_BYTES <= MAX_DATAGRAM_BYTES) };
         for data_len in [0usize, 1, 100, 1000, config.max_entry_data_bytes()] {
             let mut entries = Vec::new();
             let mut budget = config.max_message_bytes - crate::raft::MESSAGE_OVERHEAD_BYTES;
@@ -205,7 +216,7 @@ mod tests {
             }
             let len = encode_datagram(&append_of(entries)).expect("fits").len();
             assert!(
-                len <= MAX_DATAGRAM_BYTES,
+                len <= MAX_PAYLOAD_BYTES,
                 "{len} bytes for {data_len}-byte entries"
             );
         }

@@ -197,6 +197,7 @@ fn status(id: &str, role: &str, leader: Option<&str>) -> String {
         leader: leader.map(Into::into),
         commit_index: 1234,
         applied_index: 1234,
+        insecure: false,
         nodes: vec![NodeStatus {
             id: id.into(),
             addr: "x:1".into(),

@@ -4,8 +4,9 @@
 //! They prove that reports arrive in `seq` order and in range, that a dead node
 //! (refusing or silent) does not slow the reports to a live one, that reports
 //! stop while the worker's health fails or the measured process is gone and
-//! resume after, that SIGTERM exits 0, and that a bad nodes.txt exits 2 naming
-//! the line. Every wait is bounded; children are killed by a guard on drop.
+//! resume after, that every report is signed with the cluster key beside
+//! nodes.txt, that SIGTERM exits 0, that a bad nodes.txt exits 2 naming the
+//! line, and that a missing key exits 2 saying how to make one. Every wait is bounded; children are killed by a guard on drop.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use raftlb::http::{self, Limits, Reply, Request, Service, Serving};
 use raftlb::report::Report;
+
+/// A request's body and its X-Raftlb-Auth header.
+type Recorded = (Vec<u8>, Option<String>);
 
 /// A `raftlb::http` server on 127.0.0.1:0 that answers every request with
 /// `status` (switchable) and records the bodies of the requests it got.
@@ -29,7 +33,7 @@ struct FakeHttp {
 /// What the fake answers, and what it got.
 struct Recorder {
     status: AtomicU16,
-    bodies: Mutex<Vec<Vec<u8>>>,
+    bodies: Mutex<Vec<Recorded>>,
 }
 
 impl Service for Recorder {
@@ -39,10 +43,11 @@ impl Service for Recorder {
     }
 
     fn handle(&self, request: &Request) -> Reply {
+        let tag = request.header(raftlb::auth::AUTH_HEADER).map(str::to_string);
         self.bodies
             .lock()
             .expect("recorder lock")
-            .push(request.body().to_vec());
+            .push((request.body().to_vec(), tag));
         http::text(self.status.load(Ordering::SeqCst), "ok")
     }
 }
@@ -75,8 +80,18 @@ impl FakeHttp {
         let bodies = self.recorder.bodies.lock().expect("recorder lock").clone();
         bodies
             .iter()
-            .map(|b| Report::parse(b).unwrap_or_else(|e| panic!("bad report {e}: {b:?}")))
+            .map(|(b, _)| Report::parse(b).unwrap_or_else(|e| panic!("bad report {e}: {b:?}")))
             .collect()
+    }
+
+    /// Asserts that every request carried the tag of its body under `key`.
+    fn assert_signed_with(&self, key: &std::path::Path) {
+        let keys = raftlb::auth::Keys::new(raftlb::auth::read_key(key).expect("key"), None);
+        let bodies = self.recorder.bodies.lock().expect("recorder lock").clone();
+        assert!(!bodies.is_empty());
+        for (body, tag) in bodies {
+            assert_eq!(keys.verify_body(tag.as_deref(), &body), Ok(()), "{tag:?}");
+        }
     }
 }
 
@@ -119,9 +134,15 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// nodes.txt in `dir`, with a cluster key beside it where the daemon looks
+/// by default.
 fn nodes_file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     let path = dir.path().join("nodes.txt");
     std::fs::write(&path, text).expect("write nodes.txt");
+    let key = dir.path().join("cluster.key");
+    if !key.exists() {
+        raftlb::auth::keygen(&key).expect("write the cluster key");
+    }
     path
 }
 
@@ -235,6 +256,7 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     let reports = node.count() - reports_before;
     assert!(reports + 2 >= ticks, "{reports} reports in {ticks} ticks");
     assert_reports_are_sound(&node.reports(), &worker_url);
+    node.assert_signed_with(&dir.path().join("cluster.key"));
 
     worker.recorder.status.store(503, Ordering::SeqCst);
     assert_no_reports_for_a_while(&node, &worker, "reports while /health answered 503");
@@ -308,6 +330,24 @@ fn a_bad_nodes_file_exits_2_naming_the_line() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn a_daemon_without_a_key_exits_2_saying_how_to_make_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = dir.path().join("nodes.txt");
+    std::fs::write(&nodes, "A 127.0.0.1:1\n").expect("write nodes.txt");
+    let output = Command::new(env!("CARGO_BIN_EXE_raftlb-daemon"))
+        .args(["--worker", "http://127.0.0.1:13337", "--nodes"])
+        .arg(&nodes)
+        .output()
+        .expect("run raftlb-daemon");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("raftlb keygen") && stderr.contains("cluster.key"),
+        "{stderr}"
+    );
 }
 
 #[test]

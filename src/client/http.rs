@@ -65,6 +65,21 @@ pub fn post_json(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String>
     send_body(agent.post(url), "application/json", body)
 }
 
+/// `POST url` with a JSON body and, when given, its `X-Raftlb-Auth` tag
+/// (`crate::auth`: reports and admin commands).
+pub fn post_signed_json(
+    agent: &Agent,
+    url: &str,
+    body: &[u8],
+    tag: Option<&str>,
+) -> Result<Reply, String> {
+    let mut request = agent.post(url);
+    if let Some(tag) = tag {
+        request = request.header(crate::auth::AUTH_HEADER, tag);
+    }
+    send_body(request, "application/json", body)
+}
+
 /// `PUT url` with a text body.
 pub fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
     send_body(agent.put(url), "text/plain; charset=utf-8", body)

@@ -181,6 +181,7 @@ mod tests {
             leader: leader.map(Into::into),
             commit_index: 40 + term,
             applied_index: 40 + term,
+            insecure: false,
             nodes: vec![NodeStatus {
                 id: id.into(),
                 addr: "h:1".into(),

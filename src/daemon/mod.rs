@@ -51,6 +51,8 @@ pub struct Config {
     pub nodes: Nodes,
     pub interval: Duration,
     pub target: Target,
+    /// Signs every report (`X-Raftlb-Auth`), or `--insecure`.
+    pub auth: crate::auth::Auth,
 }
 
 /// Checks `--worker`: `http://HOST:PORT` with nothing after the port, because
@@ -156,7 +158,8 @@ fn report_body(config: &Config, load: Load, seq: u64) -> sender::Body {
     };
     debug!("report {report:?}");
     let json = serde_json::to_vec(&report).expect("a report of plain fields serializes");
-    Arc::from(json)
+    let tag = config.auth.sign_body(&json);
+    Arc::new(sender::SignedReport { json, tag })
 }
 
 /// Two decimals are all a load needs, and keep the Raft log entries short.

@@ -21,8 +21,15 @@ use crate::nodes::NodeEntry;
 /// Reports waiting per node: one in flight plus one newer is all that matters.
 pub const QUEUE_REPORTS: usize = 2;
 
-/// A report body shared by all nodes' threads.
-pub type Body = Arc<[u8]>;
+/// A report body and its `X-Raftlb-Auth` tag (None when `--insecure`),
+/// signed once and shared by all nodes' threads.
+pub struct SignedReport {
+    pub json: Vec<u8>,
+    pub tag: Option<String>,
+}
+
+/// What the main loop hands to every node's thread.
+pub type Body = Arc<SignedReport>;
 
 /// The running sender threads.
 pub struct Senders {
@@ -84,7 +91,7 @@ fn post_reports(id: &str, url: &str, agent: &ureq::Agent, queue: &Receiver<Body>
         while let Ok(newer) = queue.try_recv() {
             body = newer;
         }
-        let outcome = match http::post_json(agent, url, &body) {
+        let outcome = match http::post_signed_json(agent, url, &body.json, body.tag.as_deref()) {
             Ok(Reply {
                 status: 200..=299, ..
             }) => Ok(()),

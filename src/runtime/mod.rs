@@ -11,6 +11,7 @@
 //! [`start`] wires them; [`RunningNode::shutdown`] stops them in order (a leader
 //! first hands leadership over).
 
+mod epoch;
 pub mod event_loop;
 pub mod notes;
 pub mod reports;
@@ -30,13 +31,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 
+use crate::auth::Auth;
 use crate::nodes::Nodes;
 use crate::raft::{Config, Raft, Role};
 use crate::storage::{FsDir, Storage};
 use crate::table::LoadTable;
 use event_loop::{EventLoop, LoopChannels, LoopInput, RuntimeError, TICK};
 use reports::ReportIntake;
-use shared::Shared;
+use shared::{Shared, SharedSettings};
 
 /// Datagrams waiting for the loop; beyond this they are dropped (and counted):
 /// Raft retries, and an unbounded queue would only hide an overloaded node.
@@ -58,6 +60,8 @@ pub struct NodeSettings {
     pub max_n: u64,
     /// Applied entries between snapshots (see `Config::snapshot_threshold_entries`).
     pub snapshot_entries: u64,
+    /// The cluster key, or `--insecure`.
+    pub auth: Auth,
 }
 
 /// Why a node could not start; `Display` is the one-line message.
@@ -125,7 +129,10 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?;
     let address = nodes.get(me).expect("require returned a listed id").socket;
     let lock = lock_data_dir(&settings.data_dir)?;
-    let dir = FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    let mut dir =
+        FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    // Recorded before the socket exists, so before the first send.
+    let epoch = epoch::next_epoch(&mut dir, epoch::now_us()).map_err(StartError::DataDir)?;
     let (storage, restored) = Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
     let now = Instant::now();
     let table = match &restored.snapshot {
@@ -151,7 +158,16 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let recv_socket = socket
         .try_clone()
         .map_err(|e| StartError::Bind(format!("udp socket: {e}")))?;
-    let shared = Arc::new(Shared::new(me, nodes.clone(), table, settings.max_n));
+    let shared = Arc::new(Shared::new(
+        SharedSettings {
+            me,
+            nodes: nodes.clone(),
+            max_n: settings.max_n,
+            auth: settings.auth.clone(),
+            epoch,
+        },
+        table,
+    ));
     let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_QUEUE);
     let (input_tx, input_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -203,6 +219,8 @@ fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
     config.election_ticks_min = ticks(settings.election_min);
     config.election_ticks_max = ticks(settings.election_max);
     config.snapshot_threshold_entries = settings.snapshot_entries;
+    // A datagram is the message plus its frame (epoch, counter, tag).
+    config.max_message_bytes = crate::wire::MAX_PAYLOAD_BYTES;
     config
         .validate()
         .map_err(|e| StartError::Config(format!("bad flags: {e}")))?;

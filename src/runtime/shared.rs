@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
+use super::udp::Outbound;
+use crate::auth::Auth;
 use crate::http;
 use crate::nodes::Nodes;
 use crate::raft::{NodeId, Role};
@@ -41,13 +43,36 @@ pub struct Shared {
     pub in_flight: InFlight,
     /// Largest N served (`--max-n`).
     pub max_n: u64,
+    /// The cluster key (or `--insecure`): datagrams and reports are checked with it.
+    pub auth: Auth,
+    /// This boot's epoch and the counter of the datagrams it sent.
+    pub outbound: Outbound,
+}
+
+/// What `Shared::new` needs besides the table.
+pub struct SharedSettings {
+    pub me: NodeId,
+    pub nodes: Nodes,
+    pub max_n: u64,
+    pub auth: Auth,
+    /// This boot's epoch, already recorded in the data dir.
+    pub epoch: u64,
 }
 
 impl Shared {
-    pub fn new(me: NodeId, nodes: Nodes, table: LoadTable, max_n: u64) -> Shared {
+    pub fn new(settings: SharedSettings, table: LoadTable) -> Shared {
+        let SharedSettings {
+            me,
+            nodes,
+            max_n,
+            auth,
+            epoch,
+        } = settings;
         let reachable = vec![None; nodes.entries().len()];
         Shared {
             me,
+            auth,
+            outbound: Outbound::new(epoch),
             view: RwLock::new(RaftView {
                 role: Role::Follower,
                 term: 0,
@@ -91,6 +116,7 @@ impl Shared {
             leader: view.leader.and_then(|l| self.name_of(l)),
             commit_index: view.commit_index,
             applied_index: view.applied_index,
+            insecure: self.auth.is_insecure(),
             nodes: self
                 .nodes
                 .entries()
@@ -190,6 +216,10 @@ pub struct Metrics {
     pub datagrams_dropped_decode: AtomicU64,
     pub datagrams_dropped_unknown_source: AtomicU64,
     pub datagrams_dropped_queue_full: AtomicU64,
+    /// Refused by the frame: a tag that does not verify, or too short for one.
+    pub datagrams_dropped_auth: AtomicU64,
+    /// Authentic but already seen, below the replay window, or of an older epoch.
+    pub datagrams_dropped_replay: AtomicU64,
     pub datagrams_received: AtomicU64,
     pub datagrams_sent: AtomicU64,
     pub elections: AtomicU64,

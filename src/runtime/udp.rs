@@ -1,14 +1,18 @@
 //! The UDP side of a node: one thread receives datagrams, checks where they come
-//! from, decodes them and hands them to the event loop; the loop sends with
-//! [`send`].
+//! from and who sent them, decodes them and hands them to the event loop; the
+//! loop sends with [`send`].
 //!
-//! Every datagram is hostile until checked: one from an address that is not in
-//! nodes.txt, one that does not decode, or one whose sender field disagrees with
-//! its source address is dropped and counted, never a crash.
+//! Every datagram is hostile until checked, in this order: its source address
+//! must be a node's in nodes.txt; its frame's tag must verify under the cluster
+//! key for that node as sender and this node as receiver (`auth::frame`); its
+//! epoch and counter must pass that peer's replay window; only then is its
+//! payload decoded, and its sender fields must agree with its source. Anything
+//! else is dropped and counted by reason, never a crash. No byte of a datagram
+//! is decoded before its tag is verified.
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +20,8 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::shared::{Metrics, Shared};
+use crate::auth::frame::{self, Header};
+use crate::auth::replay::ReplayWindow;
 use crate::raft::NodeId;
 use crate::wire::{self, Datagram};
 
@@ -47,6 +53,8 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
     // as oversized rather than silently truncated into something that decodes.
     let mut buf = vec![0u8; wire::MAX_DATAGRAM_BYTES + 1];
     let metrics = &shared.metrics;
+    // Index = Raft id - 1, like the view's `reachable`.
+    let mut windows = vec![ReplayWindow::default(); shared.nodes.entries().len()];
     while !stop.load(Ordering::Relaxed) {
         let (len, source) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
@@ -63,7 +71,10 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
             log::debug!("dropped a datagram from {source}: not in nodes.txt");
             continue;
         };
-        let datagram = match wire::decode_datagram(&buf[..len]) {
+        let Some(payload) = authenticate(shared, &mut windows, from, &buf[..len]) else {
+            continue;
+        };
+        let datagram = match wire::decode_datagram(payload) {
             Ok(d) if sender_matches(&d, from, shared.me) => d,
             Ok(_) => {
                 Metrics::add(&metrics.datagrams_dropped_decode);
@@ -84,6 +95,37 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
     }
 }
 
+/// The payload of a frame from node `from`, once its tag verified and its
+/// counter passed the replay window; None (counted) otherwise.
+fn authenticate<'a>(
+    shared: &Shared,
+    windows: &mut [ReplayWindow],
+    from: NodeId,
+    frame_bytes: &'a [u8],
+) -> Option<&'a [u8]> {
+    let metrics = &shared.metrics;
+    let (header, payload) = match frame::open(&shared.auth, from, shared.me, frame_bytes) {
+        Ok(opened) => opened,
+        Err(e) => {
+            Metrics::add(&metrics.datagrams_dropped_auth);
+            log::debug!("dropped a datagram claiming node {from}: not authentic ({e:?})");
+            return None;
+        }
+    };
+    let window = usize::try_from(from - 1)
+        .ok()
+        .and_then(|i| windows.get_mut(i))
+        .expect("a raft id from nodes.txt has a window");
+    match window.accept(header) {
+        Ok(()) => Some(payload),
+        Err(reject) => {
+            Metrics::add(&metrics.datagrams_dropped_replay);
+            log::debug!("dropped a datagram from node {from}: replayed ({reject:?})");
+            None
+        }
+    }
+}
+
 /// A datagram speaks for the node at its source address only, and only to us.
 fn sender_matches(datagram: &Datagram, from: NodeId, me: NodeId) -> bool {
     match datagram {
@@ -94,19 +136,56 @@ fn sender_matches(datagram: &Datagram, from: NodeId, me: NodeId) -> bool {
     }
 }
 
-/// Encodes and sends one datagram to node `to`. Failures are logged at debug:
-/// UDP is lossy by contract and Raft retries.
+/// This boot's place in its stream of datagrams: the epoch (recorded in the
+/// data dir before the first send) and the next counter.
+pub struct Outbound {
+    epoch: u64,
+    next_counter: AtomicU64,
+}
+
+impl Outbound {
+    pub fn new(epoch: u64) -> Outbound {
+        Outbound {
+            epoch,
+            next_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The header of the next datagram; None once 2^64 were sent (never in
+    /// practice, but a counter that wrapped would be refused as a replay).
+    fn next(&self) -> Option<Header> {
+        let counter = self
+            .next_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1))
+            .ok()?;
+        Some(Header {
+            epoch: self.epoch,
+            counter,
+        })
+    }
+}
+
+/// Encodes, frames (signs) and sends one datagram to node `to`. Failures are
+/// logged at debug: UDP is lossy by contract and Raft retries.
 pub fn send(socket: &UdpSocket, shared: &Shared, to: NodeId, datagram: &Datagram) {
     let Some(entry) = shared.nodes.get(to) else {
         return;
     };
-    match wire::encode_datagram(datagram) {
-        Ok(bytes) => match socket.send_to(&bytes, entry.socket) {
-            Ok(_) => Metrics::add(&shared.metrics.datagrams_sent),
-            Err(e) => log::debug!("send to {}: {e}", entry.id),
-        },
+    let payload = match wire::encode_datagram(datagram) {
+        Ok(payload) => payload,
         // The core cuts batches to fit (checked by the wire tests); reaching this
         // is a bug worth a loud line, not a crash.
-        Err(e) => log::error!("not sending to {}: {e}", entry.id),
+        Err(e) => return log::error!("not sending to {}: {e}", entry.id),
+    };
+    let Some(header) = shared.outbound.next() else {
+        return log::error!(
+            "not sending to {}: the datagram counter is exhausted, restart the node",
+            entry.id
+        );
+    };
+    let bytes = frame::seal(&shared.auth, shared.me, to, header, &payload);
+    match socket.send_to(&bytes, entry.socket) {
+        Ok(_) => Metrics::add(&shared.metrics.datagrams_sent),
+        Err(e) => log::debug!("send to {}: {e}", entry.id),
     }
 }

@@ -68,11 +68,13 @@ pub fn render(shared: &Shared) -> String {
         ("decode", get(&m.datagrams_dropped_decode)),
         ("unknown_source", get(&m.datagrams_dropped_unknown_source)),
         ("queue_full", get(&m.datagrams_dropped_queue_full)),
+        ("auth", get(&m.datagrams_dropped_auth)),
+        ("replay", get(&m.datagrams_dropped_replay)),
     ];
     family(
         "raftlb_datagrams_dropped_total",
         "counter",
-        "Datagrams dropped: undecodable, from outside nodes.txt, or over the queue bound.",
+        "Datagrams dropped: undecodable, from outside nodes.txt, over the queue bound, not authentic, or replayed.",
         vec![(String::new(), dropped.iter().map(|(_, v)| v).sum())],
     );
     family(

@@ -1,7 +1,9 @@
 //! `POST /report`: a daemon's load report becomes a proposal.
 //!
-//! The body comes within its limit (the server answers 413 above 4 KiB), is
-//! parsed and validated (400 with the reason), then handed to the event loop, which proposes it (leader)
+//! The body comes within its limit (the server answers 413 above 4 KiB), its
+//! `X-Raftlb-Auth` tag is checked against the cluster key (401 with the reason;
+//! counted with the other answers by code), it is parsed and validated (400 with
+//! the reason), then handed to the event loop, which proposes it (leader)
 //! or forwards it to the leader (follower). 202: accepted, not yet committed.
 
 use super::NodeHttp;
@@ -11,7 +13,12 @@ use crate::runtime::event_loop::LoopInput;
 use crate::runtime::shared::Metrics;
 
 pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
-    let report = match Report::parse(request.body()) {
+    let body = request.body();
+    let tag = request.header(crate::auth::AUTH_HEADER);
+    if let Err(reason) = node.shared.auth.verify_body(tag, body) {
+        return http::error(401, reason);
+    }
+    let report = match Report::parse(body) {
         Ok(report) => report,
         Err(reason) => return http::error(400, &reason),
     };

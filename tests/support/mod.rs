@@ -1,6 +1,6 @@
 //! Real processes on loopback for the system tests: a cluster of raftlb-node
-//! processes with workers and daemons, on free ports, with a temp nodes.txt and
-//! temp data dirs. Every process is killed by pid when the cluster drops, even
+//! processes with workers and daemons, on free ports, with a temp nodes.txt, a
+//! temp cluster key and temp data dirs. Every process is killed by pid when the cluster drops, even
 //! when the test fails; every wait is bounded in time.
 
 #![allow(dead_code)] // each test file uses its own part of the harness
@@ -146,6 +146,9 @@ pub const WORKER: &str = env!("CARGO_BIN_EXE_raftlb-worker");
 pub const DAEMON: &str = env!("CARGO_BIN_EXE_raftlb-daemon");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_raftlb");
 
+/// The cluster key's file name in a test cluster's temp dir.
+pub const KEY_FILE: &str = "cluster.key";
+
 /// How a test cluster is set up.
 pub struct Options {
     pub nodes: usize,
@@ -184,6 +187,9 @@ pub struct Cluster {
     pub workers: Vec<Option<Proc>>,
     pub daemons: Vec<Option<Proc>>,
     pub options: Options,
+    /// The key flags nodes are (re)started with; `--key` and the cluster key by
+    /// default. A rotation test changes them between restarts.
+    pub node_key_args: Vec<String>,
     restarts: usize,
     /// Last, so that it is removed after every process above is killed (fields
     /// drop in order): a node still running would write into it meanwhile and
@@ -204,6 +210,7 @@ impl Cluster {
             .map(|(id, port)| format!("{id} 127.0.0.1:{port}\n"))
             .collect();
         std::fs::write(dir.path().join("nodes.txt"), text).expect("write nodes.txt");
+        raftlb::auth::keygen(&dir.path().join(KEY_FILE)).expect("write the cluster key");
         let mut cluster = Cluster {
             dir,
             ids,
@@ -213,8 +220,10 @@ impl Cluster {
             workers: Vec::new(),
             daemons: Vec::new(),
             options,
+            node_key_args: Vec::new(),
             restarts: 0,
         };
+        cluster.node_key_args = vec!["--key".into(), cluster.key_file()];
         for i in 0..cluster.options.nodes {
             let p = cluster.spawn_node(i);
             cluster.nodes.push(Some(p));
@@ -238,6 +247,27 @@ impl Cluster {
         self.path("nodes.txt").display().to_string()
     }
 
+    /// The cluster key every node and daemon of this cluster gets with `--key`.
+    pub fn key_file(&self) -> String {
+        self.path(KEY_FILE).display().to_string()
+    }
+
+    /// The cluster's keys, to sign reports the way a daemon does.
+    pub fn keys(&self) -> raftlb::auth::Keys {
+        let key = raftlb::auth::read_key(&self.path(KEY_FILE)).expect("the cluster key");
+        raftlb::auth::Keys::new(key, None)
+    }
+
+    /// `POST /report` to node i with `body`, signed with the cluster key.
+    pub fn post_report(&self, i: usize, body: &[u8]) -> Option<Answer> {
+        let tag = self.keys().sign_body(body);
+        post_with(
+            &self.url(i, "/report"),
+            &[(raftlb::auth::AUTH_HEADER, &tag)],
+            body,
+        )
+    }
+
     fn log(&mut self, name: &str) -> PathBuf {
         self.restarts += 1;
         self.path(&format!("{name}.{}.log", self.restarts))
@@ -255,6 +285,7 @@ impl Cluster {
             "--dead-after-ms".into(),
             self.options.dead_after_ms.to_string(),
         ];
+        args.extend(self.node_key_args.iter().cloned());
         if let Some(entries) = self.options.snapshot_entries {
             args.extend(["--snapshot-entries".into(), entries.to_string()]);
         }
@@ -282,6 +313,8 @@ impl Cluster {
             self.nodes_file(),
             "--interval-ms".into(),
             self.options.report_interval_ms.to_string(),
+            "--key".into(),
+            self.key_file(),
         ];
         if self.options.daemons_watch_worker_pid {
             let worker = self.workers[i]
@@ -383,9 +416,9 @@ impl Cluster {
             let report = format!(
                 r#"{{"server":"{server}","url":"http://127.0.0.1:9","cpu":1.0,"seq":{seq}}}"#
             );
-            let answer = send("POST", &cluster.url(via, "/report"), report.as_bytes());
+            let answer = cluster.post_report(via, report.as_bytes());
             assert!(
-                answer.as_ref().is_none_or(|(code, _)| *code == 202),
+                answer.as_ref().is_none_or(|a| a.code == 202),
                 "report refused: {answer:?}"
             );
             let applied = cluster.live().iter().all(|i| {
@@ -476,6 +509,15 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
         .body(body.to_vec())
         .ok()?;
     run(request).map(|a| (a.code, a.body))
+}
+
+/// `POST url` with extra headers; None when the node did not answer.
+pub fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Answer> {
+    let mut request = ureq::http::Request::builder().method("POST").uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    run(request.body(body.to_vec()).ok()?)
 }
 
 /// An answer with its headers, for tests that look at them.

@@ -1,0 +1,54 @@
+//! The cluster key on the client side: the admin commands (`raftlb server
+//! forget`, `raftlb member`) sign their JSON body with it, as the daemon signs
+//! its reports. `raftlb --key FILE`, by default `cluster.key` beside the nodes
+//! file.
+
+use std::path::Path;
+
+use crate::auth::{Auth, KeyFlags, Keys};
+
+/// The keys of `raftlb --key` (None: the default beside `nodes_file`); the
+/// error says how to make one.
+pub fn load(key: Option<&Path>, nodes_file: &Path) -> Result<Keys, String> {
+    let flags = KeyFlags {
+        key: key.map(Path::to_path_buf),
+        previous_key: None,
+        insecure: false,
+    };
+    match flags.load(nodes_file)? {
+        Auth::Keyed(keys) => Ok(keys),
+        Auth::Insecure => Err("the admin commands need the cluster key".into()),
+    }
+}
+
+/// The `X-Raftlb-Auth` header of a request body: (name, value).
+pub fn sign(keys: &Keys, body: &[u8]) -> (&'static str, String) {
+    (crate::auth::AUTH_HEADER, keys.sign_body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_signed_by_the_client_verifies_at_a_node_with_the_same_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes = dir.path().join("nodes.txt");
+        let missing = load(None, &nodes).expect_err("no key yet");
+        assert!(
+            missing.contains("raftlb keygen") && missing.contains("cluster.key"),
+            "{missing}"
+        );
+        crate::auth::keygen(&dir.path().join("cluster.key")).expect("keygen");
+        let keys = load(None, &nodes).expect("the default beside nodes.txt");
+        let (name, value) = sign(&keys, b"{\"server\":\"x\"}");
+        assert_eq!(name, "X-Raftlb-Auth");
+        let node = Auth::Keyed(keys);
+        assert!(node
+            .verify_body(Some(&value), b"{\"server\":\"x\"}")
+            .is_ok());
+        assert!(node
+            .verify_body(Some(&value), b"{\"server\":\"y\"}")
+            .is_err());
+    }
+}
