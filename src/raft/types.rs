@@ -119,9 +119,10 @@ pub const MAX_TERM_STEP: u64 = 1 << 32;
 
 /// The one term rule for messages from peers: whether a node in term `current`
 /// listens to a message of term `offered` above its own (and so may adopt it).
-/// Every term it may adopt this way is below [`MAX_TERM_OR_INDEX`] by more than
-/// one election unless reached by [`MAX_TERM_STEP`]s, so its PreVote (`term + 1`)
-/// and its candidacy are well formed and within every peer's reach.
+/// A term adopted this way is at most `current + MAX_TERM_STEP`, so from any
+/// term a real cluster reaches, the node's PreVote and candidacy (`term + 1`)
+/// are well formed and within every peer's reach; only a climb of about 2^31
+/// such steps reaches [`MAX_TERM_OR_INDEX`], where [`can_increment_term`] stops.
 pub fn term_within_reach(current: u64, offered: u64) -> bool {
     offered <= MAX_TERM_OR_INDEX && offered <= current.saturating_add(MAX_TERM_STEP)
 }
