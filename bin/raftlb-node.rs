@@ -47,6 +47,12 @@ struct Args {
     /// A server whose reports stop for this long is marked dead.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     dead_after_ms: u64,
+    /// A server dead this long (no report applied for it) is removed from the
+    /// table by a committed entry; it comes back as new when it reports again.
+    /// A number with a unit (500ms, 30s, 90m, 24h, 7d) or plain milliseconds;
+    /// 100ms to 365d.
+    #[arg(long, default_value = "24h", value_parser = runtime::forget::parse_forget_after)]
+    forget_after: Duration,
     /// Largest N served.
     #[arg(long, default_value_t = raftlb::primes::MAX_N, value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_SUPPORTED_N))]
     max_n: u64,
@@ -118,6 +124,7 @@ fn run(args: Args) -> Result<(), Failure> {
         id: args.id,
         nodes,
         dead_after: Duration::from_millis(args.dead_after_ms),
+        forget_after: args.forget_after,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         election_min: Duration::from_millis(args.election_ms_min),
         election_max: Duration::from_millis(args.election_ms_max),

@@ -48,9 +48,14 @@ impl Report {
         if self.server.chars().any(char::is_control) {
             return Err("bad report: server must not contain control characters".into());
         }
-        if self.url.len() > MAX_URL_BYTES || !valid_worker_url(&self.url) {
+        if self.url.len() > MAX_URL_BYTES {
             return Err(format!(
-                "bad report: url must be http://HOST:PORT (at most {MAX_URL_BYTES} bytes)"
+                "bad report: url must be at most {MAX_URL_BYTES} bytes"
+            ));
+        }
+        if let Err(reason) = check_worker_url(&self.url) {
+            return Err(format!(
+                "bad report: url must be http://HOST:PORT ({reason})"
             ));
         }
         for (name, value) in [("cpu", self.cpu), ("wait", self.wait)] {
@@ -62,18 +67,72 @@ impl Report {
     }
 }
 
-/// `http://` followed by a host and an optional port, with no spaces or control
-/// characters: the node builds request URLs from it.
-fn valid_worker_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+/// Longest host name (DNS: 253 characters, labels of at most 63).
+const MAX_HOST_BYTES: usize = 253;
+const MAX_LABEL_BYTES: usize = 63;
+
+/// Checks that a worker URL is `http://HOST:PORT` and nothing else: the node
+/// builds request lines and `Host` headers from it, and a daemon must not be able
+/// to point it at a path, a query, credentials or another scheme. HOST is a name
+/// (letters, digits, `-`, dots between labels), an IPv4 literal, or an IPv6
+/// literal in brackets; PORT is 1-65535. A lone trailing `/` is allowed: it
+/// names the same root, and `--worker http://h:1/` is an easy thing to type.
+/// The error is the reason, for the 400's one line.
+pub fn check_worker_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("the scheme must be http://")?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err("no path, query or fragment is allowed");
+    }
+    if authority.contains('@') {
+        return Err("no user info is allowed");
+    }
+    let (host, port) = authority.rsplit_once(':').ok_or("a port is required")?;
+    check_port(port)?;
+    check_host(host)
+}
+
+fn check_port(port: &str) -> Result<(), &'static str> {
+    let valid = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    valid.then_some(()).ok_or("the port must be 1-65535")
+}
+
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if let Some(inner) = host.strip_prefix('[') {
+        let literal = inner
+            .strip_suffix(']')
+            .ok_or("an IPv6 host needs [ and ]")?;
+        return literal
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "not an IPv6 address");
+    }
+    if host.is_empty() || host.len() > MAX_HOST_BYTES {
+        return Err("the host must be 1-253 characters");
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host
+            .parse::<std::net::Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| "not an IPv4 address");
+    }
+    let label_ok = |label: &str| {
+        (1..=MAX_LABEL_BYTES).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
     };
-    let authority = rest.trim_end_matches('/');
-    !authority.is_empty()
-        && !authority.contains('/')
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
+    host.split('.')
+        .all(label_ok)
+        .then_some(())
+        .ok_or("the host must be a name (letters, digits, -) or an IP address")
 }
 
 #[cfg(test)]
@@ -113,5 +172,68 @@ mod tests {
             assert!(err.starts_with("bad report"), "{err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn worker_urls_are_http_host_port_and_nothing_else() {
+        let good = [
+            "http://127.0.0.1:13337",
+            "http://127.0.0.1:13337/",
+            "http://localhost:1",
+            "http://worker-3.example.com:65535",
+            "http://[::1]:8080",
+            "http://[fe80::1:2]:80/",
+        ];
+        for url in good {
+            assert_eq!(check_worker_url(url), Ok(()), "{url}");
+        }
+        let bad = [
+            "https://h:1",
+            "HTTP://h:1",
+            "ftp://h:1",
+            "h:1",
+            "http://",
+            "http://h",
+            "http://h:",
+            "http://h:0",
+            "http://h:65536",
+            "http://h:123456",
+            "http://h:+80",
+            "http://h:1//",
+            "http://h:1/x",
+            "http://h:1?x=1",
+            "http://h:1#f",
+            "http://user:pw@h:1",
+            "http://@h:1",
+            "http://:1",
+            "http://h h:1",
+            "http://h_h:1",
+            "http://-h:1",
+            "http://h-:1",
+            "http://a..b:1",
+            "http://.h:1",
+            "http://999.1.1.1:1",
+            "http://[::1:1",
+            "http://[nope]:1",
+            "http://::1:80",
+            "http://h\r\n:1",
+        ];
+        for url in bad {
+            assert!(check_worker_url(url).is_err(), "{url}");
+        }
+        let long_label = format!("http://{}:1", "a".repeat(64));
+        assert!(check_worker_url(&long_label).is_err());
+        let long_host = format!("http://{}a:1", "a.".repeat(127));
+        assert!(check_worker_url(&long_host).is_err());
+        let longest_host = format!("http://{}a:1", "a.".repeat(126));
+        assert_eq!(check_worker_url(&longest_host), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_with_its_reason_on_one_line() {
+        let body = br#"{"server":"w","url":"http://h:1/prime?n=1","cpu":1,"seq":1}"#;
+        let err = Report::parse(body).expect_err("a path is refused");
+        assert!(err.contains("no path"), "{err}");
+        assert!(!err.contains('\n'));
     }
 }

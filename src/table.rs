@@ -12,7 +12,7 @@
 //! table and nothing else: no Raft round trip, no asking the servers.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,18 @@ pub enum Command {
     /// random start plus a counter). New variants go last: the variant's
     /// position is its tag in the log and in snapshots.
     SetNote { text: String, request: u64 },
+    /// Remove `server` from the table: proposed by the leader once a dead
+    /// server has been silent for `--forget-after`, or on request
+    /// (`runtime::forget`). The last `seq` goes with it, so the server's next
+    /// report brings it back as new whatever its seq: a daemon's seq grows
+    /// from its start time, so its real reports are newer anyway, but a
+    /// replayed old report (signed with the cluster key, so once genuine) is
+    /// accepted too. Keeping a tombstone per forgotten server would stop that
+    /// at the cost of a table that never shrinks, which is what forgetting is
+    /// for; the harm of a replay is bounded instead: the server shows alive
+    /// with a stale load until `--dead-after-ms` marks it dead again, and a
+    /// prime request that picks it moves on to the next server.
+    Forget { server: String },
 }
 
 impl Command {
@@ -80,6 +92,8 @@ pub enum Change {
     /// A new server, or a dead one that reported again.
     Alive(String),
     Dead(String),
+    /// Removed from the table by a `Forget`.
+    Forgotten(String),
 }
 
 /// The snapshot format; versioned so a later field can be added without
@@ -131,6 +145,13 @@ impl LoadTable {
                 }
                 Vec::new()
             }
+            Command::Forget { server } => {
+                self.applied_at.remove(server);
+                match self.servers.remove(server) {
+                    Some(_) => vec![Change::Forgotten(server.clone())],
+                    None => Vec::new(),
+                }
+            }
         }
     }
 
@@ -175,6 +196,21 @@ impl LoadTable {
             Some(s) => report.seq > s.seq,
             None => self.servers.len() < MAX_SERVERS,
         }
+    }
+
+    /// The dead servers silent for at least `quiet` on this node's clock
+    /// (since it applied their last report): the ones to forget.
+    pub fn dead_for(&self, quiet: Duration, now: Instant) -> impl Iterator<Item = &String> + '_ {
+        self.servers
+            .iter()
+            .filter(move |(id, s)| {
+                !s.alive
+                    && self
+                        .applied_at
+                        .get(*id)
+                        .is_none_or(|t| now.saturating_duration_since(*t) >= quiet)
+            })
+            .map(|(id, _)| id)
     }
 
     pub fn get(&self, server: &str) -> Option<&Server> {
@@ -226,6 +262,14 @@ impl LoadTable {
         .expect("the table is plain data and always encodes")
     }
 
+    /// Whether `bytes` is a snapshot [`LoadTable::restore`] accepts: the Raft
+    /// core's check (`Config::snapshot_check`) before it installs a snapshot
+    /// received from the leader, so one that does not decode is never written
+    /// to the data dir.
+    pub fn decodes(bytes: &[u8]) -> bool {
+        wire::decode::<SnapshotData>(bytes).is_ok()
+    }
+
     /// Replaces the table with a snapshot's. Report ages restart at `now`: the
     /// snapshot does not carry this node's local apply times.
     pub fn restore(bytes: &[u8], now: Instant) -> Result<LoadTable, WireError> {
@@ -249,7 +293,7 @@ mod tests {
     fn report(server: &str, cpu: f64, seq: u64) -> Report {
         Report {
             server: server.into(),
-            url: format!("http://127.0.0.1:1{server}"),
+            url: format!("http://w{server}.test:1"),
             cpu,
             wait: 0.0,
             seq,
@@ -365,6 +409,9 @@ mod tests {
         assert_eq!(back.servers, t.servers);
         assert_eq!(back.note(), "héllo");
         assert!(LoadTable::restore(b"\x07garbage", Instant::now()).is_err());
+        assert!(LoadTable::decodes(&t.snapshot()));
+        assert!(!LoadTable::decodes(b"\x07garbage"));
+        assert!(!LoadTable::decodes(&[]));
     }
 
     #[test]
@@ -427,5 +474,73 @@ mod tests {
         let entry = Command::Reports((0..MAX_REPORTS_PER_ENTRY).map(big).collect()).encode();
         let limit = crate::raft::Config::new(1, vec![1]).max_entry_data_bytes();
         assert!(entry.len() <= limit, "{} > {limit}", entry.len());
+    }
+
+    #[test]
+    fn a_forgotten_server_is_gone_and_comes_back_as_new_with_any_seq() {
+        let mut t = table_with(&[report("a", 30.0, 100), report("b", 10.0, 7)]);
+        let forget = Command::Forget { server: "a".into() };
+        assert_eq!(
+            t.apply(&forget, Instant::now()),
+            vec![Change::Forgotten("a".into())]
+        );
+        assert!(t.get("a").is_none());
+        assert_eq!(t.len(), 1);
+        // Forgetting twice, or a server never known, changes nothing.
+        assert!(t.apply(&forget, Instant::now()).is_empty());
+        // Its seq went with it: a lower one is a new server's first report.
+        assert!(t.accepts(&report("a", 5.0, 1)));
+        let back = t.apply(&Command::Reports(vec![report("a", 5.0, 1)]), Instant::now());
+        assert_eq!(back, vec![Change::Alive("a".into())]);
+        assert_eq!(t.get("a").expect("back").seq, 1);
+    }
+
+    #[test]
+    fn forgetting_frees_room_in_a_full_table() {
+        let mut t = LoadTable::new();
+        let reports: Vec<Report> = (0..MAX_SERVERS)
+            .map(|i| report(&i.to_string(), 1.0, 1))
+            .collect();
+        for chunk in reports.chunks(MAX_REPORTS_PER_ENTRY) {
+            t.apply(&Command::Reports(chunk.to_vec()), Instant::now());
+        }
+        assert!(!t.accepts(&report("new", 1.0, 1)));
+        t.apply(&Command::Forget { server: "0".into() }, Instant::now());
+        assert!(t.accepts(&report("new", 1.0, 1)));
+    }
+
+    #[test]
+    fn only_servers_dead_and_silent_long_enough_are_due_to_be_forgotten() {
+        let t0 = Instant::now();
+        let mut t = LoadTable::new();
+        t.apply(
+            &Command::Reports(vec![report("a", 1.0, 1), report("b", 1.0, 1)]),
+            t0,
+        );
+        let dead = Command::MarkDead {
+            server: "a".into(),
+            seq: 1,
+        };
+        t.apply(&dead, t0);
+        let quiet = Duration::from_secs(60);
+        let due = |t: &LoadTable, at: Instant| t.dead_for(quiet, at).cloned().collect::<Vec<_>>();
+        assert!(due(&t, t0 + Duration::from_secs(59)).is_empty());
+        assert_eq!(due(&t, t0 + quiet), ["a"]); // b is silent as long, but alive
+    }
+
+    #[test]
+    fn a_table_with_forget_entries_still_snapshots_and_restores() {
+        let mut t = table_with(&[report("a", 30.0, 1), report("b", 10.0, 7)]);
+        t.apply(&Command::Forget { server: "a".into() }, Instant::now());
+        let back = LoadTable::restore(&t.snapshot(), Instant::now()).expect("valid snapshot");
+        assert_eq!(back.servers, t.servers);
+        // The older commands keep their tags: a log written before Forget
+        // existed decodes as it did.
+        let note = Command::SetNote {
+            text: "x".into(),
+            request: 1,
+        };
+        assert_eq!(note.encode()[0], 2);
+        assert_eq!(Command::Forget { server: "a".into() }.encode()[0], 3);
     }
 }

@@ -49,6 +49,11 @@ pub enum Datagram {
     /// The leader did not propose `request` (not leader, another term, handing
     /// over): it certainly did not happen, and the follower may send it again.
     NoteRefused { from: u64, request: u64 },
+    /// A request to forget `server` that a follower's client made, for the
+    /// leader to propose (`table::Command::Forget`). Forgetting is idempotent,
+    /// so the follower simply sends it again until it applies a `Forget` of
+    /// that server or its deadline passes.
+    ForgetServer { from: u64, server: String },
 }
 
 /// Why bytes could not be turned into a value, or a value into a datagram.

@@ -5,7 +5,9 @@
 
 mod sim;
 
-use raftlb::raft::{AppendResult, Entry, EntryKind, Message, MessageBody, Rng, SnapshotMeta};
+use raftlb::raft::{
+    AppendResult, Entry, EntryKind, Message, MessageBody, Rng, SnapshotMeta, MAX_TERM_OR_INDEX,
+};
 use sim::Cluster;
 
 fn value(rng: &mut Rng) -> u64 {
@@ -144,5 +146,101 @@ fn garbage_messages_from_peers_never_crash_a_node() {
     assert!(
         installed > 0,
         "no hostile snapshot got through: the test misses that path"
+    );
+}
+
+/// A forged snapshot (chunks claiming to come from the leader, in its term, that
+/// the state machine cannot decode) used to be installed by the core, written to
+/// the data dir by the caller and only then decoded: the node stopped and could
+/// not start again. Now it is refused before anything is written, the node keeps
+/// its log, restarts from its data dir, and still takes the leader's real
+/// snapshot later.
+#[test]
+fn a_snapshot_the_state_machine_cannot_decode_is_never_installed_or_written() {
+    let mut c = Cluster::new(3, 11);
+    let leader = c.wait_for_leader(200);
+    for _ in 0..5 {
+        c.commit_one(200);
+    }
+    let victim = c.other_than(leader);
+    let (term, last_index) = (c.raft(victim).term(), c.raft(victim).log().last_index());
+    let meta = SnapshotMeta {
+        index: last_index + 100,
+        term,
+    };
+    let forged: Vec<u8> = (0..20).collect(); // not whole 8-byte words
+    for (offset, chunk) in [(0u64, &forged[..10]), (10, &forged[10..])] {
+        let body = MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            total_len: forged.len() as u64,
+            chunk: chunk.to_vec(),
+        };
+        let msg = Message {
+            from: leader,
+            to: victim,
+            term,
+            body,
+        };
+        c.raft_mut(victim).step(msg);
+        c.process_ready(victim);
+    }
+    assert_eq!(c.raft(victim).snapshots_refused(), 1);
+    assert_eq!(c.stats.snapshots_installed, 0);
+    assert_eq!(c.raft(victim).log().last_index(), last_index);
+    // The data dir still opens, and its state machine restores.
+    c.crash(victim);
+    c.start(victim);
+    assert_eq!(c.raft(victim).log().last_index(), last_index);
+    // A real snapshot still gets through: the victim misses enough entries for
+    // the leader to compact past them, then catches up.
+    c.isolate(victim);
+    for _ in 0..60 {
+        c.commit_one(200);
+    }
+    assert!(c.raft(leader).log().first_index() > last_index + 1);
+    c.heal();
+    c.check_liveness(400);
+    assert!(c.stats.snapshots_installed >= 1, "{}", c.dump());
+}
+
+/// The wedge of issue 12: forged heartbeats with a term just under the bound
+/// were obeyed by every node, whose next PreVote (term + 1) every peer then
+/// refused as malformed: no leader, for good. Now a term that far ahead is not
+/// listened to, and the cluster keeps electing leaders, not only once.
+#[test]
+fn a_forged_term_just_under_the_bound_does_not_wedge_elections() {
+    let mut c = Cluster::new(3, 5);
+    let leader = c.wait_for_leader(200);
+    c.commit_one(200);
+    let forged_term = MAX_TERM_OR_INDEX - 1;
+    for to in c.ids() {
+        let from = if to == leader {
+            c.other_than(leader)
+        } else {
+            leader
+        };
+        let body = MessageBody::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        };
+        let msg = Message {
+            from,
+            to,
+            term: forged_term,
+            body,
+        };
+        c.raft_mut(to).step(msg);
+        c.process_ready(to);
+    }
+    c.check_liveness(400);
+    let leader = c.wait_for_leader(200);
+    c.crash(leader);
+    let next = c.wait_for_leader(400);
+    assert_ne!(next, leader);
+    assert!(
+        c.up_ids().iter().all(|&id| c.raft(id).term() < 1000),
+        "{}",
+        c.dump()
     );
 }

@@ -55,18 +55,15 @@ pub struct Config {
     pub auth: crate::auth::Auth,
 }
 
-/// Checks `--worker`: `http://HOST:PORT` with nothing after the port, because
-/// the nodes build `WORKER/N` from it.
+/// Checks `--worker`: the rules the nodes apply to a report's url
+/// (`report::check_worker_url`), and no trailing `/` either, because the
+/// daemon builds `WORKER/health` from it.
 pub fn check_worker_url(url: &str) -> Result<(), String> {
-    let bad = || format!("--worker must be http://HOST:PORT, found {url:?}");
-    let authority = url.strip_prefix("http://").ok_or_else(bad)?;
-    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-    let port_ok = matches!(port.parse::<u16>(), Ok(p) if p > 0);
-    if host.is_empty() || !port_ok || authority.contains('/') {
-        return Err(bad());
+    let bad = |why: &str| format!("--worker must be http://HOST:PORT, found {url:?}: {why}");
+    if url.ends_with('/') {
+        return Err(bad("nothing may follow the port"));
     }
-    // The node validates every report; refuse now what it would refuse forever.
-    probe_report(url, "probe").validate().map_err(|_| bad())
+    crate::report::check_worker_url(url).map_err(bad)
 }
 
 /// Checks `--id` against the rules the nodes apply to a report's `server`.

@@ -37,6 +37,18 @@ pub struct Config {
     /// without it, a thousand 32 KiB notes (about 64 MiB, counting storage's
     /// copy) would sit in memory before a snapshot.
     pub snapshot_threshold_bytes: u64,
+    /// The state machine's check of a snapshot received from the leader: the
+    /// assembled data is handed to it before the core installs the snapshot (and
+    /// so before the caller writes it), and one it refuses is dropped. A forged
+    /// or corrupt chunk sequence then never reaches the data dir, where it would
+    /// stop the node from starting again. The core itself cannot decode a
+    /// snapshot; the runtime gives the load table's decoder.
+    pub snapshot_check: fn(&[u8]) -> bool,
+}
+
+/// The check of a core that does not know its state machine: every snapshot.
+pub fn accept_any_snapshot(_data: &[u8]) -> bool {
+    true
 }
 
 /// Applied entries between snapshots. Each compaction writes the snapshot and
@@ -65,6 +77,7 @@ impl Config {
             snapshot_chunk_bytes: 48 * 1024,
             snapshot_threshold_entries: DEFAULT_SNAPSHOT_ENTRIES,
             snapshot_threshold_bytes: 2 * 1024 * 1024,
+            snapshot_check: accept_any_snapshot,
         }
     }
 

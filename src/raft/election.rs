@@ -60,6 +60,17 @@ impl Raft {
     /// Starts an election: a pre-vote round first when configured, unless this is a
     /// leadership transfer, which goes straight to a real vote.
     pub(super) fn campaign(&mut self, transfer: bool) {
+        if !can_increment_term(self.term) {
+            // Only forged terms get here (see `MAX_TERM_STEP`); a campaign in
+            // a malformed term would be ignored by every peer anyway.
+            log::warn!(
+                "node {} cannot campaign: term {} is at the limit",
+                self.id(),
+                self.term
+            );
+            self.reset_election_timer();
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {
@@ -129,6 +140,16 @@ impl Raft {
     pub(super) fn step_term(&mut self, m: &Message) -> bool {
         use MessageBody::*;
         if m.term > self.term {
+            if !term_within_reach(self.term, m.term) {
+                log::debug!(
+                    "node {} ignores a message of term {} from node {}: too far above its term {}",
+                    self.id(),
+                    m.term,
+                    m.from,
+                    self.term
+                );
+                return false;
+            }
             match m.body {
                 RequestVote {
                     pre_vote, transfer, ..

@@ -26,7 +26,7 @@ mod rng;
 mod snapshot;
 mod types;
 
-pub use config::{Config, DEFAULT_SNAPSHOT_ENTRIES};
+pub use config::{accept_any_snapshot, Config, DEFAULT_SNAPSHOT_ENTRIES};
 pub use log::RaftLog;
 pub use node::{Raft, RestoredState};
 pub use progress::{Progress, ProgressState};

@@ -56,6 +56,8 @@ pub struct Raft {
     pub(super) transfer_elapsed: u64,
     pub(super) reads: ReadQueue,
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Received snapshots the state machine's check refused (`Config::snapshot_check`).
+    pub(super) snapshots_refused: u64,
     pub(super) rng: Rng,
     /// Proposals were appended since the last `ready`: send them to followers then.
     pub(super) append_pending: bool,
@@ -101,6 +103,7 @@ impl Raft {
             transfer_elapsed: 0,
             reads: ReadQueue::default(),
             incoming_snapshot: None,
+            snapshots_refused: 0,
             append_pending: false,
             rng: Rng::new(seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             messages: Vec::new(),
@@ -157,6 +160,11 @@ impl Raft {
             vote: self.vote,
             commit: self.log.committed(),
         }
+    }
+
+    /// How many received snapshots the state machine's check refused.
+    pub fn snapshots_refused(&self) -> u64 {
+        self.snapshots_refused
     }
 
     /// The leader's view of a follower (None on other roles).
@@ -470,6 +478,27 @@ mod tests {
             ..RestoredState::default()
         };
         assert!(Raft::new(config(), restored, 1).is_err());
+    }
+
+    #[test]
+    fn a_node_at_the_term_limit_does_not_campaign_in_a_malformed_term() {
+        let restored = RestoredState {
+            hard_state: HardState {
+                term: MAX_TERM_OR_INDEX,
+                vote: None,
+                commit: 0,
+            },
+            ..RestoredState::default()
+        };
+        let mut raft = Raft::new(config(), restored, 1).unwrap();
+        for _ in 0..100 {
+            raft.tick();
+            let rd = raft.ready();
+            assert!(rd.messages.iter().all(Message::is_well_formed));
+            raft.advance();
+        }
+        assert_eq!(raft.term(), MAX_TERM_OR_INDEX);
+        assert_eq!(raft.role(), Role::Follower);
     }
 
     #[test]

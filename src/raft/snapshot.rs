@@ -90,11 +90,29 @@ impl Raft {
             return;
         }
         let complete = self.incoming_snapshot.take().expect("set above");
+        if !(self.config.snapshot_check)(&complete.data) {
+            self.refuse_snapshot(from, meta);
+            return;
+        }
         self.install_snapshot(Snapshot {
             meta: complete.meta,
             data: complete.data,
         });
         self.answer_snapshot(from, meta.index, total_len, true);
+    }
+
+    /// The state machine cannot read the assembled snapshot: nothing of it is
+    /// kept, the log stays as it was, and the sender is told to start over (a
+    /// real leader's next chunks can still bring a good one).
+    fn refuse_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        self.snapshots_refused += 1;
+        log::warn!(
+            "node {} refused a snapshot at index {} term {} from node {from}: the state machine cannot decode it",
+            self.id(),
+            meta.index,
+            meta.term
+        );
+        self.answer_snapshot(from, meta.index, 0, false);
     }
 
     /// §7: a snapshot whose last entry we hold with the same term only moves the

@@ -98,16 +98,47 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-/// Terms and indexes at or above this are malformed: no real cluster gets near
-/// them, and refusing them keeps `term + 1` and `index + 1` from overflowing.
+/// Terms and indexes above this are malformed: no real cluster gets near them,
+/// and refusing them keeps `term + 1` and `index + 1` from overflowing. A node
+/// never sends a term above it either: one holding it does not campaign.
 pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;
 
+/// The most a message may raise a node's term by. Terms grow by one per
+/// election (PreVote keeps a cut-off node from counting up alone), so a real
+/// peer is never this many elections ahead: 2^32 elections, one every 150 ms,
+/// take 20 years. A message from further ahead is ignored. Without it, one
+/// forged message with a term just under [`MAX_TERM_OR_INDEX`] was obeyed and
+/// written to disk, and the next PreVote (term + 1) was refused as malformed by
+/// every peer: no leader, for good, across restarts.
+///
+/// The term space is finite, so a bound cannot make forged terms harmless, only
+/// slow: about 2^31 forged messages, each adopted in turn, still climb to the
+/// top, where no node can campaign. Authenticating datagrams (the cluster key)
+/// is the real defence; this keeps one message from being enough.
+pub const MAX_TERM_STEP: u64 = 1 << 32;
+
+/// The one term rule for messages from peers: whether a node in term `current`
+/// listens to a message of term `offered` above its own (and so may adopt it).
+/// A term adopted this way is at most `current + MAX_TERM_STEP`, so from any
+/// term a real cluster reaches, the node's PreVote and candidacy (`term + 1`)
+/// are well formed and within every peer's reach; only a climb of about 2^31
+/// such steps reaches [`MAX_TERM_OR_INDEX`], where [`can_increment_term`] stops.
+pub fn term_within_reach(current: u64, offered: u64) -> bool {
+    offered <= MAX_TERM_OR_INDEX && offered <= current.saturating_add(MAX_TERM_STEP)
+}
+
+/// Whether a node in `term` may start an election: its next term must itself
+/// be a well-formed term, or every peer would ignore the campaign.
+pub fn can_increment_term(term: u64) -> bool {
+    term < MAX_TERM_OR_INDEX
+}
+
 impl Message {
-    /// Whether every term and index in the message is below
+    /// Whether every term and index in the message is at most
     /// [`MAX_TERM_OR_INDEX`]; the core ignores a message that is not.
     pub fn is_well_formed(&self) -> bool {
         use MessageBody::*;
-        let ok = |v: u64| v < MAX_TERM_OR_INDEX;
+        let ok = |v: u64| v <= MAX_TERM_OR_INDEX;
         ok(self.term)
             && match &self.body {
                 RequestVote {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
+use super::forget::{ForgetReply, ForgetRequests};
 use super::notes::{NoteReply, NoteRequests};
 use super::reports::ReportIntake;
 use super::shared::{Metrics, Shared};
@@ -49,6 +50,14 @@ pub enum LoopInput {
     },
     /// `GET /note`: answered on `reply` after a read-index round, or by `deadline`.
     ReadNote { reply: NoteReply, deadline: Instant },
+    /// Forget `server` (`runtime::forget`): answered on `reply` once a
+    /// `Forget` of it is applied here, at once when this node's table has no
+    /// such server, or by `deadline`.
+    Forget {
+        server: String,
+        reply: ForgetReply,
+        deadline: Instant,
+    },
 }
 
 /// The channels the loop listens on.
@@ -95,6 +104,8 @@ pub struct EventLoop {
     pub(super) intake: ReportIntake,
     /// Note writes and reads waiting on Raft.
     pub(super) notes: NoteRequests,
+    /// Forget requests waiting for their entry to be applied here.
+    pub(super) forgets: ForgetRequests,
     /// When the last tick was given to the core, to give one per 10 ms of real
     /// time even when the ticker's messages were coalesced.
     pub(super) last_tick: Instant,
@@ -153,6 +164,7 @@ impl EventLoop {
             }
             // Proposals and read rounds of this round go out with its one fsync.
             self.start_note_requests();
+            self.start_forget_requests(Instant::now());
             self.handle_ready()?;
             self.publish();
             if let Some(since) = stopping_since {
@@ -181,6 +193,7 @@ impl EventLoop {
                 text,
             } => self.on_propose_note(from, term, request, text),
             Datagram::NoteRefused { from, request } => self.on_note_refused(from, request),
+            Datagram::ForgetServer { from, server } => self.on_forget_server(from, server),
         }
     }
 
@@ -193,6 +206,14 @@ impl EventLoop {
                 deadline,
             } => self.notes.add_write(text, reply, deadline),
             LoopInput::ReadNote { reply, deadline } => self.notes.add_read(reply, deadline),
+            LoopInput::Forget {
+                server,
+                reply,
+                deadline,
+            } => {
+                let table = self.shared.table();
+                self.forgets.add(server, reply, deadline, &table);
+            }
         }
     }
 
@@ -202,8 +223,8 @@ impl EventLoop {
     }
 
     /// Gives the core one tick per elapsed 10 ms, then moves pending reports on:
-    /// the leader proposes them as one entry (and any MarkDead that is due), a
-    /// follower forwards them to the leader.
+    /// the leader proposes them as one entry (and any MarkDead or Forget that
+    /// is due), a follower forwards them to the leader.
     fn on_tick(&mut self) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.last_tick);
@@ -233,17 +254,19 @@ impl EventLoop {
     }
 
     fn propose_reports(&mut self, now: Instant) {
-        let (batch, dead) = {
+        let (batch, dead, forgotten) = {
             let table = self.shared.table();
             (
                 self.intake.take_batch(&table),
                 self.intake.due_dead(&table, now),
+                self.intake.due_forget(&table, now),
             )
         };
         let commands = (!batch.is_empty())
             .then_some(Command::Reports(batch))
             .into_iter()
-            .chain(dead);
+            .chain(dead)
+            .chain(forgotten);
         for command in commands {
             if let Err(e) = self.raft.propose(command.encode()) {
                 // Reports come again within a second; a MarkDead is re-proposed.
@@ -308,11 +331,16 @@ impl EventLoop {
             if let Some(snapshot) = snapshot {
                 let table = LoadTable::restore(&snapshot.data, Instant::now())
                     .map_err(RuntimeError::Snapshot)?;
+                self.forgets.snapshot_installed(&table);
                 *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
                 self.on_snapshot_installed(snapshot.meta.term);
             }
-            let note_writes = self.apply(&committed_entries);
+            let (note_writes, forgotten) = self.apply(&committed_entries);
+            self.forgets.applied(&forgotten);
+            for server in &forgotten {
+                self.intake.forgotten(server);
+            }
             let last_term = committed_entries.last().map(|e| e.term);
             self.finish_note_requests(&note_writes, last_term, &read_states, &read_failures);
             self.raft.advance();
@@ -338,21 +366,27 @@ impl EventLoop {
     }
 
     /// Applies committed entries to the table; returns the request id and index
-    /// of every note write among them, for the writes waiting on them.
-    fn apply(&mut self, entries: &[Entry]) -> Vec<(u64, u64)> {
+    /// of every note write among them, for the writes waiting on them, and the
+    /// server of every `Forget`, for the forget requests.
+    fn apply(&mut self, entries: &[Entry]) -> (Vec<(u64, u64)>, Vec<String>) {
         if entries.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let now = Instant::now();
         let mut changes = Vec::new();
         let mut note_writes = Vec::new();
+        let mut forgotten = Vec::new();
         {
             let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
                 match Command::decode(&entry.data) {
                     Ok(command) => {
-                        if let Command::SetNote { request, .. } = &command {
-                            note_writes.push((*request, entry.index));
+                        match &command {
+                            Command::SetNote { request, .. } => {
+                                note_writes.push((*request, entry.index))
+                            }
+                            Command::Forget { server } => forgotten.push(server.clone()),
+                            _ => {}
                         }
                         changes.extend(table.apply(&command, now));
                     }
@@ -376,9 +410,10 @@ impl EventLoop {
             match change {
                 Change::Alive(server) => log::log!(level, "server {server} is alive"),
                 Change::Dead(server) => log::log!(level, "server {server} marked dead"),
+                Change::Forgotten(server) => log::log!(level, "server {server} forgotten"),
             }
         }
-        note_writes
+        (note_writes, forgotten)
     }
 
     fn maybe_compact(&mut self) -> Result<(), StorageError> {

@@ -6,13 +6,15 @@
 //!   10 ms ticker;
 //! - a pool of HTTP threads (`crate::server`) answers clients from the
 //!   [`shared`] view, and hands reports and note requests to the loop through a
-//!   channel; a note request waits for the loop's answer ([`notes`]).
+//!   channel; a note request waits for the loop's answer ([`notes`]), and so
+//!   does a request to forget a server ([`forget`]).
 //!
 //! [`start`] wires them; [`RunningNode::shutdown`] stops them in order (a leader
 //! first hands leadership over).
 
 mod epoch;
 pub mod event_loop;
+pub mod forget;
 pub mod notes;
 pub mod reports;
 pub mod shared;
@@ -54,6 +56,8 @@ pub struct NodeSettings {
     pub nodes: Nodes,
     pub data_dir: PathBuf,
     pub dead_after: Duration,
+    /// A dead server silent this long is forgotten (`--forget-after`).
+    pub forget_after: Duration,
     pub heartbeat: Duration,
     pub election_min: Duration,
     pub election_max: Duration,
@@ -181,8 +185,9 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         storage,
         shared: shared.clone(),
         socket,
-        intake: ReportIntake::new(settings.dead_after),
+        intake: ReportIntake::new(settings.dead_after, settings.forget_after),
         notes: notes::NoteRequests::new(seed()),
+        forgets: forget::ForgetRequests::default(),
         last_tick: Instant::now(),
         heard_from: vec![None; nodes.entries().len()],
         reach_window: settings.election_max * 2,
@@ -221,6 +226,7 @@ fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
     config.snapshot_threshold_entries = settings.snapshot_entries;
     // A datagram is the message plus its frame (epoch, counter, tag).
     config.max_message_bytes = crate::wire::MAX_PAYLOAD_BYTES;
+    config.snapshot_check = LoadTable::decodes;
     config
         .validate()
         .map_err(|e| StartError::Config(format!("bad flags: {e}")))?;
@@ -249,4 +255,34 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The core refuses what the load table cannot restore, so a forged
+    /// snapshot never reaches the data dir (where it stopped the node from
+    /// starting): the runtime must hand it the table's decoder.
+    #[test]
+    fn the_core_is_given_the_load_tables_snapshot_check() {
+        let nodes = Nodes::parse("A 127.0.0.1:1\nB 127.0.0.1:2\nC 127.0.0.1:3\n", "test")
+            .expect("valid nodes");
+        let settings = NodeSettings {
+            id: "A".into(),
+            nodes,
+            data_dir: PathBuf::from("unused"),
+            dead_after: Duration::from_secs(3),
+            forget_after: Duration::from_secs(86_400),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            max_n: 100,
+            snapshot_entries: 100,
+            auth: Auth::Insecure,
+        };
+        let config = raft_config(&settings, 1).expect("valid settings");
+        assert!(!(config.snapshot_check)(b"\x07garbage"));
+        assert!((config.snapshot_check)(&LoadTable::new().snapshot()));
+    }
 }

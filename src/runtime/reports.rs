@@ -6,6 +6,10 @@
 //! them to the leader. The leader also watches for servers that went quiet and
 //! proposes to mark them dead; a new leader first gives every server a full
 //! `dead_after` of grace, since it cannot know how long ago it last heard.
+//! A server dead and silent for `forget_after` (this node's time since it
+//! applied the server's last report: every node applies, so a new leader knows
+//! it too, and a leader change does not restart the wait) is removed from the
+//! table by a proposed `Forget`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,17 +29,22 @@ pub struct ReportIntake {
     sent: BTreeMap<String, u64>,
     /// MarkDead proposals in flight, so one is not proposed every tick.
     dead_proposed: BTreeMap<String, Instant>,
+    /// Forget proposals in flight, likewise.
+    forget_proposed: BTreeMap<String, Instant>,
     dead_after: Duration,
+    forget_after: Duration,
 }
 
 impl ReportIntake {
-    pub fn new(dead_after: Duration) -> ReportIntake {
+    pub fn new(dead_after: Duration, forget_after: Duration) -> ReportIntake {
         ReportIntake {
             pending: BTreeMap::new(),
             last_heard: BTreeMap::new(),
             sent: BTreeMap::new(),
             dead_proposed: BTreeMap::new(),
+            forget_proposed: BTreeMap::new(),
             dead_after,
+            forget_after,
         }
     }
 
@@ -125,11 +134,44 @@ impl ReportIntake {
             .retain(|id, _| table.get(id).is_some_and(|s| s.alive));
         due
     }
+
+    /// The Forget commands due now: dead servers silent for `forget_after`,
+    /// not already proposed within the last `dead_after`. (A report applied
+    /// between the proposal and its commit makes a server alive that is then
+    /// forgotten; its next report, a second later, brings it back.)
+    pub fn due_forget(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
+        let mut due = Vec::new();
+        for id in table.dead_for(self.forget_after, now) {
+            let recently_proposed = self
+                .forget_proposed
+                .get(id)
+                .is_some_and(|t| now.saturating_duration_since(*t) < self.dead_after);
+            if !recently_proposed {
+                self.forget_proposed.insert(id.clone(), now);
+                due.push(Command::Forget { server: id.clone() });
+            }
+        }
+        self.forget_proposed.retain(|id, _| table.get(id).is_some());
+        due
+    }
+
+    /// `server` was removed from the table: what this node remembers of it
+    /// goes too, so that its next report is taken as a new server's first
+    /// (whatever its seq) rather than a copy of one already sent. A report
+    /// still pending stays: it came after.
+    pub fn forgotten(&mut self, server: &str) {
+        self.sent.remove(server);
+        self.last_heard.remove(server);
+        self.dead_proposed.remove(server);
+        self.forget_proposed.remove(server);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FORGET: Duration = Duration::from_secs(24 * 3600);
 
     fn report(server: &str, seq: u64) -> Report {
         Report {
@@ -144,7 +186,7 @@ mod tests {
     #[test]
     fn reports_coalesce_to_the_newest_per_server() {
         let table = LoadTable::new();
-        let mut intake = ReportIntake::new(Duration::from_secs(3));
+        let mut intake = ReportIntake::new(Duration::from_secs(3), FORGET);
         let now = Instant::now();
         for (s, seq) in [("a", 2), ("a", 5), ("a", 3), ("b", 1)] {
             intake.receive(report(s, seq), &table, now);
@@ -158,7 +200,7 @@ mod tests {
     #[test]
     fn copies_of_a_sent_report_are_not_sent_again_until_leadership_changes() {
         let table = LoadTable::new();
-        let mut intake = ReportIntake::new(Duration::from_secs(3));
+        let mut intake = ReportIntake::new(Duration::from_secs(3), FORGET);
         let now = Instant::now();
         intake.receive(report("a", 5), &table, now);
         assert_eq!(intake.take_batch(&table).len(), 1);
@@ -176,7 +218,7 @@ mod tests {
         let mut table = LoadTable::new();
         let t0 = Instant::now();
         table.apply(&Command::Reports(vec![report("a", 1)]), t0);
-        let mut intake = ReportIntake::new(Duration::from_millis(100));
+        let mut intake = ReportIntake::new(Duration::from_millis(100), FORGET);
         intake.give_grace(&table, t0);
         assert!(intake
             .due_dead(&table, t0 + Duration::from_millis(99))
@@ -206,7 +248,7 @@ mod tests {
         let mut table = LoadTable::new();
         let t0 = Instant::now();
         table.apply(&Command::Reports(vec![report("a", 1)]), t0);
-        let mut intake = ReportIntake::new(Duration::from_millis(100));
+        let mut intake = ReportIntake::new(Duration::from_millis(100), FORGET);
         intake.give_grace(&table, t0);
         intake.receive(report("a", 2), &table, t0 + Duration::from_millis(80));
         assert!(intake
@@ -220,5 +262,34 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_server_dead_for_forget_after_is_forgotten_once_then_reports_as_new() {
+        let mut table = LoadTable::new();
+        let t0 = Instant::now();
+        table.apply(&Command::Reports(vec![report("a", 7), report("b", 1)]), t0);
+        let dead = Command::MarkDead {
+            server: "a".into(),
+            seq: 7,
+        };
+        table.apply(&dead, t0);
+        let forget_after = Duration::from_secs(60);
+        let mut intake = ReportIntake::new(Duration::from_millis(100), forget_after);
+        intake.receive(report("a", 7), &table, t0); // not newer: no sign of life
+        assert!(intake.due_forget(&table, t0 + forget_after / 2).is_empty());
+        let due = intake.due_forget(&table, t0 + forget_after);
+        assert_eq!(due, [Command::Forget { server: "a".into() }]);
+        assert!(intake.due_forget(&table, t0 + forget_after).is_empty());
+        // A leader change does not restart the wait: the time is the table's.
+        intake.give_grace(&table, t0 + forget_after);
+        let later = t0 + forget_after + Duration::from_millis(100);
+        assert_eq!(intake.due_forget(&table, later).len(), 1);
+        table.apply(&due[0], later);
+        intake.forgotten("a");
+        assert!(intake.due_forget(&table, later).is_empty());
+        // Back as new, with a seq below the forgotten one.
+        intake.receive(report("a", 3), &table, later);
+        assert_eq!(intake.take_batch(&table), [report("a", 3)]);
     }
 }

@@ -132,7 +132,8 @@ fn sender_matches(datagram: &Datagram, from: NodeId, me: NodeId) -> bool {
         Datagram::Raft(m) => m.from == from && m.to == me,
         Datagram::Reports { from: claimed, .. }
         | Datagram::ProposeNote { from: claimed, .. }
-        | Datagram::NoteRefused { from: claimed, .. } => *claimed == from,
+        | Datagram::NoteRefused { from: claimed, .. }
+        | Datagram::ForgetServer { from: claimed, .. } => *claimed == from,
     }
 }
 

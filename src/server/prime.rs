@@ -6,20 +6,23 @@
 //! `cpu + wait` first, with this node's own in-flight work added on top, weighted
 //! by its expected cost, so a burst between two reports spreads over the servers
 //! instead of landing on the one that looked idle a second ago. A connection
-//! error, timeout or bad answer moves on to the next server.
+//! error, timeout or bad answer moves on to the next server, through every live
+//! server if need be, within one time budget for the whole request: a few
+//! servers that do not answer (a dead worker, a bogus report's closed port) at
+//! the top of the order cannot starve the live ones below them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::upstream::Upstream;
 use super::NodeHttp;
 use crate::http::{self, Reply};
 use crate::runtime::shared::Shared;
 
-/// Bounds of the whole-request timeout, which grows with the expected cost.
+/// Bounds of the whole-request time budget, which grows with the expected
+/// cost. Every try gets what is left of it; the table bounds the tries
+/// (`table::MAX_SERVERS`), the budget bounds their time.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Servers tried for one request at most.
-const MAX_TRIES: usize = 3;
 /// An answer is a number of at most 20 digits; anything longer is not one.
 const MAX_ANSWER_BYTES: usize = 32;
 
@@ -34,11 +37,12 @@ impl Forwarder {
         Forwarder::default()
     }
 
-    /// Asks one worker for the n-th prime; the error says why, in a few words.
-    fn ask(&self, url: &str, n: u64) -> Result<String, String> {
-        let (status, body) =
-            self.upstream
-                .get(url, &format!("/{n}"), request_timeout(n), MAX_ANSWER_BYTES)?;
+    /// Asks one worker for the n-th prime, within `timeout`; the error says
+    /// why, in a few words.
+    fn ask(&self, url: &str, n: u64, timeout: Duration) -> Result<String, String> {
+        let (status, body) = self
+            .upstream
+            .get(url, &format!("/{n}"), timeout, MAX_ANSWER_BYTES)?;
         let body = String::from_utf8_lossy(&body);
         let digits = body.trim();
         if status != 200 {
@@ -52,6 +56,49 @@ impl Forwarder {
         }
         Ok(digits.to_string())
     }
+}
+
+/// How the tries of one prime request ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Answered {
+        server: String,
+        prime: String,
+    },
+    /// Every live server was tried and failed (502).
+    AllFailed {
+        failures: Vec<String>,
+    },
+    /// The budget ran out with `untried` live servers left (504).
+    BudgetSpent {
+        failures: Vec<String>,
+        untried: usize,
+    },
+}
+
+/// Tries `candidates` (server, url) in order until one answers, each with what
+/// is left of the budget until `deadline`. `ask` does one try.
+fn try_in_order(
+    candidates: &[(String, String)],
+    deadline: Instant,
+    mut ask: impl FnMut(&str, &str, Duration) -> Result<String, String>,
+) -> Outcome {
+    let mut failures = Vec::new();
+    for (tried, (server, url)) in candidates.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let untried = candidates.len() - tried;
+            return Outcome::BudgetSpent { failures, untried };
+        }
+        match ask(server, url, left) {
+            Ok(prime) => {
+                let server = server.clone();
+                return Outcome::Answered { server, prime };
+            }
+            Err(reason) => failures.push(format!("{server}: {reason}")),
+        }
+    }
+    Outcome::AllFailed { failures }
 }
 
 pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
@@ -70,27 +117,36 @@ fn forward(node: &NodeHttp, n: u64) -> Reply {
         return http::error(503, "no live server");
     };
     let mut guard = Some(first_guard);
-    let mut failures = Vec::new();
-    for (server, url) in candidates.iter().take(MAX_TRIES) {
+    let deadline = Instant::now() + request_timeout(n);
+    let outcome = try_in_order(&candidates, deadline, |server, url, left| {
         let _in_flight = guard
             .take()
             .unwrap_or_else(|| shared.in_flight.start(server, points));
-        let result = node.forwarder.ask(url, n);
+        let result = node.forwarder.ask(url, n, left);
         shared.metrics.count_forward(server, result.is_ok());
-        match result {
-            Ok(prime) => {
-                return http::with_header(http::text(200, prime), "X-Raftlb-Server", server)
-            }
-            Err(reason) => {
-                log::debug!("server {server} failed for n={n}: {reason}");
-                failures.push(format!("{server}: {reason}"));
-            }
+        if let Err(reason) = &result {
+            log::debug!("server {server} failed for n={n}: {reason}");
         }
+        result
+    });
+    match outcome {
+        Outcome::Answered { server, prime } => {
+            http::with_header(http::text(200, prime), "X-Raftlb-Server", &server)
+        }
+        Outcome::AllFailed { failures } => http::error(
+            502,
+            &format!("every live server failed: {}", failures.join("; ")),
+        ),
+        // 504, not 502: the servers left untried may be fine, the request ran
+        // out of time (the client, like any 5xx, tries another node).
+        Outcome::BudgetSpent { failures, untried } => http::error(
+            504,
+            &format!(
+                "time budget spent with {untried} live servers untried: {}",
+                failures.join("; ")
+            ),
+        ),
     }
-    http::error(
-        502,
-        &format!("every tried server failed: {}", failures.join("; ")),
-    )
 }
 
 /// Expected worker time for the n-th prime, in milliseconds: the analytic
@@ -127,5 +183,87 @@ mod tests {
         assert!(big > 2.0 * cheap && big < 4.0 * cheap, "{big}");
         assert_eq!(request_timeout(100), MIN_REQUEST_TIMEOUT);
         assert!(request_timeout(u64::MAX) <= MAX_REQUEST_TIMEOUT);
+    }
+
+    /// A fake worker on a free loopback port that answers every request with
+    /// `body`; it lives as long as the test process, as a thread blocked on
+    /// accept.
+    fn fake_worker(body: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        url
+    }
+
+    /// A loopback port nothing listens on (bound, then closed).
+    fn closed_port_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("bound"))
+    }
+
+    /// Issue 12: four fake servers at closed ports at the top of the order
+    /// starved the two live ones below them (3 tries at most): 502.
+    #[test]
+    fn dead_servers_ahead_of_a_live_one_do_not_starve_it() {
+        let forwarder = Forwarder::new();
+        let mut candidates: Vec<(String, String)> = (0..4)
+            .map(|i| (format!("fake{i}"), closed_port_url()))
+            .collect();
+        candidates.push(("live1".into(), fake_worker("29")));
+        candidates.push(("live2".into(), fake_worker("29")));
+        let deadline = Instant::now() + MIN_REQUEST_TIMEOUT;
+        let outcome = try_in_order(&candidates, deadline, |_, url, left| {
+            forwarder.ask(url, 10, left)
+        });
+        assert_eq!(
+            outcome,
+            Outcome::Answered {
+                server: "live1".into(),
+                prime: "29".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_live_server_failing_is_all_failed_and_a_spent_budget_is_not() {
+        let forwarder = Forwarder::new();
+        let candidates: Vec<(String, String)> = vec![
+            ("closed".into(), closed_port_url()),
+            ("garbage".into(), fake_worker("not a prime")),
+        ];
+        let deadline = Instant::now() + MIN_REQUEST_TIMEOUT;
+        let outcome = try_in_order(&candidates, deadline, |_, url, left| {
+            forwarder.ask(url, 10, left)
+        });
+        let Outcome::AllFailed { failures } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        // Each try is given only what is left; once nothing is, the rest
+        // stay untried.
+        let mut given = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let outcome = try_in_order(&candidates, deadline, |_, _, left| {
+            given.push(left);
+            std::thread::sleep(left);
+            Err("too slow".into())
+        });
+        assert_eq!(given.len(), 1);
+        assert!(given[0] <= Duration::from_millis(50));
+        assert!(
+            matches!(outcome, Outcome::BudgetSpent { untried: 1, .. }),
+            "{outcome:?}"
+        );
     }
 }

@@ -65,8 +65,9 @@ impl Upstream {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", target.authority);
         let mut conn = match self.take(target.authority) {
             Some(conn) => conn,
+            // Never past the request's budget, which the timeout is the rest of.
             None => Conn::new(self.resolve(&target)?, answer_timeout)
-                .with_connect_timeout(CONNECT_TIMEOUT),
+                .with_connect_timeout(CONNECT_TIMEOUT.min(answer_timeout)),
         };
         conn.set_timeout(answer_timeout);
         let answer = conn

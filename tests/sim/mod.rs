@@ -132,7 +132,10 @@ impl Cluster {
         Cluster::build(config, seed, disks)
     }
 
-    fn build(config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
+    fn build(mut config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
+        // As the runtime does with the load table: a snapshot its state machine
+        // cannot read is refused before anything is written.
+        config.snapshot_check = Counter::decodes;
         let nodes = config
             .voters
             .iter()

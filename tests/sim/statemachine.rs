@@ -79,6 +79,12 @@ impl Counter {
         out
     }
 
+    /// Whether `data` has the shape `snapshot` writes (the applied index, the
+    /// chain, then whole values): the check the core runs before installing.
+    pub fn decodes(data: &[u8]) -> bool {
+        data.len() >= 16 && data.len().is_multiple_of(8)
+    }
+
     pub fn restore(snapshot: Option<&Snapshot>) -> Counter {
         let Some(snapshot) = snapshot else {
             return Counter::default();

@@ -1,0 +1,402 @@
+//! Forgetting a server: removing it from the agreed table by a committed
+//! `table::Command::Forget`, on request ([`forget`], for `POST /admin/forget`).
+//! (The leader's own forgetting of servers dead for `--forget-after` is in
+//! `reports.rs`, beside marking them dead.)
+//!
+//! The node that takes a request answers it once it has *applied* a `Forget` of
+//! that server, whoever proposed it: forgetting is idempotent, so any such
+//! entry fulfils the request, and a request can be sent again freely. The
+//! leader proposes it at once; a follower sends it to the leader in a
+//! `ForgetServer` datagram, again every [`FORGET_RESEND`] until it applies one
+//! (a datagram may be lost, a leader may change). A server this node's applied
+//! table does not hold is "unknown" at once; a request not applied by its
+//! deadline is "unavailable" (it may still happen).
+//!
+//! [`ForgetRequests`] holds the waiting requests and decides, with no Raft or
+//! socket of its own (unit-tested below); the `impl EventLoop` at the end wires
+//! it to the core and the UDP socket.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::event_loop::{EventLoop, LoopInput};
+use super::udp;
+use crate::raft::{NodeId, Role};
+use crate::report::MAX_SERVER_ID_BYTES;
+use crate::table::{Command, LoadTable};
+use crate::wire::Datagram;
+
+/// A forward to the leader may have been lost after this long: sent again.
+pub const FORGET_RESEND: Duration = Duration::from_millis(200);
+/// Requests waiting at once; beyond it, "unavailable" at once, so a flood of
+/// requests cannot grow the loop's memory.
+pub const MAX_FORGET_WAITING: usize = 64;
+/// How long [`forget`] waits past the deadline for the loop's own answer (the
+/// loop expires requests on its 10 ms tick).
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+/// Bounds of `--forget-after`: at least 100 ms (tests and demos: a server is
+/// dead for `--dead-after-ms` first anyway), at most a year (longer is "never",
+/// which keeps the table growing).
+pub const FORGET_AFTER_MIN: Duration = Duration::from_millis(100);
+pub const FORGET_AFTER_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What a forget request came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForgetOutcome {
+    /// A `Forget` of the server is committed and applied on this node (200).
+    Forgotten,
+    /// This node's applied table has no such server (404).
+    UnknownServer,
+    /// No leader applied it in time, or the node is busy or stopping (503); the
+    /// reason says which. The server may still be forgotten later.
+    Unavailable(String),
+}
+
+/// Where the event loop answers one forget request.
+pub type ForgetReply = Sender<ForgetOutcome>;
+
+/// Asks the event loop behind `input` to forget `server`, and waits for the
+/// outcome until `deadline` (a few seconds: an election or two). The one
+/// function the HTTP layer calls for `POST /admin/forget`, after it checked
+/// the request's authentication: 200 for `Forgotten`, 404 for
+/// `UnknownServer`, 503 for `Unavailable`.
+pub fn forget(input: &Sender<LoopInput>, server: &str, deadline: Instant) -> ForgetOutcome {
+    if server.is_empty() || server.len() > MAX_SERVER_ID_BYTES {
+        return ForgetOutcome::UnknownServer; // no report could have named it
+    }
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    let request = LoopInput::Forget {
+        server: server.to_string(),
+        reply,
+        deadline,
+    };
+    match input.try_send(request) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return ForgetOutcome::Unavailable("the node is overloaded; try again".into())
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return ForgetOutcome::Unavailable("the node is stopping".into())
+        }
+    }
+    answer
+        .recv_deadline(deadline + ANSWER_GRACE)
+        .unwrap_or_else(|_| {
+            ForgetOutcome::Unavailable(
+                "no answer in time; the server may or may not be forgotten".into(),
+            )
+        })
+}
+
+/// Parses `--forget-after`: a number with a unit, `500ms`, `30s`, `90m`,
+/// `24h`, `7d`, or a plain number of milliseconds; within
+/// [`FORGET_AFTER_MIN`]..=[`FORGET_AFTER_MAX`].
+pub fn parse_forget_after(text: &str) -> Result<Duration, String> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let bad = || format!("bad duration {text:?}: use e.g. 24h, 90m, 30s, 500ms or plain ms");
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let ms = value.checked_mul(unit_ms).ok_or_else(bad)?;
+    let duration = Duration::from_millis(ms);
+    if !(FORGET_AFTER_MIN..=FORGET_AFTER_MAX).contains(&duration) {
+        return Err(format!(
+            "duration {text:?} out of range: between 100ms and 365d"
+        ));
+    }
+    Ok(duration)
+}
+
+/// One request waiting for its `Forget` to be applied here.
+#[derive(Debug)]
+struct Waiting {
+    server: String,
+    reply: ForgetReply,
+    deadline: Instant,
+    /// When it was last proposed or forwarded (None: not yet).
+    sent_at: Option<Instant>,
+}
+
+/// The forget requests of one node; owned by the event loop.
+#[derive(Debug, Default)]
+pub struct ForgetRequests {
+    waiting: Vec<Waiting>,
+}
+
+impl ForgetRequests {
+    /// Takes a request in, or answers it at once: unknown to `table` (this
+    /// node's applied table), or too many waiting.
+    pub fn add(
+        &mut self,
+        server: String,
+        reply: ForgetReply,
+        deadline: Instant,
+        table: &LoadTable,
+    ) {
+        if table.get(&server).is_none() {
+            let _ = reply.send(ForgetOutcome::UnknownServer);
+        } else if self.waiting.len() >= MAX_FORGET_WAITING {
+            let reason = format!("{MAX_FORGET_WAITING} forget requests already wait; try again");
+            let _ = reply.send(ForgetOutcome::Unavailable(reason));
+        } else {
+            self.waiting.push(Waiting {
+                server,
+                reply,
+                deadline,
+                sent_at: None,
+            });
+        }
+    }
+
+    /// The servers to propose (leader) or forward (follower) now: requests
+    /// never sent, or sent [`FORGET_RESEND`] ago; each server once.
+    pub fn due(&mut self, now: Instant) -> Vec<String> {
+        let mut due: Vec<String> = Vec::new();
+        for w in &mut self.waiting {
+            let resend = w
+                .sent_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= FORGET_RESEND);
+            if resend {
+                w.sent_at = Some(now);
+                if !due.contains(&w.server) {
+                    due.push(w.server.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// This node applied a `Forget` of each of `servers`: their requests are done.
+    pub fn applied(&mut self, servers: &[String]) {
+        self.waiting.retain(|w| {
+            let done = servers.contains(&w.server);
+            if done {
+                let _ = w.reply.send(ForgetOutcome::Forgotten);
+            }
+            !done
+        });
+    }
+
+    /// A snapshot replaced the table: a server it does not hold is forgotten
+    /// (the `Forget` may be inside the snapshot, never to be applied here).
+    pub fn snapshot_installed(&mut self, table: &LoadTable) {
+        let gone: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|w| table.get(&w.server).is_none())
+            .map(|w| w.server.clone())
+            .collect();
+        self.applied(&gone);
+    }
+
+    /// Answers the requests whose deadline passed.
+    pub fn expire(&mut self, now: Instant) {
+        self.waiting.retain(|w| {
+            let keep = w.deadline > now;
+            if !keep {
+                let reason = "not applied in time (no leader?); the server may still be forgotten";
+                let _ = w.reply.send(ForgetOutcome::Unavailable(reason.into()));
+            }
+            keep
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+impl EventLoop {
+    /// Proposes (leader) or forwards (follower) the forget requests due now.
+    pub(super) fn start_forget_requests(&mut self, now: Instant) {
+        if self.forgets.is_empty() {
+            return;
+        }
+        self.forgets.expire(now);
+        let leader = self.raft.leader();
+        for server in self.forgets.due(now) {
+            match leader {
+                Some(id) if id == self.shared.me => self.propose_forget(server),
+                Some(id) => {
+                    let datagram = Datagram::ForgetServer {
+                        from: self.shared.me,
+                        server,
+                    };
+                    udp::send(&self.socket, &self.shared, id, &datagram);
+                }
+                None => {} // sent again after FORGET_RESEND, to whoever leads then
+            }
+        }
+    }
+
+    /// A follower forwarded a forget request: proposed if this node leads,
+    /// else dropped (the follower sends it again to the leader it learns of).
+    pub(super) fn on_forget_server(&mut self, from: NodeId, server: String) {
+        if self.raft.role() != Role::Leader || server.len() > MAX_SERVER_ID_BYTES {
+            return;
+        }
+        log::debug!("node {from} asks to forget server {server}");
+        self.propose_forget(server);
+    }
+
+    fn propose_forget(&mut self, server: String) {
+        if let Err(e) = self.raft.propose(Command::Forget { server }.encode()) {
+            log::debug!("forget proposal dropped, sent again later: {e:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Report;
+
+    fn table_of(ids: &[&str]) -> LoadTable {
+        let reports = ids
+            .iter()
+            .map(|id| Report {
+                server: id.to_string(),
+                url: "http://127.0.0.1:1".into(),
+                cpu: 1.0,
+                wait: 0.0,
+                seq: 1,
+            })
+            .collect();
+        let mut table = LoadTable::new();
+        table.apply(&Command::Reports(reports), Instant::now());
+        table
+    }
+
+    fn request(
+        requests: &mut ForgetRequests,
+        server: &str,
+        deadline: Instant,
+        table: &LoadTable,
+    ) -> crossbeam_channel::Receiver<ForgetOutcome> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        requests.add(server.into(), tx, deadline, table);
+        rx
+    }
+
+    #[test]
+    fn an_unknown_server_is_answered_at_once() {
+        let mut requests = ForgetRequests::default();
+        let later = Instant::now() + Duration::from_secs(3);
+        let rx = request(&mut requests, "nope", later, &table_of(&["a"]));
+        assert_eq!(rx.try_recv(), Ok(ForgetOutcome::UnknownServer));
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn a_request_is_answered_when_a_forget_of_its_server_is_applied() {
+        let table = table_of(&["a", "b"]);
+        let mut requests = ForgetRequests::default();
+        let now = Instant::now();
+        let rx_a = request(&mut requests, "a", now + Duration::from_secs(3), &table);
+        let rx_b = request(&mut requests, "b", now + Duration::from_secs(3), &table);
+        requests.applied(&["a".into()]);
+        assert_eq!(rx_a.try_recv(), Ok(ForgetOutcome::Forgotten));
+        assert!(rx_b.try_recv().is_err(), "b still waits");
+        let mut after = table_of(&["a"]);
+        after.apply(&Command::Forget { server: "a".into() }, now);
+        requests.snapshot_installed(&after);
+        assert_eq!(rx_b.try_recv(), Ok(ForgetOutcome::Forgotten));
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn a_request_is_sent_again_until_applied_then_expires_as_unavailable() {
+        let table = table_of(&["a"]);
+        let mut requests = ForgetRequests::default();
+        let t0 = Instant::now();
+        let rx = request(&mut requests, "a", t0 + Duration::from_secs(1), &table);
+        let _twin = request(&mut requests, "a", t0 + Duration::from_secs(1), &table);
+        assert_eq!(requests.due(t0), ["a"], "one send for both requests");
+        assert!(requests.due(t0 + FORGET_RESEND / 2).is_empty());
+        assert_eq!(requests.due(t0 + FORGET_RESEND), ["a"]);
+        requests.expire(t0 + Duration::from_millis(999));
+        assert!(rx.try_recv().is_err());
+        requests.expire(t0 + Duration::from_secs(1));
+        assert!(matches!(rx.try_recv(), Ok(ForgetOutcome::Unavailable(_))));
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn waiting_requests_are_bounded() {
+        let table = table_of(&["a"]);
+        let mut requests = ForgetRequests::default();
+        let later = Instant::now() + Duration::from_secs(3);
+        let waiting: Vec<_> = (0..MAX_FORGET_WAITING)
+            .map(|_| request(&mut requests, "a", later, &table))
+            .collect();
+        assert!(waiting.iter().all(|rx| rx.try_recv().is_err()));
+        let refused = request(&mut requests, "a", later, &table);
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(ForgetOutcome::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn forget_after_takes_a_unit_or_plain_ms_within_bounds() {
+        let ok = [
+            ("24h", 86_400_000),
+            ("90m", 5_400_000),
+            ("30s", 30_000),
+            ("1500ms", 1_500),
+            ("500ms", 500),
+            ("2000", 2_000),
+            ("7d", 604_800_000),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_forget_after(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "h",
+            "24 h",
+            "1.5h",
+            "-1s",
+            "24H",
+            "5x",
+            "50ms",
+            "0",
+            "366d",
+            "99999999999999999999",
+        ] {
+            assert!(parse_forget_after(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forget_answers_unavailable_when_the_loop_does_not_answer() {
+        let (input, _loop_side) = crossbeam_channel::bounded(1);
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let outcome = forget(&input, "a", deadline);
+        assert!(
+            matches!(outcome, ForgetOutcome::Unavailable(_)),
+            "{outcome:?}"
+        );
+        let (input, loop_side) = crossbeam_channel::bounded(1);
+        drop(loop_side);
+        assert!(matches!(
+            forget(&input, "a", deadline),
+            ForgetOutcome::Unavailable(_)
+        ));
+        assert_eq!(forget(&input, "", deadline), ForgetOutcome::UnknownServer);
+    }
+}
