@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use raftlb::client::failover::Failure;
 use raftlb::client::http::Timeouts;
-use raftlb::client::{bench, note, prime, view};
+use raftlb::client::{admin, bench, note, prime, view};
 use raftlb::nodes::Nodes;
 
 /// A prime answer can take seconds for a large N, and a timeout makes the next
@@ -70,6 +70,11 @@ enum Command {
     Keygen {
         /// Where to write the key, e.g. cluster.key beside nodes.txt.
         file: PathBuf,
+    },
+    /// Change the load table by a committed, signed entry (needs the cluster key).
+    Server {
+        #[command(subcommand)]
+        action: ServerAction,
     },
     /// Load generators for the benchmarks: closed-loop keep-alive clients that
     /// report throughput and latency percentiles (nodes.txt is not read).
@@ -154,6 +159,17 @@ enum NoteAction {
     Set {
         #[arg(allow_hyphen_values = true)]
         text: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerAction {
+    /// Remove server ID from the agreed table (a committed entry, signed with
+    /// the cluster key). A server whose daemon still reports comes back with
+    /// its next report; stop the daemon first.
+    Forget {
+        /// The server's id as `raftlb status` shows it.
+        id: String,
     },
 }
 
@@ -251,6 +267,17 @@ fn run() -> Result<(), Exit> {
             if views.iter().all(|v| v.status.is_err()) {
                 return Err(Exit::Failed(vec!["status: no node answered".into()]));
             }
+        }
+        Command::Server {
+            action: ServerAction::Forget { id },
+        } => {
+            let nodes = load_nodes()?;
+            let keys = raftlb::client::auth::load(cli.key.as_deref(), &cli.nodes)
+                .map_err(|e| Exit::Usage(format!("server forget: {e}")))?;
+            let (node, answer) =
+                admin::forget(nodes.entries(), &keys, &id, timeouts(NOTE_TIMEOUT_MS))
+                    .map_err(|f| failure("server forget", f))?;
+            println!("{answer} (via node {node})");
         }
         Command::Keygen { file } => {
             raftlb::auth::keygen(&file).map_err(|e| Exit::Failed(vec![format!("keygen: {e}")]))?;

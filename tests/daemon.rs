@@ -43,7 +43,9 @@ impl Service for Recorder {
     }
 
     fn handle(&self, request: &Request) -> Reply {
-        let tag = request.header(raftlb::auth::AUTH_HEADER).map(str::to_string);
+        let tag = request
+            .header(raftlb::auth::AUTH_HEADER)
+            .map(str::to_string);
         self.bodies
             .lock()
             .expect("recorder lock")

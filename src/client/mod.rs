@@ -1,5 +1,6 @@
 //! The client side of raftlb's HTTP.
 //!
+//! - [`admin`]: `raftlb server forget ID`, signed.
 //! - [`auth`]: the cluster key of `raftlb --key`, signing admin request bodies.
 //! - [`http`]: ureq agents with timeouts and plain calls, shared with the daemon.
 //! - [`failover`]: try the nodes in nodes.txt order until one answers.
@@ -10,6 +11,7 @@
 //!   benchmarks, on the minimal keep-alive connection of `crate::http::conn`
 //!   (not ureq), so that it costs little next to what it measures.
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod failover;

@@ -9,6 +9,7 @@
 //! (a write until it is applied, a read until its read index is), with a
 //! deadline and a bounded count of waiting requests: see `note`.
 
+pub mod admin;
 pub mod guard;
 pub mod metrics;
 pub mod note;
@@ -41,6 +42,8 @@ pub struct NodeHttp {
     pub note_admission: note::Admission,
     /// The Host and Origin checks.
     pub guard: Guard,
+    /// The signed admin requests already used (each is single-use).
+    pub used_admin_requests: admin::UsedLock,
 }
 
 impl NodeHttp {
@@ -52,6 +55,7 @@ impl NodeHttp {
             forwarder: Forwarder::new(),
             note_admission: note::Admission::new(note::WAITING_MAX),
             guard,
+            used_admin_requests: admin::UsedLock::default(),
         }
     }
 
@@ -62,9 +66,10 @@ impl NodeHttp {
             "/" | "/health" | "/status" | "/metrics" => &["GET"],
             "/report" => &["POST"],
             "/note" => &["GET", "PUT", "POST"],
-            // Reserved for `raftlb member` and `raftlb server forget` (SPEC);
-            // their handlers go here, with ADMIN_BODY_BYTES_MAX as the limit.
-            "/admin/member" | "/admin/forget" => {
+            "/admin/forget" => &["POST"],
+            // Reserved for `raftlb member` (SPEC; membership change is not
+            // built yet); its handler goes here, with ADMIN_BODY_BYTES_MAX.
+            "/admin/member" => {
                 return http::error(404, &format!("{path} is not served by this version"))
             }
             _ if is_prime_path(path) => &["GET"],
@@ -97,6 +102,7 @@ impl NodeHttp {
             "/note" => note::handle(self, request),
             "/metrics" => metrics::reply(&self.shared),
             "/report" => report::handle(self, request),
+            "/admin/forget" => admin::forget(self, request),
             _ => {
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
                 prime::handle(self, n_text)

@@ -69,7 +69,8 @@ enum Outcome {
     AllFailed {
         failures: Vec<String>,
     },
-    /// The budget ran out with `untried` live servers left (504).
+    /// The budget ran out with `untried` live servers left (502, as SPEC
+    /// names one code for "the tried servers failed"; the reason says more).
     BudgetSpent {
         failures: Vec<String>,
         untried: usize,
@@ -137,10 +138,11 @@ fn forward(node: &NodeHttp, n: u64) -> Reply {
             502,
             &format!("every live server failed: {}", failures.join("; ")),
         ),
-        // 504, not 502: the servers left untried may be fine, the request ran
-        // out of time (the client, like any 5xx, tries another node).
+        // SPEC's one code for "the servers tried failed"; the reason says the
+        // request ran out of time with servers left (the client, as on any
+        // 5xx, tries another node).
         Outcome::BudgetSpent { failures, untried } => http::error(
-            504,
+            502,
             &format!(
                 "time budget spent with {untried} live servers untried: {}",
                 failures.join("; ")

@@ -163,6 +163,8 @@ pub struct Options {
     /// `--snapshot-entries` for the nodes; None keeps the node's default, as a
     /// benchmark wants, while a test of compaction sets a small one.
     pub snapshot_entries: Option<u64>,
+    /// More flags for every node (e.g. `--forget-after 1s`).
+    pub node_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -174,6 +176,7 @@ impl Default for Options {
             report_interval_ms: 100,
             daemons_watch_worker_pid: false,
             snapshot_entries: None,
+            node_args: Vec::new(),
         }
     }
 }
@@ -286,6 +289,7 @@ impl Cluster {
             self.options.dead_after_ms.to_string(),
         ];
         args.extend(self.node_key_args.iter().cloned());
+        args.extend(self.options.node_args.iter().cloned());
         if let Some(entries) = self.options.snapshot_entries {
             args.extend(["--snapshot-entries".into(), entries.to_string()]);
         }
@@ -345,6 +349,11 @@ impl Cluster {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let p = self.spawn_node(i);
         self.nodes[i] = Some(p);
+    }
+
+    /// SIGKILLs daemon i: its server's reports stop.
+    pub fn kill_daemon(&mut self, i: usize) {
+        kill(&mut self.daemons[i]);
     }
 
     /// SIGKILLs worker i; its daemon keeps running and reporting failures.
