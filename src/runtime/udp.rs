@@ -11,7 +11,7 @@
 //! is decoded before its tag is verified.
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::shared::{Metrics, Shared};
 use crate::auth::frame::{self, Header};
-use crate::auth::replay::ReplayWindow;
+use crate::auth::replay::{Reject, ReplayWindow};
 use crate::raft::NodeId;
 use crate::wire::{self, Datagram};
 
@@ -66,28 +66,15 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
             }
         };
         Metrics::add(&metrics.datagrams_received);
-        let Some(from) = shared.nodes.raft_id_at(source) else {
-            Metrics::add(&metrics.datagrams_dropped_unknown_source);
-            log::debug!("dropped a datagram from {source}: not in nodes.txt");
-            continue;
-        };
-        let Some(payload) = authenticate(shared, &mut windows, from, &buf[..len]) else {
-            continue;
-        };
-        let datagram = match wire::decode_datagram(payload) {
-            Ok(d) if sender_matches(&d, from, shared.me) => d,
-            Ok(_) => {
-                Metrics::add(&metrics.datagrams_dropped_decode);
-                log::debug!("dropped a datagram from {source}: sender fields do not match");
-                continue;
-            }
-            Err(e) => {
-                Metrics::add(&metrics.datagrams_dropped_decode);
-                log::debug!("dropped a datagram from {source}: {e}");
+        let inbound = match check(shared, &mut windows, source, &buf[..len]) {
+            Ok(inbound) => inbound,
+            Err(drop) => {
+                Metrics::add(drop.counter(metrics));
+                log::debug!("dropped a datagram from {source}: {drop:?}");
                 continue;
             }
         };
-        match tx.try_send(Inbound { from, datagram }) {
+        match tx.try_send(inbound) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => Metrics::add(&metrics.datagrams_dropped_queue_full),
             Err(TrySendError::Disconnected(_)) => return,
@@ -95,34 +82,59 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
     }
 }
 
-/// The payload of a frame from node `from`, once its tag verified and its
-/// counter passed the replay window; None (counted) otherwise.
-fn authenticate<'a>(
+/// Why a datagram was dropped; each reason has its counter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its source is no node's address in nodes.txt.
+    UnknownSource,
+    /// Too short for a frame, or its tag does not verify.
+    Auth(frame::FrameError),
+    /// Authentic, but seen before or from an older boot of its sender.
+    Replay(Reject),
+    /// Authentic and new, but not a datagram, or its sender fields lie.
+    Decode(String),
+}
+
+impl Dropped {
+    /// The counter of `raftlb_datagrams_dropped_by_reason_total` it adds to.
+    pub fn counter<'m>(&self, metrics: &'m super::shared::Metrics) -> &'m AtomicU64 {
+        match self {
+            Dropped::UnknownSource => &metrics.datagrams_dropped_unknown_source,
+            Dropped::Auth(_) => &metrics.datagrams_dropped_auth,
+            Dropped::Replay(_) => &metrics.datagrams_dropped_replay,
+            Dropped::Decode(_) => &metrics.datagrams_dropped_decode,
+        }
+    }
+}
+
+/// Every check a received datagram passes before the event loop sees it, in
+/// order: source, tag, replay window (`windows`, index = Raft id - 1), decode,
+/// sender fields. Nothing of `bytes` is decoded before its tag verified.
+pub fn check(
     shared: &Shared,
     windows: &mut [ReplayWindow],
-    from: NodeId,
-    frame_bytes: &'a [u8],
-) -> Option<&'a [u8]> {
-    let metrics = &shared.metrics;
-    let (header, payload) = match frame::open(&shared.auth, from, shared.me, frame_bytes) {
-        Ok(opened) => opened,
-        Err(e) => {
-            Metrics::add(&metrics.datagrams_dropped_auth);
-            log::debug!("dropped a datagram claiming node {from}: not authentic ({e:?})");
-            return None;
-        }
-    };
+    source: SocketAddr,
+    bytes: &[u8],
+) -> Result<Inbound, Dropped> {
+    let from = shared
+        .nodes
+        .raft_id_at(source)
+        .ok_or(Dropped::UnknownSource)?;
+    let (header, payload) =
+        frame::open(&shared.auth, from, shared.me, bytes).map_err(Dropped::Auth)?;
     let window = usize::try_from(from - 1)
         .ok()
         .and_then(|i| windows.get_mut(i))
         .expect("a raft id from nodes.txt has a window");
-    match window.accept(header) {
-        Ok(()) => Some(payload),
-        Err(reject) => {
-            Metrics::add(&metrics.datagrams_dropped_replay);
-            log::debug!("dropped a datagram from node {from}: replayed ({reject:?})");
-            None
+    window.accept(header).map_err(Dropped::Replay)?;
+    match wire::decode_datagram(payload) {
+        Ok(datagram) if sender_matches(&datagram, from, shared.me) => {
+            Ok(Inbound { from, datagram })
         }
+        Ok(_) => Err(Dropped::Decode(
+            "sender fields do not match the source".into(),
+        )),
+        Err(e) => Err(Dropped::Decode(e.to_string())),
     }
 }
 
@@ -190,3 +202,7 @@ pub fn send(socket: &UdpSocket, shared: &Shared, to: NodeId, datagram: &Datagram
         Err(e) => log::debug!("send to {}: {e}", entry.id),
     }
 }
+
+#[cfg(test)]
+#[path = "tests_udp.rs"]
+mod tests;
