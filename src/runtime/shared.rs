@@ -226,6 +226,9 @@ pub struct Metrics {
     pub reports_received: AtomicU64,
     pub entries_applied: AtomicU64,
     pub snapshots_taken: AtomicU64,
+    /// Snapshots received from a leader that the load table could not restore
+    /// (`Raft::snapshots_refused`): never installed, never written.
+    pub snapshots_refused: AtomicU64,
     /// Note writes answered 200 (committed and applied here).
     pub note_writes: AtomicU64,
     /// Linearizable note reads answered 200.

@@ -117,6 +117,12 @@ pub fn render(shared: &Shared) -> String {
         vec![(String::new(), get(&m.snapshots_taken))],
     );
     family(
+        "raftlb_snapshots_refused_total",
+        "counter",
+        "Snapshots from a leader that the load table could not restore: refused before anything was written.",
+        vec![(String::new(), get(&m.snapshots_refused))],
+    );
+    family(
         "raftlb_note_requests_total",
         "counter",
         "Note requests answered, by outcome.",
