@@ -262,3 +262,81 @@ fn bad_flags_exit_2() {
         assert_eq!(status.code(), Some(2), "{flags:?}");
     }
 }
+
+/// tiny_http's accept loop ended on the first EMFILE, leaving a process that
+/// never answered again. With at most 48 descriptors, 120 connections held
+/// open make `accept` fail for lack of them; once they close, the worker must
+/// answer again, and it must have said what happened.
+#[test]
+fn running_out_of_file_descriptors_does_not_end_the_accept_loop() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let port = free_port().to_string();
+    let mut command = Command::new(WORKER);
+    command
+        .args(["--host", "127.0.0.1", "--port", &port])
+        .stdout(log.try_clone().expect("clone the log"))
+        .stderr(log);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut worker = Worker {
+        child: command.spawn().expect("start raftlb-worker"),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    assert!(wait_healthy(&mut worker), "the worker did not start");
+
+    let held: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().expect("address"),
+                Duration::from_secs(1),
+            )
+            .ok()
+        })
+        .collect();
+    assert!(held.len() > 60, "only {} connections opened", held.len());
+    // Let the accept loop run into the limit.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        matches!(worker.child.try_wait(), Ok(None)),
+        "the worker died"
+    );
+    drop(held);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .new_agent();
+    let answered = loop {
+        if agent.get(format!("{}/health", worker.url)).call().is_ok() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        answered,
+        "no answer after the connections closed; log:\n{text}"
+    );
+    assert!(
+        text.contains("file descriptors") || text.contains("Too many open files"),
+        "the worker never ran out, or did not say so; log:\n{text}"
+    );
+}

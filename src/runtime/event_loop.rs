@@ -445,8 +445,10 @@ impl EventLoop {
         view.leader = leader;
         view.commit_index = self.raft.commit_index();
         view.applied_index = self.raft.applied_index();
-        (self.shared.metrics.snapshots_refused)
-            .store(self.raft.snapshots_refused(), std::sync::atomic::Ordering::Relaxed);
+        (self.shared.metrics.snapshots_refused).store(
+            self.raft.snapshots_refused(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.fill_reachability(role, leader, &mut view.reachable);
     }
 
