@@ -38,7 +38,9 @@
 //!    half inside a declared body) and one connection pipelining 5000 requests
 //!    without reading, against the leader (they held all 16 of tiny_http's
 //!    threads): `/health` answered from another address throughout, the
-//!    connections beyond the per-source cap refused and counted.
+//!    connections beyond the per-source cap refused with 503 and counted, the
+//!    admitted ones cut by the head and body timeouts (10 s) and counted, and
+//!    the attacker's address served again once it stops.
 //! 5. [`cross_site_note_writes_are_403_and_a_foreign_host_421_while_the_own_origin_writes`]:
 //!    form POSTs of `textareaData` with `Origin: http://evil.example` and/or
 //!    `Sec-Fetch-Site: cross-site`, and requests with `Host: evil.example`
@@ -416,11 +418,11 @@ fn a_huge_content_length_is_413_on_every_node_and_worker_and_kills_none() {
     eprintln!("[huge content-length] {answered_413} answered 413, {closed} closed");
     assert_eq!(answered_413 + closed, 20);
 
-    for i in 0..3 {
+    for (i, (bodies_before, code_413_before)) in counts_before.into_iter().enumerate() {
         assert_node_running(&mut cluster, i);
         let (bodies, code_413) = counted(&cluster, i);
-        assert_eq!(bodies, counts_before[i].0 + 6, "node {i}: too large bodies");
-        assert_eq!(code_413, counts_before[i].1 + 6, "node {i}: 413 answers");
+        assert_eq!(bodies, bodies_before + 6, "node {i}: too large bodies");
+        assert_eq!(code_413, code_413_before + 6, "node {i}: 413 answers");
     }
     assert_worker_running(&mut cluster, 0);
     let (code, body, _) = get(&format!(
@@ -482,11 +484,11 @@ fn unsigned_reports_are_401_and_change_neither_the_table_nor_the_primes() {
     probe.finish("unsigned reports");
     eprintln!("[unsigned reports] {primes} prime requests answered 200 during the attack");
 
-    for i in 0..3 {
+    for (i, code_401) in code_401_before.into_iter().enumerate() {
         assert_node_running(&mut cluster, i);
         assert_eq!(
             responses(&cluster, i, 401),
-            code_401_before[i] + rounds * 8,
+            code_401 + rounds * 8,
             "node {i}: 401 answers"
         );
     }
@@ -655,16 +657,23 @@ fn forged_timeout_now_snapshot_and_far_terms_from_a_dead_nodes_port_change_nothi
 
 /// How many trickling connections the attacker opens.
 const SLOW_CONNECTIONS: usize = 300;
-/// The per-source cap of the node's HTTP server (`raftlb::http`).
+/// The per-source cap of the node's HTTP server.
 const PER_SOURCE_MAX: usize = raftlb::http::CONNECTIONS_PER_SOURCE_MAX;
-/// One byte per connection this often, for [`SLOW_TICKS`] ticks.
+/// One byte per connection this often: for at least [`SLOW_TICKS_MIN`] ticks
+/// (the issue's five seconds), then on until the server has cut every slow
+/// connection by its head or body timeout (10 s), for at most [`SLOW_TICKS_MAX`].
 const SLOW_TICK: Duration = Duration::from_millis(500);
-const SLOW_TICKS: usize = 10;
+const SLOW_TICKS_MIN: usize = 10;
+const SLOW_TICKS_MAX: usize = 28;
+/// By this tick the connections refused over the cap are closed and gone
+/// from the attacker's list (a write fails on the second try): the rest were
+/// admitted.
+const ADMITTED_BY_TICK: usize = 4;
 /// Requests the pipeliner sends without reading an answer.
 const PIPELINED: usize = 5000;
 
 /// One connection sending `GET /health` [`PIPELINED`] times and never
-/// reading, until `stop` (or the attack's time is up); then it closes.
+/// reading, until `stop` (or the attack's longest time); then it closes.
 fn pipeliner(stream: TcpStream, port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
         let one = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
@@ -673,7 +682,7 @@ fn pipeliner(stream: TcpStream, port: u16, stop: Arc<AtomicBool>) -> thread::Joi
         stream
             .set_write_timeout(Some(Duration::from_millis(100)))
             .expect("set a write timeout");
-        let deadline = Instant::now() + SLOW_TICK * (SLOW_TICKS as u32 + 4);
+        let deadline = Instant::now() + SLOW_TICK * (SLOW_TICKS_MAX as u32 + 4);
         let mut written = 0;
         while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
             if written == all.len() {
@@ -694,6 +703,70 @@ fn pipeliner(stream: TcpStream, port: u16, stop: Arc<AtomicBool>) -> thread::Joi
     })
 }
 
+/// A slowloris connection: what it sends, a byte a tick from `at` on.
+struct Slow {
+    stream: TcpStream,
+    bytes: Vec<u8>,
+    at: usize,
+    /// Trickling inside a declared body (else inside the head).
+    in_body: bool,
+}
+
+/// Opens the slowloris connections from [`ATTACK_FROM`]: even ones trickle a
+/// request head from its first byte, odd ones send a note write's head at once
+/// and trickle its declared body.
+fn open_slow_connections(port: u16) -> Vec<Slow> {
+    let head_prefix = b"GET /health HTTP/1.1\r\nX-Slow: ".to_vec();
+    let body_prefix =
+        format!("PUT /note HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 1000\r\n\r\n")
+            .into_bytes();
+    let mut slow = Vec::new();
+    for k in 0..SLOW_CONNECTIONS {
+        let mut stream =
+            connect_from(ATTACK_FROM, port, ANSWER_WAIT_MAX).expect("connect a slow client");
+        stream
+            .set_write_timeout(Some(Duration::from_millis(100)))
+            .expect("set a write timeout");
+        let in_body = k % 2 == 1;
+        let mut bytes = if in_body {
+            body_prefix.clone()
+        } else {
+            head_prefix.clone()
+        };
+        bytes.extend(std::iter::repeat_n(b'a', SLOW_TICKS_MAX));
+        let at = if in_body { body_prefix.len() } else { 0 };
+        if in_body && stream.write_all(&bytes[..at]).is_err() {
+            continue;
+        }
+        slow.push(Slow {
+            stream,
+            bytes,
+            at,
+            in_body,
+        });
+    }
+    slow
+}
+
+/// Sends every connection its next byte; drops the ones the server closed.
+/// How many bytes went out.
+fn trickle(slow: &mut Vec<Slow>) -> usize {
+    let mut sent = 0;
+    slow.retain_mut(|c| {
+        let Some(byte) = c.bytes.get(c.at) else {
+            return true;
+        };
+        c.at += 1;
+        let ok = c
+            .stream
+            .write(std::slice::from_ref(byte))
+            .is_ok_and(|n| n == 1);
+        sent += usize::from(ok);
+        ok
+    });
+    sent
+}
+
 #[test]
 fn slowloris_and_a_never_reading_pipeliner_do_not_stop_health_answers() {
     let _one = exclusive();
@@ -706,88 +779,71 @@ fn slowloris_and_a_never_reading_pipeliner_do_not_stop_health_answers() {
     cluster.wait_for_servers(&[true], SETTLE);
     let before = views(&cluster);
     let port = cluster.ports[leader];
-    let host = format!("127.0.0.1:{port}");
-    let refused = |c: &Cluster| {
-        metric(
-            c,
-            leader,
+    let counters = |c: &Cluster| {
+        [
             "raftlb_http_connections_refused_total{cap=\"per_source\"}",
-        )
+            "raftlb_http_timeouts_total{phase=\"head\"}",
+            "raftlb_http_timeouts_total{phase=\"body\"}",
+            "raftlb_http_timeouts_total{phase=\"write\"}",
+            "raftlb_http_responses_total{code=\"503\"}",
+        ]
+        .map(|name| metric(c, leader, name))
     };
-    let (refused_before, code_503_before) = (refused(&cluster), responses(&cluster, leader, 503));
+    let counted_before = counters(&cluster);
     let probe = Probe::start(vec![node_target(&cluster, leader)]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let pipelining =
         connect_from(ATTACK_FROM, port, ANSWER_WAIT_MAX).expect("connect the pipeliner");
     let pipeliner = pipeliner(pipelining, port, Arc::clone(&stop));
-    // Half trickle a request head, half a declared body of a note write.
-    let head_prefix = b"GET /health HTTP/1.1\r\nX-Slow: ".to_vec();
-    let body_prefix =
-        format!("PUT /note HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n").into_bytes();
-    let mut slow: Vec<(TcpStream, Vec<u8>, usize)> = Vec::new();
-    for k in 0..SLOW_CONNECTIONS {
-        let stream =
-            connect_from(ATTACK_FROM, port, ANSWER_WAIT_MAX).expect("connect a slow client");
-        stream
-            .set_write_timeout(Some(Duration::from_millis(100)))
-            .expect("set a write timeout");
-        let mut bytes = if k % 2 == 0 {
-            head_prefix.clone()
-        } else {
-            body_prefix.clone()
-        };
-        bytes.extend(std::iter::repeat_n(b'a', SLOW_TICKS));
-        // The body's head goes at once: the trickle is inside the body.
-        let start = if k % 2 == 0 { 0 } else { body_prefix.len() };
-        let mut stream = stream;
-        if start > 0 && stream.write_all(&bytes[..start]).is_err() {
-            continue;
-        }
-        slow.push((stream, bytes, start));
-    }
+    let attack_start = Instant::now();
+    let mut slow = open_slow_connections(port);
     let opened = slow.len();
-    let mut trickled = 0usize;
-    for _ in 0..SLOW_TICKS {
+    let (mut trickled, mut ticks) = (0, 0);
+    let (mut admitted_heads, mut admitted_bodies) = (0, 0);
+    while ticks < SLOW_TICKS_MAX && (ticks < SLOW_TICKS_MIN || !slow.is_empty()) {
         let tick = Instant::now();
-        slow.retain_mut(|(stream, bytes, at)| {
-            let Some(byte) = bytes.get(*at) else {
-                return true;
-            };
-            let ok = stream
-                .write(std::slice::from_ref(byte))
-                .is_ok_and(|n| n == 1);
-            *at += 1;
-            trickled += usize::from(ok);
-            ok
-        });
+        trickled += trickle(&mut slow);
+        ticks += 1;
+        if ticks == ADMITTED_BY_TICK {
+            admitted_bodies = slow.iter().filter(|c| c.in_body).count();
+            admitted_heads = slow.len() - admitted_bodies;
+        }
         if let Some(left) = SLOW_TICK.checked_sub(tick.elapsed()) {
             thread::sleep(left);
         }
     }
-    let refused_during = refused(&cluster) - refused_before;
+    let attack_time = attack_start.elapsed();
+    let left_open = slow.len();
+    let counted = counters(&cluster);
     stop.store(true, Ordering::SeqCst);
     let pipelined_bytes = pipeliner.join().expect("the pipeliner does not panic");
-    let still_open = slow.len();
     drop(slow);
     thread::sleep(Duration::from_millis(300));
     probe.finish("slowloris");
+    let [refused, timeouts_head, timeouts_body, timeouts_write, code_503] =
+        [0, 1, 2, 3, 4].map(|k| counted[k] - counted_before[k]);
     eprintln!(
-        "[slowloris] {opened} slow connections opened, {still_open} still open after {SLOW_TICKS} ticks, \
-         {trickled} bytes trickled, {refused_during} refused per source, {pipelined_bytes} bytes pipelined"
+        "[slowloris] {opened} slow connections for {attack_time:?}: {admitted_heads} heads and \
+         {admitted_bodies} bodies admitted, {refused} refused per source, {left_open} left open; \
+         {trickled} bytes trickled; timeouts: {timeouts_head} head, {timeouts_body} body, \
+         {timeouts_write} write; the pipeliner wrote {pipelined_bytes} bytes"
     );
 
     assert_node_running(&mut cluster, leader);
-    // Every connection beyond the cap (the pipeliner holds one place) was refused.
+    // The pipeliner holds one place under the cap, the slow clients the rest;
+    // every connection beyond it was refused with 503.
+    assert_eq!(admitted_heads + admitted_bodies, PER_SOURCE_MAX - 1);
     let over_cap = (SLOW_CONNECTIONS + 1 - PER_SOURCE_MAX) as u64;
-    assert!(
-        refused_during >= over_cap,
-        "{refused_during} refused, want {over_cap}"
-    );
-    assert!(responses(&cluster, leader, 503) >= code_503_before + over_cap);
+    assert_eq!(refused, over_cap);
+    assert!(code_503 >= over_cap, "{code_503} answers 503");
+    // The admitted ones were cut by the head and body timeouts, and counted.
+    assert_eq!(left_open, 0, "slow connections still open");
+    assert!(timeouts_head >= admitted_heads as u64, "{timeouts_head}");
+    assert!(timeouts_body >= admitted_bodies as u64, "{timeouts_body}");
     // The places free when the attacker goes: its address is served again.
     wait_for("the attacker's address served again", SETTLE, || {
-        let request = http_request("GET", "/health", &host, &[], b"");
+        let request = http_request("GET", "/health", &format!("127.0.0.1:{port}"), &[], b"");
         (exchange(ATTACK_FROM, port, &request).0 == 200).then_some(())
     });
     assert_eq!(views(&cluster), before);
@@ -867,10 +923,9 @@ fn cross_site_note_writes_are_403_and_a_foreign_host_421_while_the_own_origin_wr
     }
     probe.finish("cross-site");
 
-    for i in 0..3 {
+    for (i, (code_403, code_421)) in counts_before.into_iter().enumerate() {
         assert_node_running(&mut cluster, i);
         assert_eq!(note_on(&cluster, i), original, "node {i}: the note");
-        let (code_403, code_421) = counts_before[i];
         assert_eq!(responses(&cluster, i, 403), code_403 + 3 * rounds);
         assert_eq!(responses(&cluster, i, 421), code_421 + 2 * rounds);
     }
