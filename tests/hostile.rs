@@ -36,11 +36,12 @@
 //! 4. [`slowloris_and_a_never_reading_pipeliner_do_not_stop_health_answers`]:
 //!    300 connections sending one byte every 0.5 s (half inside a request head,
 //!    half inside a declared body) and one connection pipelining 5000 requests
-//!    without reading, against the leader (they held all 16 of tiny_http's
+//!    for the page without reading (its answers outgrow the socket buffers), against the leader (they held all 16 of tiny_http's
 //!    threads): `/health` answered from another address throughout, the
 //!    connections beyond the per-source cap refused with 503 and counted, the
 //!    admitted ones cut by the head and body timeouts (10 s) and counted, and
-//!    the attacker's address served again once it stops.
+//!    the pipeliner cut by the write timeout and counted, and the attacker's
+//!    address served again once it stops.
 //! 5. [`cross_site_note_writes_are_403_and_a_foreign_host_421_while_the_own_origin_writes`]:
 //!    form POSTs of `textareaData` with `Origin: http://evil.example` and/or
 //!    `Sec-Fetch-Site: cross-site`, and requests with `Host: evil.example`
@@ -672,11 +673,13 @@ const ADMITTED_BY_TICK: usize = 4;
 /// Requests the pipeliner sends without reading an answer.
 const PIPELINED: usize = 5000;
 
-/// One connection sending `GET /health` [`PIPELINED`] times and never
-/// reading, until `stop` (or the attack's longest time); then it closes.
+/// One connection sending `GET /` (the page, tens of KiB) [`PIPELINED`] times
+/// and never reading, until `stop` (or the attack's longest time); then it
+/// closes. The answers outgrow every socket buffer, so the node's write of
+/// one blocks until the write timeout cuts the connection.
 fn pipeliner(stream: TcpStream, port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
-        let one = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        let one = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
         let all = one.repeat(PIPELINED).into_bytes();
         let mut stream = stream;
         stream
@@ -815,6 +818,16 @@ fn slowloris_and_a_never_reading_pipeliner_do_not_stop_health_answers() {
     }
     let attack_time = attack_start.elapsed();
     let left_open = slow.len();
+    // The pipeliner's blocked answer is cut by the write timeout (10 s).
+    let write_timeouts_before = counted_before[3];
+    wait_for("the pipeliner cut by the write timeout", SETTLE, || {
+        (metric(
+            &cluster,
+            leader,
+            "raftlb_http_timeouts_total{phase=\"write\"}",
+        ) > write_timeouts_before)
+            .then_some(())
+    });
     let counted = counters(&cluster);
     stop.store(true, Ordering::SeqCst);
     let pipelined_bytes = pipeliner.join().expect("the pipeliner does not panic");
@@ -841,6 +854,7 @@ fn slowloris_and_a_never_reading_pipeliner_do_not_stop_health_answers() {
     assert_eq!(left_open, 0, "slow connections still open");
     assert!(timeouts_head >= admitted_heads as u64, "{timeouts_head}");
     assert!(timeouts_body >= admitted_bodies as u64, "{timeouts_body}");
+    assert!(timeouts_write >= 1, "the pipeliner was never cut");
     // The places free when the attacker goes: its address is served again.
     wait_for("the attacker's address served again", SETTLE, || {
         let request = http_request("GET", "/health", &format!("127.0.0.1:{port}"), &[], b"");
