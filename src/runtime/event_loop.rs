@@ -1,12 +1,23 @@
-//! The event loop: the one thread that owns the Raft core, the storage and the
-//! load table.
+//! A node's logic, and the event loop that runs it.
 //!
-//! It waits on three sources (datagrams from the UDP thread, load reports from
-//! the HTTP threads, a 10 ms ticker), feeds them to the core, and then handles
-//! the core's `Ready` in the order Raft's safety needs: persist and fsync the
-//! hard state and entries, then send, then apply committed entries, then
-//! `advance`. Nothing is sent that depends on state not yet on disk. Any storage
-//! error stops the node: continuing could acknowledge what is not durable.
+//! [`NodeLogic`] is everything a node decides between its inputs and its
+//! outputs, as one deterministic value: it owns the Raft core, the storage (on
+//! any [`Dir`]), the load table (through [`Shared`]), the report intake and
+//! the waiting note and forget requests. It has no thread, socket or clock of
+//! its own: every call is given the time, and the datagrams it wants sent wait
+//! in its outbox until the caller takes them. A round is: inputs
+//! (`on_inbound`, `on_input`, `on_tick`), then [`NodeLogic::end_round`], which
+//! handles the core's `Ready` in the order Raft's safety needs: persist and
+//! fsync the hard state and entries, then queue the messages, then apply
+//! committed entries, then `advance`. Nothing reaches the outbox before the
+//! state it depends on is on disk. Any storage error stops the node:
+//! continuing could acknowledge what is not durable.
+//!
+//! Two shells run it: [`EventLoop`] here (one thread waiting on datagrams from
+//! the UDP thread, requests from the HTTP threads and a 10 ms ticker, then
+//! sending the outbox over UDP), and the simulator (`tests/sim/node.rs`),
+//! which runs five of them on `MemDir`s with virtual time, through the same
+//! code.
 
 use std::fmt;
 use std::net::UdpSocket;
@@ -23,7 +34,7 @@ use super::trim;
 use super::udp::{self, Inbound};
 use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
 use crate::report::Report;
-use crate::storage::{FsDir, Storage, StorageError};
+use crate::storage::{Dir, FsDir, Storage, StorageError};
 use crate::table::{Change, Command, LoadTable};
 use crate::wire::{Datagram, WireError};
 
@@ -95,12 +106,13 @@ impl From<StorageError> for RuntimeError {
     }
 }
 
-/// The loop's state; see the module docs.
-pub struct EventLoop {
+/// A node's logic; see the module docs.
+pub struct NodeLogic<D: Dir = FsDir> {
     pub(super) raft: Raft,
-    pub(super) storage: Storage<FsDir>,
+    pub(super) storage: Storage<D>,
     pub(super) shared: Arc<Shared>,
-    pub(super) socket: UdpSocket,
+    /// Datagrams to send, in order, with their receiver; taken by the shell.
+    pub(super) outbox: Vec<(NodeId, Datagram)>,
     pub(super) intake: ReportIntake,
     /// Note writes and reads waiting on Raft.
     pub(super) notes: NoteRequests,
@@ -124,6 +136,12 @@ pub struct EventLoop {
     pub(super) last_trim: Instant,
 }
 
+/// The runtime's shell around [`NodeLogic`]: one thread, the UDP socket.
+pub struct EventLoop {
+    pub(super) logic: NodeLogic<FsDir>,
+    pub(super) socket: UdpSocket,
+}
+
 impl EventLoop {
     /// Runs until asked to stop (Ok) or until storage fails (Err).
     pub fn run(mut self, channels: LoopChannels) -> Result<(), RuntimeError> {
@@ -134,56 +152,94 @@ impl EventLoop {
         let mut inbound = channels.inbound;
         let mut input = channels.input;
         let mut stopping_since: Option<Instant> = None;
-        self.publish();
+        let logic = &mut self.logic;
+        logic.publish(Instant::now());
         loop {
             select! {
                 recv(inbound) -> got => match got {
                     Ok(datagram) => {
-                        self.on_inbound(datagram);
+                        let now = Instant::now();
+                        logic.on_inbound(now, datagram);
                         for more in inbound.try_iter().take(MAX_BATCH) {
-                            self.on_inbound(more);
+                            logic.on_inbound(now, more);
                         }
                     }
                     Err(_) => inbound = crossbeam_channel::never(),
                 },
                 recv(input) -> got => match got {
                     Ok(first) => {
-                        self.on_input(first);
+                        let now = Instant::now();
+                        logic.on_input(now, first);
                         for more in input.try_iter().take(MAX_BATCH) {
-                            self.on_input(more);
+                            logic.on_input(now, more);
                         }
                     }
                     Err(_) => input = crossbeam_channel::never(),
                 },
-                recv(ticker) -> _ => self.on_tick(),
+                recv(ticker) -> _ => logic.on_tick(Instant::now()),
                 recv(stop) -> _ => {
                     stop = crossbeam_channel::never();
                     stopping_since = Some(Instant::now());
-                    self.hand_over_leadership();
+                    logic.hand_over_leadership();
                 }
             }
-            // Proposals and read rounds of this round go out with its one fsync.
-            self.start_note_requests();
-            self.start_forget_requests(Instant::now());
-            self.handle_ready()?;
-            self.publish();
+            let result = logic.end_round(Instant::now());
+            // What was queued before a storage error was persisted first, and
+            // is sent; nothing after it was queued.
+            for (to, datagram) in logic.outbox.drain(..) {
+                udp::send(&self.socket, &logic.shared, to, &datagram);
+            }
+            result?;
             if let Some(since) = stopping_since {
-                if self.raft.role() != Role::Leader || since.elapsed() > HANDOVER_TIMEOUT {
+                if logic.raft.role() != Role::Leader || since.elapsed() > HANDOVER_TIMEOUT {
                     return Ok(());
                 }
             }
         }
     }
+}
 
-    fn on_inbound(&mut self, inbound: Inbound) {
+impl<D: Dir> NodeLogic<D> {
+    /// Ends a round of inputs: proposals and read rounds of this round go out
+    /// with its one fsync; then the core's `Ready` is handled and the view
+    /// published.
+    pub fn end_round(&mut self, now: Instant) -> Result<(), RuntimeError> {
+        self.start_note_requests(now);
+        self.start_forget_requests(now);
+        self.handle_ready(now)?;
+        self.publish(now);
+        Ok(())
+    }
+
+    /// The datagrams queued since the last call, with their receivers.
+    pub fn take_outbox(&mut self) -> Vec<(NodeId, Datagram)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Queues `datagram` for node `to`.
+    pub(super) fn send(&mut self, to: NodeId, datagram: Datagram) {
+        self.outbox.push((to, datagram));
+    }
+
+    /// The core, for the simulator's oracle and tests.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The view the HTTP side reads: the table, the metrics.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
         if let Some(slot) = self.heard_from.get_mut((inbound.from - 1) as usize) {
-            *slot = Some(Instant::now());
+            *slot = Some(now);
         }
         match inbound.datagram {
             Datagram::Raft(message) => self.raft.step(message),
             Datagram::Reports { reports, .. } => {
                 for report in reports.into_iter().filter(|r| r.validate().is_ok()) {
-                    self.take_report(report);
+                    self.take_report(now, report);
                 }
             }
             Datagram::ProposeNote {
@@ -197,9 +253,9 @@ impl EventLoop {
         }
     }
 
-    fn on_input(&mut self, input: LoopInput) {
+    pub fn on_input(&mut self, now: Instant, input: LoopInput) {
         match input {
-            LoopInput::Report(report) => self.take_report(report),
+            LoopInput::Report(report) => self.take_report(now, report),
             LoopInput::SetNote {
                 text,
                 reply,
@@ -217,16 +273,15 @@ impl EventLoop {
         }
     }
 
-    fn take_report(&mut self, report: Report) {
+    fn take_report(&mut self, now: Instant, report: Report) {
         let table = self.shared.table();
-        self.intake.receive(report, &table, Instant::now());
+        self.intake.receive(report, &table, now);
     }
 
     /// Gives the core one tick per elapsed 10 ms, then moves pending reports on:
     /// the leader proposes them as one entry (and any MarkDead or Forget that
     /// is due), a follower forwards them to the leader.
-    fn on_tick(&mut self) {
-        let now = Instant::now();
+    pub fn on_tick(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last_tick);
         let ticks = (elapsed.as_millis() / TICK.as_millis()) as u32;
         self.last_tick += TICK * ticks;
@@ -289,12 +344,12 @@ impl EventLoop {
             from: self.shared.me,
             reports,
         };
-        udp::send(&self.socket, &self.shared, leader, &datagram);
+        self.send(leader, datagram);
     }
 
     /// On SIGTERM a leader hands over to its most up-to-date follower, so the
     /// cluster does not wait an election timeout for a successor.
-    fn hand_over_leadership(&mut self) {
+    pub fn hand_over_leadership(&mut self) {
         if self.raft.role() != Role::Leader {
             return;
         }
@@ -309,7 +364,7 @@ impl EventLoop {
 
     /// Persist, fsync, send, apply, advance; then compact when the core asks.
     /// Bounded: a core that always has more ready cannot starve the select.
-    fn handle_ready(&mut self) -> Result<(), RuntimeError> {
+    fn handle_ready(&mut self, now: Instant) -> Result<(), RuntimeError> {
         for _ in 0..16 {
             if !self.raft.has_ready() {
                 break;
@@ -325,18 +380,17 @@ impl EventLoop {
                 ..
             } = ready;
             for message in messages {
-                let to = message.to;
-                udp::send(&self.socket, &self.shared, to, &Datagram::Raft(message));
+                self.send(message.to, Datagram::Raft(message));
             }
             if let Some(snapshot) = snapshot {
-                let table = LoadTable::restore(&snapshot.data, Instant::now())
-                    .map_err(RuntimeError::Snapshot)?;
+                let table =
+                    LoadTable::restore(&snapshot.data, now).map_err(RuntimeError::Snapshot)?;
                 self.forgets.snapshot_installed(&table);
                 *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
                 self.on_snapshot_installed(snapshot.meta.term);
             }
-            let (note_writes, forgotten) = self.apply(&committed_entries);
+            let (note_writes, forgotten) = self.apply(now, &committed_entries);
             self.forgets.applied(&forgotten);
             for server in &forgotten {
                 self.intake.forgotten(server);
@@ -368,11 +422,10 @@ impl EventLoop {
     /// Applies committed entries to the table; returns the request id and index
     /// of every note write among them, for the writes waiting on them, and the
     /// server of every `Forget`, for the forget requests.
-    fn apply(&mut self, entries: &[Entry]) -> (Vec<(u64, u64)>, Vec<String>) {
+    fn apply(&mut self, now: Instant, entries: &[Entry]) -> (Vec<(u64, u64)>, Vec<String>) {
         if entries.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let now = Instant::now();
         let mut changes = Vec::new();
         let mut note_writes = Vec::new();
         let mut forgotten = Vec::new();
@@ -432,12 +485,12 @@ impl EventLoop {
     }
 
     /// Updates the view the HTTP threads read, and logs role and term changes.
-    fn publish(&mut self) {
+    fn publish(&mut self, now: Instant) {
         let role = self.raft.role();
         let term = self.raft.term();
         let leader = self.raft.leader();
         if (role, term, leader) != self.logged {
-            self.log_transition(role, term, leader);
+            self.log_transition(now, role, term, leader);
         }
         let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
         view.role = role;
@@ -449,10 +502,10 @@ impl EventLoop {
             self.raft.snapshots_refused(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.fill_reachability(role, leader, &mut view.reachable);
+        self.fill_reachability(now, role, leader, &mut view.reachable);
     }
 
-    fn log_transition(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
+    fn log_transition(&mut self, now: Instant, role: Role, term: u64, leader: Option<NodeId>) {
         let (old_role, old_term, old_leader) = self.logged;
         self.logged = (role, term, leader);
         if leader != old_leader || role != old_role {
@@ -462,7 +515,7 @@ impl EventLoop {
             Role::Leader if old_role != Role::Leader => {
                 log::info!("became leader in term {term}");
                 let table = self.shared.table();
-                self.intake.give_grace(&table, Instant::now());
+                self.intake.give_grace(&table, now);
             }
             Role::Candidate if old_role != Role::Candidate || old_term != term => {
                 Metrics::add(&self.shared.metrics.elections);
@@ -481,8 +534,13 @@ impl EventLoop {
 
     /// Writes into `out` (one slot per node, the view's own vector, so the hot
     /// path allocates nothing) whether each node was heard from recently.
-    fn fill_reachability(&self, role: Role, leader: Option<NodeId>, out: &mut [Option<bool>]) {
-        let now = Instant::now();
+    fn fill_reachability(
+        &self,
+        now: Instant,
+        role: Role,
+        leader: Option<NodeId>,
+        out: &mut [Option<bool>],
+    ) {
         let me = self.shared.me;
         for (i, (slot, heard)) in out.iter_mut().zip(&self.heard_from).enumerate() {
             let id = i as NodeId + 1;

@@ -13,17 +13,17 @@
 //! deadline is "unavailable" (it may still happen).
 //!
 //! [`ForgetRequests`] holds the waiting requests and decides, with no Raft or
-//! socket of its own (unit-tested below); the `impl EventLoop` at the end wires
-//! it to the core and the UDP socket.
+//! socket of its own (unit-tested below); the `impl NodeLogic` at the end wires
+//! it to the core and the outbox.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::event_loop::{EventLoop, LoopInput};
-use super::udp;
+use super::event_loop::{LoopInput, NodeLogic};
 use crate::raft::{NodeId, Role};
 use crate::report::MAX_SERVER_ID_BYTES;
+use crate::storage::Dir;
 use crate::table::{Command, LoadTable};
 use crate::wire::Datagram;
 
@@ -216,7 +216,7 @@ impl ForgetRequests {
     }
 }
 
-impl EventLoop {
+impl<D: Dir> NodeLogic<D> {
     /// Proposes (leader) or forwards (follower) the forget requests due now.
     pub(super) fn start_forget_requests(&mut self, now: Instant) {
         if self.forgets.is_empty() {
@@ -232,7 +232,7 @@ impl EventLoop {
                         from: self.shared.me,
                         server,
                     };
-                    udp::send(&self.socket, &self.shared, id, &datagram);
+                    self.send(id, datagram);
                 }
                 None => {} // sent again after FORGET_RESEND, to whoever leads then
             }

@@ -36,9 +36,9 @@ use crossbeam_channel::Sender;
 use crate::auth::Auth;
 use crate::nodes::Nodes;
 use crate::raft::{Config, Raft, Role};
-use crate::storage::{FsDir, Storage};
+use crate::storage::{Dir, FsDir, Storage};
 use crate::table::LoadTable;
-use event_loop::{EventLoop, LoopChannels, LoopInput, RuntimeError, TICK};
+use event_loop::{EventLoop, LoopChannels, LoopInput, NodeLogic, RuntimeError, TICK};
 use reports::ReportIntake;
 use shared::{Shared, SharedSettings};
 
@@ -133,68 +133,28 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?;
     let address = nodes.get(me).expect("require returned a listed id").socket;
     let lock = lock_data_dir(&settings.data_dir)?;
-    let mut dir =
-        FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
-    // Recorded before the socket exists, so before the first send.
-    let epoch = epoch::next_epoch(&mut dir, epoch::now_us()).map_err(StartError::DataDir)?;
-    let (storage, restored) = Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
-    let now = Instant::now();
-    let table = match &restored.snapshot {
-        Some(snapshot) => LoadTable::restore(&snapshot.data, now).map_err(|e| {
-            StartError::DataDir(format!(
-                "the snapshot in {} is not a load table: {e}",
-                settings.data_dir.display()
-            ))
-        })?,
-        None => LoadTable::new(),
-    };
-    let raft =
-        Raft::new(raft_config(settings, me)?, restored, seed()).map_err(StartError::DataDir)?;
+    let dir = FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    let logic = NodeLogic::open(settings, dir, epoch::now_us(), seed(), Instant::now())?;
     log::info!(
         "node {} starting in term {} with commit index {} (data dir {})",
         settings.id,
-        raft.term(),
-        raft.commit_index(),
+        logic.raft().term(),
+        logic.raft().commit_index(),
         settings.data_dir.display()
     );
+    let shared = logic.shared().clone();
     let socket = UdpSocket::bind(address)
         .map_err(|e| StartError::Bind(format!("cannot bind udp {address}: {e}")))?;
     let recv_socket = socket
         .try_clone()
         .map_err(|e| StartError::Bind(format!("udp socket: {e}")))?;
-    let shared = Arc::new(Shared::new(
-        SharedSettings {
-            me,
-            nodes: nodes.clone(),
-            max_n: settings.max_n,
-            auth: settings.auth.clone(),
-            epoch,
-        },
-        table,
-    ));
     let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_QUEUE);
     let (input_tx, input_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let stop_udp = Arc::new(AtomicBool::new(false));
     let udp = udp::spawn_receiver(recv_socket, shared.clone(), inbound_tx, stop_udp.clone())
         .map_err(|e| StartError::Bind(format!("udp receiver: {e}")))?;
-    let replay_until = raft.commit_index();
-    let event_loop = EventLoop {
-        logged: (Role::Follower, raft.term(), None),
-        raft,
-        storage,
-        shared: shared.clone(),
-        socket,
-        intake: ReportIntake::new(settings.dead_after, settings.forget_after),
-        notes: notes::NoteRequests::new(seed()),
-        forgets: forget::ForgetRequests::default(),
-        last_tick: Instant::now(),
-        heard_from: vec![None; nodes.entries().len()],
-        reach_window: settings.election_max * 2,
-        replay_until,
-        trim_due: false,
-        last_trim: Instant::now(),
-    };
+    let event_loop = EventLoop { logic, socket };
     let channels = LoopChannels {
         inbound: inbound_rx,
         input: input_rx,
@@ -214,6 +174,65 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         udp,
         _lock: lock,
     })
+}
+
+impl<D: Dir> NodeLogic<D> {
+    /// A node on `dir`, as it starts: this boot's epoch recorded (from
+    /// `now_us`, the wall clock) before anything can be sent, the storage
+    /// opened and recovered, the core and the load table restored. The
+    /// runtime and the simulator both start nodes here.
+    pub fn open(
+        settings: &NodeSettings,
+        mut dir: D,
+        now_us: u64,
+        seed: u64,
+        now: Instant,
+    ) -> Result<NodeLogic<D>, StartError> {
+        let nodes = &settings.nodes;
+        let me = nodes
+            .require(&settings.id, "nodes.txt")
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let epoch = epoch::next_epoch(&mut dir, now_us).map_err(StartError::DataDir)?;
+        let (storage, restored) =
+            Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+        let table = match &restored.snapshot {
+            Some(snapshot) => LoadTable::restore(&snapshot.data, now).map_err(|e| {
+                StartError::DataDir(format!(
+                    "the snapshot in {} is not a load table: {e}",
+                    settings.data_dir.display()
+                ))
+            })?,
+            None => LoadTable::new(),
+        };
+        let raft =
+            Raft::new(raft_config(settings, me)?, restored, seed).map_err(StartError::DataDir)?;
+        let shared = Arc::new(Shared::new(
+            SharedSettings {
+                me,
+                nodes: nodes.clone(),
+                max_n: settings.max_n,
+                auth: settings.auth.clone(),
+                epoch,
+            },
+            table,
+        ));
+        Ok(NodeLogic {
+            logged: (Role::Follower, raft.term(), None),
+            replay_until: raft.commit_index(),
+            raft,
+            storage,
+            shared,
+            outbox: Vec::new(),
+            intake: ReportIntake::new(settings.dead_after, settings.forget_after),
+            notes: notes::NoteRequests::new(seed),
+            forgets: forget::ForgetRequests::default(),
+            last_tick: now,
+            heard_from: vec![None; nodes.entries().len()],
+            reach_window: settings.election_max * 2,
+            trim_due: false,
+            last_trim: now,
+        })
+    }
 }
 
 /// The core's settings from the node's flags, in ticks of [`TICK`].

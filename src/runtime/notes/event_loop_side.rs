@@ -1,19 +1,19 @@
-//! The event loop's side of the note requests: proposing, forwarding and
-//! answering forwards through the core and the UDP socket. The decisions are
+//! The node logic's side of the note requests: proposing, forwarding and
+//! answering forwards through the core and the outbox. The decisions are
 //! [`NoteRequests`](super::NoteRequests)'s.
 
 use std::time::Instant;
 
-use super::super::event_loop::EventLoop;
-use super::super::udp;
+use super::super::event_loop::NodeLogic;
 use crate::raft::{NodeId, ReadFailure, ReadState, Role};
+use crate::storage::Dir;
 use crate::table::Command;
 use crate::wire::Datagram;
 
-impl EventLoop {
+impl<D: Dir> NodeLogic<D> {
     /// Sends what can be sent: unsent writes to the log (leader) or to the leader
     /// (follower), and one read-index round for every read that arrived.
-    pub(in crate::runtime) fn start_note_requests(&mut self) {
+    pub(in crate::runtime) fn start_note_requests(&mut self, now: Instant) {
         if self.raft.role() == Role::Leader {
             while let Some(write) = self.notes.next_unsent() {
                 let command = Command::SetNote {
@@ -39,11 +39,11 @@ impl EventLoop {
                     request: write.request,
                     text: write.text.clone(),
                 };
-                udp::send(&self.socket, &self.shared, leader, &datagram);
+                self.send(leader, datagram);
                 self.notes.mark_sent(write, term, Some(leader));
             }
         }
-        if let Some(ctx) = self.notes.start_read_round(Instant::now()) {
+        if let Some(ctx) = self.notes.start_read_round(now) {
             self.raft.read_index(ctx);
         }
     }
@@ -80,7 +80,7 @@ impl EventLoop {
                 from: self.shared.me,
                 request,
             };
-            udp::send(&self.socket, &self.shared, from, &datagram);
+            self.send(from, datagram);
         }
     }
 
