@@ -17,10 +17,12 @@ test: browser-deps chaos-deps
 browser-deps:
 	@scripts/browser-deps.sh
 
-# A long hunt for safety violations: HUNT_SEEDS seeds of the simulator.
+# A long hunt for safety violations: HUNT_SEEDS seeds of the core's simulator,
+# then as many of whole nodes' (tests/nodesim: the product's NodeLogic).
 HUNT_SEEDS ?= 100000
 hunt:
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
+	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --release --test sim_node -- --nocapture
 
 # raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one
 # table, written to BENCHMARKS.md and printed (benches/compare/, ~6 minutes).
