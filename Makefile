@@ -22,7 +22,7 @@ browser-deps:
 HUNT_SEEDS ?= 100000
 hunt:
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
-	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --release --test sim_node -- --nocapture
+	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_node -- --nocapture
 
 # raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one
 # table, written to BENCHMARKS.md and printed (benches/compare/, ~6 minutes).

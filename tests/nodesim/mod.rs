@@ -437,7 +437,7 @@ impl NodeSim {
     /// Every daemon that is not silent reports to every live node, as the
     /// real daemon does.
     fn report(&mut self) {
-        if self.now_ms() % REPORT_EVERY_MS != 0 {
+        if !self.now_ms().is_multiple_of(REPORT_EVERY_MS) {
             return;
         }
         let now = self.now();
