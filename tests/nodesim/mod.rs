@@ -21,7 +21,8 @@
 //!   seq the `MarkDead` names was sent at least `dead_after` earlier;
 //! - reports are never applied out of order (a server's seq never goes back
 //!   on a node while it runs);
-//! - at most one leader per term.
+//! - at most one leader per term, and a node that restarts remembers the
+//!   term and the vote it sent before its power cut.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
@@ -33,7 +34,7 @@ use crossbeam_channel::Receiver;
 use raftlb::auth::Auth;
 use raftlb::lincheck::{self, Op, OpKind, Verdict};
 use raftlb::nodes::Nodes;
-use raftlb::raft::{NodeId, Rng, Role};
+use raftlb::raft::{MessageBody, NodeId, Rng, Role};
 use raftlb::report::Report;
 use raftlb::runtime::event_loop::{LoopInput, NodeLogic};
 use raftlb::runtime::notes::NoteOutcome;
@@ -179,6 +180,10 @@ pub struct NodeSim {
     seen_dead: Vec<Vec<String>>,
     /// Term -> its leader.
     leaders: HashMap<u64, NodeId>,
+    /// Per node: what it promised in datagrams it sent, which a power cut must
+    /// not take back: the highest term, and the vote it granted (term,
+    /// candidate).
+    promises: Vec<(u64, Option<(u64, NodeId)>)>,
     /// Clients start requests only while this holds (not after the heal).
     clients_on: bool,
     pub stats: Stats,
@@ -241,6 +246,7 @@ impl NodeSim {
             seqs: vec![BTreeMap::new(); NODES],
             seen_dead: vec![Vec::new(); NODES],
             leaders: HashMap::new(),
+            promises: vec![(0, None); NODES],
             clients_on: true,
             stats: Stats::default(),
         };
@@ -278,6 +284,23 @@ impl NodeSim {
             self.now(),
         )
         .unwrap_or_else(|e| self.fail(&format!("node {i} cannot start: {e}")));
+        let (term, vote) = self.promises[i];
+        let raft = logic.raft();
+        if raft.term() < term {
+            self.fail(&format!(
+                "node {i} restarted in term {} after sending in term {term}",
+                raft.term()
+            ));
+        }
+        if let Some((vote_term, candidate)) = vote {
+            if raft.term() == vote_term && raft.vote() != Some(candidate) {
+                self.fail(&format!(
+                    "node {i} restarted in term {vote_term} having voted for {candidate}, \
+                     remembering the vote {:?}",
+                    raft.vote()
+                ));
+            }
+        }
         self.nodes[i] = Some(logic);
         self.seqs[i].clear();
         self.seen_dead[i].clear();
@@ -410,6 +433,25 @@ impl NodeSim {
             };
             let from = i as NodeId + 1;
             for (to, datagram) in logic.take_outbox() {
+                if let Datagram::Raft(m) = &datagram {
+                    // A pre-vote carries a term its sender has not taken.
+                    let vote = match m.body {
+                        MessageBody::RequestVote { pre_vote: true, .. }
+                        | MessageBody::RequestVoteResponse { pre_vote: true, .. } => None,
+                        MessageBody::RequestVote { .. } => Some(Some((m.term, m.from))),
+                        MessageBody::RequestVoteResponse { granted: true, .. } => {
+                            Some(Some((m.term, m.to)))
+                        }
+                        _ => Some(None),
+                    };
+                    if let Some(vote) = vote {
+                        let promise = &mut self.promises[i];
+                        promise.0 = promise.0.max(m.term);
+                        if vote.is_some() {
+                            promise.1 = vote;
+                        }
+                    }
+                }
                 if self.rng.range(0, 100) < f.loss || !self.linked(from, to) {
                     self.stats.dropped += 1;
                     continue;
