@@ -558,3 +558,44 @@ fn a_vote_survives_a_crash_right_after_it_is_cast() {
         "the vote was not durable"
     );
 }
+
+/// §5.4.1, the election restriction: a voter refuses a candidate whose log is
+/// less up to date than its own, comparing the last entries' terms first and
+/// the lengths only on equal terms. Node 1's log is longer but ends in term 1;
+/// nodes 2 and 3 end in term 2 (committed). Voting on length alone would elect
+/// node 1 and let it overwrite a committed entry.
+#[test]
+fn a_longer_log_with_an_older_last_term_does_not_win_an_election() {
+    let config = Config::new(1, vec![1, 2, 3]);
+    let hs = |commit| HardState {
+        term: 2,
+        vote: None,
+        commit,
+    };
+    let states = vec![
+        (
+            hs(1),
+            vec![entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)],
+        ),
+        (hs(2), vec![entry(1, 1), entry(2, 2)]),
+        (hs(2), vec![entry(1, 1), entry(2, 2)]),
+    ];
+    let mut c = Cluster::with_logs(config, SEED, states);
+    // Only node 1 sees time pass: it campaigns again and again.
+    for _ in 0..ELECTION_BOUND {
+        c.tick_only(&[1]);
+        assert_ne!(
+            c.raft(1).role(),
+            Role::Leader,
+            "node 1 won with an older last term: {:?}",
+            terms(&c)
+        );
+    }
+    for id in [2, 3] {
+        assert_ne!(c.raft(id).vote(), Some(1), "node {id} voted for node 1");
+        assert_eq!(c.raft(id).log().term(2), Some(2), "node {id} lost index 2");
+    }
+    // Once the others see time pass, one of them leads and node 1's tail goes.
+    c.check_liveness(ELECTION_BOUND);
+    assert_eq!(c.raft(1).log().term(2), Some(2));
+}
