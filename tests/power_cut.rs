@@ -40,8 +40,8 @@ use watch::Watch;
 const NODES: usize = 5;
 const CLIENTS: usize = 4;
 /// Rounds of SIGKILL and power cut on two nodes, then on all five.
-const MINORITY_CUTS: usize = 3;
-const FULL_CUTS: usize = 2;
+const MINORITY_CUTS: usize = 4;
+const FULL_CUTS: usize = 3;
 /// How long the clients run between two cuts, in ms.
 const BETWEEN_CUTS_MS: (u64, u64) = (800, 1_400);
 /// Clients go on this long after the last cut.
@@ -273,7 +273,7 @@ fn nemesis(cluster: &mut Cluster, disks: &Disks, rng: &mut Rng, shared: &Shared)
             if !lost.is_empty() {
                 failures.push(format!(
                     "{} acknowledged writes lost in the power cut on all five \
-                     (found {:?} after the restart), e.g. {}",
+                     (found {:?} after the kill), e.g. {}",
                     lost.len(),
                     started.elapsed(),
                     lost[0]
