@@ -23,8 +23,6 @@ mod powerfs;
 mod watch;
 
 use std::ffi::OsStr;
-use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use raftlb::lincheck::{check_register, lost_writes, Op, OpKind, Verdict};
 use raftlb::raft::Rng;
 
-use powerfs::{Cut, Disk, PowerFs};
+use powerfs::{Cut, Disk, Disks, PowerFs};
 use support::history::{since, NoteClient, Outcome, Tally};
 use support::{exclusive, Cluster, Options};
 use watch::Watch;
@@ -57,41 +55,6 @@ const MAX_OPS_PER_CLIENT: usize = 10_000;
 /// Snapshots are taken (temp file, fsync, rename, directory fsync) and sent
 /// to restarted nodes during the run too.
 const SNAPSHOT_ENTRIES: u64 = 300;
-
-/// The five disks, each mounted in a temp dir; unmounted (even on a panic)
-/// before the temp dir goes.
-struct Disks {
-    disks: Vec<PowerFs>,
-    _dir: tempfile::TempDir,
-}
-
-/// Mounts `n` PowerFs; None (after saying why) where FUSE cannot be used.
-fn mount_disks(n: usize) -> Option<Disks> {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("power_cut: SKIPPED: no /dev/fuse on this machine");
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut disks = Vec::new();
-    for i in 0..n {
-        let path = dir.path().join(format!("disk-{i}"));
-        std::fs::create_dir(&path).expect("create a mount point");
-        match PowerFs::mount(&path) {
-            Ok(disk) => disks.push(disk),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound
-                ) =>
-            {
-                eprintln!("power_cut: SKIPPED: cannot mount a FUSE filesystem here: {e}");
-                return None;
-            }
-            Err(e) => panic!("mount PowerFs on {}: {e}", path.display()),
-        }
-    }
-    Some(Disks { disks, _dir: dir })
-}
 
 /// What the clients share with the nemesis.
 struct Shared {
@@ -170,16 +133,8 @@ impl Drop for StopOnDrop<'_> {
 
 /// SIGKILLs `nodes` and, once they are reaped, cuts the power on their disks.
 fn kill_and_cut(cluster: &mut Cluster, disks: &Disks, nodes: &[usize]) -> Cut {
-    for &i in nodes {
-        cluster.kill_node(i);
-    }
-    let mut total = Cut::default();
-    for &i in nodes {
-        let cut = disks.disks[i].cut_power();
-        total.bytes += cut.bytes;
-        total.inodes += cut.inodes;
-    }
-    total
+    nodes.iter().for_each(|&i| cluster.kill_node(i));
+    disks.cut_power(nodes)
 }
 
 /// A linearizable read of the note by the nemesis, through the leader the
@@ -291,8 +246,12 @@ fn nemesis(cluster: &mut Cluster, disks: &Disks, rng: &mut Rng, shared: &Shared)
 #[test]
 fn no_acknowledged_write_is_lost_when_the_power_is_cut() {
     let _one = exclusive();
-    let Some(disks) = mount_disks(NODES) else {
-        return;
+    let disks = match Disks::mount(NODES) {
+        Ok(disks) => disks,
+        Err(why) => {
+            eprintln!("power_cut: SKIPPED: {why}");
+            return;
+        }
     };
     let seed = std::env::var("RAFTLB_POWER_SEED")
         .ok()
@@ -310,7 +269,7 @@ fn no_acknowledged_write_is_lost_when_the_power_is_cut() {
         nodes: NODES,
         workers: 0,
         snapshot_entries: Some(SNAPSHOT_ENTRIES),
-        data_dirs: disks.disks.iter().map(|d| d.path().to_path_buf()).collect(),
+        data_dirs: disks.paths(),
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);
