@@ -58,9 +58,12 @@ status kill-random kill-leader kill-follower stop:
 # pauses and restarts, worker kills and, as root, partitions and datagram loss
 # in a network namespace of the test's own; one summary at the end, non-zero on
 # any safety violation or lost write. CHAOS_SEED=S replays a run's choices.
+# CHAOS_POWER=1 puts the data dirs on PowerFs (FUSE) and cuts a killed node's
+# power: what it did not fsync is lost.
 CHAOS_SECS ?= 120
+CHAOS_POWER ?= 0
 chaos: chaos-deps
-	CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked --test chaos -- --nocapture
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) $(CARGO) test --locked --test chaos -- --nocapture
 
 # nftables and iproute2 for the chaos run's network faults, when root.
 chaos-deps:

@@ -11,10 +11,16 @@
 //!
 //! CHAOS_SECS sets the length (30 s by default; `make chaos` runs 120) and
 //! CHAOS_SEED replays the nemesis's and the clients' choices (timing differs).
-//! CHAOS_NET=0 leaves the network alone.
+//! CHAOS_NET=0 leaves the network alone. CHAOS_POWER=1 puts every node's data
+//! dir on a PowerFs of its own (tests/support/powerfs) and cuts the power on a
+//! node's disk (drops what it did not fsync) each time the nemesis SIGKILLs it;
+//! the power on all five at once is cut by tests/power_cut.rs.
 
 #[path = "../support/mod.rs"]
 mod support;
+
+#[path = "../support/powerfs/mod.rs"]
+mod powerfs;
 
 mod load;
 mod nemesis;
@@ -31,6 +37,7 @@ use raftlb::raft::Rng;
 use load::PrimeTally;
 use nemesis::Nemesis;
 use netfault::NetFaults;
+use powerfs::Disks;
 use summary::Summary;
 use support::history::{NoteClient, Tally};
 use support::{exclusive, Cluster, Options};
@@ -78,10 +85,21 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         Ok(_) => "on (nftables in a network namespace of the test's own)".to_string(),
         Err(why) => format!("off: {why}"),
     };
-    eprintln!("chaos: seed {seed} (replay the choices with CHAOS_SEED={seed}), {secs} s, network faults {net_line}");
+    let disks = match std::env::var("CHAOS_POWER").is_ok_and(|v| v == "1") {
+        true => Disks::mount(Options::default().nodes),
+        false => Err("CHAOS_POWER=1 cuts it with every node kill".into()),
+    };
+    let power_line = match &disks {
+        Ok(_) => "on (each node's data dir on a PowerFs, cut with every kill)".to_string(),
+        Err(why) => format!("off: {why}"),
+    };
+    eprintln!("chaos: seed {seed} (replay the choices with CHAOS_SEED={seed}), {secs} s, network faults {net_line}, power cuts {power_line}");
 
+    // Declared after the disks, so it drops first: every node is killed
+    // before its disk is unmounted.
     let mut cluster = Cluster::start(Options {
         snapshot_entries: Some(SNAPSHOT_ENTRIES),
+        data_dirs: disks.as_ref().map(Disks::paths).unwrap_or_default(),
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);
@@ -110,6 +128,7 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
             &mut cluster,
             &watch,
             net.as_ref().ok(),
+            disks.as_ref().ok(),
             rng.next_u64(),
             origin,
         )
@@ -195,6 +214,10 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         seed,
         secs,
         net: net_line,
+        power: match disks.is_ok() {
+            true => format!("{power_line}: {} cuts", nemesis.power_cuts),
+            false => power_line,
+        },
         done: nemesis.done,
         failovers: nemesis.failovers,
         stepped_down: nemesis.stepped_down,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use raftlb::raft::Rng;
 
 use crate::netfault::NetFaults;
+use crate::powerfs::Disks;
 use crate::support::Cluster;
 use crate::watch::Watch;
 
@@ -73,12 +74,16 @@ pub struct Report {
     pub stepped_down: usize,
     /// When everything had been undone, from the origin.
     pub healed_at: Duration,
+    /// Kills that cut the node's power too (only with PowerFs disks).
+    pub power_cuts: usize,
 }
 
 pub struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     watch: &'a Watch,
     net: Option<&'a NetFaults>,
+    /// The nodes' disks when they are PowerFs: a killed node's power is cut.
+    disks: Option<&'a Disks>,
     rng: Rng,
     origin: Instant,
     net_fault_on: bool,
@@ -90,6 +95,7 @@ impl<'a> Nemesis<'a> {
         cluster: &'a mut Cluster,
         watch: &'a Watch,
         net: Option<&'a NetFaults>,
+        disks: Option<&'a Disks>,
         seed: u64,
         origin: Instant,
     ) -> Nemesis<'a> {
@@ -97,6 +103,7 @@ impl<'a> Nemesis<'a> {
             cluster,
             watch,
             net,
+            disks,
             rng: Rng::new(seed),
             origin,
             net_fault_on: false,
@@ -242,7 +249,7 @@ impl<'a> Nemesis<'a> {
         match fault {
             Fault::KillLeader => {
                 let started = Instant::now();
-                self.cluster.kill_node(leader);
+                self.kill(leader);
                 self.failover(fault, leader, term, &self.cluster.live(), started);
             }
             Fault::KillNode => {
@@ -250,7 +257,7 @@ impl<'a> Nemesis<'a> {
                 let node = live[self.rng.range(0, live.len() as u64) as usize];
                 let led = self.watch.agreed_leader(&live).map(|(l, t)| (l == node, t));
                 let started = Instant::now();
-                self.cluster.kill_node(node);
+                self.kill(node);
                 match led {
                     Some((true, term)) => {
                         self.failover(fault, node, term, &self.cluster.live(), started)
@@ -331,6 +338,21 @@ impl<'a> Nemesis<'a> {
                     Err(e) => self.watch.violation(format!("could not add loss: {e}")),
                 }
             }
+        }
+    }
+
+    /// SIGKILLs node i and, when its disk is a PowerFs, cuts its power.
+    fn kill(&mut self, i: usize) {
+        self.cluster.kill_node(i);
+        if let Some(disks) = self.disks {
+            let cut = disks.cut_power(&[i]);
+            self.report.power_cuts += 1;
+            self.say(&format!(
+                "power cut on node {}: {} unsynced bytes and {} unsynced files dropped",
+                self.id(i),
+                cut.bytes,
+                cut.inodes
+            ));
         }
     }
 

@@ -14,6 +14,7 @@ pub struct Summary {
     pub seed: u64,
     pub secs: u64,
     pub net: String,
+    pub power: String,
     pub done: BTreeMap<Fault, usize>,
     pub failovers: Vec<Failover>,
     pub stepped_down: usize,
@@ -43,6 +44,7 @@ impl fmt::Display for Summary {
             self.secs, self.seed
         )?;
         writeln!(f, "network faults: {}", self.net)?;
+        writeln!(f, "power cuts: {}", self.power)?;
         writeln!(f, "faults done:")?;
         for (fault, count) in &self.done {
             writeln!(f, "  {count:4}  {}", fault.describe())?;

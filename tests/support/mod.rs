@@ -165,6 +165,9 @@ pub struct Options {
     pub snapshot_entries: Option<u64>,
     /// More flags for every node (e.g. `--forget-after 1s`).
     pub node_args: Vec<String>,
+    /// Node i's data dir, e.g. a PowerFs mount; when empty, `data-<ID>` in
+    /// the cluster's temp dir.
+    pub data_dirs: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -177,6 +180,7 @@ impl Default for Options {
             daemons_watch_worker_pid: false,
             snapshot_entries: None,
             node_args: Vec::new(),
+            data_dirs: Vec::new(),
         }
     }
 }
@@ -278,13 +282,15 @@ impl Cluster {
 
     pub fn spawn_node(&mut self, i: usize) -> Proc {
         let id = self.ids[i].clone();
+        let data_dir = (self.options.data_dirs.get(i).cloned())
+            .unwrap_or_else(|| self.path(&format!("data-{id}")));
         let mut args = vec![
             "--id".into(),
             id.clone(),
             "--nodes".into(),
             self.nodes_file(),
             "--data-dir".into(),
-            self.path(&format!("data-{id}")).display().to_string(),
+            data_dir.display().to_string(),
             "--dead-after-ms".into(),
             self.options.dead_after_ms.to_string(),
         ];
