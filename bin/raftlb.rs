@@ -1,9 +1,12 @@
 //! `raftlb`: the command-line client of a raftlb cluster.
 //!
 //! Flag parsing, printing and exit codes only; the work is in `raftlb::client`.
-//! Exit codes: 0 success; 1 the operation failed (every node failed, no node
-//! answered `status`, no `bench` request succeeded); 2 bad usage or
+//! Exit codes: 0 success; 1 the operation failed (every node failed, `status`
+//! found no leader or no node, no `bench` request succeeded); 2 bad usage or
 //! configuration, including an N that a node refused with 400.
+//!
+//! Each command has its own `--timeout-ms` whose help names its own default;
+//! one given before the command applies to any command (scripts use that).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -15,6 +18,8 @@ use raftlb::client::discover::{self, Found};
 use raftlb::client::failover::Failure;
 use raftlb::client::http::Timeouts;
 use raftlb::client::{admin, bench, note, prime, view};
+
+// Each default below is also written in its command's `--timeout-ms` help.
 
 /// A prime answer can take seconds for a large N, and a timeout makes the next
 /// node compute it all again: wait long.
