@@ -1,26 +1,31 @@
 # raftlb: every target SPEC.md lists. `make test` is what .ci/run runs.
+# Each target's `##` line is its entry in `make help`, the default target, so
+# a bare `make` says what there is instead of starting anything.
 CARGO ?= cargo
 
-.PHONY: build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
+.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
 
-build:
+help: ## this list: every target, one line each
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  make %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+build: ## the release binaries (target/release/raftlb, raftlb-node, -worker, -daemon)
 	$(CARGO) build --release --locked
 
 # The whole suite: unit tests, storage recovery, the classic Raft cases, the
 # random-fault simulator (RAFTLB_SIM_SEEDS seeds, 1000 by default), the system
 # tests, a 30 s chaos run (with network faults when root, hence chaos-deps) and
 # the page in a headless Chromium (hence browser-deps).
-test: browser-deps chaos-deps
+test: browser-deps chaos-deps ## the whole test suite (what CI runs; about two minutes once built)
 	$(CARGO) test --locked
 
 # Chromium and chromedriver for tests/browser.rs, from Debian's packages when absent.
-browser-deps:
+browser-deps: ## Chromium and chromedriver for the page's test, when missing
 	@scripts/browser-deps.sh
 
 # A long hunt for safety violations: HUNT_SEEDS seeds of the core's simulator,
 # then as many of whole nodes' (tests/nodesim: the product's NodeLogic).
 HUNT_SEEDS ?= 100000
-hunt:
+hunt: ## both simulators (the core, whole nodes) on HUNT_SEEDS seeds (100000) each
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
 	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_node -- --nocapture
 
@@ -28,30 +33,42 @@ hunt:
 # table, written to BENCHMARKS.md and printed (benches/compare/, ~6 minutes).
 # BENCH_QUICK=1 for a short development run. /usr/sbin is added to PATH because
 # haproxy and nginx live there and a user's PATH may not have it.
-bench: build bench-deps
+bench: build bench-deps ## raftlb beside etcd, HAProxy, nginx, primesieve; writes BENCHMARKS.md
 	PATH="$$PATH:/usr/sbin:/sbin" $(CARGO) bench --locked --bench compare
 
 # The reference tools for `make bench`, from Debian's packages when absent.
-bench-deps:
+bench-deps: ## the benchmarks' reference tools from Debian's packages, when missing
 	@scripts/bench-deps.sh
 
 # The parts on their own, each printing its own table: commits per second of the
 # Raft core in the simulator, appends per second of the storage with fsync, and
 # the worker's N-th prime times (medians of several runs).
-bench-parts:
+bench-parts: ## the Raft core, the storage and the worker benchmarked on their own
 	$(CARGO) bench --locked --bench raft_core
 	$(CARGO) bench --locked --bench storage
 	$(CARGO) bench --locked --bench primes
 
 # The demo cluster: nodes A-E (nodes.txt), workers on 13337-13339, a daemon each.
 # scripts/cluster.sh holds the logic; pids and logs go to run/, data to data/.
-cluster: build
+cluster: build ## start nodes A-E, 3 workers and their daemons; wait for a leader
 	@scripts/cluster.sh start
 
-revive: build
+revive: build ## restart every dead node, worker and daemon, from its data
 	@scripts/cluster.sh revive
 
-status kill-random kill-leader kill-follower stop:
+status: ## the nodes, the servers' load, and the leader or NO LEADER (exit 1)
+	@scripts/cluster.sh $@
+
+kill-random: ## kill -9 one random running node
+	@scripts/cluster.sh $@
+
+kill-leader: ## kill -9 the leader
+	@scripts/cluster.sh $@
+
+kill-follower: ## kill -9 one random running follower
+	@scripts/cluster.sh $@
+
+stop: ## stop every process of the cluster (data stays in data/)
 	@scripts/cluster.sh $@
 
 # The cluster under a nemesis for CHAOS_SECS seconds (tests/chaos): node kills,
@@ -62,14 +79,14 @@ status kill-random kill-leader kill-follower stop:
 # power: what it did not fsync is lost.
 CHAOS_SECS ?= 120
 CHAOS_POWER ?= 0
-chaos: chaos-deps
+chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too
 	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) $(CARGO) test --locked --test chaos -- --nocapture
 
 # nftables and iproute2 for the chaos run's network faults, when root.
-chaos-deps:
+chaos-deps: ## nftables and iproute2 for the chaos run's network faults, when root
 	@scripts/chaos-deps.sh
 
-clean:
+clean: ## stop the cluster, remove target/, run/ and data/
 	-@scripts/cluster.sh stop
 	$(CARGO) clean
 	rm -rf run data

@@ -16,7 +16,7 @@ use raftlb::nodes::Nodes;
 
 /// Samples CPU load and reports it to every node of the cluster.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "raftlb-daemon", version)]
 struct Args {
     /// The worker this daemon speaks for, http://HOST:PORT; no reports while
     /// its GET /health does not answer 200.

@@ -21,7 +21,7 @@ use raftlb::server::NodeHttp;
 
 /// One raftlb balancer node: Raft over UDP and HTTP on its nodes.txt port.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "raftlb-node", version, about)]
 struct Args {
     /// This node's id in nodes.txt.
     #[arg(long)]

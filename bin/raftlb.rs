@@ -1,20 +1,25 @@
 //! `raftlb`: the command-line client of a raftlb cluster.
 //!
 //! Flag parsing, printing and exit codes only; the work is in `raftlb::client`.
-//! Exit codes: 0 success; 1 the operation failed (every node failed, no node
-//! answered `status`, no `bench` request succeeded); 2 bad usage or
+//! Exit codes: 0 success; 1 the operation failed (every node failed, `status`
+//! found no leader or no node, no `bench` request succeeded); 2 bad usage or
 //! configuration, including an N that a node refused with 400.
+//!
+//! Each command has its own `--timeout-ms` whose help names its own default;
+//! one given before the command applies to any command (scripts use that).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use raftlb::client::discover::{self, Found};
 use raftlb::client::failover::Failure;
 use raftlb::client::http::Timeouts;
 use raftlb::client::{admin, bench, note, prime, view};
-use raftlb::nodes::Nodes;
+
+// Each default below is also written in its command's `--timeout-ms` help.
 
 /// A prime answer can take seconds for a large N, and a timeout makes the next
 /// node compute it all again: wait long.
@@ -29,40 +34,67 @@ const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
 
 /// The command-line client of a raftlb cluster.
 #[derive(Parser, Debug)]
-#[command(version)]
+// Our own `help` command, so that `raftlb help --help` is help, not an error.
+#[command(name = "raftlb", version, disable_help_subcommand = true)]
 struct Cli {
-    /// The cluster's membership file.
-    #[arg(long, default_value = "nodes.txt", global = true)]
-    nodes: PathBuf,
+    /// The cluster's nodes file [default: $RAFTLB_NODES (a nodes file, or
+    /// ID=HOST:PORT,ID=HOST:PORT,…), else ./nodes.txt]
+    #[arg(long, global = true, value_name = "FILE")]
+    nodes: Option<PathBuf>,
     /// The cluster key that signs the authenticated admin commands [default:
     /// cluster.key beside the nodes file]
     #[arg(long, global = true, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// Give up on a node after this many ms [default: 30000 for prime, 5000 for note, 2000 for status, 10000 per bench request]
-    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    /// Give up on a node after this many ms, for any command (each command's
+    /// --help gives its own default)
+    #[arg(long, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// A `--timeout-ms`: 1 ms to 10 minutes.
+fn timeout_ms(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(ms) if (1..=600_000).contains(&ms) => Ok(ms),
+        _ => Err("must be a whole number of ms from 1 to 600000".into()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print the N-th prime, asking the nodes in nodes.txt order.
+    /// Print the N-th prime, asking the nodes in the nodes file's order.
     Prime {
-        /// A decimal integer, at least 1 (the nodes' --max-n is the upper bound).
+        /// A whole number from 1 to the nodes' --max-n (10000000000 by default).
         #[arg(allow_hyphen_values = true)]
         n: String,
+        /// Also print (on stderr) which node and which server answered, and in
+        /// how long.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Give up on a node after this many ms (a large N takes seconds, and
+        /// the next node would compute it again) [default: 30000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
     },
-    /// Print the nodes and the servers' load.
+    /// Print the nodes and the servers' load, then the leader or NO LEADER;
+    /// exit 1 when there is no leader.
     Status {
         /// Print the raw /status JSON of the first node that answers.
         #[arg(long)]
         json: bool,
+        /// A node slower than this many ms is shown down [default: 2000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
     },
     /// Read or write the replicated note.
     Note {
         #[command(subcommand)]
         action: NoteAction,
+        /// Give up on a node after this many ms (a node answers within its own
+        /// 3 s deadline) [default: 5000]
+        #[arg(long, global = true, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
     },
     /// Write a new cluster key (32 random bytes as hex, mode 0600) to FILE,
     /// never over an existing file. Give nodes and daemons the same file
@@ -76,8 +108,14 @@ enum Command {
         #[command(subcommand)]
         action: ServerAction,
     },
+    /// Print this help, or the help of the given command (`raftlb help note set`).
+    Help {
+        /// A command and its subcommands, e.g. `note set`.
+        command: Vec<String>,
+    },
     /// Load generators for the benchmarks: closed-loop keep-alive clients that
-    /// report throughput and latency percentiles (nodes.txt is not read).
+    /// report throughput and latency percentiles. They talk to --target
+    /// alone: --nodes, RAFTLB_NODES and --key are not used.
     Bench {
         #[command(subcommand)]
         load: BenchLoad,
@@ -91,7 +129,8 @@ enum BenchLoad {
         #[command(flatten)]
         common: BenchCommon,
         /// The N of every request.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_N))]
         n: u64,
         /// Client threads, each with one connection and one request at a time.
         #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -131,6 +170,9 @@ struct BenchCommon {
     /// Print one JSON object instead of the human line.
     #[arg(long)]
     json: bool,
+    /// A request not answered in this many ms counts as failed [default: 10000]
+    #[arg(long, value_parser = timeout_ms)]
+    timeout_ms: Option<u64>,
 }
 
 /// Seconds, 0 < s <= one day.
@@ -157,6 +199,8 @@ enum NoteAction {
     Get,
     /// Replace the note with TEXT ("-" reads it from standard input); at most 32 KiB.
     Set {
+        /// The new note, UTF-8, at most 32768 bytes; "-" reads it from
+        /// standard input.
         #[arg(allow_hyphen_values = true)]
         text: String,
     },
@@ -170,6 +214,9 @@ enum ServerAction {
     Forget {
         /// The server's id as `raftlb status` shows it.
         id: String,
+        /// Give up on a node after this many ms [default: 5000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -199,35 +246,126 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Exit> {
     // clap exits 2 on bad usage and 0 for --help, as SPEC wants.
     let cli = Cli::parse();
-    // Only the commands that talk to the cluster read nodes.txt.
-    let load_nodes = || Nodes::load(&cli.nodes).map_err(|e| Exit::Usage(e.to_string()));
-    let timeouts = |default_ms: u64| {
-        let total_ms = cli.timeout_ms.unwrap_or(default_ms);
+    // Only the commands that talk to the cluster look for the nodes.
+    let find_nodes = || {
+        let env = std::env::var(discover::NODES_VAR).ok();
+        discover::find(cli.nodes.as_deref(), env.as_deref()).map_err(Exit::Usage)
+    };
+    // The command's own --timeout-ms, else the one before the command, else
+    // the command's default.
+    let timeouts = |own_ms: Option<u64>, default_ms: u64| {
+        let total_ms = own_ms.or(cli.timeout_ms).unwrap_or(default_ms);
         Timeouts {
             connect: Duration::from_millis(total_ms.min(CONNECT_TIMEOUT_MS_MAX)),
             total: Duration::from_millis(total_ms),
         }
     };
     match cli.command {
-        Command::Prime { n } => {
+        Command::Prime {
+            n,
+            verbose,
+            timeout_ms,
+        } => {
             let n = prime::check_n(&n).map_err(Exit::Usage)?;
-            let nodes = load_nodes()?;
-            let digits = prime::prime(nodes.entries(), n, timeouts(PRIME_TIMEOUT_MS))
-                .map_err(|f| failure("prime", f))?;
-            println!("{digits}");
+            let found = find_nodes()?;
+            let answer = prime::prime(
+                found.nodes.entries(),
+                n,
+                timeouts(timeout_ms, PRIME_TIMEOUT_MS),
+            )
+            .map_err(|f| failure("prime", f))?;
+            println!("{}", answer.digits);
+            if verbose {
+                eprintln!("{}", answer.describe());
+            }
         }
-        Command::Status { json: true } => {
-            let nodes = load_nodes()?;
-            let body = view::raw_json(nodes.entries(), timeouts(STATUS_TIMEOUT_MS))
-                .map_err(|f| failure("status", f))?;
+        Command::Status {
+            json: true,
+            timeout_ms,
+        } => {
+            let found = find_nodes()?;
+            let body = view::raw_json(
+                found.nodes.entries(),
+                timeouts(timeout_ms, STATUS_TIMEOUT_MS),
+            )
+            .map_err(|f| failure("status", f))?;
             println!("{}", body.trim_end());
         }
-        Command::Note {
-            action: NoteAction::Get,
+        Command::Status {
+            json: false,
+            timeout_ms,
         } => {
-            let nodes = load_nodes()?;
-            let text = note::get(nodes.entries(), timeouts(NOTE_TIMEOUT_MS))
-                .map_err(|f| failure("note get", f))?;
+            let found = find_nodes()?;
+            let views = view::fetch(
+                found.nodes.entries(),
+                timeouts(timeout_ms, STATUS_TIMEOUT_MS),
+            );
+            print!("{}", view::render(&views));
+            if views.iter().all(|v| v.status.is_err()) {
+                return Err(Exit::Failed(vec!["status: no node answered".into()]));
+            }
+            if view::leader(&views).is_none() {
+                // The last line said why; the exit code lets scripts wait on it.
+                return Err(Exit::Failed(Vec::new()));
+            }
+        }
+        Command::Note { action, timeout_ms } => {
+            note_command(action, find_nodes()?, timeouts(timeout_ms, NOTE_TIMEOUT_MS))?;
+        }
+        Command::Server {
+            action: ServerAction::Forget { id, timeout_ms },
+        } => {
+            let found = find_nodes()?;
+            let keys = raftlb::client::auth::load(cli.key.as_deref(), &found.key_beside)
+                .map_err(|e| Exit::Usage(format!("server forget: {e}")))?;
+            let (node, answer) = admin::forget(
+                found.nodes.entries(),
+                &keys,
+                &id,
+                timeouts(timeout_ms, NOTE_TIMEOUT_MS),
+            )
+            .map_err(|f| failure("server forget", f))?;
+            println!("{answer} (via node {node})");
+        }
+        Command::Keygen { file } => {
+            raftlb::auth::keygen(&file).map_err(|e| Exit::Failed(vec![format!("keygen: {e}")]))?;
+            println!("wrote a new cluster key to {}", file.display());
+        }
+        Command::Help { command } => help(&command)?,
+        Command::Bench { load } => {
+            let own_ms = match &load {
+                BenchLoad::Prime { common, .. } | BenchLoad::Note { common, .. } => {
+                    common.timeout_ms
+                }
+            };
+            let timeout = timeouts(own_ms, bench::REQUEST_TIMEOUT_MS_DEFAULT).total;
+            bench(load, timeout)?;
+        }
+    }
+    Ok(())
+}
+
+/// `raftlb help [COMMAND…]`: the help of the command named, as `--help` prints it.
+fn help(names: &[String]) -> Result<(), Exit> {
+    let mut command = Cli::command();
+    command.build();
+    let mut target = &mut command;
+    for name in names {
+        target = target
+            .find_subcommand_mut(name)
+            .ok_or_else(|| Exit::Usage(format!("help: no command {name:?}; see raftlb --help")))?;
+    }
+    target
+        .print_help()
+        .map_err(|e| Exit::Failed(vec![format!("help: cannot print: {e}")]))
+}
+
+/// `raftlb note get|set`.
+fn note_command(action: NoteAction, found: Found, timeouts: Timeouts) -> Result<(), Exit> {
+    match action {
+        NoteAction::Get => {
+            let text =
+                note::get(found.nodes.entries(), timeouts).map_err(|f| failure("note get", f))?;
             // Exact bytes for a pipe; a terminal gets its prompt on a new line.
             let mut out = std::io::stdout().lock();
             let newline = !text.ends_with('\n') && !text.is_empty() && out.is_terminal();
@@ -240,11 +378,9 @@ fn run() -> Result<(), Exit> {
                     }
                 })
                 .and_then(|()| out.flush())
-                .map_err(|e| Exit::Failed(vec![format!("note get: cannot write the note: {e}")]))?;
+                .map_err(|e| Exit::Failed(vec![format!("note get: cannot write the note: {e}")]))
         }
-        Command::Note {
-            action: NoteAction::Set { text },
-        } => {
+        NoteAction::Set { text } => {
             let text = if text == "-" {
                 let mut buf = String::new();
                 std::io::stdin()
@@ -255,40 +391,12 @@ fn run() -> Result<(), Exit> {
                 text
             };
             note::check_text(&text).map_err(|e| Exit::Usage(format!("note set: {e}")))?;
-            let nodes = load_nodes()?;
-            let (node, answer) = note::set(nodes.entries(), &text, timeouts(NOTE_TIMEOUT_MS))
+            let (node, answer) = note::set(found.nodes.entries(), &text, timeouts)
                 .map_err(|f| failure("note set", f))?;
             println!("{answer} (via node {node})");
-        }
-        Command::Status { json: false } => {
-            let nodes = load_nodes()?;
-            let views = view::fetch(nodes.entries(), timeouts(STATUS_TIMEOUT_MS));
-            print!("{}", view::render(&views));
-            if views.iter().all(|v| v.status.is_err()) {
-                return Err(Exit::Failed(vec!["status: no node answered".into()]));
-            }
-        }
-        Command::Server {
-            action: ServerAction::Forget { id },
-        } => {
-            let nodes = load_nodes()?;
-            let keys = raftlb::client::auth::load(cli.key.as_deref(), &cli.nodes)
-                .map_err(|e| Exit::Usage(format!("server forget: {e}")))?;
-            let (node, answer) =
-                admin::forget(nodes.entries(), &keys, &id, timeouts(NOTE_TIMEOUT_MS))
-                    .map_err(|f| failure("server forget", f))?;
-            println!("{answer} (via node {node})");
-        }
-        Command::Keygen { file } => {
-            raftlb::auth::keygen(&file).map_err(|e| Exit::Failed(vec![format!("keygen: {e}")]))?;
-            println!("wrote a new cluster key to {}", file.display());
-        }
-        Command::Bench { load } => {
-            let timeout_ms = cli.timeout_ms.unwrap_or(bench::REQUEST_TIMEOUT_MS_DEFAULT);
-            bench(load, Duration::from_millis(timeout_ms))?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// `raftlb bench …`: runs the load, prints the report; exit 1 when no

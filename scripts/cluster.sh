@@ -6,13 +6,19 @@
 # cluster.key beside the nodes file (where nodes and daemons look by default),
 # made with `raftlb keygen` on the first start and never replaced. Starting is idempotent: a
 # process whose pid file names a live process of the same program is left alone.
+# `start` waits up to WAIT_SECS (10) for a leader, every node and every server,
+# then names the leader and the page, or what did not come up and its log's end.
+# BIN, NODES, RUN, DATA and WORKER_PORTS ("13337 13338 13339") may be set, so a
+# test can run the same script on free ports without touching the demo's.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 NODES=${NODES:-nodes.txt}
-RUN=run
-WORKER_PORTS=(13337 13338 13339)
+RUN=${RUN:-run}
+DATA=${DATA:-data}
+read -r -a WORKER_PORTS <<< "${WORKER_PORTS:-13337 13338 13339}"
+WAIT_SECS=${WAIT_SECS:-10}
 
 mkdir -p "$RUN"
 
@@ -52,7 +58,7 @@ ensure_key() {
 
 start_nodes() {
     for id in $(node_ids); do
-        launch "node-$id" raftlb-node --id "$id" --nodes "$NODES" --data-dir "data/$id"
+        launch "node-$id" raftlb-node --id "$id" --nodes "$NODES" --data-dir "$DATA/$id"
     done
 }
 
@@ -109,31 +115,68 @@ check_started() {
 
 all_names() {
     for id in $(node_ids); do echo "node-$id"; done
-    for i in 1 2 3; do echo "worker-$i"; echo "daemon-$i"; done
+    for i in $(seq 1 ${#WORKER_PORTS[@]}); do echo "worker-$i"; echo "daemon-$i"; done
 }
 
-wait_for_leader() {
-    for _ in $(seq 1 50); do
-        if [[ -n $(leader_id) ]]; then return 0; fi
-        sleep 0.1
+# not_ready STATUS_TEXT: what `raftlb status` shows missing, one item a line
+# (nothing when there is a leader, every node is up and every server alive).
+not_ready() {
+    local text=$1 id i
+    grep -q '^leader ' <<< "$text" || echo "leader"
+    for id in $(node_ids); do
+        awk -v id="$id" '$1 == id || ($1 == "*" && $2 == id) { up = ($0 ~ / up /) } END { exit !up }' \
+            <<< "$text" || echo "node-$id"
     done
-    echo "no leader yet (the cluster may still be electing: try make status)" >&2
+    for i in $(seq 1 ${#WORKER_PORTS[@]}); do
+        awk -v id="server-$i" '$1 == id && $5 == "yes" { ok = 1 } END { exit !ok }' <<< "$text" \
+            || echo "server-$i"
+    done
+}
+
+# wait_until_ready: up to WAIT_SECS for not_ready to be empty; otherwise say
+# what did not come up, with the end of the log that says why, and fail.
+wait_until_ready() {
+    local deadline=$((SECONDS + WAIT_SECS)) text missing item i
+    while :; do
+        text=$("$BIN/raftlb" --nodes "$NODES" --timeout-ms 500 status 2>&1 || true)
+        missing=$(not_ready "$text")
+        [[ -z $missing ]] && return 0
+        ((SECONDS >= deadline)) && break
+        sleep 0.2
+    done
+    echo "after ${WAIT_SECS} s the cluster is not ready:" >&2
+    for item in $missing; do
+        case $item in
+        leader) echo "  no leader: $(tail -n 1 <<< "$text")" >&2 ;;
+        node-*)
+            echo "  $item is not up; the end of $RUN/$item.log:" >&2
+            tail -n 3 "$RUN/$item.log" 2>/dev/null | sed 's/^/    /' >&2 ;;
+        server-*)
+            i=${item#server-}
+            echo "  $item (worker-$i, daemon-$i) is not alive in the table; the end of their logs:" >&2
+            tail -n 3 "$RUN/worker-$i.log" "$RUN/daemon-$i.log" 2>/dev/null | sed 's/^/    /' >&2 ;;
+        esac
+    done
+    echo "(make status shows the cluster now; make stop stops it)" >&2
+    return 1
 }
 
 case ${1:-} in
 start)
     ensure_key
-    echo "starting nodes (data under data/, logs under $RUN/):"
+    echo "starting nodes (data under $DATA/, logs under $RUN/):"
     start_nodes
     echo "starting workers and daemons:"
     start_servers
     mapfile -t names < <(all_names)
     check_started "${names[@]}"
-    wait_for_leader
-    addr=$(node_addr "$(node_ids | head -1)")
+    wait_until_ready
+    leader=$(leader_id)
+    addr=$(node_addr "$leader")
     echo
-    echo "cluster up. open the NoteRaft page: http://${addr}/   (status: /status, metrics: /metrics)"
-    echo "try: $BIN/raftlb prime 10000   |   $BIN/raftlb note set hello   |   make kill-leader   |   make stop"
+    echo "cluster up: leader $leader, $(node_ids | wc -l) nodes, ${#WORKER_PORTS[@]} servers alive."
+    echo "open the NoteRaft page: http://${addr}/   (any node's port works; /status, /metrics)"
+    echo "try: $BIN/raftlb prime 10000   |   $BIN/raftlb note set hello   |   make kill-leader   |   make help"
     echo "logs: $RUN/*.log"
     ;;
 revive)

@@ -182,7 +182,8 @@ fn prime_refuses_a_malformed_n_without_asking_any_node() {
         assert_eq!(output.status.code(), Some(2), "N {n:?}");
         let err = stderr(&output);
         assert!(
-            err.starts_with("raftlb: N must be a decimal integer") && err.lines().count() == 1,
+            err.starts_with("raftlb: N must be a whole number from 1 to ")
+                && err.lines().count() == 1,
             "{err}"
         );
     }
@@ -240,7 +241,7 @@ fn status_marks_the_leader_and_shows_its_servers() {
     };
     assert_eq!(
         words(lines[0]),
-        ["ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "NOTE"]
+        ["ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "ERROR"]
     );
     let a = words(lines[1]);
     assert_eq!((a[0].as_str(), a[2].as_str()), ("A", "down"), "{out}");

@@ -1,6 +1,7 @@
-//! Trying the nodes one after another until one answers: the rule every client
-//! command that needs one answer shares (`prime`, `status --json`, and later
-//! `note get|set`).
+//! Trying the nodes until one answers: one after another ([`first_answer`]:
+//! `prime`, `status --json`, `server forget`), or all at once with the first
+//! answer winning ([`race`]: `note get`, whose every node may wait up to its
+//! 3 s deadline for a quorum, so that a user waits 3 s, not 3 s per node).
 //!
 //! A node that cannot be reached, times out, or answers 5xx is skipped: another
 //! node may well answer. A 4xx is final: it says the request itself is wrong
@@ -8,6 +9,8 @@
 //! are the exceptions, as they say "not now" rather than "not this".
 
 use std::fmt;
+use std::sync::mpsc;
+use std::sync::Arc;
 
 use super::http::{self, Reply, Timeouts};
 use crate::nodes::NodeEntry;
@@ -84,6 +87,51 @@ pub fn first_answer(
     Err(Failure::AllFailed(failures))
 }
 
+/// Calls `call` on every node at once, each on a thread of its own, and
+/// returns the first 2xx reply with its node, or the first final 4xx. Nodes
+/// still working when an answer arrived are left to finish on their own (their
+/// agent's timeouts bound them); so only requests that may be sent to several
+/// nodes belong here: reads, not writes.
+pub fn race(
+    nodes: &[NodeEntry],
+    call: impl Fn(&NodeEntry) -> Result<Reply, String> + Send + Sync + 'static,
+) -> Result<(NodeEntry, Reply), Failure> {
+    let call = Arc::new(call);
+    let (done, answers) = mpsc::channel();
+    for (index, node) in nodes.iter().enumerate() {
+        let (call, done, node) = (Arc::clone(&call), done.clone(), node.clone());
+        std::thread::spawn(move || {
+            let result = call(&node);
+            // The receiver is gone once an answer won: nothing to tell.
+            let _ = done.send((index, result));
+        });
+    }
+    drop(done);
+    let mut failures: Vec<Option<NodeFailure>> = vec![None; nodes.len()];
+    for (index, result) in answers {
+        let node = &nodes[index];
+        let reason = match result {
+            Ok(reply) if (200..300).contains(&reply.status) => return Ok((node.clone(), reply)),
+            Ok(reply) if is_final(reply.status) => {
+                return Err(Failure::Refused {
+                    node: node.id.clone(),
+                    status: reply.status,
+                    reason: first_line(&reply.body),
+                })
+            }
+            Ok(reply) => format!("answered {}: {}", reply.status, first_line(&reply.body)),
+            Err(reason) => reason,
+        };
+        log::debug!("node {} failed: {reason}", node.id);
+        failures[index] = Some(NodeFailure {
+            node: node.id.clone(),
+            addr: node.addr.clone(),
+            reason,
+        });
+    }
+    Err(Failure::AllFailed(failures.into_iter().flatten().collect()))
+}
+
 /// The body of `GET path` from the first node that answers it with 2xx.
 pub fn first_body(nodes: &[NodeEntry], timeouts: Timeouts, path: &str) -> Result<String, Failure> {
     let agent = http::agent(timeouts, false);
@@ -127,6 +175,7 @@ mod tests {
         Ok(Reply {
             status,
             body: body.to_string(),
+            server: None,
         })
     }
 
@@ -168,6 +217,37 @@ mod tests {
             _ => reply(200, "2"),
         });
         assert_eq!(busy.expect("C answers").0.id, "C");
+    }
+
+    #[test]
+    fn a_race_takes_the_fastest_2xx_and_lists_every_failure_in_order() {
+        let nodes = nodes();
+        let slow = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let (node, answer) = race(&nodes, move |n| {
+            std::thread::sleep(slow);
+            match n.id.as_str() {
+                "A" => Err("connection refused".to_string()),
+                _ => reply(200, &n.id),
+            }
+        })
+        .expect("B or C answers");
+        assert_eq!(node.id, answer.body);
+        assert!(started.elapsed() < slow * 2, "asked at once, not in turn");
+        let result = race(&nodes, |n| match n.id.as_str() {
+            "A" => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                reply(503, "no quorum")
+            }
+            _ => Err(format!("{} is down", n.id)),
+        });
+        let Err(Failure::AllFailed(failures)) = result else {
+            panic!("every node failed: {result:?}");
+        };
+        let ids: Vec<&str> = failures.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(ids, ["A", "B", "C"]);
+        let refused = race(&nodes, |_| reply(413, "too large"));
+        assert!(matches!(refused, Err(Failure::Refused { status: 413, .. })));
     }
 
     #[test]

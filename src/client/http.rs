@@ -29,6 +29,9 @@ pub struct Reply {
     pub status: u16,
     /// The body, lossily decoded: it is printed or parsed, never trusted.
     pub body: String,
+    /// The `X-Raftlb-Server` header, when the node sent one: a prime answer
+    /// names the server that computed it (`raftlb prime -v` shows it).
+    pub server: Option<String>,
 }
 
 /// Builds an agent with both timeouts, statuses as values, no proxy and, when
@@ -99,6 +102,11 @@ fn send_body(
 
 fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, String> {
     let status = response.status().as_u16();
+    let server = response
+        .headers()
+        .get(crate::server::prime::SERVER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(200).collect());
     let bytes = response
         .body_mut()
         .with_config()
@@ -108,6 +116,7 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, S
     Ok(Reply {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        server,
     })
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`admin`]: `raftlb server forget ID`, signed.
 //! - [`auth`]: the cluster key of `raftlb --key`, signing admin request bodies.
+//! - [`discover`]: where the nodes are: `--nodes`, `RAFTLB_NODES`, `./nodes.txt`.
 //! - [`http`]: ureq agents with timeouts and plain calls, shared with the daemon.
-//! - [`failover`]: try the nodes in nodes.txt order until one answers.
+//! - [`failover`]: try the nodes in order, or all at once, until one answers.
 //! - [`prime`]: `raftlb prime N`.
 //! - [`note`]: `raftlb note get|set`.
 //! - [`view`]: `raftlb status`, every node's `/status` as tables.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod discover;
 pub mod failover;
 pub mod http;
 pub mod note;

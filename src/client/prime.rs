@@ -5,22 +5,58 @@
 //! each node's `--max-n`, which the client cannot know: a node's 400 for a too
 //! large N is final and is reported as bad usage (exit 2) with the node's reason.
 
+use std::time::{Duration, Instant};
+
 use super::failover::{self, Failure};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
+
+/// A prime and who gave it, for `raftlb prime -v`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The prime's digits.
+    pub digits: String,
+    /// The node that answered.
+    pub node: NodeEntry,
+    /// The server that computed it, as the node's `X-Raftlb-Server` names it.
+    pub server: Option<String>,
+    /// From the first request to the answer, failed nodes included.
+    pub elapsed: Duration,
+}
+
+impl Answer {
+    /// The `-v` line: "node A (localhost:34572) answered in 12 ms; server-2
+    /// computed it".
+    pub fn describe(&self) -> String {
+        let server = self
+            .server
+            .as_deref()
+            .unwrap_or("(the node did not say which server)");
+        format!(
+            "node {} ({}) answered in {} ms; server {server} computed it",
+            self.node.id,
+            self.node.addr,
+            self.elapsed.as_millis()
+        )
+    }
+}
 
 /// Checks that `n` is a decimal N >= 1; the error is a one-line reason.
 pub fn check_n(n: &str) -> Result<u64, String> {
     // The nodes' own parser, with no upper bound of its own: the shape rules
     // stay in one place.
-    crate::primes::parse_n(n, u64::MAX)
-        .map_err(|_| format!("N must be a decimal integer of at least 1, found {n:?}"))
+    crate::primes::parse_n(n, u64::MAX).map_err(|_| {
+        // The client cannot know the nodes' bound: it names it.
+        let upper = format!("the nodes' --max-n ({} by default)", crate::primes::MAX_N);
+        crate::primes::bad_n(n, &upper)
+    })
 }
 
 /// The N-th prime as the first node that can answer gives it (digits only).
-pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<String, Failure> {
+pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<Answer, Failure> {
     let agent = http::agent(timeouts, false);
-    let (_, reply) = failover::first_answer(nodes, |node| {
+    let started = Instant::now();
+    let (node, reply) = failover::first_answer(nodes, |node| {
         let url = format!("{}/prime/{n}", http::node_base_url(node));
         let reply = http::get(&agent, &url)?;
         let digits = reply.body.trim();
@@ -33,7 +69,12 @@ pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<String, 
         }
         Ok(reply)
     })?;
-    Ok(reply.body.trim().to_string())
+    Ok(Answer {
+        digits: reply.body.trim().to_string(),
+        node: node.clone(),
+        server: reply.server,
+        elapsed: started.elapsed(),
+    })
 }
 
 #[cfg(test)]
@@ -59,7 +100,10 @@ mod tests {
             "123456789012345678901",
         ] {
             let err = check_n(bad).expect_err(bad);
-            assert!(err.starts_with("N must be a decimal integer"), "{err}");
+            assert!(
+                err.starts_with("N must be a whole number from 1 to "),
+                "{err}"
+            );
         }
     }
 }

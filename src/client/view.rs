@@ -4,6 +4,10 @@
 //! The servers table comes from the leader (it applies first), else from any
 //! node that answered: each node holds a copy of the same agreed table. With
 //! several nodes claiming leadership (a partition heals), the highest term wins.
+//!
+//! The last line says what a person needs to know before anything else: the
+//! leader, its term and how many nodes are up, or `NO LEADER` with how many
+//! are up and how many a majority needs ([`summary`]).
 
 use std::fmt::Write as _;
 
@@ -64,22 +68,56 @@ pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failu
 /// The node whose servers table to show: the leader with the highest term,
 /// else the first that answered.
 pub fn servers_source(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
-    let up = || {
+    leader(views).or_else(|| {
         views
             .iter()
-            .filter_map(|v| v.status.as_ref().ok().map(|s| (v, s)))
-    };
-    let leader = up()
-        .filter(|(_, s)| s.role == "leader")
-        .max_by_key(|(_, s)| s.term);
-    leader.or_else(|| up().next())
+            .find_map(|v| v.status.as_ref().ok().map(|s| (v, s)))
+    })
 }
 
-/// Both tables, ready to print.
+/// The leader as the nodes that answered see it: the node with the highest
+/// term that says it leads. None while there is none (an election, or too few
+/// nodes up).
+pub fn leader(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
+    views
+        .iter()
+        .filter_map(|v| v.status.as_ref().ok().map(|s| (v, s)))
+        .filter(|(_, s)| s.role == "leader")
+        .max_by_key(|(_, s)| s.term)
+}
+
+/// The last line of `raftlb status`: "leader C, term 7, 5 of 5 nodes up", or
+/// "NO LEADER: …" saying how many are up and how many a majority needs. The
+/// membership is the client's nodes list: a dead node still counts.
+pub fn summary(views: &[NodeView]) -> String {
+    let total = views.len();
+    let up = views.iter().filter(|v| v.status.is_ok()).count();
+    let majority = total / 2 + 1;
+    if let Some((node, status)) = leader(views) {
+        return format!(
+            "leader {}, term {}, {up} of {total} nodes up",
+            node.id, status.term
+        );
+    }
+    let fail = "writes and linearizable reads will fail";
+    if up >= majority {
+        return format!(
+            "NO LEADER: {up} of {total} nodes up, a majority is {majority}; \
+             an election should end within a second; {fail} until then"
+        );
+    }
+    let missing = match majority - up {
+        1 => "one more is back".to_string(),
+        n => format!("{n} more are back"),
+    };
+    format!("NO LEADER: {up} of {total} nodes up, a majority is {majority}; {fail} until {missing}")
+}
+
+/// Both tables and the summary line, ready to print.
 pub fn render(views: &[NodeView]) -> String {
     let mut out = String::new();
     let mut rows = vec![row(&[
-        "", "ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "NOTE",
+        "", "ID", "ADDRESS", "STATE", "ROLE", "TERM", "LEADER", "COMMIT", "ERROR",
     ])];
     for view in views {
         rows.push(match &view.status {
@@ -95,7 +133,7 @@ pub fn render(views: &[NodeView]) -> String {
         });
     }
     out.push_str(&aligned(&rows));
-    out.push_str("(* = leader)\n\n");
+    out.push('\n');
     match servers_source(views) {
         None => out.push_str("servers: unknown, no node answered\n"),
         Some((source, status)) => {
@@ -107,6 +145,7 @@ pub fn render(views: &[NodeView]) -> String {
             out.push_str(&servers_table(&status.servers));
         }
     }
+    let _ = writeln!(out, "\n{}", summary(views));
     out
 }
 
@@ -251,6 +290,42 @@ mod tests {
         );
         let views = [view("A", Err("timed out".into()))];
         assert!(render(&views).contains("servers: unknown, no node answered"));
+    }
+
+    #[test]
+    fn the_last_line_names_the_leader_or_says_there_is_none_and_why() {
+        let down = |id| view(id, Err("connection refused (os error 111)".into()));
+        let mut views = vec![
+            view("A", Ok(status("A", "follower", 7, Some("C")))),
+            view("B", Ok(status("B", "follower", 7, Some("C")))),
+            view("C", Ok(status("C", "leader", 7, Some("C")))),
+            view("D", Ok(status("D", "follower", 7, Some("C")))),
+            view("E", Ok(status("E", "follower", 7, Some("C")))),
+        ];
+        assert_eq!(summary(&views), "leader C, term 7, 5 of 5 nodes up");
+        assert!(render(&views).ends_with("\nleader C, term 7, 5 of 5 nodes up\n"));
+        views[2] = down("C");
+        views[3] = view("D", Ok(status("D", "candidate", 8, None)));
+        assert_eq!(
+            summary(&views),
+            "NO LEADER: 4 of 5 nodes up, a majority is 3; an election should end within \
+             a second; writes and linearizable reads will fail until then"
+        );
+        views[0] = down("A");
+        views[1] = down("B");
+        assert_eq!(
+            summary(&views),
+            "NO LEADER: 2 of 5 nodes up, a majority is 3; writes and linearizable reads \
+             will fail until one more is back"
+        );
+        views[3] = down("D");
+        assert!(summary(&views).ends_with("until 2 more are back"));
+        let text = render(&views);
+        assert!(
+            text.lines().next().is_some_and(|l| l.ends_with("ERROR")),
+            "{text}"
+        );
+        assert!(!text.contains("NOTE"), "{text}");
     }
 
     #[test]

@@ -95,7 +95,9 @@ fn post_reports(id: &str, url: &str, agent: &ureq::Agent, queue: &Receiver<Body>
             Ok(Reply {
                 status: 200..=299, ..
             }) => Ok(()),
-            Ok(Reply { status, body }) => Err(format!("answered {status}: {}", first_line(&body))),
+            Ok(Reply { status, body, .. }) => {
+                Err(format!("answered {status}: {}", first_line(&body)))
+            }
             Err(reason) => Err(reason),
         };
         let ok = outcome.is_ok();

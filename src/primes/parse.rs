@@ -15,12 +15,16 @@ const DIGITS_MAX: usize = 20;
 pub fn parse_n(text: &str, max_n: u64) -> Result<u64, String> {
     parse_digits(text)
         .filter(|n| (1..=max_n).contains(n))
-        .ok_or_else(|| {
-            format!(
-                "N must be a whole number from 1 to {max_n}, got {}",
-                echo(text)
-            )
-        })
+        .ok_or_else(|| bad_n(text, &max_n.to_string()))
+}
+
+/// The one wording of a refused N, for the node, the worker and the client
+/// (which does not know the nodes' `--max-n`, so names it as `upper`).
+pub fn bad_n(text: &str, upper: &str) -> String {
+    format!(
+        "N must be a whole number from 1 to {upper}, got {}",
+        echo(text)
+    )
 }
 
 /// The value of `text` if it is 1 to 20 ASCII digits and fits a u64.

@@ -177,7 +177,12 @@ pub fn render(shared: &Shared) -> String {
             ("{phase=\"write\"}".into(), get(&m.http_timeouts_write)),
         ],
     );
-    let forwards = m.forwards.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut forwards = m.forwards.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // Every server of the table has its series from the start, at 0, so a rate
+    // over the first requests is right and a server never chosen shows as such.
+    for (server, _) in shared.table().servers() {
+        forwards.entry(server.clone()).or_insert((0, 0));
+    }
     let label = |server: &str, result: &str| {
         format!(
             "{{server=\"{}\",result=\"{result}\"}}",

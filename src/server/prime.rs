@@ -18,6 +18,8 @@ use super::NodeHttp;
 use crate::http::{self, Reply};
 use crate::runtime::shared::Shared;
 
+/// The answer's header naming the server that computed the prime (SPEC).
+pub const SERVER_HEADER: &str = "X-Raftlb-Server";
 /// Bounds of the whole-request time budget, which grows with the expected
 /// cost. Every try gets what is left of it; the table bounds the tries
 /// (`table::MAX_SERVERS`), the budget bounds their time.
@@ -132,7 +134,7 @@ fn forward(node: &NodeHttp, n: u64) -> Reply {
     });
     match outcome {
         Outcome::Answered { server, prime } => {
-            http::with_header(http::text(200, prime), "X-Raftlb-Server", &server)
+            http::with_header(http::text(200, prime), SERVER_HEADER, &server)
         }
         Outcome::AllFailed { failures } => http::error(
             502,
