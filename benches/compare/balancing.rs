@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::loadgen::{self, median, thousands, Load};
 use crate::procs::{self, Guard};
 use crate::proxies::{self, Proxy};
-use crate::slowloris::{self, Attack, Tally};
+use crate::slowloris::{self, Attack, Probe, Tally};
 use crate::support::Cluster;
 use crate::table::{Report, Row};
 use crate::Settings;
@@ -257,6 +257,9 @@ struct Attacked {
     without: Vec<Load>,
     with: Vec<Load>,
     tallies: Vec<Tally>,
+    /// The probe's times during the loads (ms; None: failed or over 5 s).
+    probes_without: Vec<Option<f64>>,
+    probes_with: Vec<Option<f64>>,
 }
 
 impl Attacked {
@@ -268,9 +271,13 @@ impl Attacked {
         settings: &Settings,
         report: &mut Report,
     ) -> Result<(), String> {
-        self.without.push(load(url, label, settings, 1, report)?);
-        let attack = Attack::start(port);
+        let probe = Probe::start(port)?;
+        let without = load(url, label, settings, 1, report);
+        self.probes_without.extend(probe.stop());
+        self.without.push(without?);
+        let attack = Attack::start(port)?;
         std::thread::sleep(SLOWLORIS_SETTLE);
+        let probe = Probe::start(port)?;
         let with = load(
             url,
             &format!("{label}, under slowloris"),
@@ -278,6 +285,7 @@ impl Attacked {
             1,
             report,
         );
+        self.probes_with.extend(probe.stop());
         self.tallies.push(attack.stop());
         self.with.push(with?);
         Ok(())
@@ -289,14 +297,25 @@ impl Attacked {
         per_sec(&self.with) / per_sec(&self.without)
     }
 
-    /// What the attacker saw over the rounds: "held 128 of 1,000 at a time
-    /// (median), 4,321 of 4,449 connects refused 503, 120 cut".
+    /// The probe's figures, without and with the attack.
+    fn probes(&self) -> String {
+        format!(
+            "new connections from {} (`GET /health`, one each 100 ms): without {}; with {}",
+            slowloris::PROBE_FROM,
+            probe_summary(&self.probes_without),
+            probe_summary(&self.probes_with)
+        )
+    }
+
+    /// What the attacker saw over the rounds: "144 of the 1,000 open and
+    /// unanswered at a time (median), 3,840 of 4,840 connects answered 503, 0
+    /// cut by the target".
     fn attacker(&self) -> String {
         let sum = |f: fn(&Tally) -> u64| self.tallies.iter().map(f).sum::<u64>();
         let mut held: Vec<usize> = self.tallies.iter().map(Tally::held_median).collect();
         held.sort_unstable();
         let mut s = format!(
-            "held {} of {} at a time (median), {} of {} connects refused 503, {} cut by the target",
+            "{} of the {} open and unanswered at a time (median), {} of {} connects answered 503, {} cut by the target",
             held.get(held.len() / 2).copied().unwrap_or(0),
             thousands(slowloris::CONNECTIONS as f64),
             thousands(sum(|t| t.refused) as f64),
@@ -315,6 +334,25 @@ impl Attacked {
         }
         s
     }
+}
+
+/// "p50 0.41 ms, max 1,012 ms, 2 of 60 failed or over 5 s".
+fn probe_summary(times: &[Option<f64>]) -> String {
+    let mut ok: Vec<f64> = times.iter().flatten().copied().collect();
+    ok.sort_by(f64::total_cmp);
+    let Some(max) = ok.last() else {
+        return format!("all {} failed", times.len());
+    };
+    let mut s = format!(
+        "p50 {}, max {}",
+        loadgen::ms(ok[ok.len() / 2]),
+        loadgen::ms(*max)
+    );
+    let failed = times.len() - ok.len();
+    if failed > 0 {
+        s += &format!(", {failed} of {} failed or over 5 s", times.len());
+    }
+    s
 }
 
 fn summary(loads: &[Load]) -> String {
@@ -354,24 +392,50 @@ fn under_slowloris(targets: &Targets, settings: &Settings, report: &mut Report) 
         }
     }
     let node_after = node_counters(&targets.node_metrics);
-    let delta: Vec<String> = node_after
-        .iter()
-        .map(|(k, v)| format!("{k} +{}", v - node_before.get(k).unwrap_or(&0)))
+    let delta = |name: &str| {
+        let at = |m: &BTreeMap<String, u64>| m.get(name).copied().unwrap_or(0);
+        at(&node_after).saturating_sub(at(&node_before))
+    };
+    let shown: Vec<String> = node_after
+        .keys()
+        .map(|k| format!("{k} +{}", delta(k)))
         .collect();
     report.note(format!(
-        "slowloris: {}'s own counters over the rounds: {}",
+        "slowloris: {}'s own counters over the rounds: {} (the attacker's last second of refusals is unread when it stops)",
         targets.node_name,
-        delta.join(", ")
+        shown.join(", ")
     ));
+    let node = (
+        delta("raftlb_http_connections_refused_total{cap=\"per_source\"}")
+            + delta("raftlb_http_connections_refused_total{cap=\"total\"}"),
+        delta("raftlb_http_timeouts_total{phase=\"head\"}"),
+    );
+    slowloris_rows(&what, targets, [&ours, &theirs], node, report);
+}
+
+/// The node's row (goal) and the row beside HAProxy's; `node` is what the node
+/// counted: (refused over its caps, cut by its head timeout).
+fn slowloris_rows(
+    what: &str,
+    targets: &Targets,
+    [ours, theirs]: [&Attacked; 2],
+    (refused, cut): (u64, u64),
+    report: &mut Report,
+) {
+    let rounds = ours.with.len();
     let r = ours.ratio();
     report.row(
         Row::new(
             "slowloris",
             format!("{what}: through {}", targets.node_name),
             format!(
-                "with: {}; attacker: {} ({rounds} round(s))",
+                "with: {}; attacker: {}; the node admits {} from one address (more wait in its accept queue) and counted {} refused over its caps and {} cut by its head timeout; {} ({rounds} round(s))",
                 summary(&ours.with),
-                ours.attacker()
+                ours.attacker(),
+                raftlb::http::CONNECTIONS_PER_SOURCE_MAX,
+                thousands(refused as f64),
+                thousands(cut as f64),
+                ours.probes(),
             ),
         )
         .against(format!("without: {}", summary(&ours.without)))
@@ -391,11 +455,12 @@ fn under_slowloris(targets: &Targets, settings: &Settings, report: &mut Report) 
             format!("raftlb: {r:.2}"),
         )
         .against(format!(
-            "haproxy: {:.2}; with: {}; without: {}; attacker: {}",
+            "haproxy: {:.2}; with: {}; without: {}; attacker: {}; {}",
             theirs.ratio(),
             summary(&theirs.with),
             summary(&theirs.without),
-            theirs.attacker()
+            theirs.attacker(),
+            theirs.probes()
         ))
         .ratio(r, theirs.ratio(), "raftlb's ÷ haproxy's"),
     );

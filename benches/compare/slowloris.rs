@@ -80,15 +80,18 @@ pub struct Attack {
 
 impl Attack {
     /// Starts the attack on `target` (a loopback TCP port).
-    pub fn start(target: u16) -> Attack {
+    pub fn start(target: u16) -> Result<Attack, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let to = SocketAddr::from((Ipv4Addr::LOCALHOST, target));
         let thread = std::thread::Builder::new()
             .name("slowloris".into())
             .spawn(move || attack(to, &flag))
-            .ok();
-        Attack { stop, thread }
+            .map_err(|e| format!("cannot start the attacker's thread: {e}"))?;
+        Ok(Attack {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the attack and returns its tally; the sockets are closed when it
@@ -236,4 +239,83 @@ fn send_next(slow: &mut Slow) -> Result<(), ()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// The probe's source address: neither the attacker's nor the load tool's.
+pub const PROBE_FROM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// A new probe connection this often (after the last one ended).
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Longest a probe waits to connect and to be answered; slower is a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The probe's longest life (10 min of probes) if nobody stops it.
+const PROBES_MAX: usize = 6000;
+
+/// A client that the keep-alive load tool is not: a new connection each time,
+/// from [`PROBE_FROM`], `GET /health` with `Connection: close`, timed from the
+/// connect to the answer's status line. A full accept queue, which the load
+/// tool's long-lived connections never meet again, shows here.
+pub struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Option<f64>>>>,
+}
+
+impl Probe {
+    pub fn start(target: u16) -> Result<Probe, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let to = SocketAddr::from((Ipv4Addr::LOCALHOST, target));
+        let thread = std::thread::Builder::new()
+            .name("probe".into())
+            .spawn(move || {
+                let mut times = Vec::new();
+                while !flag.load(Ordering::SeqCst) && times.len() < PROBES_MAX {
+                    times.push(probe_once(to));
+                    std::thread::sleep(PROBE_EVERY);
+                }
+                times
+            })
+            .map_err(|e| format!("cannot start the probe's thread: {e}"))?;
+        Ok(Probe {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Each probe's time to its answer in ms; None when it failed or timed out.
+    pub fn stop(mut self) -> Vec<Option<f64>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One probe: ms from the connect to a `200` status line, or None.
+fn probe_once(target: SocketAddr) -> Option<f64> {
+    let start = Instant::now();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+    socket
+        .bind(&SocketAddr::from((PROBE_FROM, 0)).into())
+        .ok()?;
+    socket.connect_timeout(&target.into(), PROBE_TIMEOUT).ok()?;
+    let mut stream: TcpStream = socket.into();
+    let left = PROBE_TIMEOUT.checked_sub(start.elapsed())?;
+    stream.set_read_timeout(Some(left)).ok()?;
+    stream.set_write_timeout(Some(left)).ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).ok()?;
+    (&answer == b"HTTP/1.1 200").then(|| start.elapsed().as_secs_f64() * 1000.0)
 }
