@@ -23,7 +23,7 @@ hunt:
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
 
 # raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one
-# table, written to BENCHMARKS.md and printed (benches/compare/, ~6 minutes).
+# table, written to BENCHMARKS.md and printed (benches/compare/, ~10 minutes).
 # BENCH_QUICK=1 for a short development run. /usr/sbin is added to PATH because
 # haproxy and nginx live there and a user's PATH may not have it.
 bench: build bench-deps
