@@ -44,7 +44,7 @@ const CALLS_MAX: u64 = 1_000_000;
 type Call = Box<dyn Fn(&ureq::Agent, u64) -> bool + Send + Sync>;
 
 /// What a trial needs of a replicated system.
-trait Members {
+pub trait Members {
     fn size(&self) -> usize;
     fn agreed_leader(&self) -> Option<usize>;
     /// How far member i has applied its log.
@@ -123,20 +123,31 @@ impl Members for Etcd {
 }
 
 /// One trial's figures, in ms: the failover and each loop's (name, gap).
-struct Trial {
+pub struct Trial {
     failover_ms: f64,
     gaps_ms: Vec<(&'static str, Option<f64>)>,
 }
 
 pub fn run(cluster: &mut Cluster, etcd: &mut Etcd, settings: &Settings, report: &mut Report) {
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for t in 0..settings.trials {
-        for (name, system, out) in [
-            ("raftlb", cluster as &mut dyn Members, &mut ours),
-            ("etcd", etcd as &mut dyn Members, &mut theirs),
-        ] {
-            match trial(system) {
+    let [ours, theirs] = alternate(
+        [("raftlb", cluster), ("etcd", etcd)],
+        settings.trials,
+        report,
+    );
+    rows(&ours, &theirs, report);
+}
+
+/// `trials` trials of each system, taking turns, so that both see the same
+/// state of the machine; a failed trial is noted and left out.
+pub fn alternate<const K: usize>(
+    mut systems: [(&str, &mut dyn Members); K],
+    trials: usize,
+    report: &mut Report,
+) -> [Vec<Trial>; K] {
+    let mut out: [Vec<Trial>; K] = std::array::from_fn(|_| Vec::new());
+    for t in 0..trials {
+        for ((name, system), out) in systems.iter_mut().zip(out.iter_mut()) {
+            match trial(*system) {
                 Ok(r) => {
                     eprintln!(
                         "bench: failover trial {t} {name}: {:.0} ms, gaps {:?}",
@@ -148,7 +159,12 @@ pub fn run(cluster: &mut Cluster, etcd: &mut Etcd, settings: &Settings, report: 
             }
         }
     }
-    rows(&ours, &theirs, report);
+    out
+}
+
+/// Each trial's failover time, in ms.
+pub fn failover_times(trials: &[Trial]) -> Vec<f64> {
+    trials.iter().map(|t| t.failover_ms).collect()
 }
 
 fn trial(system: &mut dyn Members) -> Result<Trial, String> {
@@ -265,7 +281,7 @@ fn wait<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) ->
 }
 
 /// The `p`-th percentile (nearest rank) of `values`; NaN when empty.
-fn percentile(values: &[f64], p: usize) -> f64 {
+pub fn percentile(values: &[f64], p: usize) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -274,7 +290,8 @@ fn percentile(values: &[f64], p: usize) -> f64 {
     v[((v.len() - 1) * p).div_ceil(100).min(v.len() - 1)]
 }
 
-fn spread(values: &[f64]) -> String {
+/// "p50 …, p90 …, max … (n trials)".
+pub fn spread(values: &[f64]) -> String {
     format!(
         "p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms ({} trials)",
         percentile(values, 50),
@@ -315,8 +332,7 @@ fn gaps(trials: &[Trial], name: &str) -> String {
 }
 
 fn rows(ours: &[Trial], theirs: &[Trial], report: &mut Report) {
-    let times = |t: &[Trial]| t.iter().map(|t| t.failover_ms).collect::<Vec<f64>>();
-    let (a, b) = (times(ours), times(theirs));
+    let (a, b) = (failover_times(ours), failover_times(theirs));
     let (a50, b50) = (percentile(&a, 50), percentile(&b, 50));
     report.row(
         Row::new(

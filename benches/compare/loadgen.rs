@@ -45,6 +45,14 @@ impl Load {
     }
 }
 
+/// The load whose rate is the median of `loads` (the upper one of an even
+/// count), so that its latencies come from the same run as its rate.
+pub fn median(loads: &[Load]) -> Option<&Load> {
+    let mut sorted: Vec<&Load> = loads.iter().collect();
+    sorted.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    sorted.get(sorted.len() / 2).copied()
+}
+
 /// One load: the arguments after `raftlb bench`, `--json` added. Returns the
 /// result and the command line as a user would type it, `label` (what the
 /// target is) as a comment.

@@ -4,8 +4,13 @@
 //! - failover (`failover.rs`): time to a new leader after a SIGKILL of the
 //!   leader, and the client-visible gap, beside a 5-member etcd (`etcd.rs`);
 //! - replication (`replication.rs`): note writes beside etcd puts, fsync on;
+//! - key (`key.rs`): failover and writes/s with the cluster key on, beside a
+//!   second cluster started with `--insecure`;
 //! - balancing (`balancing.rs`): primes through a node beside HAProxy and nginx
 //!   (`proxies.rs`) in front of the same workers, even and skewed;
+//! - slowloris (`balancing.rs`, the attacker in `slowloris.rs`): primes through
+//!   a node and through HAProxy while 1,000 slow connections from another
+//!   address are held against it, beside the same without them;
 //! - worker (`worker.rs`): p_N beside primesieve and primecount;
 //! - footprint (`footprint.rs`): a node's RSS and data dir.
 //!
@@ -26,11 +31,13 @@ mod etcd;
 mod failover;
 mod footprint;
 mod http;
+mod key;
 mod loadgen;
 mod machine;
 mod procs;
 mod proxies;
 mod replication;
+mod slowloris;
 mod table;
 mod worker;
 
@@ -87,9 +94,16 @@ fn main() {
     if settings.runs("worker") {
         worker::run(&settings, &mut report);
     }
-    if ["failover", "replication", "balancing", "footprint"]
-        .iter()
-        .any(|s| settings.runs(s))
+    if [
+        "failover",
+        "replication",
+        "key",
+        "balancing",
+        "slowloris",
+        "footprint",
+    ]
+    .iter()
+    .any(|s| settings.runs(s))
     {
         systems(&settings, &mut report);
     }
@@ -101,16 +115,23 @@ fn main() {
     println!("{document}");
 }
 
-/// Everything that runs processes: one raftlb cluster for all of it, etcd for
-/// replication and failover (stopped before the footprint's long write run).
-fn systems(settings: &Settings, report: &mut Report) {
-    let mut cluster = Cluster::start(Options {
-        // SPEC's defaults, as a user runs it.
+/// The benchmarks' cluster: SPEC's defaults, as a user runs it; with the
+/// cluster key unless `insecure`.
+pub fn cluster_options(insecure: bool) -> Options {
+    Options {
         dead_after_ms: 3000,
         report_interval_ms: 1000,
         daemons_watch_worker_pid: true,
+        insecure,
         ..Options::default()
-    });
+    }
+}
+
+/// Everything that runs processes: one raftlb cluster for all of it, etcd for
+/// replication and failover (stopped before the footprint's long write run), a
+/// second, insecure cluster for the key's rows only.
+fn systems(settings: &Settings, report: &mut Report) {
+    let mut cluster = Cluster::start(cluster_options(false));
     cluster.wait_for_leader(Duration::from_secs(30));
     cluster.wait_for_servers(&[true, true, true], Duration::from_secs(30));
     // Idle: the start-up's allocations done, a few reports applied.
@@ -118,11 +139,14 @@ fn systems(settings: &Settings, report: &mut Report) {
     if settings.runs("footprint") {
         footprint::idle(&cluster, report);
     }
-    if settings.runs("balancing") {
+    if settings.runs("balancing") || settings.runs("slowloris") {
         balancing::run(&cluster, settings, report);
     }
     if settings.runs("replication") || settings.runs("failover") {
         with_etcd(&mut cluster, settings, report);
+    }
+    if settings.runs("key") {
+        key::run(&mut cluster, settings, report);
     }
     if settings.runs("footprint") {
         footprint::after_entries(&cluster, settings, report);

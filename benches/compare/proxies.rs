@@ -21,6 +21,8 @@ use crate::table::Report;
 /// A running proxy and its files.
 pub struct Proxy {
     pub name: &'static str,
+    /// Its balancing policy as its config names it, for the rows.
+    pub policy: &'static str,
     pub port: u16,
     /// Declared before `dir`: the process stops before its files go.
     _process: Guard,
@@ -68,7 +70,7 @@ backend workers
     report.command("balancing", format!("haproxy {}", args.join(" ")));
     report.configs.push(("haproxy.cfg".into(), config));
     let process = Guard::spawn("haproxy", "haproxy", &args, &dir.path().join("haproxy.log"))?;
-    started("haproxy", port, process, dir)
+    started(("haproxy", "leastconn"), port, process, dir)
 }
 
 /// nginx in front of `workers` (their ports), least_conn.
@@ -131,7 +133,7 @@ http {{
     );
     report.configs.push(("nginx.conf".into(), config));
     let process = Guard::spawn("nginx", "nginx", &args, &dir.path().join("nginx.log"))?;
-    started("nginx", port, process, dir)
+    started(("nginx", "least_conn"), port, process, dir)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -141,7 +143,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 /// Waits until the proxy answers a prime through a worker (10 s at most);
 /// fails with its log when it exited or never answered.
 fn started(
-    name: &'static str,
+    (name, policy): (&'static str, &'static str),
     port: u16,
     mut process: Guard,
     dir: TempDir,
@@ -153,6 +155,7 @@ fn started(
             if body.trim() == "541" {
                 return Ok(Proxy {
                     name,
+                    policy,
                     port,
                     _process: process,
                     _dir: dir,

@@ -15,7 +15,7 @@ use crate::Settings;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const SIZE_BYTES: &str = "100";
 /// The concurrency at which the issue sets the goal.
-const GOAL_CONCURRENCY: usize = 64;
+pub const GOAL_CONCURRENCY: usize = 64;
 
 pub fn run(cluster: &Cluster, etcd: &Etcd, settings: &Settings, report: &mut Report) {
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
@@ -58,17 +58,39 @@ fn load(
     settings: &Settings,
     report: &mut Report,
 ) -> Result<Load, String> {
-    let mut args = loadgen::timed("note", url, concurrency, settings.load_secs, 1);
-    args.extend(["--size-bytes".into(), SIZE_BYTES.into()]);
-    if etcd {
-        args.push("--etcd".into());
-    }
     let label = if etcd {
         "etcd, the leader"
     } else {
         "raftlb, the leader"
     };
+    writes(
+        url,
+        concurrency,
+        etcd,
+        label,
+        "replication",
+        settings,
+        report,
+    )
+}
+
+/// One timed load of 100-byte writes at `concurrency` writers against `url`,
+/// etcd's puts when `etcd`; the command is kept under `section`.
+pub fn writes(
+    url: &str,
+    concurrency: usize,
+    etcd: bool,
+    label: &str,
+    section: &'static str,
+    settings: &Settings,
+    report: &mut Report,
+) -> Result<Load, String> {
+    let mut args = loadgen::timed("note", url, concurrency, settings.load_secs, 1);
+    args.extend(["--size-bytes".into(), SIZE_BYTES.into()]);
+    if etcd {
+        args.push("--etcd".into());
+    }
     let (result, command) = loadgen::run(&args, label);
-    report.command("replication", command);
+    report.command(section, command);
     result
 }

@@ -144,10 +144,12 @@ fn cell(text: &str) -> String {
 }
 
 /// The table's sections, in the issue's order (rows are measured in another).
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 7] = [
     "failover",
     "replication",
+    "key",
     "balancing",
+    "slowloris",
     "worker",
     "footprint",
 ];
@@ -214,6 +216,14 @@ const HOW_TO_READ: &str = "
   5 members fsynced it; writes go to the leader.
 - Balancing, skewed: a busy loop pinned to the CPU worker 0 is pinned to;
   raftlb's daemons report each worker's own CPU use and run-queue wait.
+- Key: the main cluster (cluster key on, the default) beside a second one
+  started with `--insecure`, same options otherwise, both running while
+  either is measured; failover trials and write loads take turns.
+- Slowloris: 1,000 connections bound to 127.0.0.2 each send one more byte of
+  an unfinished request head every second and are opened again when closed;
+  the load tool connects from 127.0.0.1. A node admits at most 128 connections
+  from one address (1,024 in all) and cuts a head not finished in 10 s; the
+  rest are answered 503 at once. HAProxy runs with the balancing config.
 - Worker: one thread on every side; primesieve and primecount timed by their
   own `--time`, so their process start is not counted.
 ";

@@ -168,6 +168,9 @@ pub struct Options {
     /// Node i's data dir, e.g. a PowerFs mount; when empty, `data-<ID>` in
     /// the cluster's temp dir.
     pub data_dirs: Vec<PathBuf>,
+    /// Nodes and daemons run with `--insecure` instead of the cluster key (the
+    /// benchmark's "before the key" cluster).
+    pub insecure: bool,
 }
 
 impl Default for Options {
@@ -181,6 +184,7 @@ impl Default for Options {
             snapshot_entries: None,
             node_args: Vec::new(),
             data_dirs: Vec::new(),
+            insecure: false,
         }
     }
 }
@@ -230,7 +234,7 @@ impl Cluster {
             node_key_args: Vec::new(),
             restarts: 0,
         };
-        cluster.node_key_args = vec!["--key".into(), cluster.key_file()];
+        cluster.node_key_args = cluster.key_args();
         for i in 0..cluster.options.nodes {
             let p = cluster.spawn_node(i);
             cluster.nodes.push(Some(p));
@@ -257,6 +261,15 @@ impl Cluster {
     /// The cluster key every node and daemon of this cluster gets with `--key`.
     pub fn key_file(&self) -> String {
         self.path(KEY_FILE).display().to_string()
+    }
+
+    /// `--key FILE`, or `--insecure` when the options say so.
+    fn key_args(&self) -> Vec<String> {
+        if self.options.insecure {
+            vec!["--insecure".into()]
+        } else {
+            vec!["--key".into(), self.key_file()]
+        }
     }
 
     /// The cluster's keys, to sign reports the way a daemon does.
@@ -323,9 +336,8 @@ impl Cluster {
             self.nodes_file(),
             "--interval-ms".into(),
             self.options.report_interval_ms.to_string(),
-            "--key".into(),
-            self.key_file(),
         ];
+        args.extend(self.key_args());
         if self.options.daemons_watch_worker_pid {
             let worker = self.workers[i]
                 .as_ref()
