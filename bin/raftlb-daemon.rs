@@ -11,17 +11,25 @@ use std::time::Duration;
 use clap::Parser;
 use crossbeam_channel::Receiver;
 use raftlb::auth::{Auth, KeyFlags};
-use raftlb::daemon::{self, sample::Target, Config, INTERVAL_MS_MAX, INTERVAL_MS_MIN};
+use raftlb::daemon::{self, cgroup, sample::Target, Config, INTERVAL_MS_MAX, INTERVAL_MS_MIN};
 use raftlb::nodes::Nodes;
 
-/// Samples CPU load and reports it to every node of the cluster.
+/// Samples CPU load and reports it to every node of the cluster, signed with
+/// the cluster key, as {"server","url","cpu","wait","seq"}: cpu = CPU used, in
+/// percent of what the server may use; wait = the share of its runnable time
+/// spent not running (queued for a CPU or throttled), 0..100. Without --pid or
+/// --cgroup: the whole machine (/proc/stat, /proc/pressure/cpu).
 #[derive(Parser, Debug)]
 #[command(name = "raftlb-daemon", version)]
 struct Args {
     /// The worker this daemon speaks for, http://HOST:PORT; no reports while
-    /// its GET /health does not answer 200.
+    /// its GET of --health-path does not answer 200.
     #[arg(long)]
     worker: String,
+    /// The worker's health check: GET of this path must answer 200 for the
+    /// daemon to report (a path starting with /).
+    #[arg(long, default_value = "/health", value_name = "PATH")]
+    health_path: String,
     /// The server's id in reports [default: the --worker URL as given]
     #[arg(long)]
     id: Option<String>,
@@ -32,9 +40,19 @@ struct Args {
     #[arg(long, default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(INTERVAL_MS_MIN..=INTERVAL_MS_MAX))]
     interval_ms: u64,
-    /// Measure this process (and its threads) instead of the whole machine.
-    #[arg(long)]
+    /// Measure this process instead of the whole machine: cpu = its CPU time
+    /// as a share of all CPUs; wait = its threads' run-queue delay as a share
+    /// of their run time plus that delay (/proc/PID/task/*/schedstat).
+    #[arg(long, value_name = "PID")]
     pid: Option<u32>,
+    /// Measure this cpu cgroup (v2, or v1 cpu + cpuacct) instead of the whole
+    /// machine: cpu = its usage as a share of its quota (cpu.max or
+    /// cpu.cfs_quota_us, so a cgroup at its quota reads 100), or of all CPUs
+    /// without one; wait = time throttled or queued as a share of that plus
+    /// its usage. PATH: absolute under /sys/fs/cgroup, or relative to the
+    /// cgroup root.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    cgroup: Option<String>,
     /// The cluster key every report is signed with (X-Raftlb-Auth); make one
     /// with `raftlb keygen FILE` [default: cluster.key beside the nodes file]
     #[arg(long, value_name = "FILE")]
@@ -89,10 +107,14 @@ fn config(args: Args) -> Result<Config, String> {
             "running --insecure: reports are not signed, and only --insecure nodes accept them"
         );
     }
-    let target = match args.pid {
-        None => Target::Machine,
-        Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => Target::Process(pid),
-        Some(pid) => return Err(format!("--pid {pid}: no such process")),
+    daemon::check_health_path(&args.health_path)?;
+    let target = match (args.pid, args.cgroup) {
+        (None, None) => Target::Machine,
+        (Some(pid), _) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Target::Process(pid)
+        }
+        (Some(pid), _) => return Err(format!("--pid {pid}: no such process")),
+        (None, Some(path)) => Target::Cgroup(cgroup::resolve(&path, &cgroup::Mounts::current()?)?),
     };
     Ok(Config {
         worker: args.worker,
@@ -100,6 +122,7 @@ fn config(args: Args) -> Result<Config, String> {
         nodes,
         interval: Duration::from_millis(args.interval_ms),
         target,
+        health_path: args.health_path,
         auth,
     })
 }

@@ -6,7 +6,15 @@
 //! stop while the worker's health fails or the measured process is gone and
 //! resume after, that every report is signed with the cluster key beside
 //! nodes.txt, that SIGTERM exits 0, that a bad nodes.txt exits 2 naming the
-//! line, and that a missing key exits 2 saying how to make one. Every wait is bounded; children are killed by a guard on drop.
+//! line, and that a missing key exits 2 saying how to make one. With
+//! `--cgroup` on a real cpu cgroup (created when the host allows it: root and
+//! a cpu controller), a busy process held to a quarter of a CPU reads as full
+//! (cpu near 100 of its quota) and waiting, while an idle cgroup reads low.
+//! `--health-path` is the path the daemon asks. Every wait is bounded;
+//! children are killed and cgroups removed by guards on drop.
+
+#[path = "daemon/cgroup.rs"]
+mod cgroup;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -33,7 +41,10 @@ struct FakeHttp {
 /// What the fake answers, and what it got.
 struct Recorder {
     status: AtomicU16,
+    /// When set, only this path answers `status`; every other answers 404.
+    only_path: Option<String>,
     bodies: Mutex<Vec<Recorded>>,
+    paths: Mutex<Vec<String>>,
 }
 
 impl Service for Recorder {
@@ -50,17 +61,36 @@ impl Service for Recorder {
             .lock()
             .expect("recorder lock")
             .push((request.body().to_vec(), tag));
-        http::text(self.status.load(Ordering::SeqCst), "ok")
+        let path = request.path().to_string();
+        let other = self.only_path.as_ref().is_some_and(|only| *only != path);
+        self.paths.lock().expect("recorder lock").push(path);
+        let status = if other {
+            404
+        } else {
+            self.status.load(Ordering::SeqCst)
+        };
+        http::text(status, "ok")
     }
 }
 
 impl FakeHttp {
     fn start(status: u16) -> FakeHttp {
+        FakeHttp::serve(status, None)
+    }
+
+    /// A worker whose only healthy path is `path`.
+    fn healthy_at(path: &str) -> FakeHttp {
+        FakeHttp::serve(200, Some(path.to_string()))
+    }
+
+    fn serve(status: u16, only_path: Option<String>) -> FakeHttp {
         let listener = http::bind("127.0.0.1:0").expect("bind loopback port 0");
         let addr = listener.local_addr();
         let recorder = Arc::new(Recorder {
             status: AtomicU16::new(status),
+            only_path,
             bodies: Mutex::new(Vec::new()),
+            paths: Mutex::new(Vec::new()),
         });
         let serving = http::serve(listener, Limits::default(), Arc::clone(&recorder));
         FakeHttp {
@@ -76,6 +106,10 @@ impl FakeHttp {
 
     fn count(&self) -> usize {
         self.recorder.bodies.lock().expect("recorder lock").len()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.recorder.paths.lock().expect("recorder lock").clone()
     }
 
     fn reports(&self) -> Vec<Report> {
@@ -366,5 +400,171 @@ fn bad_usage_exits_2() {
             .output()
             .expect("run raftlb-daemon");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn reports_follow_the_health_path_and_stop_while_it_fails() {
+    let node = FakeHttp::start(202);
+    let worker = FakeHttp::healthy_at("/ready");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = nodes_file(&dir, &format!("A {}\n", node.addr));
+    let nodes = nodes.to_str().expect("utf-8");
+    let worker_url = worker.url();
+    let common = [
+        "--worker",
+        &worker_url,
+        "--id",
+        "w1",
+        "--nodes",
+        nodes,
+        "--interval-ms",
+        "100",
+    ];
+
+    // The default /health answers 404 here: the worker counts as down.
+    let default_path = daemon(&common);
+    assert_no_reports_for_a_while(&node, &worker, "reports while GET /health answered 404");
+    drop(default_path);
+    assert!(
+        worker.paths().iter().all(|p| p == "/health"),
+        "{:?}",
+        worker.paths()
+    );
+
+    let asked_before = worker.paths().len();
+    let _ready = daemon(&[&common[..], &["--health-path", "/ready"]].concat());
+    assert!(
+        wait_until(Duration::from_secs(10), || node.count() >= 3),
+        "no reports while GET /ready answered 200"
+    );
+    let asked: Vec<String> = worker.paths().split_off(asked_before);
+    assert!(asked.iter().all(|p| p == "/ready"), "{asked:?}");
+    assert_reports_are_sound(&node.reports(), &worker_url);
+}
+
+/// The median of the reports of `server` after the first two (the first
+/// intervals may straddle the daemon's start).
+fn median_load(reports: &[Report], server: &str) -> (f64, f64) {
+    let ours: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.server == server)
+        .skip(2)
+        .collect();
+    assert!(!ours.is_empty(), "no reports from {server}");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (
+        median(ours.iter().map(|r| r.cpu).collect()),
+        median(ours.iter().map(|r| r.wait).collect()),
+    )
+}
+
+#[test]
+fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
+    let tag = format!("raftlb-test-{}", std::process::id());
+    let made = cgroup::TestCgroup::create(&format!("{tag}-busy"), Some(25_000)).and_then(|busy| {
+        let idle = cgroup::TestCgroup::create(&format!("{tag}-idle"), None)?;
+        Ok((busy, idle))
+    });
+    // Declared before the processes so that they are killed before the
+    // cgroups are removed (locals drop in reverse order).
+    let (busy_cgroup, idle_cgroup) = match made {
+        Ok(pair) => pair,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let spin = Guard(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("start a busy loop"),
+    );
+    let sleeper = Guard(
+        Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start sleep"),
+    );
+    busy_cgroup.add(spin.0.id()).expect("move the busy loop in");
+    idle_cgroup.add(sleeper.0.id()).expect("move sleep in");
+
+    let node = FakeHttp::start(202);
+    let worker = FakeHttp::start(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = nodes_file(&dir, &format!("A {}\n", node.addr));
+    let nodes = nodes.to_str().expect("utf-8");
+    let worker_url = worker.url();
+    let run = |id: &str, group: &cgroup::TestCgroup| {
+        let path = group.path().to_str().expect("utf-8").to_string();
+        let args = ["--worker", &worker_url, "--id", id, "--nodes", nodes];
+        daemon(&[&args[..], &["--interval-ms", "250", "--cgroup", &path]].concat())
+    };
+    let _busy_daemon = run("busy", &busy_cgroup);
+    let _idle_daemon = run("idle", &idle_cgroup);
+    let enough = || {
+        let reports = node.reports();
+        ["busy", "idle"]
+            .iter()
+            .all(|s| reports.iter().filter(|r| r.server == *s).count() >= 10)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), enough),
+        "too few reports"
+    );
+
+    let reports = node.reports();
+    let (busy_cpu, busy_wait) = median_load(&reports, "busy");
+    let (idle_cpu, idle_wait) = median_load(&reports, "idle");
+    eprintln!(
+        "cgroup {}: busy (quota 25 %): cpu {busy_cpu} wait {busy_wait}; idle: cpu {idle_cpu} wait {idle_wait}",
+        busy_cgroup.path().display()
+    );
+    for r in reports.iter().filter(|r| r.server == "busy") {
+        eprintln!("  busy report: cpu {} wait {}", r.cpu, r.wait);
+    }
+    assert!(
+        busy_cpu >= 70.0,
+        "a cgroup at its quota is full: cpu {busy_cpu}"
+    );
+    assert!(
+        busy_wait >= 50.0,
+        "throttled most of the time: wait {busy_wait}"
+    );
+    assert!(idle_cpu <= 10.0, "an idle cgroup: cpu {idle_cpu}");
+    assert!(idle_wait <= 20.0, "an idle cgroup: wait {idle_wait}");
+    node.assert_signed_with(&dir.path().join("cluster.key"));
+}
+
+#[test]
+fn bad_cgroup_and_health_path_usage_exits_2_saying_what_was_expected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_cgroup = dir.path().to_str().expect("utf-8");
+    let worker = ["--worker", "http://127.0.0.1:13337", "--insecure"];
+    let cases: [(&[&str], &str); 4] = [
+        (&["--cgroup", "/no/such/cgroup"], "expected a cpu cgroup"),
+        (&["--cgroup", not_a_cgroup], "has no cpu controller"),
+        (&["--pid", "1", "--cgroup", "x"], "cannot be used with"),
+        (
+            &["--health-path", "health"],
+            "must be a path starting with /",
+        ),
+    ];
+    let nodes = nodes_file(&dir, "A 127.0.0.1:1\n");
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_raftlb-daemon"))
+            .args(worker)
+            .arg("--nodes")
+            .arg(&nodes)
+            .args(args)
+            .output()
+            .expect("run raftlb-daemon");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }

@@ -1,13 +1,17 @@
 //! The daemon: samples a server's CPU load and reports it to every node.
 //!
-//! Each interval it takes a sample (`sample.rs`, from the /proc text parsed in
-//! `proctext.rs`), asks the worker's `GET /health`, and, only when the worker
-//! answers and the measured process exists, queues one report for every node
+//! Each interval it takes a sample (`sample.rs` reads the counters: /proc
+//! through the procfs crate, `proctext.rs`, and cgroup files, `cgroup.rs`;
+//! `load.rs` turns them into `cpu` and `wait`), asks the worker's `GET` of
+//! `--health-path`, and, only when the worker answers 200 and the measured
+//! process or cgroup exists, queues one report for every node
 //! (`sender.rs`, one thread per node). Sending nothing while the worker is down
 //! is how the cluster learns it is dead: its reports stop, and after
 //! `--dead-after-ms` the leader marks it dead. `seq` starts at the start time in
 //! ms since the epoch, so it keeps growing across restarts.
 
+pub mod cgroup;
+pub mod load;
 pub mod proctext;
 pub mod sample;
 pub mod sender;
@@ -21,7 +25,8 @@ use log::{debug, info};
 use crate::client::http::{self, Timeouts};
 use crate::nodes::Nodes;
 use crate::report::Report;
-use sample::{Load, Sampler, Target};
+use load::Load;
+use sample::{Sampler, Target};
 
 /// Bounds of `--interval-ms`: below 50 ms the reports would be a load of their
 /// own on the Raft log; above a minute a server would be marked dead between two.
@@ -51,6 +56,8 @@ pub struct Config {
     pub nodes: Nodes,
     pub interval: Duration,
     pub target: Target,
+    /// The worker's health check path (`--health-path`), starting with `/`.
+    pub health_path: String,
     /// Signs every report (`X-Raftlb-Auth`), or `--insecure`.
     pub auth: crate::auth::Auth,
 }
@@ -64,6 +71,31 @@ pub fn check_worker_url(url: &str) -> Result<(), String> {
         return Err(bad("nothing may follow the port"));
     }
     crate::report::check_worker_url(url).map_err(bad)
+}
+
+/// Longest `--health-path`: it goes into one request line.
+pub const HEALTH_PATH_MAX: usize = 1024;
+
+/// Checks `--health-path`: an absolute path (and query) that can go into a
+/// request line as given: starting with `/`, no spaces or control characters.
+pub fn check_health_path(path: &str) -> Result<(), String> {
+    let bad =
+        |why: &str| format!("--health-path must be a path starting with /, found {path:?}: {why}");
+    if !path.starts_with('/') {
+        return Err(bad("it does not start with /"));
+    }
+    if path.len() > HEALTH_PATH_MAX {
+        return Err(bad(&format!("longer than {HEALTH_PATH_MAX} bytes")));
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    {
+        return Err(bad(
+            "spaces, control characters and # cannot go into a request line",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks `--id` against the rules the nodes apply to a report's `server`.
@@ -88,11 +120,11 @@ type Pause = Option<String>;
 
 /// Runs until `stop` receives or closes. Errors only at start.
 pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), String> {
-    let mut sampler = Sampler::new(config.target)?;
+    let mut sampler = Sampler::new(config.target.clone())?;
     let senders =
         sender::Senders::start(config.nodes.entries(), &http::agent(REPORT_TIMEOUTS, true))?;
     let health_agent = http::agent(HEALTH_TIMEOUTS, true);
-    let health_url = format!("{}/health", config.worker);
+    let health_url = format!("{}{}", config.worker, config.health_path);
     let mut seq = start_seq();
     // Some(reason) while paused; starts as "not yet" so the first state is logged.
     let mut paused: Option<Pause> = None;
@@ -136,11 +168,11 @@ fn start_seq() -> u64 {
         .unwrap_or(0)
 }
 
-/// `Ok` when the worker answers 200 to `GET /health`.
+/// `Ok` when the worker answers 200 to `GET` of the health path.
 fn worker_health(agent: &ureq::Agent, url: &str) -> Result<(), String> {
     match http::get(agent, url) {
         Ok(reply) if reply.status == 200 => Ok(()),
-        Ok(reply) => Err(format!("worker answered {} to /health", reply.status)),
+        Ok(reply) => Err(format!("worker answered {} to {url}", reply.status)),
         Err(reason) => Err(format!("worker does not answer: {reason}")),
     }
 }
@@ -203,6 +235,29 @@ mod tests {
             let err = check_worker_url(url).expect_err(url);
             assert!(
                 err.starts_with("--worker must be http://HOST:PORT"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_paths_must_be_absolute_and_fit_a_request_line() {
+        for good in ["/health", "/", "/ready?full=1", "/a/b-c_d.e"] {
+            assert_eq!(check_health_path(good), Ok(()), "{good}");
+        }
+        let long = format!("/{}", "x".repeat(HEALTH_PATH_MAX));
+        for bad in [
+            "",
+            "health",
+            "http://h:1/health",
+            "/a b",
+            "/a\nb",
+            "/a#b",
+            long.as_str(),
+        ] {
+            let err = check_health_path(bad).expect_err(bad);
+            assert!(
+                err.starts_with("--health-path must be a path starting with /"),
                 "{err}"
             );
         }

@@ -1,14 +1,23 @@
-//! Parsers for the few /proc files the daemon reads, as pure functions of the
-//! text so that each one is tested on fixtures.
+//! What the daemon takes from the procfs crate's types, and the same
+//! procfs-core parsers run on fixture text so that each is tested here.
 //!
-//! They are written here rather than taken from procfs-core because they must be
-//! total: procfs-core's `/proc/PID/stat` parser slices the text at offsets it has
-//! not checked, and its `/proc/stat` parser demands lines (`btime`, `ctxt`) that
-//! the load does not need. Every parser here answers an error or `None` on
-//! garbage, never a panic. Every value is a cumulative counter; the deltas are
-//! taken in `sample.rs`.
+//! The live readings (`sample.rs`) go through procfs: `KernelStats` for
+//! /proc/stat, `CpuPressure` for /proc/pressure/cpu, `Process::stat` and each
+//! task's `schedstat`. The `parse_*` functions feed text to the very parsers
+//! those calls use (procfs-core's `FromRead`/`FromBufRead`), then keep only the
+//! counters the load needs. Two of procfs-core's parsers slice the text at
+//! offsets they have not checked (the `(comm)` of /proc/PID/stat, the `some `
+//! prefix of a PSI line): the kernel always writes those shapes, and
+//! `stat_shape_ok` / `psi_shape_ok` check them first so that garbage fed to
+//! these wrappers is an error, never a panic. Every value is a cumulative
+//! counter; the deltas are taken in `load.rs`.
 
 use std::collections::HashMap;
+
+use procfs::process::{Schedstat, Stat};
+use procfs::{
+    CpuPressure, CpuTime, ExplicitSystemInfo, FromBufRead, FromBufReadSI, FromRead, KernelStats,
+};
 
 /// Whole-machine CPU time from the `cpu` line of /proc/stat, in clock ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,56 +30,58 @@ pub struct MachineTimes {
     pub total: u64,
 }
 
-/// Reads the aggregate `cpu ` line of /proc/stat. Fields after `idle` are
-/// optional (old kernels lack them) and count as zero.
-pub fn parse_machine_times(stat: &str) -> Result<MachineTimes, String> {
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or("/proc/stat has no `cpu` line")?;
-    let mut fields = [0u64; 8];
-    let mut count = 0;
-    for (slot, word) in fields.iter_mut().zip(line.split_whitespace().skip(1)) {
-        *slot = word
-            .parse()
-            .map_err(|_| format!("/proc/stat: bad cpu field {word:?}"))?;
-        count += 1;
+impl MachineTimes {
+    /// Fields after `idle` are optional (old kernels lack them) and count as 0.
+    pub fn from_cpu_time(t: &CpuTime) -> MachineTimes {
+        let optional = [t.iowait, t.irq, t.softirq, t.steal];
+        let total = [t.user, t.nice, t.system, t.idle]
+            .into_iter()
+            .chain(optional.into_iter().map(|v| v.unwrap_or(0)))
+            .fold(0u64, u64::saturating_add);
+        let idle = t.idle.saturating_add(t.iowait.unwrap_or(0));
+        MachineTimes {
+            busy: total.saturating_sub(idle),
+            total,
+        }
     }
-    if count < 4 {
-        return Err(format!(
-            "/proc/stat: the cpu line has {count} fields, expected at least 4"
-        ));
-    }
-    let total = fields.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
-    let idle = fields[3].saturating_add(fields[4]);
-    Ok(MachineTimes {
-        busy: total.saturating_sub(idle),
-        total,
-    })
 }
 
-/// The number of CPUs /proc/stat lists (`cpu0`, `cpu1`, …), at least 1 so that
-/// it can always divide.
-pub fn count_cpus(stat: &str) -> u64 {
-    let listed = stat
-        .lines()
-        .filter(|l| {
-            l.strip_prefix("cpu")
-                .and_then(|rest| rest.split(char::is_whitespace).next())
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .count();
-    (listed as u64).max(1)
+/// The aggregate times of /proc/stat and how many CPUs it lists (at least 1,
+/// so that it can always divide).
+pub fn machine_times(stats: &KernelStats) -> (MachineTimes, u64) {
+    let cpus = (stats.cpu_time.len() as u64).max(1);
+    (MachineTimes::from_cpu_time(&stats.total), cpus)
 }
 
-/// The `total=` (microseconds) of the `some` line of /proc/pressure/cpu: time
-/// in which at least one runnable task waited for a CPU.
+/// /proc/stat text through procfs-core's `KernelStats` parser.
+pub fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
+    let system_info = ExplicitSystemInfo {
+        boot_time_secs: 0,
+        ticks_per_second: 100,
+        page_size: 4096,
+        is_little_endian: cfg!(target_endian = "little"),
+    };
+    KernelStats::from_buf_read(text.as_bytes(), &system_info)
+        .map_err(|e| format!("/proc/stat: {e}"))
+}
+
+/// The `total=` (microseconds) of the `some` line of a PSI file
+/// (/proc/pressure/cpu, or a v2 cgroup's cpu.pressure): time in which at least
+/// one runnable task waited for a CPU. None when the text is not PSI.
 pub fn parse_psi_some_total_us(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("some "))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("total="))?
-        .parse()
+    if !psi_shape_ok(text) {
+        return None;
+    }
+    CpuPressure::from_buf_read(text.as_bytes())
         .ok()
+        .map(|p| p.some.total)
+}
+
+/// procfs-core reads the first line as `some <fields>` from byte 5 on.
+fn psi_shape_ok(text: &str) -> bool {
+    text.lines()
+        .next()
+        .is_some_and(|l| l.starts_with("some ") && l.len() > 5)
 }
 
 /// What /proc/PID/stat says about one process.
@@ -83,36 +94,67 @@ pub struct ProcessTimes {
     pub start_ticks: u64,
 }
 
-/// Reads utime (field 14), stime (15) and starttime (22) of /proc/PID/stat.
-/// The command name (field 2) may hold spaces and parentheses, so fields are
-/// counted from the last `)`.
+impl ProcessTimes {
+    pub fn from_stat(stat: &Stat) -> ProcessTimes {
+        ProcessTimes {
+            cpu_ticks: stat.utime.saturating_add(stat.stime),
+            start_ticks: stat.starttime,
+        }
+    }
+}
+
+/// /proc/PID/stat text through procfs-core's `Stat` parser.
 pub fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
-    let (_, after_comm) = text
-        .rsplit_once(')')
-        .ok_or("/proc/PID/stat: no `)` after the command name")?;
-    // After the `)`, index 0 is field 3 (state), so field k is at index k - 3.
-    let fields: Vec<&str> = after_comm.split_whitespace().take(20).collect();
-    let field = |k: usize| -> Result<u64, String> {
-        let word = fields
-            .get(k - 3)
-            .ok_or(format!("/proc/PID/stat: field {k} missing"))?;
-        word.parse()
-            .map_err(|_| format!("/proc/PID/stat: bad field {k} {word:?}"))
-    };
-    Ok(ProcessTimes {
-        cpu_ticks: field(14)?.saturating_add(field(15)?),
-        start_ticks: field(22)?,
-    })
+    if !stat_shape_ok(text) {
+        return Err("/proc/PID/stat: expected `PID (COMMAND) STATE …`".to_string());
+    }
+    Stat::from_read(text.as_bytes())
+        .map(|stat| ProcessTimes::from_stat(&stat))
+        .map_err(|e| format!("/proc/PID/stat: {e}"))
 }
 
-/// The second field of /proc/PID/task/TID/schedstat: nanoseconds the thread
-/// spent runnable but waiting for a CPU (contention and cgroup throttling).
-pub fn parse_schedstat_wait_ns(text: &str) -> Option<u64> {
-    text.split_whitespace().nth(1)?.parse().ok()
+/// procfs-core slices at the first `(` minus one and the last `)` plus two:
+/// `PID (` must open the text and `) ` must follow the command.
+fn stat_shape_ok(text: &str) -> bool {
+    let (text, bytes) = (text.trim(), text.trim().as_bytes());
+    match (text.find('('), text.rfind(')')) {
+        (Some(open), Some(close)) => {
+            open > 0
+                && bytes[open - 1] == b' '
+                && close > open
+                && bytes.get(close + 1) == Some(&b' ')
+        }
+        _ => false,
+    }
 }
 
-/// Run-queue waits by thread id, as read from one process's task directory.
-pub type ThreadWaits = HashMap<u32, u64>;
+/// One thread's /proc/…/schedstat: time on a CPU and time runnable but
+/// waiting for one (contention, and on most kernels cgroup throttling), ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTimes {
+    pub run_ns: u64,
+    pub delay_ns: u64,
+}
+
+impl RunTimes {
+    pub fn from_schedstat(s: &Schedstat) -> RunTimes {
+        RunTimes {
+            run_ns: s.sum_exec_runtime,
+            delay_ns: s.run_delay,
+        }
+    }
+}
+
+/// schedstat text through procfs-core's `Schedstat` parser.
+pub fn parse_schedstat(text: &str) -> Option<RunTimes> {
+    Schedstat::from_read(text.as_bytes())
+        .ok()
+        .map(|s| RunTimes::from_schedstat(&s))
+}
+
+/// Run and wait times by thread id, as read from a process's or a cgroup's
+/// threads.
+pub type ThreadTimes = HashMap<u32, RunTimes>;
 
 #[cfg(test)]
 mod tests {
@@ -121,26 +163,32 @@ mod tests {
     const STAT: &str = "cpu  247036 61252 9781 561283 1721 0 149 740 30 7\n\
                         cpu0 153510 12163 4689 269981 272 0 57 333 0 0\n\
                         cpu1 93525 49089 5092 291302 1449 0 91 406 0 0\n\
-                        intr 1 2 3\nctxt 99\nbtime 1700000000\n";
+                        intr 1 2 3\nctxt 99\nbtime 1700000000\nprocesses 4242\n\
+                        procs_running 3\nprocs_blocked 0\nsoftirq 1 2 3\n";
 
     #[test]
     fn machine_times_leave_out_idle_iowait_and_guest() {
-        let t = parse_machine_times(STAT).expect("real layout");
+        let stats = parse_kernel_stats(STAT).expect("real layout");
+        let (t, cpus) = machine_times(&stats);
         let total = 247036 + 61252 + 9781 + 561283 + 1721 + 149 + 740;
         assert_eq!(t.total, total);
         assert_eq!(t.busy, total - 561283 - 1721);
-        assert_eq!(count_cpus(STAT), 2);
+        assert_eq!(cpus, 2);
     }
 
     #[test]
     fn an_old_kernel_with_four_cpu_fields_parses() {
-        let t = parse_machine_times("cpu 10 0 5 85\n").expect("four fields");
+        let stats = parse_kernel_stats("cpu 10 0 5 85\nctxt 1\nbtime 2\nprocesses 3\n")
+            .expect("four fields");
         assert_eq!(
-            t,
-            MachineTimes {
-                busy: 15,
-                total: 100
-            }
+            machine_times(&stats),
+            (
+                MachineTimes {
+                    busy: 15,
+                    total: 100
+                },
+                1
+            )
         );
     }
 
@@ -149,14 +197,12 @@ mod tests {
         for text in [
             "",
             "intr 1\n",
-            "cpu 1 2 3\n",
+            "cpu 1 2 3\nctxt 1\nbtime 2\nprocesses 3\n",
             "cpu 1 2 x 4\n",
             "cpu0 1 2 3 4\n",
         ] {
-            assert!(parse_machine_times(text).is_err(), "{text:?}");
+            assert!(parse_kernel_stats(text).is_err(), "{text:?}");
         }
-        assert_eq!(count_cpus("garbage"), 1, "never zero: it divides");
-        assert_eq!(count_cpus("cpu  1 2 3 4\ncpux 1\ncpu7 1 2 3 4\n"), 1);
     }
 
     #[test]
@@ -164,9 +210,17 @@ mod tests {
         let text = "some avg10=1.30 avg60=2.24 avg300=1.63 total=302226690\n\
                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         assert_eq!(parse_psi_some_total_us(text), Some(302226690));
-        assert_eq!(parse_psi_some_total_us("some avg10=1.0\n"), None);
-        assert_eq!(parse_psi_some_total_us("some total=-4\n"), None);
-        assert_eq!(parse_psi_some_total_us(""), None);
+        for bad in [
+            "some avg10=1.0\n",
+            "some total=-4\n",
+            "",
+            "some",
+            "some\n",
+            "some ü",
+            "full avg10=0 total=1",
+        ] {
+            assert_eq!(parse_psi_some_total_us(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -190,9 +244,15 @@ mod tests {
             "",
             "(",
             ")",
+            "(x) S",
+            ") (",
+            "1 (x)",
             "1 (x) S 1 2 3",
             "1 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 50 0 0 20 0 3 0 9",
             "\u{0}\u{ff}))) ü",
+            "1 (ü) ",
+            "1 (x) S )",
+            "(x) 1 2",
         ];
         for text in cases {
             assert!(parse_pid_stat(text).is_err(), "{text:?}");
@@ -200,13 +260,14 @@ mod tests {
     }
 
     #[test]
-    fn schedstat_wait_is_the_second_field() {
-        assert_eq!(
-            parse_schedstat_wait_ns("80585495 19014831 616\n"),
-            Some(19014831)
-        );
-        assert_eq!(parse_schedstat_wait_ns("80585495\n"), None);
-        assert_eq!(parse_schedstat_wait_ns("1 -2 3"), None);
-        assert_eq!(parse_schedstat_wait_ns(""), None);
+    fn schedstat_is_run_time_then_wait_time() {
+        let want = RunTimes {
+            run_ns: 80585495,
+            delay_ns: 19014831,
+        };
+        assert_eq!(parse_schedstat("80585495 19014831 616\n"), Some(want));
+        for bad in ["80585495\n", "1 -2 3", ""] {
+            assert_eq!(parse_schedstat(bad), None, "{bad:?}");
+        }
     }
 }
