@@ -42,6 +42,7 @@ bench-parts:
 	$(CARGO) bench --locked --bench raft_core
 	$(CARGO) bench --locked --bench storage
 	$(CARGO) bench --locked --bench primes
+	$(CARGO) bench --locked --bench balancing_sim
 
 # The demo cluster: nodes A-E (nodes.txt), workers on 13337-13339, a daemon each.
 # scripts/cluster.sh holds the logic; pids and logs go to run/, data to data/.
