@@ -47,6 +47,7 @@ bench-parts: ## the Raft core, the storage and the worker benchmarked on their o
 	$(CARGO) bench --locked --bench raft_core
 	$(CARGO) bench --locked --bench storage
 	$(CARGO) bench --locked --bench primes
+	$(CARGO) bench --locked --bench balancing_sim
 
 # The demo cluster: nodes A-E (nodes.txt), workers on 13337-13339, a daemon each.
 # scripts/cluster.sh holds the logic; pids and logs go to run/, data to data/.

@@ -13,6 +13,8 @@
 //! - [`report`], [`status`]: the JSON a daemon sends and `/status` returns.
 //! - [`wire`]: the one place bincode is used: datagrams, commands, snapshots.
 //! - [`table`]: the replicated state machine: the load table and the note.
+//! - [`balance`]: the pure balancing policy: which server a prime request goes
+//!   to, from the agreed table and what this node observed of each server.
 //! - [`runtime`]: the threads around the core: UDP, the event loop, shared view.
 //! - [`client`]: HTTP calls with timeouts, and the `raftlb` commands.
 //! - [`daemon`]: the load daemon: /proc sampling, health check, reports.
@@ -25,6 +27,7 @@
 //! ARCHITECTURE.md at the root of the repository gives the bird's-eye view.
 
 pub mod auth;
+pub mod balance;
 pub mod client;
 pub mod daemon;
 pub mod http;

@@ -1,0 +1,486 @@
+//! A deterministic balancing simulator: servers as machines whose capacity
+//! changes over time, balancer nodes each with its own copy of the agreed load
+//! table (reports every interval, delivered late) and its own in-flight counts,
+//! and the same seeded arrivals replayed under each policy.
+//!
+//! The model:
+//! - A server is a machine with a CPU quota (`capacity`, in cores) and a
+//!   worker that computes at most `threads` requests at once (one thread per
+//!   request, as `raftlb-worker`); the rest wait, first come first served, not
+//!   runnable. The running threads and a neighbour's busy threads (`hog`) share
+//!   the quota equally (CFS within one cgroup), each at most one core:
+//!   processor sharing.
+//! - A daemon on each server reports every `report_interval_ms` what it saw
+//!   over the interval: `cpu`, the CPU used (worker and neighbour) in percent
+//!   of one core, so a throttled machine reports little; `wait`, the share of
+//!   its threads' runnable time spent not running. The report reaches each
+//!   node after a commit delay (up to `report_delay_ms`).
+//! - A request costs `work_ms` of one core; the node knows an estimate from
+//!   N. It reaches the server, and its answer the node, after `NETWORK_MS`.
+//! - Open loop: Poisson arrivals at a fraction of the scenario's capacity.
+//!   Closed loop: clients that send their next request as soon as the last
+//!   is answered. Five doors: arrivals spread over five nodes at random.
+//!
+//! Everything runs from one seed and no clock, so a run replays exactly.
+
+#![allow(dead_code)] // the bench and the test use different parts
+
+pub mod policies;
+pub mod scenarios;
+pub mod workload;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use raftlb::balance::Params;
+use raftlb::raft::Rng;
+
+use policies::{Kind, Policy, View};
+use workload::Request;
+
+/// One way between a node and a server, in ms.
+const NETWORK_MS: f64 = 0.1;
+
+/// A server's machine at the start, and later by `Change`s.
+#[derive(Clone, Copy, Debug)]
+pub struct Machine {
+    /// CPU quota in cores.
+    pub capacity: f64,
+    /// A neighbour's busy threads in the same cgroup.
+    pub hog: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub at_ms: f64,
+    pub server: usize,
+    pub machine: Machine,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    Closed {
+        clients: usize,
+    },
+    /// Poisson arrivals at this fraction of `Scenario::capacity_cores`.
+    Open {
+        utilization: f64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub machines: Vec<Machine>,
+    pub changes: Vec<Change>,
+    /// What the open loop's rate is a fraction of: the cores left to the
+    /// workers, averaged over the run.
+    pub capacity_cores: f64,
+    pub nodes: usize,
+    pub threads: usize,
+    pub report_interval_ms: f64,
+    pub report_delay_ms: f64,
+    pub duration_ms: f64,
+    /// Requests arriving before this are not counted.
+    pub warmup_ms: f64,
+    pub load: Load,
+}
+
+/// What one run of one policy measured.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Latencies (ms) of the requests that arrived after the warmup; those
+    /// still unanswered at the end count with their age then.
+    pub latencies_ms: Vec<f64>,
+    pub answered: u64,
+    pub seconds: f64,
+    /// Requests sent to each server.
+    pub sent: Vec<u64>,
+    /// (arrival ms, server) of every counted request, for shares over time.
+    pub choices: Vec<(f64, usize)>,
+}
+
+impl Outcome {
+    pub fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        percentile_of_sorted(&sorted, p)
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.answered as f64 / self.seconds
+    }
+
+    /// Adds another seed's run of the same scenario and policy.
+    pub fn merge(&mut self, other: Outcome) {
+        self.latencies_ms.extend(other.latencies_ms);
+        self.answered += other.answered;
+        self.seconds += other.seconds;
+        for (a, b) in self.sent.iter_mut().zip(other.sent) {
+            *a += b;
+        }
+        self.choices.extend(other.choices);
+    }
+}
+
+pub fn percentile_of_sorted(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Job {
+    request: usize,
+    remaining_ms: f64,
+}
+
+struct Server {
+    machine: Machine,
+    threads: usize,
+    running: Vec<Job>,
+    waiting: VecDeque<Job>,
+    /// Since the last report: core-ms used, thread-ms runnable, thread-ms
+    /// runnable but not running.
+    used: f64,
+    runnable: f64,
+    not_running: f64,
+}
+
+impl Server {
+    /// Cores each runnable thread gets.
+    fn rate(&self) -> f64 {
+        let threads = self.running.len() as f64 + self.machine.hog;
+        if threads == 0.0 {
+            0.0
+        } else {
+            (self.machine.capacity / threads).min(1.0)
+        }
+    }
+
+    fn advance(&mut self, dt: f64) {
+        let rate = self.rate();
+        for job in &mut self.running {
+            job.remaining_ms -= rate * dt;
+        }
+        let threads = self.running.len() as f64 + self.machine.hog;
+        self.used += rate * threads * dt;
+        self.runnable += threads * dt;
+        self.not_running += threads * (1.0 - rate) * dt;
+    }
+
+    fn next_completion(&self, now: f64) -> f64 {
+        let rate = self.rate();
+        self.running
+            .iter()
+            .map(|j| now + j.remaining_ms.max(0.0) / rate)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn admit(&mut self, job: Job) {
+        if self.running.len() < self.threads {
+            self.running.push(job);
+        } else {
+            self.waiting.push_back(job);
+        }
+    }
+
+    /// Removes the jobs done; returns their requests.
+    fn complete(&mut self) -> Vec<usize> {
+        let mut done = Vec::new();
+        self.running.retain(|j| {
+            let finished = j.remaining_ms <= 1e-9;
+            if finished {
+                done.push(j.request);
+            }
+            !finished
+        });
+        while self.running.len() < self.threads {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.running.push(job);
+        }
+        done
+    }
+
+    /// The daemon's report over the last `interval_ms`: (cpu, wait).
+    fn report(&mut self, interval_ms: f64) -> (f64, f64) {
+        let cpu = (100.0 * self.used / interval_ms).min(100.0);
+        let wait = if self.runnable > 0.0 {
+            100.0 * self.not_running / self.runnable
+        } else {
+            0.0
+        };
+        self.used = 0.0;
+        self.runnable = 0.0;
+        self.not_running = 0.0;
+        (cpu, wait)
+    }
+}
+
+enum Event {
+    /// A request arrives at its node.
+    Arrive(usize),
+    /// A request reaches its server.
+    AtServer(usize),
+    /// A request's answer reaches its node.
+    Answer(usize),
+    /// A server's daemon samples and sends its report.
+    Report(usize),
+    /// A report is applied on one node: (node, server, cpu, wait).
+    Apply(usize, usize, f64, f64),
+    Change(usize),
+}
+
+struct InFlight {
+    request: Request,
+    arrived_ms: f64,
+    sent_ms: f64,
+    server: usize,
+    /// The closed-loop client that sent it.
+    client: Option<usize>,
+}
+
+/// The state of one run.
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    now: f64,
+    events: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    payloads: Vec<Option<Event>>,
+    servers: Vec<Server>,
+    views: Vec<Vec<View>>,
+    policies: Vec<Box<dyn Policy>>,
+    requests: Vec<InFlight>,
+    done: Vec<bool>,
+    clients: Vec<workload::Client>,
+    rng: Rng,
+    outcome: Outcome,
+}
+
+/// Runs `scenario` under `kind` with the arrivals of `seed`.
+pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outcome {
+    let servers = scenario.machines.len();
+    let mut sim = Sim {
+        scenario,
+        now: 0.0,
+        events: BinaryHeap::new(),
+        payloads: Vec::new(),
+        servers: scenario
+            .machines
+            .iter()
+            .map(|&machine| Server {
+                machine,
+                threads: scenario.threads,
+                running: Vec::new(),
+                waiting: VecDeque::new(),
+                used: 0.0,
+                runnable: 0.0,
+                not_running: 0.0,
+            })
+            .collect(),
+        views: vec![vec![View::default(); servers]; scenario.nodes],
+        policies: (0..scenario.nodes)
+            .map(|node| kind.make(node, servers, seed, params))
+            .collect(),
+        requests: Vec::new(),
+        done: Vec::new(),
+        clients: Vec::new(),
+        rng: Rng::new(seed ^ 0x5eed),
+        outcome: Outcome {
+            latencies_ms: Vec::new(),
+            answered: 0,
+            seconds: (scenario.duration_ms - scenario.warmup_ms) / 1000.0,
+            sent: vec![0; servers],
+            choices: Vec::new(),
+        },
+    };
+    sim.schedule_start(seed);
+    sim.run_to_end();
+    sim.outcome
+}
+
+impl Sim<'_> {
+    fn at(&mut self, t: f64, event: Event) {
+        let seq = self.payloads.len();
+        self.payloads.push(Some(event));
+        // Non-negative f64s order as their bits do.
+        self.events
+            .push(Reverse((t.max(0.0).to_bits(), seq as u64, seq)));
+    }
+
+    fn schedule_start(&mut self, seed: u64) {
+        let s = self.scenario;
+        let servers = s.machines.len();
+        match s.load {
+            Load::Open { utilization } => {
+                let rate_per_ms = utilization * s.capacity_cores / workload::mean_work_ms();
+                for (t, request) in
+                    workload::open_arrivals(seed, rate_per_ms, s.duration_ms, s.nodes)
+                {
+                    let id = self.new_request(request, t, None);
+                    self.at(t, Event::Arrive(id));
+                }
+            }
+            Load::Closed { clients } => {
+                for c in 0..clients {
+                    self.clients.push(workload::Client::new(seed, c, s.nodes));
+                    self.client_sends(c, c as f64 * 0.01);
+                }
+            }
+        }
+        for server in 0..servers {
+            let phase = workload::uniform(&mut self.rng) * s.report_interval_ms;
+            self.at(phase, Event::Report(server));
+        }
+        for (i, change) in s.changes.iter().enumerate() {
+            self.at(change.at_ms, Event::Change(i));
+        }
+    }
+
+    fn new_request(&mut self, request: Request, t: f64, client: Option<usize>) -> usize {
+        self.requests.push(InFlight {
+            request,
+            arrived_ms: t,
+            sent_ms: t,
+            server: 0,
+            client,
+        });
+        self.done.push(false);
+        self.requests.len() - 1
+    }
+
+    fn client_sends(&mut self, client: usize, t: f64) {
+        let request = self.clients[client].next();
+        let id = self.new_request(request, t, Some(client));
+        self.at(t, Event::Arrive(id));
+    }
+
+    fn run_to_end(&mut self) {
+        let end = self.scenario.duration_ms;
+        loop {
+            let next_event = self
+                .events
+                .peek()
+                .map_or(f64::INFINITY, |Reverse((bits, _, _))| f64::from_bits(*bits));
+            let (next_done, server) = self
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.next_completion(self.now), i))
+                .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
+            let t = next_event.min(next_done);
+            if t > end {
+                break;
+            }
+            for s in &mut self.servers {
+                s.advance(t - self.now);
+            }
+            self.now = t;
+            if next_done <= next_event {
+                self.complete(server);
+            } else {
+                let Reverse((_, _, slot)) = self.events.pop().expect("peeked");
+                let event = self.payloads[slot].take().expect("each event once");
+                self.handle(event);
+            }
+        }
+        self.count_unanswered(end);
+    }
+
+    fn complete(&mut self, server: usize) {
+        let servers = &mut self.servers[server];
+        // Jobs whose remaining work rounds to zero now.
+        for job in &mut servers.running {
+            if job.remaining_ms < 1e-7 {
+                job.remaining_ms = 0.0;
+            }
+        }
+        for request in servers.complete() {
+            self.at(self.now + NETWORK_MS, Event::Answer(request));
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Arrive(id) => self.dispatch(id),
+            Event::AtServer(id) => {
+                let work = self.requests[id].request.work_ms;
+                let server = self.requests[id].server;
+                self.servers[server].admit(Job {
+                    request: id,
+                    remaining_ms: work,
+                });
+            }
+            Event::Answer(id) => self.answer(id),
+            Event::Report(server) => {
+                let interval = self.scenario.report_interval_ms;
+                let (cpu, wait) = self.servers[server].report(interval);
+                // One commit delay for the report, a little more on each node.
+                let commit =
+                    self.now + self.scenario.report_delay_ms * workload::uniform(&mut self.rng);
+                for node in 0..self.scenario.nodes {
+                    let apply = commit + 5.0 * workload::uniform(&mut self.rng);
+                    self.at(apply, Event::Apply(node, server, cpu, wait));
+                }
+                self.at(self.now + interval, Event::Report(server));
+            }
+            Event::Apply(node, server, cpu, wait) => {
+                self.views[node][server] = View {
+                    cpu,
+                    wait,
+                    applied_at_ms: self.now,
+                };
+            }
+            Event::Change(i) => {
+                let change = &self.scenario.changes[i];
+                self.servers[change.server].machine = change.machine;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, id: usize) {
+        let now = self.now;
+        let request = self.requests[id].request;
+        let node = request.node;
+        let policy = &mut self.policies[node];
+        let server = policy.choose(&self.views[node], request.cost_estimate_ms, now);
+        policy.started(id as u64, server, request.cost_estimate_ms, now);
+        let r = &mut self.requests[id];
+        r.server = server;
+        r.sent_ms = now;
+        if r.arrived_ms >= self.scenario.warmup_ms {
+            self.outcome.sent[server] += 1;
+            self.outcome.choices.push((r.arrived_ms, server));
+        }
+        self.at(now + NETWORK_MS, Event::AtServer(id));
+    }
+
+    fn answer(&mut self, id: usize) {
+        let now = self.now;
+        self.done[id] = true;
+        let r = &self.requests[id];
+        let (node, server, client) = (r.request.node, r.server, r.client);
+        self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
+        if r.arrived_ms >= self.scenario.warmup_ms {
+            self.outcome.latencies_ms.push(now - r.arrived_ms);
+        }
+        if now >= self.scenario.warmup_ms {
+            self.outcome.answered += 1;
+        }
+        if let Some(c) = client {
+            self.client_sends(c, now);
+        }
+    }
+
+    /// Requests still unanswered at the end count with their age: a policy
+    /// that left a queue growing is not rewarded for it.
+    fn count_unanswered(&mut self, end: f64) {
+        for (r, done) in self.requests.iter().zip(&self.done) {
+            if !done && r.arrived_ms >= self.scenario.warmup_ms && r.arrived_ms <= end {
+                self.outcome.latencies_ms.push(end - r.arrived_ms);
+            }
+        }
+    }
+}

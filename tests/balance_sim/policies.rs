@@ -1,0 +1,207 @@
+//! The policies compared, each one instance per balancer node with that node's
+//! own counts: round robin, least connections, power of two choices on
+//! connections, raftlb's choice before issue 13 (lowest `cpu + wait` plus
+//! in-flight points), and raftlb's policy (`raftlb::balance`).
+
+use std::collections::BTreeMap;
+
+use raftlb::balance::{Balancer, Candidate, Params, Ticket};
+use raftlb::raft::Rng;
+
+/// What a node's copy of the agreed table says of one server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct View {
+    pub cpu: f64,
+    pub wait: f64,
+    /// When this node applied the report, in ms.
+    pub applied_at_ms: f64,
+}
+
+pub trait Policy {
+    /// The server a request of `cost` goes to.
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize;
+    fn started(&mut self, request: u64, server: usize, cost: f64, now_ms: f64);
+    fn finished(&mut self, request: u64, server: usize, service_ms: f64, now_ms: f64);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    RoundRobin,
+    LeastConn,
+    P2c,
+    Today,
+    Raftlb,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::RoundRobin,
+        Kind::LeastConn,
+        Kind::P2c,
+        Kind::Today,
+        Kind::Raftlb,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::RoundRobin => "roundrobin",
+            Kind::LeastConn => "leastconn",
+            Kind::P2c => "p2c(conn)",
+            Kind::Today => "cpu+wait(old)",
+            Kind::Raftlb => "raftlb",
+        }
+    }
+
+    pub fn make(self, node: usize, servers: usize, seed: u64, params: &Params) -> Box<dyn Policy> {
+        let seed = seed ^ (node as u64 + 1).wrapping_mul(0x9E37_79B9);
+        match self {
+            Kind::RoundRobin => Box::new(RoundRobin {
+                next: node % servers,
+            }),
+            Kind::LeastConn => Box::new(LeastConn {
+                conns: vec![0; servers],
+                next: node % servers,
+            }),
+            Kind::P2c => Box::new(P2c {
+                conns: vec![0; servers],
+                rng: Rng::new(seed),
+            }),
+            Kind::Today => Box::new(Today {
+                points: vec![0.0; servers],
+                costs: BTreeMap::new(),
+            }),
+            Kind::Raftlb => Box::new(Raftlb {
+                balancer: Balancer::new(params.clone(), seed),
+                ids: (0..servers).map(|i| format!("s{i}")).collect(),
+                tickets: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+struct RoundRobin {
+    next: usize,
+}
+
+impl Policy for RoundRobin {
+    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+        let chosen = self.next % views.len();
+        self.next = chosen + 1;
+        chosen
+    }
+    fn started(&mut self, _: u64, _: usize, _: f64, _: f64) {}
+    fn finished(&mut self, _: u64, _: usize, _: f64, _: f64) {}
+}
+
+/// HAProxy `leastconn` / nginx `least_conn`: fewest of this node's requests in
+/// flight, ties in turn.
+struct LeastConn {
+    conns: Vec<u32>,
+    next: usize,
+}
+
+impl Policy for LeastConn {
+    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+        let n = self.conns.len();
+        let least = *self.conns.iter().min().expect("servers");
+        let chosen = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| self.conns[i] == least)
+            .expect("a least one");
+        self.next = chosen + 1;
+        chosen
+    }
+    fn started(&mut self, _: u64, server: usize, _: f64, _: f64) {
+        self.conns[server] += 1;
+    }
+    fn finished(&mut self, _: u64, server: usize, _: f64, _: f64) {
+        self.conns[server] -= 1;
+    }
+}
+
+/// HAProxy `random(2)`: two servers at random, the one with fewer in flight.
+struct P2c {
+    conns: Vec<u32>,
+    rng: Rng,
+}
+
+impl Policy for P2c {
+    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+        let n = self.conns.len() as u64;
+        let a = self.rng.range(0, n) as usize;
+        let b = (a + 1 + self.rng.range(0, n - 1) as usize) % n as usize;
+        if self.conns[b] < self.conns[a] {
+            b
+        } else {
+            a
+        }
+    }
+    fn started(&mut self, _: u64, server: usize, _: f64, _: f64) {
+        self.conns[server] += 1;
+    }
+    fn finished(&mut self, _: u64, server: usize, _: f64, _: f64) {
+        self.conns[server] -= 1;
+    }
+}
+
+/// raftlb before issue 13 (`LoadTable::candidates` with
+/// `server::prime::in_flight_points`): lowest `cpu + wait` plus this node's
+/// in-flight points, ties by id.
+struct Today {
+    points: Vec<f64>,
+    costs: BTreeMap<u64, f64>,
+}
+
+fn in_flight_points(cost_ms: f64) -> f64 {
+    10.0 * (1.0 + (1.0 + cost_ms).log10())
+}
+
+impl Policy for Today {
+    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+        (0..views.len())
+            .min_by(|&a, &b| {
+                let load = |i: usize| views[i].cpu + views[i].wait + self.points[i];
+                load(a).total_cmp(&load(b))
+            })
+            .expect("servers")
+    }
+    fn started(&mut self, request: u64, server: usize, cost: f64, _: f64) {
+        self.points[server] += in_flight_points(cost);
+        self.costs.insert(request, cost);
+    }
+    fn finished(&mut self, request: u64, server: usize, _: f64, _: f64) {
+        let cost = self.costs.remove(&request).expect("started");
+        self.points[server] -= in_flight_points(cost);
+    }
+}
+
+struct Raftlb {
+    balancer: Balancer,
+    ids: Vec<String>,
+    tickets: BTreeMap<u64, Ticket>,
+}
+
+impl Policy for Raftlb {
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize {
+        let candidates: Vec<Candidate> = views
+            .iter()
+            .zip(&self.ids)
+            .map(|(v, id)| Candidate {
+                id,
+                alive: true,
+                cpu: v.cpu,
+                wait: v.wait,
+                report_age_ms: now_ms - v.applied_at_ms,
+            })
+            .collect();
+        self.balancer.rank(&candidates, cost, now_ms)[0]
+    }
+    fn started(&mut self, request: u64, server: usize, cost: f64, _: f64) {
+        let ticket = self.balancer.started(&self.ids[server], cost);
+        self.tickets.insert(request, ticket);
+    }
+    fn finished(&mut self, request: u64, _: usize, service_ms: f64, now_ms: f64) {
+        let ticket = self.tickets.remove(&request).expect("started");
+        self.balancer.finished(ticket, service_ms, true, now_ms);
+    }
+}

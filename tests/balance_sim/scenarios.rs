@@ -1,0 +1,166 @@
+//! The scenarios of issue 13, as the simulator runs them, and the table of
+//! every policy's results on the same arrivals.
+
+use raftlb::balance::Params;
+
+use super::policies::Kind;
+use super::{run, Change, Load, Machine, Outcome, Scenario};
+
+const FULL: Machine = Machine {
+    capacity: 1.0,
+    hog: 0.0,
+};
+/// A machine whose quota was cut to a quarter.
+const WEAK: Machine = Machine {
+    capacity: 0.25,
+    hog: 0.0,
+};
+/// A machine with a neighbour's two busy threads in its cgroup: it takes a
+/// third to two thirds of the quota, by how many requests run beside it.
+const NOISY: Machine = Machine {
+    capacity: 1.0,
+    hog: 2.0,
+};
+
+/// Closed-loop clients, as in the issue's first measurement.
+pub const CLIENTS: usize = 32;
+/// The open loop's rate, as a fraction of capacity.
+pub const UTILIZATION: f64 = 0.7;
+
+/// How long a run lasts, and how much of its start is not counted.
+#[derive(Clone, Copy, Debug)]
+pub struct Length {
+    pub duration_ms: f64,
+    pub warmup_ms: f64,
+}
+
+pub const BENCH: Length = Length {
+    duration_ms: 30_000.0,
+    warmup_ms: 2_000.0,
+};
+
+fn scenario(
+    name: &'static str,
+    machines: Vec<Machine>,
+    capacity_cores: f64,
+    length: Length,
+) -> Scenario {
+    Scenario {
+        name,
+        machines,
+        changes: Vec::new(),
+        capacity_cores,
+        nodes: 1,
+        // raftlb-worker's default on a 2-core host: 2 per CPU, at least 4.
+        threads: 4,
+        report_interval_ms: 1000.0,
+        report_delay_ms: 100.0,
+        duration_ms: length.duration_ms,
+        warmup_ms: length.warmup_ms,
+        load: Load::Closed { clients: CLIENTS },
+    }
+}
+
+/// The five scenarios, each closed-loop and open-loop.
+pub fn all(length: Length) -> Vec<Scenario> {
+    let even = scenario("even", vec![FULL, FULL, FULL], 3.0, length);
+    let weak = scenario("weak", vec![WEAK, FULL, FULL], 2.25, length);
+    // The neighbour takes about half of its machine.
+    let noisy = scenario("noisy", vec![NOISY, FULL, FULL], 2.5, length);
+    let mut shift = scenario("shift", vec![FULL, FULL, NOISY], 2.5, length);
+    let half = length.duration_ms / 2.0;
+    shift.changes = vec![
+        Change {
+            at_ms: half,
+            server: 2,
+            machine: FULL,
+        },
+        Change {
+            at_ms: half,
+            server: 0,
+            machine: NOISY,
+        },
+    ];
+    let mut five_doors = scenario("5 doors", vec![WEAK, FULL, FULL], 2.25, length);
+    five_doors.nodes = 5;
+    let mut out = Vec::new();
+    for s in [even, weak, noisy, shift, five_doors] {
+        out.push(s.clone());
+        out.push(Scenario {
+            load: Load::Open {
+                utilization: UTILIZATION,
+            },
+            ..s
+        });
+    }
+    out
+}
+
+pub fn load_name(load: Load) -> String {
+    match load {
+        Load::Closed { clients } => format!("closed {clients}"),
+        Load::Open { utilization } => format!("open {:.0}%", utilization * 100.0),
+    }
+}
+
+/// One row of the table: a scenario under one policy, over every seed.
+pub struct Row {
+    pub scenario: String,
+    pub load: String,
+    pub policy: &'static str,
+    pub outcome: Outcome,
+}
+
+pub fn run_seeds(scenario: &Scenario, kind: Kind, seeds: &[u64], params: &Params) -> Outcome {
+    let mut merged: Option<Outcome> = None;
+    for &seed in seeds {
+        let outcome = run(scenario, kind, seed, params);
+        match &mut merged {
+            Some(m) => m.merge(outcome),
+            None => merged = Some(outcome),
+        }
+    }
+    merged.expect("at least one seed")
+}
+
+pub fn rows(scenarios: &[Scenario], seeds: &[u64], params: &Params) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for s in scenarios {
+        for kind in Kind::ALL {
+            rows.push(Row {
+                scenario: s.name.to_string(),
+                load: load_name(s.load),
+                policy: kind.name(),
+                outcome: run_seeds(s, kind, seeds, params),
+            });
+        }
+    }
+    rows
+}
+
+pub fn print(rows: &[Row]) {
+    println!(
+        "{:<8} {:<10} {:<14} {:>8} {:>8} {:>8} {:>8}  share per server",
+        "scenario", "load", "policy", "req/s", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    for r in rows {
+        let total: u64 = r.outcome.sent.iter().sum();
+        let shares: Vec<String> = r
+            .outcome
+            .sent
+            .iter()
+            .map(|&n| format!("{:.0}%", 100.0 * n as f64 / total.max(1) as f64))
+            .collect();
+        println!(
+            "{:<8} {:<10} {:<14} {:>8.0} {:>8.1} {:>8.1} {:>8.1}  {}",
+            r.scenario,
+            r.load,
+            r.policy,
+            r.outcome.throughput(),
+            r.outcome.percentile(50.0),
+            r.outcome.percentile(99.0),
+            r.outcome.percentile(99.9),
+            shares.join("/")
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The balancing simulator's scenarios (tests/balance_sim), short and seeded:
+//! raftlb's policy must be ahead of least connections and of power of two
+//! choices in every scenario where load matters, and no worse than the best
+//! reference on even machines. This compares simulated time, not the wall
+//! clock, so it is deterministic and no timing assertion of the machine.
+
+mod balance_sim;
+
+use balance_sim::policies::Kind;
+use balance_sim::scenarios::{self, Length};
+use raftlb::balance::Params;
+
+const SEEDS: [u64; 2] = [11, 12];
+const LENGTH: Length = Length {
+    duration_ms: 20_000.0,
+    warmup_ms: 2_000.0,
+};
+
+/// raftlb's p99 over the better of leastconn's and P2C's that each scenario
+/// must stay under. The weak machine (alone and behind five doors) is where
+/// measured speed matters most; a noisy neighbour takes a third to two thirds
+/// of one machine, which least connections already half-sees through the
+/// slower answers, so the margin there is small (3-4 % closed loop, about 10 %
+/// open loop, at the time of writing). Even machines: no worse
+/// than the best reference (round robin included) but for noise.
+fn required_ratio(scenario: &str) -> f64 {
+    match scenario {
+        "weak" | "5 doors" => 0.8,
+        "noisy" | "shift" => 0.99,
+        "even" => 1.05,
+        other => panic!("no threshold for scenario {other}"),
+    }
+}
+
+#[test]
+fn raftlb_policy_beats_leastconn_and_p2c_on_p99_in_every_scenario() {
+    let params = Params::default();
+    let mut failures = Vec::new();
+    let all = scenarios::all(LENGTH);
+    let mut rows = Vec::new();
+    for s in &all {
+        let p99 = |kind| scenarios::run_seeds(s, kind, &SEEDS, &params).percentile(99.0);
+        let raftlb = p99(Kind::Raftlb);
+        let mut best = p99(Kind::LeastConn).min(p99(Kind::P2c));
+        if s.name == "even" {
+            best = best.min(p99(Kind::RoundRobin));
+        }
+        let ratio = raftlb / best;
+        let load = scenarios::load_name(s.load);
+        rows.push(format!(
+            "{:<8} {:<10} raftlb p99 {raftlb:7.1} ms, best reference {best:7.1} ms, ratio {ratio:.2} (required <= {:.2})",
+            s.name,
+            load,
+            required_ratio(s.name)
+        ));
+        if ratio > required_ratio(s.name) {
+            failures.push(format!("{} {load}: ratio {ratio:.2}", s.name));
+        }
+    }
+    println!("{}", rows.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        rows.join("\n")
+    );
+}
+
+#[test]
+fn a_run_replays_exactly_from_its_seed() {
+    let s = &scenarios::all(Length {
+        duration_ms: 3_000.0,
+        warmup_ms: 500.0,
+    })[2];
+    let a = balance_sim::run(s, Kind::Raftlb, 5, &Params::default());
+    let b = balance_sim::run(s, Kind::Raftlb, 5, &Params::default());
+    assert_eq!(a.latencies_ms, b.latencies_ms);
+    assert_eq!(a.sent, b.sent);
+}
