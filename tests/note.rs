@@ -78,6 +78,19 @@ fn a_note_written_on_a_follower_is_read_back_exactly_on_every_node() {
     for i in 0..5 {
         assert_eq!(read(&cluster, i).body, "from the form ✓\n", "node {i}");
     }
+    // A browser's form submission (it asks for HTML) is sent back to the page.
+    let port = cluster.ports[other];
+    let head = format!(
+        "POST /note HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Origin: http://127.0.0.1:{port}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+    );
+    let (status, answer) = raw(&cluster, other, &head, b"textareaData=from+a+browser");
+    assert_eq!(status, 303, "{answer}");
+    assert!(answer.contains("\r\nLocation: /\r\n"), "{answer}");
+    assert!(answer.contains("X-Raftlb-Index: "), "{answer}");
+    assert_eq!(read(&cluster, follower).body, "from a browser");
     let empty = put(&cluster, leader, b"");
     assert_eq!(empty.code, 200);
     assert_eq!(read(&cluster, follower).body, "");

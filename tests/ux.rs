@@ -106,6 +106,13 @@ fn status_says_who_leads_and_no_leader_with_three_of_five_down_exits_1() {
     assert!(said.starts_with(&node_a), "{said}");
     let server = format!("ms; server {} computed it\n", Cluster::server_id(0));
     assert!(said.ends_with(&server), "{said}");
+    // Node A's /metrics times that forward in its server's histogram.
+    let (_, metrics, _) = support::get(&cluster.url(0, "/metrics")).expect("/metrics");
+    let count = format!(
+        "raftlb_forward_seconds_count{{server=\"{}\"}} 1",
+        Cluster::server_id(0)
+    );
+    assert!(metrics.contains(&count), "{metrics}");
 
     // Three down (the leader among them): the survivors elect no one.
     let survivors: Vec<usize> = (0..5).filter(|i| *i != leader).take(2).collect();

@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 
 use super::{connection, BindError, Cap, Event, Limits, Service};
 
+/// The accept queue's length. With std's 128, a flood of a thousand
+/// connections (the benchmark's slowloris) filled it faster than the accept
+/// loop could refuse them: the kernel dropped new clients' SYNs, which cost an
+/// honest client a 1 s retransmission. Refusing beyond the caps is cheap; the
+/// queue only has to hold a burst.
+pub const LISTEN_BACKLOG: i32 = 1024;
 /// How often the accept loop looks at the stop flag while no one connects.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// The pause after `accept` or a thread start failed for lack of resources:
@@ -53,9 +59,11 @@ pub fn bind(addr: &str) -> Result<Listener, BindError> {
         source,
     };
     let inner = TcpListener::bind(addr).map_err(failed)?;
-    socket2::SockRef::from(&inner)
-        .set_read_timeout(Some(ACCEPT_POLL))
-        .map_err(failed)?;
+    let socket = socket2::SockRef::from(&inner);
+    // Linux lets a listening socket's backlog be set again: std's 128 is
+    // raised (the kernel caps it at net.core.somaxconn).
+    socket.listen(LISTEN_BACKLOG).map_err(failed)?;
+    socket.set_read_timeout(Some(ACCEPT_POLL)).map_err(failed)?;
     let local = inner.local_addr().map_err(failed)?;
     Ok(Listener { inner, addr: local })
 }

@@ -163,6 +163,24 @@ fn bind_on_a_taken_port_says_address_in_use() {
 }
 
 #[test]
+fn the_accept_queue_holds_a_burst_of_connections_before_any_is_accepted() {
+    // Bound but not served: nothing accepts, so every connection waits in
+    // the kernel's queue. With std's backlog of 128 the 130th connect hangs
+    // (its SYN dropped, retried after 1 s) and times out here.
+    let listener = bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr();
+    let burst = 512;
+    let mut held = Vec::with_capacity(burst);
+    for i in 0..burst {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => held.push(stream),
+            Err(e) => panic!("connection {i} of {burst} was not queued: {e}"),
+        }
+    }
+    assert_eq!(held.len(), burst);
+}
+
+#[test]
 fn error_reason_stays_on_one_line() {
     assert_eq!(error(400, "bad\r\nthing").body(), b"bad  thing\n");
 }

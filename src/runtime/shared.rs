@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::udp::Outbound;
 use crate::auth::Auth;
@@ -237,8 +237,8 @@ pub struct Metrics {
     pub note_unavailable: AtomicU64,
     /// HTTP answers by status code.
     pub responses: Mutex<BTreeMap<u16, u64>>,
-    /// Prime requests forwarded, by server: (answered, failed).
-    pub forwards: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Prime requests forwarded, by server: counts and latency histogram.
+    pub forwards: Mutex<BTreeMap<String, Forwards>>,
     /// Connections refused beyond the total cap, and beyond the per-source cap.
     pub http_refused_total_cap: AtomicU64,
     pub http_refused_per_source_cap: AtomicU64,
@@ -281,16 +281,42 @@ impl Metrics {
         Metrics::add(counter);
     }
 
-    pub fn count_forward(&self, server: &str, ok: bool) {
+    /// One forward to `server`: whether it answered, and how long it took
+    /// (connect to last byte, failures included).
+    pub fn count_forward(&self, server: &str, ok: bool, took: Duration) {
         let mut map = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: only servers from the table (at most MAX_SERVERS) are forwarded to.
-        let entry = map.entry(server.to_string()).or_insert((0, 0));
+        let entry = map.entry(server.to_string()).or_default();
         if ok {
-            entry.0 += 1;
+            entry.ok += 1;
         } else {
-            entry.1 += 1;
+            entry.failed += 1;
         }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        entry.micros_sum = entry.micros_sum.saturating_add(micros);
+        let bucket = FORWARD_BUCKETS_SECONDS
+            .iter()
+            .position(|le| took.as_secs_f64() <= *le)
+            .unwrap_or(FORWARD_BUCKETS_SECONDS.len());
+        entry.buckets[bucket] += 1;
     }
+}
+
+/// The upper bounds of `raftlb_forward_seconds`' buckets: from a small prime
+/// (about a millisecond) to the largest N's budget.
+pub const FORWARD_BUCKETS_SECONDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// What one server's forwards came to.
+#[derive(Clone, Default, Debug)]
+pub struct Forwards {
+    pub ok: u64,
+    pub failed: u64,
+    /// Per bucket of [`FORWARD_BUCKETS_SECONDS`] (not cumulative), the last
+    /// one over the largest bound.
+    pub buckets: [u64; FORWARD_BUCKETS_SECONDS.len() + 1],
+    pub micros_sum: u64,
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! `GET /metrics` in the Prometheus text format.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::http::{self, Reply};
 use crate::raft::Role;
-use crate::runtime::shared::Shared;
+use crate::runtime::shared::{Forwards, Shared, FORWARD_BUCKETS_SECONDS};
 
 pub fn reply(shared: &Shared) -> Reply {
     http::text(200, render(shared))
@@ -181,7 +182,7 @@ pub fn render(shared: &Shared) -> String {
     // Every server of the table has its series from the start, at 0, so a rate
     // over the first requests is right and a server never chosen shows as such.
     for (server, _) in shared.table().servers() {
-        forwards.entry(server.clone()).or_insert((0, 0));
+        forwards.entry(server.clone()).or_default();
     }
     let label = |server: &str, result: &str| {
         format!(
@@ -195,10 +196,38 @@ pub fn render(shared: &Shared) -> String {
         "Prime requests forwarded, by server and result.",
         forwards
             .iter()
-            .flat_map(|(s, (ok, failed))| [(label(s, "ok"), *ok), (label(s, "failed"), *failed)])
+            .flat_map(|(s, f)| [(label(s, "ok"), f.ok), (label(s, "failed"), f.failed)])
             .collect(),
     );
+    forward_histogram(&mut out, &forwards);
     out
+}
+
+/// `raftlb_forward_seconds`: how long each server took to answer a forward
+/// (failures included), as a Prometheus histogram per server.
+fn forward_histogram(out: &mut String, forwards: &BTreeMap<String, Forwards>) {
+    let name = "raftlb_forward_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time a forwarded prime request took, by server (connect to answer, failures included).\n# TYPE {name} histogram"
+    );
+    for (server, f) in forwards {
+        let server = escape_label(server);
+        let mut cumulative = 0;
+        for (i, count) in f.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = FORWARD_BUCKETS_SECONDS
+                .get(i)
+                .map_or("+Inf".to_string(), |le| le.to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{server=\"{server}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = f.micros_sum as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{server=\"{server}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{server=\"{server}\"}} {cumulative}");
+    }
 }
 
 /// Label values are escaped as the text format requires (server ids come
@@ -208,4 +237,36 @@ fn escape_label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::shared::Metrics;
+    use std::time::Duration;
+
+    #[test]
+    fn the_forward_histogram_is_cumulative_per_server_with_sum_and_count() {
+        let metrics = Metrics::default();
+        metrics.count_forward("s1", true, Duration::from_micros(800));
+        metrics.count_forward("s1", true, Duration::from_millis(30));
+        metrics.count_forward("s1", false, Duration::from_secs(11));
+        metrics.count_forward("s\"2", true, Duration::from_millis(2));
+        let forwards = metrics.forwards.lock().expect("not poisoned").clone();
+        let mut out = String::new();
+        forward_histogram(&mut out, &forwards);
+        for line in [
+            "# TYPE raftlb_forward_seconds histogram",
+            "raftlb_forward_seconds_bucket{server=\"s1\",le=\"0.001\"} 1",
+            "raftlb_forward_seconds_bucket{server=\"s1\",le=\"0.025\"} 1",
+            "raftlb_forward_seconds_bucket{server=\"s1\",le=\"0.05\"} 2",
+            "raftlb_forward_seconds_bucket{server=\"s1\",le=\"10\"} 2",
+            "raftlb_forward_seconds_bucket{server=\"s1\",le=\"+Inf\"} 3",
+            "raftlb_forward_seconds_sum{server=\"s1\"} 11.0308",
+            "raftlb_forward_seconds_count{server=\"s1\"} 3",
+            "raftlb_forward_seconds_bucket{server=\"s\\\"2\",le=\"0.0025\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+        }
+    }
 }

@@ -78,9 +78,34 @@ pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
         _ => read_form(request),
     };
     match text {
+        Ok(text) if request.method() == "POST" && wants_html(request) => {
+            back_to_the_page(write(node, text))
+        }
         Ok(text) => write(node, text),
         Err(reply) => reply,
     }
+}
+
+/// Whether the client asked for a page (a browser's form submission sends
+/// `Accept: text/html,...`; curl and the CLI do not).
+fn wants_html(request: &Request) -> bool {
+    request
+        .header("Accept")
+        .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
+}
+
+/// A saved form write sends the browser back to the page (303 See Other, so a
+/// reload does not post the form again); an error stays as it is, its one-line
+/// reason shown to the person.
+fn back_to_the_page(reply: Reply) -> Reply {
+    if reply.status_code() != 200 {
+        return reply;
+    }
+    let mut see_other = http::with_header(http::text(303, "saved; see /\n"), "Location", "/");
+    if let Some(index) = reply.header(INDEX_HEADER) {
+        see_other = http::with_header(see_other, INDEX_HEADER, index);
+    }
+    see_other
 }
 
 fn read(node: &NodeHttp) -> Reply {

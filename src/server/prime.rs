@@ -125,8 +125,9 @@ fn forward(node: &NodeHttp, n: u64) -> Reply {
         let _in_flight = guard
             .take()
             .unwrap_or_else(|| shared.in_flight.start(server, points));
+        let started = Instant::now();
         let result = node.forwarder.ask(url, n, left);
-        shared.metrics.count_forward(server, result.is_ok());
+        (shared.metrics).count_forward(server, result.is_ok(), started.elapsed());
         if let Err(reason) = &result {
             log::debug!("server {server} failed for n={n}: {reason}");
         }
