@@ -66,6 +66,58 @@ fn page_saves_a_note_from_a_follower_and_shows_a_new_leader_within_2s() {
     }
 
     no_leader_said_and_save_retried_until_one_is_back(&browser, &mut cluster, other, &text);
+    page_fails_over_while_its_node_is_down_and_comes_back(&browser, &mut cluster, other, &text);
+}
+
+/// SIGKILLs the page's own node: the page must go on through another node
+/// (naming it), save through it, and come back to its own node once it is up.
+fn page_fails_over_while_its_node_is_down_and_comes_back(
+    browser: &Browser,
+    cluster: &mut Cluster,
+    page_node: usize,
+    text: &str,
+) {
+    let own = cluster.ids[page_node].clone();
+    let this_node = browser.find("#this-node").expect("#this-node");
+    cluster.kill_node(page_node);
+    let through = wait_for(
+        "the page to fail over to another node",
+        Duration::from_secs(10),
+        || {
+            let shown = browser.text(&this_node).ok()?;
+            let prefix = format!("{own} (down), through ");
+            shown.strip_prefix(&prefix).map(str::to_string)
+        },
+    );
+    let banner = browser.find("#banner").expect("#banner");
+    let said = browser.text(&banner).expect("#banner");
+    assert!(
+        said.contains(&format!("reads and saves through node {through}")),
+        "{said}"
+    );
+    let path = screenshot_dir().join("noteraft-failover-1280.png");
+    screenshot_whole_page(browser, 1280, &path);
+    println!("screenshot: {}", path.display());
+
+    let through_other = format!("{text}\nsaved through {through} while {own} was down");
+    type_note(browser, &through_other);
+    browser
+        .click(&browser.find("#save").expect("#save"))
+        .expect("click Save");
+    let said = wait_for_saved(browser, Duration::from_secs(15));
+    assert!(
+        said.ends_with(&format!(" through node {through}.")),
+        "{said}"
+    );
+    let reader = cluster.live()[0];
+    assert_note(cluster, reader, &through_other);
+
+    cluster.restart_node(page_node);
+    wait_for(
+        "the page back on its own node",
+        Duration::from_secs(15),
+        || (browser.text(&this_node).ok()? == own).then_some(()),
+    );
 }
 
 /// Types a note on a follower's page and saves it (the follower forwards it to the

@@ -184,11 +184,21 @@ fn cross_site_note_writes_are_403_a_foreign_host_421_and_both_counted() {
     let (status, answer) = raw(&cluster, 0, "GET /health HTTP/1.1", b"");
     assert_eq!(status, 400, "no Host in HTTP/1.1: {answer}");
     // The node's own page, and another node's page failing over, may write.
-    for origin in [format!("http://{own}"), other_node] {
+    for origin in [format!("http://{own}"), other_node.clone()] {
         let head = format!("PUT /note HTTP/1.1\r\nHost: {own}\r\nOrigin: {origin}");
         let (status, answer) = raw(&cluster, 0, &head, b"mine");
         assert_eq!(status, 200, "{answer}");
     }
+    // Another node's page may read the answer (CORS); any other site may not.
+    let head = format!("GET /note HTTP/1.1\r\nHost: {own}\r\nOrigin: {other_node}");
+    let (status, answer) = raw(&cluster, 0, &head, b"");
+    assert_eq!(status, 200, "{answer}");
+    let allowed = format!("\r\nAccess-Control-Allow-Origin: {other_node}\r\n");
+    assert!(answer.contains(&allowed), "{answer}");
+    let head = format!("GET /note HTTP/1.1\r\nHost: {own}\r\nOrigin: http://evil.example");
+    let (status, answer) = raw(&cluster, 0, &head, b"");
+    assert_eq!(status, 200, "{answer}");
+    assert!(!answer.contains("Access-Control-Allow-Origin"), "{answer}");
     assert_eq!(
         read(&cluster, 1).body,
         "mine",

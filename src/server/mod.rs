@@ -108,12 +108,13 @@ impl NodeHttp {
                 "*",
             ),
             "/note" if matches!(method, "PUT" | "POST") => {
-                match self.guard.check_write_origin(request) {
+                let reply = match self.guard.check_write_origin(request) {
                     Ok(()) => note::handle(self, request),
                     Err(refused) => refused,
-                }
+                };
+                self.readable_by_node_pages(request, reply)
             }
-            "/note" => note::handle(self, request),
+            "/note" => self.readable_by_node_pages(request, note::handle(self, request)),
             "/metrics" => metrics::reply(&self.shared, &self.chooser),
             "/report" => report::handle(self, request),
             "/admin/forget" => admin::forget(self, request),
@@ -121,6 +122,24 @@ impl NodeHttp {
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
                 prime::handle(self, n_text)
             }
+        }
+    }
+}
+
+impl NodeHttp {
+    /// Lets another node's page read this answer (CORS), when that page is
+    /// failing over to this node: only for the nodes' own origins, so that no
+    /// other site can read the note through a visitor's browser. The page
+    /// writes with the form `POST`, a request that needs no preflight.
+    fn readable_by_node_pages(&self, request: &Request, reply: Reply) -> Reply {
+        match request.header("origin") {
+            Some(origin) if self.guard.is_node_origin(origin) => {
+                let reply = http::with_header(reply, "Access-Control-Allow-Origin", origin);
+                let reply =
+                    http::with_header(reply, "Access-Control-Expose-Headers", note::INDEX_HEADER);
+                http::with_header(reply, "Vary", "Origin")
+            }
+            _ => reply,
         }
     }
 }
