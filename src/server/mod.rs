@@ -14,6 +14,7 @@ pub mod choice;
 pub mod guard;
 pub mod metrics;
 pub mod note;
+pub mod page;
 pub mod prime;
 pub mod report;
 pub mod upstream;
@@ -99,7 +100,7 @@ impl NodeHttp {
             );
         }
         match path {
-            "/" => page(),
+            "/" => page(&self.shared),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
             "/status" => http::with_header(
@@ -168,9 +169,9 @@ impl Service for NodeHttp {
 }
 
 /// The NoteRaft page, one self-contained file built into the binary.
-fn page() -> Reply {
+fn page(shared: &Shared) -> Reply {
     http::with_header(
-        Reply::new(200, include_str!("page.html").as_bytes().to_vec()),
+        Reply::new(200, page::render(shared).into_bytes()),
         "Content-Type",
         "text/html; charset=utf-8",
     )
