@@ -120,6 +120,72 @@ fn page_fails_over_while_its_node_is_down_and_comes_back(
     );
 }
 
+/// With JavaScript off, the page still shows the cluster and the note as the
+/// node rendered them, and its form saves: POST, 303, the page again with the
+/// new note.
+#[test]
+fn page_without_javascript_shows_the_cluster_and_saves_the_note() {
+    let Some(programs) = Programs::find() else {
+        panic!("chromedriver or chromium is not installed: run `make browser-deps`");
+    };
+    let _guard = exclusive();
+    let cluster = Cluster::start(Options::default());
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_servers(&[true; 3], Duration::from_secs(15));
+    let page_node = (leader + 1) % 5;
+    let shots = screenshot_dir();
+    let port = support::free_port();
+    let browser = Browser::start_with(&programs, port, &shots.join("chromedriver-nojs.log"), false)
+        .unwrap_or_else(|e| panic!("start the browser: {e}"));
+    browser
+        .goto(&cluster.url(page_node, "/"))
+        .expect("open a follower's page");
+    let text_of = |selector: &str| {
+        let element = browser
+            .find(selector)
+            .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        browser
+            .text(&element)
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+    };
+    assert_eq!(text_of("#this-node"), cluster.ids[page_node]);
+    assert_eq!(text_of("#leader"), cluster.ids[leader]);
+    assert_eq!(text_of("#role"), "follower");
+    // The rows are the server's: without JavaScript nothing replaced them.
+    browser
+        .find("#servers tbody tr.rendered")
+        .expect("the server-rendered rows, as JavaScript is off");
+    let servers = text_of("#servers tbody");
+    for i in 0..3 {
+        assert!(servers.contains(&Cluster::server_id(i)), "{servers}");
+    }
+
+    let text = format!(
+        "saved without JavaScript, run {} <ok> & done",
+        std::process::id()
+    );
+    type_note(&browser, &text);
+    browser
+        .click(&browser.find("#save").expect("#save"))
+        .expect("click Save");
+    // The form's POST answers 303 to /, and the page comes back with the note.
+    wait_for(
+        "the page back with the note",
+        Duration::from_secs(15),
+        || {
+            let note = browser.find("#note").ok()?;
+            (browser.property(&note, "value").ok()? == json!(text)).then_some(())
+        },
+    );
+    assert_note(&cluster, leader, &text);
+    let count = format!("{} / 32768 bytes", text.len());
+    assert_eq!(text_of("#note-count"), count, "counted by the server");
+    let path = shots.join("noteraft-nojs-1280.png");
+    browser.set_window_size(1280, 1000).expect("resize");
+    browser.screenshot(&path).expect("screenshot");
+    println!("screenshot: {}", path.display());
+}
+
 /// Types a note on a follower's page and saves it (the follower forwards it to the
 /// leader), then opens another follower's page and finds the note in its editor.
 /// Returns the note.

@@ -89,7 +89,7 @@ pub fn render(shared: &Shared) -> String {
         );
     }
 
-    let values: [(&str, String); 10] = [
+    let values: [(&str, String); 11] = [
         ("{{this-node}}", escape(me)),
         (
             "{{insecure-hidden}}",
@@ -113,6 +113,7 @@ pub fn render(shared: &Shared) -> String {
             .to_string(),
         ),
         ("{{server-rows}}", server_rows),
+        ("{{note-bytes}}", note.len().to_string()),
         ("{{note}}", escape(&note)),
     ];
     fill(TEMPLATE, &values)
@@ -200,6 +201,7 @@ mod tests {
             "{{no-servers-hidden}}",
             "{{server-rows}}",
             "{{note}}",
+            "{{note-bytes}}",
         ];
         let values: Vec<(&str, String)> = names.iter().map(|n| (*n, String::new())).collect();
         let out = fill(TEMPLATE, &values);
