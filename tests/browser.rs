@@ -47,8 +47,14 @@ fn page_saves_a_note_from_a_follower_and_shows_a_new_leader_within_2s() {
 
     let text = note_written_on_one_page_shows_on_another(&browser, &cluster, leader);
     let other = (leader + 2) % 5; // the page now open, a follower until the kill
+    charts_move_under_load(&browser, &cluster, other);
     let old = cluster.ids[leader].clone();
     new_leader_shown_within_2s(&browser, &mut cluster, leader);
+    let events = browser.find("#events").expect("#events");
+    wait_for("the election in the events", Duration::from_secs(5), || {
+        let said = browser.text(&events).ok()?;
+        said.contains("Election: ").then_some(())
+    });
 
     // A write from this page after the failover, with Ctrl+Enter this time.
     let again = format!("{text}\nand again after {old} died");
@@ -221,6 +227,57 @@ fn note_written_on_one_page_shows_on_another(
         || (browser.property(&note, "value").ok()? == json!(text)).then_some(()),
     );
     text
+}
+
+/// What the page's charts show: one per server, and the request rate through
+/// the page's node, drawn as an SVG polyline (read from the DOM).
+const CHARTS: &str = r##"
+    return [...document.querySelectorAll("#charts figure")].map(f => ({
+        server: f.dataset.server,
+        caption: f.querySelector("figcaption .num").textContent,
+        points: f.querySelector("polyline.rps").getAttribute("points") || "",
+    }));
+"##;
+
+/// Sends prime requests through the page's node for a few seconds: the page's
+/// charts (one per server) must draw a request rate above zero.
+fn charts_move_under_load(browser: &Browser, cluster: &Cluster, page_node: usize) {
+    let url = cluster.url(page_node, "/1000");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                let _ = get(&url);
+            }
+        })
+    };
+    let moved = wait_for(
+        "a chart with requests/s above 0",
+        Duration::from_secs(15),
+        || {
+            let charts = browser.execute(CHARTS, &[]).ok()?;
+            let charts = charts.as_array()?.clone();
+            let busy = charts.iter().find(|c| {
+                let rate = c["caption"].as_str().unwrap_or("");
+                // The rate line leaves the bottom (y 100) somewhere.
+                let high = c["points"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(' ')
+                    .filter_map(|p| p.split_once(',')?.1.parse::<f64>().ok())
+                    .any(|y| y < 100.0);
+                !rate.starts_with("0 req/s") && high
+            })?;
+            (charts.len() == 3).then(|| busy.clone())
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("the load thread");
+    println!("chart under load: {moved}");
 }
 
 /// SIGKILLs the leader; the open page (a surviving node's) must name a new one
