@@ -395,6 +395,37 @@ fn an_address_this_host_cannot_bind_exits_2_saying_so() {
 }
 
 #[test]
+fn a_data_dir_of_a_newer_format_is_refused_naming_both_and_left_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = support::free_port();
+    let nodes = dir.path().join("nodes.txt");
+    std::fs::write(&nodes, format!("A 127.0.0.1:{port}\n")).expect("write nodes.txt");
+    let data = dir.path().join("data-A");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("format"), "raftlb data dir format 9\n").expect("write");
+    let out = std::process::Command::new(support::NODE)
+        .args(["--id", "A", "--insecure", "--nodes"])
+        .arg(&nodes)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("format 9") && err.contains("format 1"),
+        "{err}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&data)
+        .expect("the data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "LOCK")
+        .collect();
+    left.sort();
+    assert_eq!(left, ["format"], "nothing written beside it");
+}
+
+#[test]
 fn a_second_node_on_the_same_data_dir_is_refused() {
     let _one = exclusive();
     let cluster = Cluster::start(Options {

@@ -15,6 +15,7 @@
 mod epoch;
 pub mod event_loop;
 pub mod forget;
+pub mod format;
 pub mod notes;
 pub mod reports;
 pub mod shared;
@@ -204,6 +205,8 @@ impl<D: Dir> NodeLogic<D> {
         let me = nodes
             .require(&settings.id, "nodes.txt")
             .map_err(|e| StartError::Config(e.to_string()))?;
+        // Before anything else is read or written: a newer format is refused.
+        format::check_and_record(&mut dir).map_err(StartError::DataDir)?;
         let epoch = epoch::next_epoch(&mut dir, now_us).map_err(StartError::DataDir)?;
         let (storage, restored) =
             Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;

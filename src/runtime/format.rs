@@ -1,0 +1,116 @@
+//! The data dir's format version, in the file `format` ("raftlb data dir
+//! format N"), so that a node never misreads a data dir written by another
+//! version of itself.
+//!
+//! Format 1 is the layout described in `crate::storage` (`log`, `snapshot-*`)
+//! plus `epoch`. A data dir without the file was written before the version
+//! was recorded: the same layout (format 0), read as it is and recorded as 1.
+//! A newer format than this binary knows is refused, naming both, before
+//! anything in the dir is read or written.
+
+use crate::storage::Dir;
+
+/// The format this binary writes.
+pub const CURRENT: u32 = 1;
+/// The oldest format this binary reads.
+pub const OLDEST_READ: u32 = 0;
+
+const FORMAT_NAME: &str = "format";
+const FORMAT_TEMP_NAME: &str = "format.tmp";
+const PREFIX: &str = "raftlb data dir format ";
+/// The file is one short line; anything longer is not ours.
+const FORMAT_FILE_BYTES_MAX: u64 = 64;
+
+/// Checks the data dir's format and records [`CURRENT`] (fsynced) if it was
+/// older or not recorded. The error is one line naming both versions.
+pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), String> {
+    let fail = |what: &str, e: std::io::Error| format!("data dir file {FORMAT_NAME}: {what}: {e}");
+    let names = dir.list().map_err(|e| fail("listing", e))?;
+    let found = if names.iter().any(|n| n == FORMAT_NAME) {
+        let bytes = dir
+            .read(FORMAT_NAME, FORMAT_FILE_BYTES_MAX)
+            .map_err(|e| fail("cannot read", e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let version = text
+            .trim_end()
+            .strip_prefix(PREFIX)
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "data dir file {FORMAT_NAME} is damaged: expected \"{PREFIX}N\", found {:?}",
+                    text.chars().take(40).collect::<String>()
+                )
+            })?;
+        Some(version)
+    } else {
+        None
+    };
+    match found {
+        Some(CURRENT) => return Ok(()),
+        Some(version) if version > CURRENT => {
+            return Err(format!(
+                "the data dir has format {version}, newer than this raftlb-node's format {CURRENT} \
+                 (it reads {OLDEST_READ} to {CURRENT}): run the raftlb-node that wrote it, or a newer one"
+            ))
+        }
+        Some(version) if version < OLDEST_READ => {
+            return Err(format!(
+                "the data dir has format {version}, older than this raftlb-node reads \
+                 ({OLDEST_READ} to {CURRENT})"
+            ))
+        }
+        // Not recorded, or an older format this binary reads: record ours.
+        _ => {}
+    }
+    let text = format!("{PREFIX}{CURRENT}\n");
+    dir.write_new(FORMAT_TEMP_NAME, text.as_bytes())
+        .and_then(|()| dir.sync_file(FORMAT_TEMP_NAME))
+        .and_then(|()| dir.rename(FORMAT_TEMP_NAME, FORMAT_NAME))
+        .and_then(|()| dir.sync_dir())
+        .map_err(|e| fail("cannot write", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemDir;
+
+    #[test]
+    fn a_new_or_unversioned_dir_is_recorded_as_the_current_format() {
+        let mut dir = MemDir::new();
+        assert_eq!(check_and_record(&mut dir), Ok(()));
+        let recorded = dir.read(FORMAT_NAME, 100).expect("recorded");
+        assert_eq!(recorded, b"raftlb data dir format 1\n");
+        assert_eq!(check_and_record(&mut dir), Ok(()), "and read back");
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_naming_both() {
+        let mut dir = MemDir::new();
+        dir.write_new(FORMAT_NAME, b"raftlb data dir format 2\n")
+            .expect("write");
+        let message = check_and_record(&mut dir).expect_err("newer");
+        assert!(
+            message.contains("format 2") && message.contains("format 1"),
+            "{message}"
+        );
+        assert_eq!(
+            dir.read(FORMAT_NAME, 100).expect("kept"),
+            b"raftlb data dir format 2\n",
+            "a refused dir is left as it was"
+        );
+    }
+
+    #[test]
+    fn a_damaged_format_file_is_refused_naming_it() {
+        for bad in [&b"garbage"[..], b"raftlb data dir format x", &[0xff; 10]] {
+            let mut dir = MemDir::new();
+            dir.write_new(FORMAT_NAME, bad).expect("write");
+            let message = check_and_record(&mut dir).expect_err("damaged");
+            assert!(
+                message.contains("format") && !message.contains('\n'),
+                "{message}"
+            );
+        }
+    }
+}
