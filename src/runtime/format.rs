@@ -53,13 +53,8 @@ pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), String> {
                  (it reads {OLDEST_READ} to {CURRENT}): run the raftlb-node that wrote it, or a newer one"
             ))
         }
-        Some(version) if version < OLDEST_READ => {
-            return Err(format!(
-                "the data dir has format {version}, older than this raftlb-node reads \
-                 ({OLDEST_READ} to {CURRENT})"
-            ))
-        }
-        // Not recorded, or an older format this binary reads: record ours.
+        // Not recorded, or an older format this binary reads (every one from
+        // OLDEST_READ, which is 0, so far): record ours.
         _ => {}
     }
     let text = format!("{PREFIX}{CURRENT}\n");
