@@ -3,7 +3,7 @@
 # a bare `make` says what there is instead of starting anything.
 CARGO ?= cargo
 
-.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive stop chaos clean
+.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive rolling-restart stop chaos clean
 
 help: ## this list: every target, one line each
 	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  make %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ kill-leader: ## kill -9 the leader
 
 kill-follower: ## kill -9 one random running follower
 	@scripts/cluster.sh $@
+
+rolling-restart: build ## restart every node in turn, leader last, each caught up before the next
+	@scripts/cluster.sh rolling-restart
 
 stop: ## stop every process of the cluster (data stays in data/)
 	@scripts/cluster.sh $@

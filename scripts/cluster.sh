@@ -91,6 +91,49 @@ running_nodes() {
     done
 }
 
+# json_field NAME: the number or string NAME in the one-line JSON on stdin.
+json_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+
+# node_json ID: node ID's own /status (nothing when it does not answer).
+node_json() {
+    RAFTLB_NODES="$1=$(node_addr "$1")" "$BIN/raftlb" --timeout-ms 1000 status --json 2>/dev/null || true
+}
+
+# stop_node ID: SIGTERM (a leader hands leadership over first), then wait for
+# the process to end (kill -9 after 10 s).
+stop_node() {
+    local id=$1 pid
+    pid=$(cat "$RUN/node-$id.pid")
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "node $id did not stop within 10 s: kill -9" >&2
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+# wait_caught_up ID: until there is a leader and node ID has applied what the
+# leader had committed when the wait began (at most 30 s).
+wait_caught_up() {
+    local id=$1 target="" leader applied
+    for _ in $(seq 1 150); do
+        leader=$(leader_id)
+        if [[ -n $leader && -z $target ]]; then
+            target=$(node_json "$leader" | json_field commit_index)
+        fi
+        applied=$(node_json "$id" | json_field applied_index)
+        if [[ -n $target && -n $applied ]] && ((applied >= target)); then
+            echo "  node $id caught up (applied $applied, leader $leader had committed $target)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "node $id did not catch up within 30 s; the end of $RUN/node-$id.log:" >&2
+    tail -n 3 "$RUN/node-$id.log" >&2
+    return 1
+}
+
 kill_node() {
     local id=$1
     kill -9 "$(cat "$RUN/node-$id.pid")"
@@ -206,6 +249,28 @@ kill-follower)
     if ((${#up[@]} == 0)); then echo "no running follower" >&2; exit 1; fi
     kill_node "${up[RANDOM % ${#up[@]}]}"
     ;;
+rolling-restart)
+    # Every node in turn, the leader last: each is stopped with SIGTERM (a
+    # leader hands leadership over first), started again on its data, and
+    # caught up with the leader before the next one goes.
+    leader=$(leader_id)
+    if [[ -z $leader ]]; then echo "no leader: a rolling restart needs a working cluster (make status)" >&2; exit 1; fi
+    mapfile -t ids < <(node_ids)
+    for id in "${ids[@]}"; do
+        alive "node-$id" raftlb-node || { echo "node $id is not running: make revive first" >&2; exit 1; }
+    done
+    order=()
+    for id in "${ids[@]}"; do [[ $id == "$leader" ]] || order+=("$id"); done
+    order+=("$leader")
+    echo "rolling restart, leader $leader last: ${order[*]}"
+    for id in "${order[@]}"; do
+        echo "restarting node $id"
+        stop_node "$id"
+        launch "node-$id" raftlb-node --id "$id" --nodes "$NODES" --data-dir "$DATA/$id"
+        wait_caught_up "$id"
+    done
+    echo "rolling restart done: leader $(leader_id), every node restarted"
+    ;;
 stop)
     # Daemons first (so no reports hit stopping nodes), then nodes, then workers.
     pids=()
@@ -225,7 +290,7 @@ stop)
     echo "stopped ${#pids[@]} processes"
     ;;
 *)
-    echo "usage: $0 start|revive|status|kill-random|kill-leader|kill-follower|stop" >&2
+    echo "usage: $0 start|revive|status|kill-random|kill-leader|kill-follower|rolling-restart|stop" >&2
     exit 2
     ;;
 esac

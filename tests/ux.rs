@@ -411,3 +411,89 @@ fn cluster_script_names_the_leader_once_ready_and_what_did_not_come_up() {
     );
     support::send_signal(cluster.pid("daemon-1"), "CONT");
 }
+
+#[test]
+fn a_rolling_restart_restarts_every_node_leader_last_and_no_client_request_fails() {
+    let _one = support::exclusive();
+    let cluster = ScriptCluster::new();
+    let output = cluster.run("start", 15);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let before: Vec<u32> = (cluster.ids.iter())
+        .map(|id| cluster.pid(&format!("node-{id}")))
+        .collect();
+    let nodes = cluster.dir.path().join("nodes.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A prime client and a note writer, each with the CLI's failover, for as
+    // long as the restart lasts (bounded by a minute).
+    let client = |writes: bool| {
+        let (nodes, stop) = (nodes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut last) = (0u32, Vec::new(), String::new());
+            let started = Instant::now();
+            for i in 0u32.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    || started.elapsed() > Duration::from_secs(60)
+                {
+                    break;
+                }
+                let text = format!("write {i}");
+                let n = (1000 + i).to_string();
+                let args: Vec<&str> = if writes {
+                    vec!["note", "set", &text]
+                } else {
+                    vec!["prime", &n]
+                };
+                let output = Command::new(support::CLIENT)
+                    .arg("--nodes")
+                    .arg(&nodes)
+                    .args(&args)
+                    .output()
+                    .expect("run raftlb");
+                if output.status.success() {
+                    ok += 1;
+                    last = text;
+                } else {
+                    failed.push(stderr(&output));
+                }
+            }
+            (ok, failed, last)
+        })
+    };
+    let primes = client(false);
+    let writes = client(true);
+    std::thread::sleep(Duration::from_millis(500));
+    let output = cluster.run("rolling-restart", 10);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    let (prime_ok, prime_failed, _) = primes.join().expect("the prime client");
+    let (write_ok, write_failed, last) = writes.join().expect("the note writer");
+    println!("{out}primes: {prime_ok} ok, writes: {write_ok} ok");
+    assert!(prime_failed.is_empty(), "failed primes: {prime_failed:?}");
+    assert!(write_failed.is_empty(), "failed writes: {write_failed:?}");
+    assert!(prime_ok > 0 && write_ok > 0);
+
+    // Every node restarted, the leader last.
+    let first = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rolling restart, leader "))
+        .expect("the order");
+    let (leader, order) = first.split_once(" last: ").expect("leader, then order");
+    assert_eq!(order.split(' ').last(), Some(leader), "{out}");
+    for (id, pid) in cluster.ids.iter().zip(&before) {
+        assert_ne!(
+            cluster.pid(&format!("node-{id}")),
+            *pid,
+            "node {id} restarted"
+        );
+    }
+    assert!(out.contains("rolling restart done: leader "), "{out}");
+    // The last acknowledged write is the note.
+    let output = Command::new(support::CLIENT)
+        .arg("--nodes")
+        .arg(&nodes)
+        .args(["note", "get"])
+        .output()
+        .expect("note get");
+    assert_eq!(stdout(&output).trim_end(), last);
+}
