@@ -479,7 +479,7 @@ fn a_rolling_restart_restarts_every_node_leader_last_and_no_client_request_fails
         .find_map(|l| l.strip_prefix("rolling restart, leader "))
         .expect("the order");
     let (leader, order) = first.split_once(" last: ").expect("leader, then order");
-    assert_eq!(order.split(' ').last(), Some(leader), "{out}");
+    assert_eq!(order.split(' ').next_back(), Some(leader), "{out}");
     for (id, pid) in cluster.ids.iter().zip(&before) {
         assert_ne!(
             cluster.pid(&format!("node-{id}")),
