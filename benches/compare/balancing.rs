@@ -49,6 +49,9 @@ struct Targets {
     worker: String,
 }
 
+/// `proxies::haproxy` or `proxies::nginx`.
+type Start = fn(proxies::Setup, &mut Report) -> Result<Proxy, String>;
+
 pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let follower = (leader + 1) % cluster.nodes.len();
@@ -57,8 +60,12 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
         cluster.ids[follower], cluster.ids[leader], cluster.options.report_interval_ms
     ));
     let mut proxies = Vec::new();
-    for start in [proxies::haproxy, proxies::nginx] {
-        match start(&cluster.worker_ports, report) {
+    let [haproxy, nginx] = proxies::Setup::least(&cluster.worker_ports, "balancing");
+    for (start, setup) in [
+        (proxies::haproxy as Start, haproxy),
+        (proxies::nginx, nginx),
+    ] {
+        match start(setup, report) {
             Ok(p) => proxies.push(p),
             Err(e) => report.row(Row::error("balancing", "reference start", &e)),
         }
