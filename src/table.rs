@@ -79,13 +79,6 @@ pub struct Server {
     pub alive: bool,
 }
 
-impl Server {
-    /// The load choice compares: CPU used plus time spent waiting for a CPU.
-    pub fn load(&self) -> f64 {
-        self.cpu + self.wait
-    }
-}
-
 /// What applying a command changed that is worth a log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -237,22 +230,6 @@ impl LoadTable {
             .unwrap_or(0)
     }
 
-    /// The live servers in the order to try them: lowest agreed load plus
-    /// `extra_load` (this node's own in-flight work on that server) first; ties
-    /// broken by id so the order is stable.
-    pub fn candidates(&self, extra_load: impl Fn(&str) -> f64) -> Vec<(String, String)> {
-        let mut live: Vec<(f64, &String, &Server)> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.alive)
-            .map(|(id, s)| (s.load() + extra_load(id), id, s))
-            .collect();
-        live.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        live.into_iter()
-            .map(|(_, id, s)| (id.clone(), s.url.clone()))
-            .collect()
-    }
-
     /// The agreed state, for the core's compaction.
     pub fn snapshot(&self) -> Vec<u8> {
         wire::encode(&SnapshotData::V2 {
@@ -337,14 +314,14 @@ mod tests {
             t.apply(&dead, Instant::now()),
             vec![Change::Dead("1".into())]
         );
-        assert!(t.candidates(|_| 0.0).is_empty());
+        assert!(!t.get("1").expect("known").alive);
         assert_eq!(t.apply(&dead, Instant::now()), vec![]);
         let back = Command::Reports(vec![report("1", 5.0, 11)]);
         assert_eq!(
             t.apply(&back, Instant::now()),
             vec![Change::Alive("1".into())]
         );
-        assert_eq!(t.candidates(|_| 0.0).len(), 1);
+        assert!(t.get("1").expect("known").alive);
     }
 
     #[test]
@@ -360,19 +337,6 @@ mod tests {
         };
         assert!(t.apply(&late, Instant::now()).is_empty());
         assert!(t.get("1").expect("known").alive);
-    }
-
-    #[test]
-    fn candidates_are_ordered_by_load_plus_local_in_flight_work() {
-        let t = table_with(&[
-            report("a", 30.0, 1),
-            report("b", 10.0, 1),
-            report("c", 20.0, 1),
-        ]);
-        let ids = |v: Vec<(String, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
-        assert_eq!(ids(t.candidates(|_| 0.0)), ["b", "c", "a"]);
-        let busy_b = |id: &str| if id == "b" { 25.0 } else { 0.0 };
-        assert_eq!(ids(t.candidates(busy_b)), ["c", "a", "b"]);
     }
 
     #[test]

@@ -113,6 +113,11 @@ fn status_says_who_leads_and_no_leader_with_three_of_five_down_exits_1() {
         Cluster::server_id(0)
     );
     assert!(metrics.contains(&count), "{metrics}");
+    let score = format!(
+        "raftlb_policy_score{{server=\"{}\"}} ",
+        Cluster::server_id(0)
+    );
+    assert!(metrics.contains(&score), "{metrics}");
 
     // Three down (the leader among them): the survivors elect no one.
     let survivors: Vec<usize> = (0..5).filter(|i| *i != leader).take(2).collect();

@@ -40,7 +40,6 @@ pub struct Shared {
     pub view: RwLock<RaftView>,
     pub table: RwLock<LoadTable>,
     pub metrics: Metrics,
-    pub in_flight: InFlight,
     /// Largest N served (`--max-n`).
     pub max_n: u64,
     /// The cluster key (or `--insecure`): datagrams and reports are checked with it.
@@ -84,7 +83,6 @@ impl Shared {
             nodes,
             table: RwLock::new(table),
             metrics: Metrics::default(),
-            in_flight: InFlight::default(),
             max_n,
         }
     }
@@ -139,73 +137,6 @@ impl Shared {
                     age_ms: table.age_ms(id, now),
                 })
                 .collect(),
-        }
-    }
-}
-
-/// This node's own requests in flight to each server, weighted by expected cost,
-/// in load points (the unit of `cpu + wait`). It is added to the agreed load when
-/// choosing, so a burst between two reports spreads over the servers.
-#[derive(Default)]
-pub struct InFlight {
-    by_server: Mutex<BTreeMap<String, f64>>,
-}
-
-impl InFlight {
-    /// The live servers in the order to try them, with `points` already added on
-    /// the first: choosing and counting under one lock, so that a burst of
-    /// concurrent requests sees each other's choices and spreads.
-    pub fn choose<'a>(
-        &'a self,
-        table: &LoadTable,
-        points: f64,
-    ) -> Option<(Vec<(String, String)>, InFlightGuard<'a>)> {
-        let mut map = self.lock();
-        let order = table.candidates(|id| map.get(id).copied().unwrap_or(0.0));
-        let first = order.first()?.0.clone();
-        let guard = self.add(&mut map, first, points);
-        Some((order, guard))
-    }
-
-    /// Adds `points` on `server` until the returned guard drops.
-    pub fn start<'a>(&'a self, server: &str, points: f64) -> InFlightGuard<'a> {
-        self.add(&mut self.lock(), server.to_string(), points)
-    }
-
-    fn add<'a>(
-        &'a self,
-        map: &mut BTreeMap<String, f64>,
-        server: String,
-        points: f64,
-    ) -> InFlightGuard<'a> {
-        *map.entry(server.clone()).or_insert(0.0) += points;
-        InFlightGuard {
-            owner: self,
-            server,
-            points,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, f64>> {
-        self.by_server.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Removes its request's weight when the request ends, however it ends.
-pub struct InFlightGuard<'a> {
-    owner: &'a InFlight,
-    server: String,
-    points: f64,
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.owner.lock();
-        if let Some(v) = map.get_mut(&self.server) {
-            *v -= self.points;
-            if *v < 1e-9 {
-                map.remove(&self.server);
-            }
         }
     }
 }
@@ -317,46 +248,4 @@ pub struct Forwards {
     /// one over the largest bound.
     pub buckets: [u64; FORWARD_BUCKETS_SECONDS.len() + 1],
     pub micros_sum: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::Report;
-    use crate::table::Command;
-
-    fn table_of(loads: &[(&str, f64)]) -> LoadTable {
-        let reports = loads
-            .iter()
-            .map(|(id, cpu)| Report {
-                server: id.to_string(),
-                url: format!("http://{id}:1"),
-                cpu: *cpu,
-                wait: 0.0,
-                seq: 1,
-            })
-            .collect();
-        let mut table = LoadTable::new();
-        table.apply(&Command::Reports(reports), Instant::now());
-        table
-    }
-
-    #[test]
-    fn concurrent_choices_spread_and_their_weight_goes_when_they_end() {
-        let table = table_of(&[("a", 10.0), ("b", 12.0), ("c", 30.0)]);
-        let in_flight = InFlight::default();
-        let (order1, g1) = in_flight.choose(&table, 10.0).expect("live servers");
-        let (order2, g2) = in_flight.choose(&table, 10.0).expect("live servers");
-        let (order3, g3) = in_flight.choose(&table, 10.0).expect("live servers");
-        assert_eq!(order1[0].0, "a"); // 10
-        assert_eq!(order2[0].0, "b"); // 12 < a's 20
-        assert_eq!(order3[0].0, "a"); // 20 < b's 22 < c's 30
-        drop((g1, g2, g3));
-        assert!(in_flight.lock().is_empty(), "every weight removed");
-        let retry = in_flight.start("c", 5.0);
-        assert_eq!(in_flight.lock().get("c"), Some(&5.0));
-        drop(retry);
-        assert!(in_flight.lock().is_empty());
-        assert!(InFlight::default().choose(&LoadTable::new(), 1.0).is_none());
-    }
 }

@@ -3,21 +3,27 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use super::choice::Chooser;
 use crate::http::{self, Reply};
 use crate::raft::Role;
 use crate::runtime::shared::{Forwards, Shared, FORWARD_BUCKETS_SECONDS};
 
-pub fn reply(shared: &Shared) -> Reply {
-    http::text(200, render(shared))
+pub fn reply(shared: &Shared, chooser: &Chooser) -> Reply {
+    http::text(200, render(shared, chooser))
 }
+
+/// The cost the policy's scores in `/metrics` are given for: a small prime's
+/// worker time, in ms (most requests are cheap).
+const SCORE_COST_MS: f64 = 1.0;
 
 fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
 /// The whole exposition; families in a fixed order so a diff shows changes.
-pub fn render(shared: &Shared) -> String {
+pub fn render(shared: &Shared, chooser: &Chooser) -> String {
     let view = shared.view();
     let m = &shared.metrics;
     let mut out = String::new();
@@ -200,6 +206,19 @@ pub fn render(shared: &Shared) -> String {
             .collect(),
     );
     forward_histogram(&mut out, &forwards);
+    let scores = chooser.scores(&shared.table(), SCORE_COST_MS, Instant::now());
+    let name = "raftlb_policy_score";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The policy's score of each live server for a request of {SCORE_COST_MS} ms now: its expected completion time (ms once it answered this node; lowest is chosen).\n# TYPE {name} gauge"
+    );
+    for (server, score) in scores {
+        let _ = writeln!(
+            out,
+            "{name}{{server=\"{}\"}} {score}",
+            escape_label(&server)
+        );
+    }
     out
 }
 

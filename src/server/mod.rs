@@ -10,6 +10,7 @@
 //! deadline and a bounded count of waiting requests: see `note`.
 
 pub mod admin;
+pub mod choice;
 pub mod guard;
 pub mod metrics;
 pub mod note;
@@ -26,6 +27,7 @@ use crate::report::MAX_REPORT_BYTES;
 use crate::runtime::event_loop::LoopInput;
 use crate::runtime::shared::Shared;
 use crate::table::MAX_NOTE_BYTES;
+use choice::Chooser;
 use guard::Guard;
 use prime::Forwarder;
 
@@ -38,6 +40,8 @@ pub struct NodeHttp {
     /// To the event loop (reports, note requests).
     pub input: Sender<LoopInput>,
     pub forwarder: Forwarder,
+    /// The policy that picks a server for each prime request.
+    pub chooser: Chooser,
     /// Bounds the note requests waiting for Raft at once.
     pub note_admission: note::Admission,
     /// The Host and Origin checks.
@@ -46,13 +50,23 @@ pub struct NodeHttp {
     pub used_admin_requests: admin::UsedLock,
 }
 
+/// Breaks the policy's ties differently on every node and every start.
+fn choice_seed(me: crate::raft::NodeId) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    clock ^ (u64::from(std::process::id()) << 32) ^ me
+}
+
 impl NodeHttp {
     pub fn new(shared: Arc<Shared>, input: Sender<LoopInput>) -> NodeHttp {
         let guard = Guard::new(&shared.nodes, shared.me);
+        let me = shared.me;
         NodeHttp {
             shared,
             input,
             forwarder: Forwarder::new(),
+            chooser: Chooser::new(choice_seed(me)),
             note_admission: note::Admission::new(note::WAITING_MAX),
             guard,
             used_admin_requests: admin::UsedLock::default(),
@@ -100,7 +114,7 @@ impl NodeHttp {
                 }
             }
             "/note" => note::handle(self, request),
-            "/metrics" => metrics::reply(&self.shared),
+            "/metrics" => metrics::reply(&self.shared, &self.chooser),
             "/report" => report::handle(self, request),
             "/admin/forget" => admin::forget(self, request),
             _ => {

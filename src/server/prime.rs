@@ -2,10 +2,10 @@
 //! forward the request to its worker.
 //!
 //! The choice reads only this node's applied table (no Raft round trip), so
-//! primes are served even while there is no leader. The order is the lowest
-//! `cpu + wait` first, with this node's own in-flight work added on top, weighted
-//! by its expected cost, so a burst between two reports spreads over the servers
-//! instead of landing on the one that looked idle a second ago. A connection
+//! primes are served even while there is no leader. The order is the policy's
+//! (`choice`, `crate::balance`): least expected completion time for a request
+//! of this N's cost, from this node's own work in flight on each server, the
+//! speed it measured there, the agreed `wait` and recent failures. A connection
 //! error, timeout or bad answer moves on to the next server, through every live
 //! server if need be, within one time budget for the whole request: a few
 //! servers that do not answer (a dead worker, a bogus report's closed port) at
@@ -114,20 +114,23 @@ pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
 
 fn forward(node: &NodeHttp, n: u64) -> Reply {
     let shared: &Shared = &node.shared;
-    let points = in_flight_points(n);
-    let chosen = shared.in_flight.choose(&shared.table(), points);
-    let Some((candidates, first_guard)) = chosen else {
+    let cost_ms = expected_worker_ms(n);
+    let chosen = (node.chooser).choose(&shared.table(), cost_ms, Instant::now());
+    let Some((candidates, first)) = chosen else {
         return http::error(503, "no live server");
     };
-    let mut guard = Some(first_guard);
+    let mut first = Some(first);
     let deadline = Instant::now() + request_timeout(n);
     let outcome = try_in_order(&candidates, deadline, |server, url, left| {
-        let _in_flight = guard
+        let mut attempt = first
             .take()
-            .unwrap_or_else(|| shared.in_flight.start(server, points));
+            .unwrap_or_else(|| node.chooser.start(server, cost_ms));
         let started = Instant::now();
         let result = node.forwarder.ask(url, n, left);
         (shared.metrics).count_forward(server, result.is_ok(), started.elapsed());
+        if result.is_ok() {
+            attempt.answered();
+        }
         if let Err(reason) = &result {
             log::debug!("server {server} failed for n={n}: {reason}");
         }
@@ -162,14 +165,6 @@ pub fn expected_worker_ms(n: u64) -> f64 {
     0.05 + 3.0 * (n as f64 / 1e8).powf(2.0 / 3.0)
 }
 
-/// How much one in-flight request adds to its server's load, in load points
-/// (the unit of `cpu + wait`, percent). A request keeps a worker thread busy,
-/// so even a cheap one counts 10 points; an expensive one counts up to about 3x
-/// that. The log scale keeps one huge request from hiding a server entirely.
-pub fn in_flight_points(n: u64) -> f64 {
-    10.0 * (1.0 + (1.0 + expected_worker_ms(n)).log10())
-}
-
 /// A slow answer is only a failure when it is much slower than expected.
 fn request_timeout(n: u64) -> Duration {
     Duration::from_secs_f64(expected_worker_ms(n) * 50.0 / 1000.0)
@@ -181,11 +176,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expensive_requests_weigh_more_but_boundedly() {
-        let cheap = in_flight_points(100);
-        let big = in_flight_points(10_000_000_000);
-        assert!((10.0..11.0).contains(&cheap), "{cheap}");
-        assert!(big > 2.0 * cheap && big < 4.0 * cheap, "{big}");
+    fn a_request_times_out_in_proportion_to_its_cost_within_bounds() {
         assert_eq!(request_timeout(100), MIN_REQUEST_TIMEOUT);
         assert!(request_timeout(u64::MAX) <= MAX_REQUEST_TIMEOUT);
     }

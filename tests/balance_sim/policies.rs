@@ -144,9 +144,9 @@ impl Policy for P2c {
     }
 }
 
-/// raftlb before issue 13 (`LoadTable::candidates` with
-/// `server::prime::in_flight_points`): lowest `cpu + wait` plus this node's
-/// in-flight points, ties by id.
+/// raftlb before issue 13 (the node's `InFlight` choice, since replaced by
+/// `server::choice`): lowest `cpu + wait` plus this node's in-flight points,
+/// ties by id.
 struct Today {
     points: Vec<f64>,
     costs: BTreeMap<u64, f64>,
