@@ -221,8 +221,9 @@ const HOW_TO_READ: &str = "
   stream of N for every system (a tenth costing 10-50 ms of worker CPU, the
   rest at most 1 ms; the N measured at the start of the run), 32 closed-loop
   clients, then an open loop at 70 % of the best closed-loop rate for raftlb
-  and the reference with the lowest p99 (latency counted from when each
-  request was due). Shares are the requests each machine answered, warm-up
+  and the reference with the lowest p99 (100 connections, latency counted
+  from when each request was due; a rate a system cannot keep up with shows
+  as fewer req/s than asked). Shares are the requests each machine answered, warm-up
   included: raftlb's from the node's forward counters, HAProxy's from its
   stats page, nginx's from an access log of `$upstream_addr`. The notes
   show, for each scenario, a lone 50 ms request timed on each machine and
