@@ -6,6 +6,10 @@
 //! hands leadership over, the threads stop, and the process exits 0. Every
 //! acknowledged write is already fsynced, so SIGKILL loses nothing either.
 
+// The flags' doc comments are clap's help texts, read in a terminal, where
+// `data/<ID>` is plain text rather than an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,8 +8,9 @@
 //! server's last report (`age_ms` in `/status`), which is not part of the agreed
 //! state and not in snapshots.
 //!
-//! Choosing a server for a prime request ([`LoadTable::candidates`]) reads this
-//! table and nothing else: no Raft round trip, no asking the servers.
+//! Choosing a server for a prime request (`server::choice`) reads this table
+//! and what the node itself observed: no Raft round trip, no asking the
+//! servers.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! - [`prime`]: `raftlb prime N`.
 //! - [`note`]: `raftlb note get|set`.
 //! - [`view`]: `raftlb status`, every node's `/status` as tables.
-//! - [`bench`]: `raftlb bench prime|note`, the closed-loop load generator of the
+//! - [`bench`](mod@bench): `raftlb bench prime|note`, the closed-loop load generator of the
 //!   benchmarks, on the minimal keep-alive connection of `crate::http::conn`
 //!   (not ureq), so that it costs little next to what it measures.
 

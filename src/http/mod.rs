@@ -1,9 +1,9 @@
 //! The HTTP/1.1 server of nodes and workers, and the reply helpers.
 //!
 //! Blocking, one thread per connection like the rest of the design: the accept
-//! loop ([`server`]) admits a connection under two caps (a total, and one per
+//! loop (`server`) admits a connection under two caps (a total, and one per
 //! source address, so one address cannot starve the others), and the
-//! connection's own thread ([`connection`]) reads a head (parsed by [`head`]
+//! connection's own thread (`connection`) reads a head (parsed by [`head`]
 //! with `httparse`), asks the [`Service`] how large a body the route takes,
 //! reads it, calls [`Service::handle`] and writes the [`Reply`], one request at
 //! a time. Every limit is in [`Limits`], with its reason; every answer the

@@ -2,11 +2,11 @@
 //! that depends on them is said.
 //!
 //! A data dir holds two kinds of file:
-//! - `log`: [`record`]s appended in order, hard states and entries mixed. Replay
+//! - `log`: records (`record`) appended in order, hard states and entries mixed. Replay
 //!   keeps the last hard state, and an entry whose index is at or below the last
 //!   one replaces the suffix from there (Raft's conflict truncation costs one
 //!   append, never a rewrite).
-//! - `snapshot-<index>`: the newest state-machine snapshot ([`snapshot_file`]).
+//! - `snapshot-<index>`: the newest state-machine snapshot (`snapshot_file`).
 //!   Installing one rewrites the log without the entries it covers.
 //!
 //! Writes are grouped: the runtime calls [`Storage::append`] and
