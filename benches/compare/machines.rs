@@ -159,9 +159,10 @@ pub fn run(settings: &Settings, report: &mut Report) {
         settings,
     };
     report.note(format!(
-        "machines: a cpu cgroup each ({} ms per 100 ms); worker i and daemon i (`--cgroup`) run in machine i; raftlb is measured through follower {}",
+        "machines: a cpu cgroup each ({} ms per 100 ms); worker i and daemon i (`--cgroup`) run in machine i; raftlb is measured through follower {}; every load {} s after a {WARMUP_SECS} s warm-up",
         QUOTA_US / 1000,
-        cluster.ids[bench.node]
+        cluster.ids[bench.node],
+        bench.load_secs(),
     ));
     for scenario in [Scenario::Even, Scenario::Weak, Scenario::Noisy] {
         if let Err(e) = bench.scenario(scenario, report) {

@@ -196,8 +196,9 @@ pub fn document(
 const HOW_TO_READ: &str = "
 ## How to read it
 
-- Every load is closed-loop: each client sends its next request when the last
-  one is answered, so throughput and latency are two views of one run.
+- Every load is closed-loop unless its row says open loop: each client sends
+  its next request when the last one is answered, so throughput and latency
+  are two views of one run.
 - The same load tool (`raftlb bench`) drives both sides of every ratio; ratios
   say which way they are taken. p50/p99 are over the measured window, after
   the warm-up.
