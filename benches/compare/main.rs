@@ -25,7 +25,8 @@
 //!
 //! `BENCH_QUICK=1` makes a short development run (5 trials, 2 s loads, no
 //! primesieve at 10^10, 50,000 entries); `BENCH_SECS` sets the load length;
-//! `BENCH_ONLY=failover,worker` runs only those sections (while working on one).
+//! `BENCH_ONLY=failover,worker` runs only those sections (while working on one);
+//! `BENCH_MACHINES=weak,shift` only those scenarios of the machines section.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;

@@ -229,8 +229,11 @@ const HOW_TO_READ: &str = "
   stats page, nginx's from an access log of `$upstream_addr`. The notes
   show, for each scenario, a lone 50 ms request timed on each machine and
   the agreed table in the middle of raftlb's run: the check that the
-  scenario changes what it claims. Skipped, with a note, where the host
-  cannot make cgroups (it needs root and the cpu controller).
+  scenario changes what it claims. Shift: raftlb alone, six closed loops of
+  5 s back to back; the neighbour's loops are moved from machine 3's cgroup
+  to machine 1's at 15 s, and the node's forward counters are read every
+  250 ms. Skipped, with a note, where the host cannot make cgroups (it needs
+  root and the cpu controller).
 - Key: the main cluster (cluster key on, the default) beside a second one
   started with `--insecure`, same options otherwise, both running while
   either is measured; failover trials and write loads take turns.
