@@ -174,9 +174,10 @@ enum BenchLoad {
 /// The flags both loads share.
 #[derive(clap::Args, Debug)]
 struct BenchCommon {
-    /// http://HOST:PORT
-    #[arg(long)]
-    target: String,
+    /// http://HOST:PORT; given more than once, the client threads take
+    /// turns over them (as DNS round robin spreads clients).
+    #[arg(long, required = true)]
+    target: Vec<String>,
     /// The measured window, after the warm-up.
     #[arg(long, default_value_t = 10.0, value_parser = window_secs)]
     duration_secs: f64,
@@ -486,7 +487,10 @@ fn bench(load: BenchLoad, request_timeout: Duration) -> Result<(), Exit> {
     };
     let options = bench::Options {
         load,
-        target: bench::Target::parse(&common.target).map_err(Exit::Usage)?,
+        targets: (common.target.iter())
+            .map(|t| bench::Target::parse(t))
+            .collect::<Result<_, _>>()
+            .map_err(Exit::Usage)?,
         concurrency: usize::from(concurrency),
         warmup: Duration::from_secs_f64(common.warmup_secs),
         duration: Duration::from_secs_f64(common.duration_secs),

@@ -416,6 +416,24 @@ fn bench_mixed_primes_at_a_rate_send_that_many_requests() {
 }
 
 #[test]
+fn bench_threads_take_turns_over_several_targets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_worker, url) = worker(dir.path());
+    let refusing = format!("http://{}", refusing_addr());
+    let output = bench(&format!(
+        "prime --target {url} --target {refusing} -c 2 --duration-secs 0.5 --warmup-secs 0 --json"
+    ));
+    let json = report(&output);
+    assert_eq!(json["target"], format!("{url},{refusing}"), "{json}");
+    // Thread 0 on the worker, thread 1 on the port that refuses.
+    assert!(json["ok"].as_u64().expect("ok") > 0, "{json}");
+    assert!(
+        json["failures"]["connect"].as_u64().expect("connect") > 0,
+        "{json}"
+    );
+}
+
+#[test]
 fn bench_note_against_a_cluster_writes_notes_of_the_size_asked() {
     let _one = support::exclusive();
     let cluster = support::Cluster::start(support::Options {

@@ -1,7 +1,8 @@
 //! `raftlb bench`: the load generator the benchmarks use, on raftlb and on the
 //! reference tools alike (HAProxy, nginx, a worker, etcd).
 //!
-//! Each of `concurrency` threads keeps one connection (`crate::http::conn`) and sends a
+//! Each of `concurrency` threads keeps one connection (`crate::http::conn`), to
+//! one of the targets in turn (thread i to target i mod their number), and sends a
 //! request, waits for its answer, sends the next: a closed loop. With a rate
 //! (`--rate`, open loop) each thread sends on a schedule instead, its share
 //! of the rate evenly spaced, and a request's latency is counted from when it
@@ -132,7 +133,9 @@ fn pick_addr(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub load: Load,
-    pub target: Target,
+    /// Where the load goes; thread i sends to target i mod their number, as
+    /// clients spread by DNS round robin would.
+    pub targets: Vec<Target>,
     /// Client threads, each with one connection and one request at a time.
     pub concurrency: usize,
     /// Answers arriving this long after the start are not counted.
@@ -185,6 +188,9 @@ impl Window {
 
 /// Runs the load and sums it up; an error when the threads cannot start.
 pub fn run(options: &Options) -> Result<Summary, String> {
+    if options.targets.is_empty() {
+        return Err("no target".into());
+    }
     let start = Instant::now();
     let counted_from = start + options.warmup;
     let window = Window {
@@ -225,7 +231,10 @@ pub fn run(options: &Options) -> Result<Summary, String> {
     let window_end = window.full_at.get().copied().unwrap_or(window.end);
     Ok(Summary::new(
         options.load.name(),
-        options.target.url(),
+        (options.targets.iter())
+            .map(Target::url)
+            .collect::<Vec<_>>()
+            .join(","),
         options.concurrency,
         window_end.saturating_duration_since(counted_from),
         tally,
@@ -234,8 +243,9 @@ pub fn run(options: &Options) -> Result<Summary, String> {
 
 /// One client thread: request, answer, next, until the window closes.
 fn drive(thread: usize, options: &Options, window: &Window) -> Tally {
-    let mut conn = Conn::new(options.target.addr, options.request_timeout);
-    let mut request = Request::new(options.load, &options.target.authority, thread);
+    let target = &options.targets[thread % options.targets.len()];
+    let mut conn = Conn::new(target.addr, options.request_timeout);
+    let mut request = Request::new(options.load, &target.authority, thread);
     let mut tally = Tally::with_capacity(LATENCIES_RESERVED);
     let mut pace = (options.rate_per_sec)
         .map(|rate| Pace::new(window.start, thread, options.concurrency, rate));
