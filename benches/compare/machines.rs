@@ -10,7 +10,9 @@
 //! 3. noisy neighbour: busy loops inside machine 3's cgroup, sharing its quota
 //!    with the worker;
 //! 4. shift: the neighbour moves from machine 3 to machine 1 halfway through
-//!    a 30 s run through raftlb (`shift.rs`).
+//!    a 30 s run through raftlb (`shift.rs`);
+//! 5. five doors: the weak machine's closed loop spread over the five nodes,
+//!    beside the same through one (`doors.rs`).
 //!
 //! The stream (`raftlb bench prime --costly-n`): a tenth of the requests cost
 //! 10-50 ms of worker CPU, the rest 1 ms at most; the N that cost that are
@@ -27,9 +29,10 @@
 //!
 //! Where the host cannot make cgroups (not root, no cpu controller) the
 //! section says so in the notes and measures nothing. `BENCH_MACHINES=weak,shift`
-//! runs only those scenarios (while working on one). Not here: issue 13's
-//! fifth scenario (five doors: the load spread over the five nodes).
+//! runs only those scenarios (while working on one; the five doors come with
+//! `weak`).
 
+mod doors;
 mod shift;
 
 use std::time::{Duration, Instant};
@@ -360,7 +363,13 @@ impl Bench<'_> {
             3 * self.cluster.options.report_interval_ms,
         ));
         self.probe_speeds(scenario, report);
-        let result = self.measure(scenario, report);
+        let result = self.measure(scenario, report).and_then(|one_door| {
+            if scenario == Scenario::Weak {
+                self.five_doors(&one_door, report)
+            } else {
+                Ok(())
+            }
+        });
         drop(neighbours);
         result
     }
@@ -427,13 +436,14 @@ impl Bench<'_> {
         report: &mut Report,
     ) -> Result<Load, String> {
         let times = (self.load_secs(), WARMUP_SECS);
-        self.load_for(url, label, rate, times, report)
+        self.load_for(&[url], label, rate, times, report)
     }
 
-    /// `load` for `secs` after `warmup_secs`.
+    /// `load` for `secs` after `warmup_secs`, the threads taking turns over
+    /// `urls`.
     fn load_for(
         &mut self,
-        url: &str,
+        urls: &[&str],
         label: &str,
         rate: Option<f64>,
         (secs, warmup_secs): (u64, u64),
@@ -444,7 +454,10 @@ impl Bench<'_> {
         } else {
             CLIENTS
         };
-        let mut args = loadgen::timed("prime", url, clients, secs, warmup_secs);
+        let mut args = loadgen::timed("prime", urls[0], clients, secs, warmup_secs);
+        for url in &urls[1..] {
+            args.extend(["--target".to_string(), url.to_string()]);
+        }
         args.extend(self.stream_args.iter().cloned());
         args.extend(["--n-offset".into(), self.offset.to_string()]);
         self.offset += 1;
@@ -530,7 +543,9 @@ impl Bench<'_> {
         ))
     }
 
-    fn measure(&mut self, scenario: Scenario, report: &mut Report) -> Result<(), String> {
+    /// The closed loops and the open loop; raftlb's closed loop, for the five
+    /// doors.
+    fn measure(&mut self, scenario: Scenario, report: &mut Report) -> Result<Measured, String> {
         let what = format!(
             "{}: {}, mixed N, {CLIENTS} clients",
             scenario.name(),
@@ -591,7 +606,7 @@ impl Bench<'_> {
             .find(|r| format!("{} {}", r.0, r.1) == *best_label)
             .expect("the best is one of the references");
         self.open_loop(scenario, capacity * OPEN_LOOP_SHARE, best_reference, report);
-        Ok(())
+        Ok(ours)
     }
 
     /// raftlb and the reference with the lowest closed-loop p99 at a fixed

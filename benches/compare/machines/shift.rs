@@ -51,7 +51,7 @@ impl Bench<'_> {
             let loads: Vec<Result<Load, String>> = (0..WINDOWS)
                 .map(|w| {
                     let warmup = if w == 0 { WARMUP_SECS } else { 0 };
-                    self.load_for(&url, &label, None, (WINDOW_SECS, warmup), report)
+                    self.load_for(&[&url], &label, None, (WINDOW_SECS, warmup), report)
                 })
                 .collect();
             done.store(true, Ordering::Relaxed);
