@@ -232,7 +232,9 @@ const HOW_TO_READ: &str = "
   scenario changes what it claims. Shift: raftlb alone, six closed loops of
   5 s back to back; the neighbour's loops are moved from machine 3's cgroup
   to machine 1's at 15 s, and the node's forward counters are read every
-  250 ms. Skipped, with a note, where the host cannot make cgroups (it needs
+  250 ms. Five doors: the weak machine's closed loop with the client threads
+  taking turns over the five nodes, beside the weak row's one node. Skipped,
+  with a note, where the host cannot make cgroups (it needs
   root and the cpu controller).
 - Key: the main cluster (cluster key on, the default) beside a second one
   started with `--insecure`, same options otherwise, both running while
