@@ -142,9 +142,11 @@ fn run(args: Args) -> Result<(), Failure> {
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| (1, format!("cannot install signal handlers: {e}")))?;
     }
-    let node = runtime::start(&settings).map_err(|e| (1, e.to_string()))?;
+    let node = runtime::start(&settings).map_err(|e| (e.exit_code(), e.to_string()))?;
     let address = node.address;
-    let listener = raftlb::http::bind(&address.to_string()).map_err(|e| (1, e.to_string()))?;
+    // nodes.txt gives this node its address: one this host cannot listen on is
+    // a configuration to fix, like a bad line (exit 2).
+    let listener = raftlb::http::bind(&address.to_string()).map_err(|e| (2, e.to_string()))?;
     let handler = NodeHttp::new(node.shared.clone(), node.input.clone());
     let serving = raftlb::http::serve(listener, Limits::default(), handler);
     log::info!("node {} serving http and raft on {address}", settings.id);

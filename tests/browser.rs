@@ -47,8 +47,14 @@ fn page_saves_a_note_from_a_follower_and_shows_a_new_leader_within_2s() {
 
     let text = note_written_on_one_page_shows_on_another(&browser, &cluster, leader);
     let other = (leader + 2) % 5; // the page now open, a follower until the kill
+    charts_move_under_load(&browser, &cluster, other);
     let old = cluster.ids[leader].clone();
     new_leader_shown_within_2s(&browser, &mut cluster, leader);
+    let events = browser.find("#events").expect("#events");
+    wait_for("the election in the events", Duration::from_secs(5), || {
+        let said = browser.text(&events).ok()?;
+        said.contains("Election: ").then_some(())
+    });
 
     // A write from this page after the failover, with Ctrl+Enter this time.
     let again = format!("{text}\nand again after {old} died");
@@ -66,6 +72,124 @@ fn page_saves_a_note_from_a_follower_and_shows_a_new_leader_within_2s() {
     }
 
     no_leader_said_and_save_retried_until_one_is_back(&browser, &mut cluster, other, &text);
+    page_fails_over_while_its_node_is_down_and_comes_back(&browser, &mut cluster, other, &text);
+}
+
+/// SIGKILLs the page's own node: the page must go on through another node
+/// (naming it), save through it, and come back to its own node once it is up.
+fn page_fails_over_while_its_node_is_down_and_comes_back(
+    browser: &Browser,
+    cluster: &mut Cluster,
+    page_node: usize,
+    text: &str,
+) {
+    let own = cluster.ids[page_node].clone();
+    let this_node = browser.find("#this-node").expect("#this-node");
+    cluster.kill_node(page_node);
+    let through = wait_for(
+        "the page to fail over to another node",
+        Duration::from_secs(10),
+        || {
+            let shown = browser.text(&this_node).ok()?;
+            let prefix = format!("{own} (down), through ");
+            shown.strip_prefix(&prefix).map(str::to_string)
+        },
+    );
+    let banner = browser.find("#banner").expect("#banner");
+    let said = browser.text(&banner).expect("#banner");
+    assert!(
+        said.contains(&format!("reads and saves through node {through}")),
+        "{said}"
+    );
+    let path = screenshot_dir().join("noteraft-failover-1280.png");
+    screenshot_whole_page(browser, 1280, &path);
+    println!("screenshot: {}", path.display());
+
+    let through_other = format!("{text}\nsaved through {through} while {own} was down");
+    type_note(browser, &through_other);
+    browser
+        .click(&browser.find("#save").expect("#save"))
+        .expect("click Save");
+    let said = wait_for_saved(browser, Duration::from_secs(15));
+    assert!(
+        said.ends_with(&format!(" through node {through}.")),
+        "{said}"
+    );
+    let reader = cluster.live()[0];
+    assert_note(cluster, reader, &through_other);
+
+    cluster.restart_node(page_node);
+    wait_for(
+        "the page back on its own node",
+        Duration::from_secs(15),
+        || (browser.text(&this_node).ok()? == own).then_some(()),
+    );
+}
+
+/// With JavaScript off, the page still shows the cluster and the note as the
+/// node rendered them, and its form saves: POST, 303, the page again with the
+/// new note.
+#[test]
+fn page_without_javascript_shows_the_cluster_and_saves_the_note() {
+    let Some(programs) = Programs::find() else {
+        panic!("chromedriver or chromium is not installed: run `make browser-deps`");
+    };
+    let _guard = exclusive();
+    let cluster = Cluster::start(Options::default());
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_servers(&[true; 3], Duration::from_secs(15));
+    let page_node = (leader + 1) % 5;
+    let shots = screenshot_dir();
+    let port = support::free_port();
+    let browser = Browser::start_with(&programs, port, &shots.join("chromedriver-nojs.log"), false)
+        .unwrap_or_else(|e| panic!("start the browser: {e}"));
+    browser
+        .goto(&cluster.url(page_node, "/"))
+        .expect("open a follower's page");
+    let text_of = |selector: &str| {
+        let element = browser
+            .find(selector)
+            .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        browser
+            .text(&element)
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+    };
+    assert_eq!(text_of("#this-node"), cluster.ids[page_node]);
+    assert_eq!(text_of("#leader"), cluster.ids[leader]);
+    assert_eq!(text_of("#role"), "follower");
+    // The rows are the server's: without JavaScript nothing replaced them.
+    browser
+        .find("#servers tbody tr.rendered")
+        .expect("the server-rendered rows, as JavaScript is off");
+    let servers = text_of("#servers tbody");
+    for i in 0..3 {
+        assert!(servers.contains(&Cluster::server_id(i)), "{servers}");
+    }
+
+    let text = format!(
+        "saved without JavaScript, run {} <ok> & done",
+        std::process::id()
+    );
+    type_note(&browser, &text);
+    browser
+        .click(&browser.find("#save").expect("#save"))
+        .expect("click Save");
+    // The form's POST answers 303 to /, and the page comes back with the note.
+    wait_for(
+        "the page back with the note",
+        Duration::from_secs(15),
+        || {
+            let note = browser.find("#note").ok()?;
+            (browser.property(&note, "value").ok()? == json!(text)).then_some(())
+        },
+    );
+    assert_note(&cluster, leader, &text);
+    let count = format!("{} / 32768 bytes", text.len());
+    assert_eq!(text_of("#note-count"), count, "counted by the server");
+    let path = shots.join("noteraft-nojs-1280.png");
+    browser.set_window_size(1280, 1000).expect("resize");
+    browser.screenshot(&path).expect("screenshot");
+    println!("screenshot: {}", path.display());
 }
 
 /// Types a note on a follower's page and saves it (the follower forwards it to the
@@ -103,6 +227,57 @@ fn note_written_on_one_page_shows_on_another(
         || (browser.property(&note, "value").ok()? == json!(text)).then_some(()),
     );
     text
+}
+
+/// What the page's charts show: one per server, and the request rate through
+/// the page's node, drawn as an SVG polyline (read from the DOM).
+const CHARTS: &str = r##"
+    return [...document.querySelectorAll("#charts figure")].map(f => ({
+        server: f.dataset.server,
+        caption: f.querySelector("figcaption .num").textContent,
+        points: f.querySelector("polyline.rps").getAttribute("points") || "",
+    }));
+"##;
+
+/// Sends prime requests through the page's node for a few seconds: the page's
+/// charts (one per server) must draw a request rate above zero.
+fn charts_move_under_load(browser: &Browser, cluster: &Cluster, page_node: usize) {
+    let url = cluster.url(page_node, "/1000");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                let _ = get(&url);
+            }
+        })
+    };
+    let moved = wait_for(
+        "a chart with requests/s above 0",
+        Duration::from_secs(15),
+        || {
+            let charts = browser.execute(CHARTS, &[]).ok()?;
+            let charts = charts.as_array()?.clone();
+            let busy = charts.iter().find(|c| {
+                let rate = c["caption"].as_str().unwrap_or("");
+                // The rate line leaves the bottom (y 100) somewhere.
+                let high = c["points"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(' ')
+                    .filter_map(|p| p.split_once(',')?.1.parse::<f64>().ok())
+                    .any(|y| y < 100.0);
+                !rate.starts_with("0 req/s") && high
+            })?;
+            (charts.len() == 3).then(|| busy.clone())
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("the load thread");
+    println!("chart under load: {moved}");
 }
 
 /// SIGKILLs the leader; the open page (a surviving node's) must name a new one

@@ -369,6 +369,32 @@ fn bad_nodes_files_and_unknown_ids_exit_2_naming_the_problem() {
 }
 
 #[test]
+fn an_address_this_host_cannot_bind_exits_2_saying_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Taken by someone else (UDP; the node binds UDP first), and not this
+    // host's at all (TEST-NET-1: bind fails at once, nothing is sent).
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    let taken = taken.local_addr().expect("bound").to_string();
+    for (addr, want) in [
+        (taken.as_str(), "cannot bind udp"),
+        ("192.0.2.1:34572", "cannot bind udp 192.0.2.1:34572"),
+    ] {
+        let nodes = dir.path().join("nodes.txt");
+        std::fs::write(&nodes, format!("A {addr}\n")).expect("write nodes.txt");
+        let out = std::process::Command::new(support::NODE)
+            .args(["--id", "A", "--insecure", "--nodes"])
+            .arg(&nodes)
+            .arg("--data-dir")
+            .arg(dir.path().join("data-A"))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{addr}: {err}");
+        assert!(err.contains(want), "{addr}: {err}");
+    }
+}
+
+#[test]
 fn a_second_node_on_the_same_data_dir_is_refused() {
     let _one = exclusive();
     let cluster = Cluster::start(Options {

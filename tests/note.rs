@@ -91,6 +91,28 @@ fn a_note_written_on_a_follower_is_read_back_exactly_on_every_node() {
     assert!(answer.contains("\r\nLocation: /\r\n"), "{answer}");
     assert!(answer.contains("X-Raftlb-Index: "), "{answer}");
     assert_eq!(read(&cluster, follower).body, "from a browser");
+
+    // The page, without JavaScript: the note as the node applied it (escaped),
+    // this node's view, and a form that posts the seed's field back to /note.
+    let markup = "</textarea><script>alert('x')</script> & \"q\"";
+    assert_eq!(put(&cluster, follower, markup.as_bytes()).code, 200);
+    let page = request("GET", &cluster.url(follower, "/"), "text/html", b"")
+        .expect("the page")
+        .body;
+    let escaped =
+        "&lt;/textarea&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;";
+    assert!(page.contains(&format!("name=\"textareaData\" spellcheck=\"false\" aria-describedby=\"note-count note-help\">{escaped}</textarea>")), "{page}");
+    assert!(!page.contains("<script>alert"), "the note is not markup");
+    assert!(page.contains("<form id=\"note-form\" method=\"post\" action=\"/note\">"));
+    let me = &cluster.ids[follower];
+    assert!(page.contains(&format!("<title>NoteRaft — raftlb node {me}</title>")));
+    let leader_id = &cluster.ids[leader];
+    assert!(
+        page.contains(&format!("<dd id=\"leader\">{leader_id}</dd>")),
+        "{page}"
+    );
+    assert!(page.contains("<dd id=\"role\">follower</dd>"), "{page}");
+    assert!(!page.contains("{{"), "every placeholder filled");
     let empty = put(&cluster, leader, b"");
     assert_eq!(empty.code, 200);
     assert_eq!(read(&cluster, follower).body, "");
@@ -184,11 +206,21 @@ fn cross_site_note_writes_are_403_a_foreign_host_421_and_both_counted() {
     let (status, answer) = raw(&cluster, 0, "GET /health HTTP/1.1", b"");
     assert_eq!(status, 400, "no Host in HTTP/1.1: {answer}");
     // The node's own page, and another node's page failing over, may write.
-    for origin in [format!("http://{own}"), other_node] {
+    for origin in [format!("http://{own}"), other_node.clone()] {
         let head = format!("PUT /note HTTP/1.1\r\nHost: {own}\r\nOrigin: {origin}");
         let (status, answer) = raw(&cluster, 0, &head, b"mine");
         assert_eq!(status, 200, "{answer}");
     }
+    // Another node's page may read the answer (CORS); any other site may not.
+    let head = format!("GET /note HTTP/1.1\r\nHost: {own}\r\nOrigin: {other_node}");
+    let (status, answer) = raw(&cluster, 0, &head, b"");
+    assert_eq!(status, 200, "{answer}");
+    let allowed = format!("\r\nAccess-Control-Allow-Origin: {other_node}\r\n");
+    assert!(answer.contains(&allowed), "{answer}");
+    let head = format!("GET /note HTTP/1.1\r\nHost: {own}\r\nOrigin: http://evil.example");
+    let (status, answer) = raw(&cluster, 0, &head, b"");
+    assert_eq!(status, 200, "{answer}");
+    assert!(!answer.contains("Access-Control-Allow-Origin"), "{answer}");
     assert_eq!(
         read(&cluster, 1).body,
         "mine",

@@ -70,6 +70,15 @@ fn status_says_who_leads_and_no_leader_with_three_of_five_down_exits_1() {
         Cluster::server_id(0)
     );
     assert!(metrics.contains(&zero), "{metrics}");
+    // The page, rendered on the server: the server's row, alive.
+    let (_, page, _) = support::get(&cluster.url(leader, "/")).expect("the page");
+    let row = format!(
+        "<tr class=\"rendered\"><th scope=\"row\">{}<span class=\"url addr\">http://127.0.0.1:",
+        Cluster::server_id(0)
+    );
+    assert!(page.contains(&row), "{page}");
+    assert!(page.contains("data-label=\"State\">alive</td>"), "{page}");
+    assert!(page.contains("<tr id=\"no-servers\" hidden>"), "{page}");
 
     // From another directory, the nodes from RAFTLB_NODES, a file and a list.
     let list: Vec<String> = (cluster.ids.iter().zip(&cluster.ports))

@@ -86,6 +86,18 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+impl StartError {
+    /// The process's exit code for it: 2 when the configuration cannot work
+    /// here (flags, nodes.txt, an address this host cannot bind), 1 for the
+    /// data dir (unreadable, corrupt, or in use by another node).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::Bind(_) => 2,
+            StartError::DataDir(_) => 1,
+        }
+    }
+}
+
 /// A started node: its threads and the handles to stop them.
 pub struct RunningNode {
     /// This node's address from nodes.txt: UDP is bound there, HTTP goes there too.

@@ -70,6 +70,15 @@ impl Guard {
         ))
     }
 
+    /// Whether `origin` is another node's page (`http://` + an address of
+    /// nodes.txt): the one cross-origin caller of `/note`, when its own node
+    /// does not answer and the page reads and saves through this one.
+    pub fn is_node_origin(&self, origin: &str) -> bool {
+        self.node_origins
+            .iter()
+            .any(|node| origin.eq_ignore_ascii_case(node))
+    }
+
     /// 403 for a note write a browser sends from another site.
     pub fn check_write_origin(&self, request: &Request) -> Result<(), Reply> {
         let fetch_site = request.header("sec-fetch-site");
@@ -82,11 +91,7 @@ impl Guard {
         let same_origin = request
             .header("host")
             .is_some_and(|host| same_text(origin, "http://", host));
-        let a_node = self
-            .node_origins
-            .iter()
-            .any(|node| origin.eq_ignore_ascii_case(node));
-        if same_origin || a_node {
+        if same_origin || self.is_node_origin(origin) {
             return Ok(());
         }
         Err(http::error(

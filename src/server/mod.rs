@@ -14,6 +14,7 @@ pub mod choice;
 pub mod guard;
 pub mod metrics;
 pub mod note;
+pub mod page;
 pub mod prime;
 pub mod report;
 pub mod upstream;
@@ -99,7 +100,7 @@ impl NodeHttp {
             );
         }
         match path {
-            "/" => page(),
+            "/" => page(&self.shared),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
             "/status" => http::with_header(
@@ -108,12 +109,13 @@ impl NodeHttp {
                 "*",
             ),
             "/note" if matches!(method, "PUT" | "POST") => {
-                match self.guard.check_write_origin(request) {
+                let reply = match self.guard.check_write_origin(request) {
                     Ok(()) => note::handle(self, request),
                     Err(refused) => refused,
-                }
+                };
+                self.readable_by_node_pages(request, reply)
             }
-            "/note" => note::handle(self, request),
+            "/note" => self.readable_by_node_pages(request, note::handle(self, request)),
             "/metrics" => metrics::reply(&self.shared, &self.chooser),
             "/report" => report::handle(self, request),
             "/admin/forget" => admin::forget(self, request),
@@ -121,6 +123,24 @@ impl NodeHttp {
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
                 prime::handle(self, n_text)
             }
+        }
+    }
+}
+
+impl NodeHttp {
+    /// Lets another node's page read this answer (CORS), when that page is
+    /// failing over to this node: only for the nodes' own origins, so that no
+    /// other site can read the note through a visitor's browser. The page
+    /// writes with the form `POST`, a request that needs no preflight.
+    fn readable_by_node_pages(&self, request: &Request, reply: Reply) -> Reply {
+        match request.header("origin") {
+            Some(origin) if self.guard.is_node_origin(origin) => {
+                let reply = http::with_header(reply, "Access-Control-Allow-Origin", origin);
+                let reply =
+                    http::with_header(reply, "Access-Control-Expose-Headers", note::INDEX_HEADER);
+                http::with_header(reply, "Vary", "Origin")
+            }
+            _ => reply,
         }
     }
 }
@@ -149,9 +169,9 @@ impl Service for NodeHttp {
 }
 
 /// The NoteRaft page, one self-contained file built into the binary.
-fn page() -> Reply {
+fn page(shared: &Shared) -> Reply {
     http::with_header(
-        Reply::new(200, include_str!("page.html").as_bytes().to_vec()),
+        Reply::new(200, page::render(shared).into_bytes()),
         "Content-Type",
         "text/html; charset=utf-8",
     )

@@ -101,6 +101,18 @@ impl Browser {
     /// Starts chromedriver on `port` (its output goes to `log`) and opens a
     /// headless Chromium session.
     pub fn start(programs: &Programs, port: u16, log: &Path) -> Result<Browser> {
+        Browser::start_with(programs, port, log, true)
+    }
+
+    /// Like [`Browser::start`], with pages' JavaScript on or off (off: as a
+    /// text browser or a locked-down one reads the page; WebDriver's own
+    /// commands still work).
+    pub fn start_with(
+        programs: &Programs,
+        port: u16,
+        log: &Path,
+        javascript: bool,
+    ) -> Result<Browser> {
         let out = std::fs::File::create(log)
             .map_err(|e| Error(format!("create {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| Error(e.to_string()))?;
@@ -138,6 +150,11 @@ impl Browser {
                 "goog:chromeOptions": {
                     "binary": programs.chromium.display().to_string(),
                     "args": CHROMIUM_ARGS,
+                    "prefs": {
+                        // 1 allows pages' scripts, 2 blocks them.
+                        "profile.managed_default_content_settings.javascript":
+                            if javascript { 1 } else { 2 },
+                    },
                 },
             }}
         });
