@@ -72,10 +72,11 @@ const OPEN_LOOP_SHARE: f64 = 0.7;
 /// fell behind whenever answers took over 64 ms). Below a node's 128 per
 /// source address, as the load tool connects from one.
 const OPEN_LOOP_CLIENTS: usize = 100;
-/// The longest load: the section runs 24 of them (6 systems closed loop, 2
-/// open loop, 3 scenarios), about 4 minutes at 8 s and the warm-up, and
-/// the shift's 30 s.
-const LOAD_SECS_MAX: u64 = 8;
+/// The longest load: the section runs 25 of them (6 systems closed loop, 2
+/// open loop, 3 scenarios, the five doors), about 4 minutes at 7 s and the
+/// warm-up with the shift's 30 s (5.2 minutes at 8 s: over the issue's
+/// budget for the section).
+const LOAD_SECS_MAX: u64 = 7;
 /// Warm-up of every load: the daemons report once a second, and raftlb's
 /// table must hold a report taken under load before the window opens.
 const WARMUP_SECS: u64 = 2;
