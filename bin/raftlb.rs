@@ -132,6 +132,25 @@ enum BenchLoad {
         #[arg(long, default_value_t = 100,
               value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_N))]
         n: u64,
+        /// A mixed load instead of --n: this share of the requests draw N from
+        /// LO-HI (log-uniform), the rest from --cheap-n; the same stream for
+        /// the same --seed.
+        #[arg(long, value_name = "LO-HI", value_parser = n_range, conflicts_with = "n")]
+        costly_n: Option<bench::mix::NRange>,
+        /// The mixed load's cheap N.
+        #[arg(long, value_name = "LO-HI", default_value = "1000-100000", value_parser = n_range,
+              requires = "costly_n")]
+        cheap_n: bench::mix::NRange,
+        /// The mixed load's costly requests, in percent.
+        #[arg(long, default_value_t = 10.0, value_parser = percent, requires = "costly_n")]
+        costly_percent: f64,
+        /// The mixed load's seed.
+        #[arg(long, default_value_t = 1, requires = "costly_n")]
+        seed: u64,
+        /// Added to every N of the mixed load: the same costs, other N, so that
+        /// the workers' caches do not answer from an earlier run.
+        #[arg(long, default_value_t = 0, requires = "costly_n")]
+        n_offset: u64,
         /// Client threads, each with one connection and one request at a time.
         #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
@@ -155,9 +174,10 @@ enum BenchLoad {
 /// The flags both loads share.
 #[derive(clap::Args, Debug)]
 struct BenchCommon {
-    /// http://HOST:PORT
-    #[arg(long)]
-    target: String,
+    /// http://HOST:PORT; given more than once, the client threads take
+    /// turns over them (as DNS round robin spreads clients).
+    #[arg(long, required = true)]
+    target: Vec<String>,
     /// The measured window, after the warm-up.
     #[arg(long, default_value_t = 10.0, value_parser = window_secs)]
     duration_secs: f64,
@@ -173,6 +193,31 @@ struct BenchCommon {
     /// A request not answered in this many ms counts as failed [default: 10000]
     #[arg(long, value_parser = timeout_ms)]
     timeout_ms: Option<u64>,
+    /// Open loop: this many requests per second in all, each thread sending
+    /// its share on schedule, latency counted from when a request was due.
+    #[arg(long, value_parser = rate)]
+    rate: Option<f64>,
+}
+
+/// `LO-HI`, two N within the default max-n.
+fn n_range(text: &str) -> Result<bench::mix::NRange, String> {
+    bench::mix::NRange::parse(text, raftlb::primes::MAX_N)
+}
+
+/// 0 <= p <= 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err("must be a number from 0 to 100".into()),
+    }
+}
+
+/// Requests per second, 0 < r <= 1,000,000.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1e6 => Ok(r),
+        _ => Err("must be a number of requests per second above 0, at most 1000000".into()),
+    }
 }
 
 /// Seconds, 0 < s <= one day.
@@ -406,8 +451,25 @@ fn bench(load: BenchLoad, request_timeout: Duration) -> Result<(), Exit> {
         BenchLoad::Prime {
             common,
             n,
+            costly_n,
+            cheap_n,
+            costly_percent,
+            seed,
+            n_offset,
             concurrency,
-        } => (bench::Load::Prime { n }, common, concurrency),
+        } => {
+            let load = match costly_n {
+                None => bench::Load::Prime { n },
+                Some(costly) => bench::Load::PrimeMix(bench::mix::Mix {
+                    cheap: cheap_n,
+                    costly,
+                    costly_per_mille: (costly_percent * 10.0).round() as u64,
+                    seed,
+                    offset: n_offset,
+                }),
+            };
+            (load, common, concurrency)
+        }
         BenchLoad::Note {
             common,
             concurrency,
@@ -425,12 +487,16 @@ fn bench(load: BenchLoad, request_timeout: Duration) -> Result<(), Exit> {
     };
     let options = bench::Options {
         load,
-        target: bench::Target::parse(&common.target).map_err(Exit::Usage)?,
+        targets: (common.target.iter())
+            .map(|t| bench::Target::parse(t))
+            .collect::<Result<_, _>>()
+            .map_err(Exit::Usage)?,
         concurrency: usize::from(concurrency),
         warmup: Duration::from_secs_f64(common.warmup_secs),
         duration: Duration::from_secs_f64(common.duration_secs),
         max_requests: common.max_requests,
         request_timeout,
+        rate_per_sec: common.rate,
     };
     let command = format!("bench {}", load.name());
     let summary =

@@ -400,6 +400,40 @@ fn bench_stops_at_max_requests() {
 }
 
 #[test]
+fn bench_mixed_primes_at_a_rate_send_that_many_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_worker, url) = worker(dir.path());
+    let output = bench(&format!(
+        "prime --target {url} -c 4 --costly-n 100000-200000 --cheap-n 10-1000 --seed 3 \
+         --rate 100 --duration-secs 1 --warmup-secs 0 --json"
+    ));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = report(&output);
+    assert_eq!(json["failed"], 0, "{json}");
+    // 100 due in the second; the last few may be in flight at its end.
+    let ok = json["ok"].as_u64().expect("ok");
+    assert!((90..=101).contains(&ok), "{json}");
+}
+
+#[test]
+fn bench_threads_take_turns_over_several_targets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_worker, url) = worker(dir.path());
+    let refusing = format!("http://{}", refusing_addr());
+    let output = bench(&format!(
+        "prime --target {url} --target {refusing} -c 2 --duration-secs 0.5 --warmup-secs 0 --json"
+    ));
+    let json = report(&output);
+    assert_eq!(json["target"], format!("{url},{refusing}"), "{json}");
+    // Thread 0 on the worker, thread 1 on the port that refuses.
+    assert!(json["ok"].as_u64().expect("ok") > 0, "{json}");
+    assert!(
+        json["failures"]["connect"].as_u64().expect("connect") > 0,
+        "{json}"
+    );
+}
+
+#[test]
 fn bench_note_against_a_cluster_writes_notes_of_the_size_asked() {
     let _one = support::exclusive();
     let cluster = support::Cluster::start(support::Options {
@@ -445,6 +479,12 @@ fn bench_refuses_bad_targets_and_flags_with_exit_2() {
         "prime --target http://127.0.0.1:9 -c 1025",
         "prime --target http://127.0.0.1:9 --n 0",
         "prime --target http://127.0.0.1:9 --duration-secs 0",
+        "prime --target http://127.0.0.1:9 --costly-n 5-1",
+        "prime --target http://127.0.0.1:9 --costly-n 0-10",
+        "prime --target http://127.0.0.1:9 --n 5 --costly-n 1-2",
+        "prime --target http://127.0.0.1:9 --cheap-n 1-2",
+        "prime --target http://127.0.0.1:9 --costly-n 1-2 --costly-percent 101",
+        "prime --target http://127.0.0.1:9 --rate 0",
         "note --target http://127.0.0.1:9 --size-bytes 32769",
         "note --target http://127.0.0.1:9 --size-bytes 0",
         "note",

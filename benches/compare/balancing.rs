@@ -1,9 +1,8 @@
 //! Prime requests through a balancer: raftlb (one follower node) beside HAProxy
 //! and nginx in front of the same three workers, and straight to one worker;
-//! then the skewed case, an outside CPU hog pinned to the CPU that worker 0 is
-//! pinned to, and the same loads again; then the node and HAProxy each under a
-//! slowloris attack (`slowloris.rs`) from another address, against the same
-//! load without it.
+//! then the node and HAProxy each under a slowloris attack (`slowloris.rs`)
+//! from another address, against the same load without it. Servers of unequal
+//! speed are `machines.rs`'s.
 //!
 //! Every load is `raftlb bench prime --n 100` at 64 closed-loop clients: N=100
 //! costs the worker microseconds, so the figure is the balancer's own cost,
@@ -17,7 +16,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::loadgen::{self, median, thousands, Load};
-use crate::procs::{self, Guard};
 use crate::proxies::{self, Proxy};
 use crate::slowloris::{self, Attack, Probe, Tally};
 use crate::support::Cluster;
@@ -49,6 +47,9 @@ struct Targets {
     worker: String,
 }
 
+/// `proxies::haproxy` or `proxies::nginx`.
+type Start = fn(proxies::Setup, &mut Report) -> Result<Proxy, String>;
+
 pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let follower = (leader + 1) % cluster.nodes.len();
@@ -57,8 +58,12 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
         cluster.ids[follower], cluster.ids[leader], cluster.options.report_interval_ms
     ));
     let mut proxies = Vec::new();
-    for start in [proxies::haproxy, proxies::nginx] {
-        match start(&cluster.worker_ports, report) {
+    let [haproxy, nginx] = proxies::Setup::least(&cluster.worker_ports, "balancing");
+    for (start, setup) in [
+        (proxies::haproxy as Start, haproxy),
+        (proxies::nginx, nginx),
+    ] {
+        match start(setup, report) {
             Ok(p) => proxies.push(p),
             Err(e) => report.row(Row::error("balancing", "reference start", &e)),
         }
@@ -73,7 +78,6 @@ pub fn run(cluster: &Cluster, settings: &Settings, report: &mut Report) {
     };
     if settings.runs("balancing") {
         uniform(&targets, settings, report);
-        skewed(cluster, &targets, settings, report);
     }
     if settings.runs("slowloris") {
         under_slowloris(&targets, settings, report);
@@ -132,7 +136,7 @@ fn ours(
 
 /// Prime requests a node forwarded with success, by server, from its
 /// `raftlb_forwards_total{server="…",result="ok"}` counters.
-fn forwards(metrics_url: &str) -> BTreeMap<String, u64> {
+pub fn forwards(metrics_url: &str) -> BTreeMap<String, u64> {
     let agent = crate::http::agent(Duration::from_secs(2));
     let Some((200, text)) = crate::http::get(&agent, metrics_url) else {
         return BTreeMap::new();
@@ -179,75 +183,6 @@ fn uniform(targets: &Targets, settings: &Settings, report: &mut Report) {
             Err(e) => row = row.against(format!("{name}: error: {e}")),
         }
         report.row(row);
-    }
-}
-
-/// The CPU the hog and worker 0 share: the last one.
-fn hog_cpu() -> String {
-    (procs::cpus() - 1).to_string()
-}
-
-fn skewed(cluster: &Cluster, targets: &Targets, settings: &Settings, report: &mut Report) {
-    let what = format!("skewed: CPU hog beside worker 0, primes N={N}, {CLIENTS} clients");
-    let Some(worker) = cluster.workers[0].as_ref() else {
-        return report.row(Row::error("balancing", what, "worker 0 is not running"));
-    };
-    let cpu = hog_cpu();
-    let hog_args = [
-        "-c".to_string(),
-        cpu.clone(),
-        "sh".into(),
-        "-c".into(),
-        "while :; do :; done".into(),
-    ];
-    let log = cluster.path("hog.log");
-    let hog = match procs::pin(worker.pid(), &cpu)
-        .and_then(|()| Guard::spawn("cpu hog", "taskset", &hog_args, &log))
-    {
-        Ok(hog) => hog,
-        Err(e) => return report.row(Row::error("balancing", what, &e)),
-    };
-    report.command(
-        "balancing",
-        format!("taskset -a -p -c {cpu} <worker 0 pid>"),
-    );
-    report.command(
-        "balancing",
-        format!("taskset -c {cpu} sh -c 'while :; do :; done'   # the hog, beside worker 0"),
-    );
-    // Two report intervals and more, so that the agreed table has seen it.
-    std::thread::sleep(Duration::from_millis(
-        3 * cluster.options.report_interval_ms,
-    ));
-    // Two seconds of warm-up: the daemons report once a second, and the table
-    // must hold a report taken under load before the measured window opens.
-    let warmup_secs = 2;
-    match ours(targets, settings, warmup_secs, "skewed", report) {
-        Ok(ours) => {
-            for proxy in &targets.proxies {
-                let mut row = Row::new(
-                    "balancing",
-                    format!("{what}: vs {}", proxy.name),
-                    ours.summary(" req"),
-                );
-                match load(&proxy.url(), proxy.name, settings, warmup_secs, report) {
-                    Ok(theirs) => {
-                        row = row
-                            .against(format!("{}: {}", proxy.name, theirs.summary(" req")))
-                            .ratio(ours.p99_ms, theirs.p99_ms, "p99, raftlb ÷ ref")
-                            .goal("p99 lower (< 1)", ours.p99_ms < theirs.p99_ms);
-                    }
-                    Err(e) => row = row.against(format!("{}: error: {e}", proxy.name)),
-                }
-                report.row(row);
-            }
-        }
-        Err(e) => report.row(Row::error("balancing", what, &e)),
-    }
-    drop(hog);
-    let all = format!("0-{}", procs::cpus() - 1);
-    if let Err(e) = procs::pin(worker.pid(), &all) {
-        report.note(format!("could not unpin worker 0: {e}"));
     }
 }
 

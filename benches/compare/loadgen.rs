@@ -22,17 +22,32 @@ pub struct Load {
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    #[serde(default)]
+    pub p999_ms: Option<f64>,
 }
 
 impl Load {
     /// "12,345/s, p50 1.23 ms, p99 4.56 ms" and the failures, if any.
     pub fn summary(&self, unit: &str) -> String {
+        self.summary_of(unit, false)
+    }
+
+    /// The same for requests with p99.9 after p99, where the tail is the point.
+    pub fn summary_with_tail(&self) -> String {
+        self.summary_of(" req", true)
+    }
+
+    fn summary_of(&self, unit: &str, tail: bool) -> String {
         let mut s = format!(
             "{}{unit}/s, p50 {}, p99 {}",
             thousands(self.per_sec),
             ms(self.p50_ms),
             ms(self.p99_ms)
         );
+        if let Some(p999) = self.p999_ms.filter(|_| tail) {
+            s += &format!(", p99.9 {}", ms(p999));
+        }
+
         if self.failed > 0 {
             let reasons: Vec<String> = self
                 .failures

@@ -7,7 +7,11 @@
 //! - key (`key.rs`): failover and writes/s with the cluster key on, beside a
 //!   second cluster started with `--insecure`;
 //! - balancing (`balancing.rs`): primes through a node beside HAProxy and nginx
-//!   (`proxies.rs`) in front of the same workers, even and skewed;
+//!   (`proxies.rs`) in front of the same workers;
+//! - machines (`machines.rs`): servers as machines (a cpu cgroup each, made
+//!   with the system tests' `tests/daemon/cgroup.rs`), mixed N, raftlb beside
+//!   HAProxy's and nginx's policies: even, a weak machine, a noisy neighbour;
+//!   a cluster of its own, started after the others stop;
 //! - slowloris (`balancing.rs`, the attacker in `slowloris.rs`): primes through
 //!   a node and through HAProxy while 1,000 slow connections from another
 //!   address are held against it, beside the same without them;
@@ -21,12 +25,15 @@
 //!
 //! `BENCH_QUICK=1` makes a short development run (5 trials, 2 s loads, no
 //! primesieve at 10^10, 50,000 entries); `BENCH_SECS` sets the load length;
-//! `BENCH_ONLY=failover,worker` runs only those sections (while working on one).
+//! `BENCH_ONLY=failover,worker` runs only those sections (while working on one);
+//! `BENCH_MACHINES=weak,shift` only those scenarios of the machines section.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod balancing;
+#[path = "../../tests/daemon/cgroup.rs"]
+mod cgroup;
 mod etcd;
 mod failover;
 mod footprint;
@@ -34,6 +41,7 @@ mod http;
 mod key;
 mod loadgen;
 mod machine;
+mod machines;
 mod procs;
 mod proxies;
 mod replication;
@@ -106,6 +114,9 @@ fn main() {
     .any(|s| settings.runs(s))
     {
         systems(&settings, &mut report);
+    }
+    if settings.runs("machines") {
+        machines::run(&settings, &mut report);
     }
     let document = table::document(&report, &machine, &settings, started.elapsed());
     let path = std::path::Path::new(machine::ROOT).join("BENCHMARKS.md");

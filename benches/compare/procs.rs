@@ -1,5 +1,6 @@
-//! The reference programs' processes (etcd, HAProxy, nginx, the CPU hog) and
-//! what the bench reads about processes: RSS, disk use, CPU pinning.
+//! The reference programs' processes (etcd, HAProxy, nginx, the noisy
+//! neighbours' busy loops) and what the bench reads about processes: RSS and
+//! disk use.
 //!
 //! raftlb's own processes go through `tests/support` (`Proc`); a `Guard` is the
 //! same idea for programs that may have children of their own: on drop it asks
@@ -117,23 +118,6 @@ pub fn disk_use_kib(dir: &Path) -> u64 {
 /// The number of CPUs this process may run on.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Pins every thread of `pid` (and the threads it starts later) to `cpus`,
-/// a taskset list such as "1" or "0-1".
-pub fn pin(pid: u32, cpus: &str) -> Result<(), String> {
-    let out = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .output()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "taskset -a -p -c {cpus} {pid}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// The first line of `program flag`'s output (stdout, else stderr), for the

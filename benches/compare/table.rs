@@ -144,11 +144,12 @@ fn cell(text: &str) -> String {
 }
 
 /// The table's sections, in the issue's order (rows are measured in another).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "failover",
     "replication",
     "key",
     "balancing",
+    "machines",
     "slowloris",
     "worker",
     "footprint",
@@ -195,8 +196,9 @@ pub fn document(
 const HOW_TO_READ: &str = "
 ## How to read it
 
-- Every load is closed-loop: each client sends its next request when the last
-  one is answered, so throughput and latency are two views of one run.
+- Every load is closed-loop unless its row says open loop: each client sends
+  its next request when the last one is answered, so throughput and latency
+  are two views of one run.
 - The same load tool (`raftlb bench`) drives both sides of every ratio; ratios
   say which way they are taken. p50/p99 are over the measured window, after
   the warm-up.
@@ -214,8 +216,26 @@ const HOW_TO_READ: &str = "
   sends a write again once it knows it was lost.
 - Replication: both systems acknowledge a write only after a majority of the
   5 members fsynced it; writes go to the leader.
-- Balancing, skewed: a busy loop pinned to the CPU worker 0 is pinned to;
-  raftlb's daemons report each worker's own CPU use and run-queue wait.
+- Machines: each worker and its daemon run in a cpu cgroup of their own
+  with a quota (0.4 CPU per 100 ms period), a server's machine as far as CPU
+  goes; the daemons report their cgroup (`--cgroup`). The load is one seeded
+  stream of N for every system (a tenth costing 10-50 ms of worker CPU, the
+  rest at most 1 ms; the N measured at the start of the run), 32 closed-loop
+  clients, then an open loop at 70 % of the best closed-loop rate for raftlb
+  and the reference with the lowest p99 (100 connections, latency counted
+  from when each request was due; a rate a system cannot keep up with shows
+  as fewer req/s than asked). Shares are the requests each machine answered, warm-up
+  included: raftlb's from the node's forward counters, HAProxy's from its
+  stats page, nginx's from an access log of `$upstream_addr`. The notes
+  show, for each scenario, a lone 50 ms request timed on each machine and
+  the agreed table in the middle of raftlb's run: the check that the
+  scenario changes what it claims. Shift: raftlb alone, six closed loops of
+  5 s back to back; the neighbour's loops are moved from machine 3's cgroup
+  to machine 1's at 15 s, and the node's forward counters are read every
+  250 ms. Five doors: the weak machine's closed loop with the client threads
+  taking turns over the five nodes, beside the weak row's one node. Skipped,
+  with a note, where the host cannot make cgroups (it needs
+  root and the cpu controller).
 - Key: the main cluster (cluster key on, the default) beside a second one
   started with `--insecure`, same options otherwise, both running while
   either is measured; failover trials and write loads take turns.

@@ -160,6 +160,9 @@ pub struct Options {
     /// default: tests that restart a worker would leave its daemon watching the
     /// old pid.
     pub daemons_watch_worker_pid: bool,
+    /// Daemon i reports the cpu cgroup at `daemon_cgroups[i]` (`--cgroup`),
+    /// the machine its worker runs in, when given (over `--pid`).
+    pub daemon_cgroups: Vec<PathBuf>,
     /// `--snapshot-entries` for the nodes; None keeps the node's default, as a
     /// benchmark wants, while a test of compaction sets a small one.
     pub snapshot_entries: Option<u64>,
@@ -181,6 +184,7 @@ impl Default for Options {
             dead_after_ms: 1000,
             report_interval_ms: 100,
             daemons_watch_worker_pid: false,
+            daemon_cgroups: Vec::new(),
             snapshot_entries: None,
             node_args: Vec::new(),
             data_dirs: Vec::new(),
@@ -338,7 +342,9 @@ impl Cluster {
             self.options.report_interval_ms.to_string(),
         ];
         args.extend(self.key_args());
-        if self.options.daemons_watch_worker_pid {
+        if let Some(cgroup) = self.options.daemon_cgroups.get(i) {
+            args.extend(["--cgroup".to_string(), cgroup.display().to_string()]);
+        } else if self.options.daemons_watch_worker_pid {
             let worker = self.workers[i]
                 .as_ref()
                 .expect("the worker starts before its daemon");

@@ -1,8 +1,16 @@
-//! `raftlb bench`: the closed-loop load generator the benchmarks use, on
-//! raftlb and on the reference tools alike (HAProxy, nginx, a worker, etcd).
+//! `raftlb bench`: the load generator the benchmarks use, on raftlb and on the
+//! reference tools alike (HAProxy, nginx, a worker, etcd).
 //!
-//! Each of `concurrency` threads keeps one connection (`crate::http::conn`) and sends a
-//! request, waits for its answer, sends the next. Answers that arrive during
+//! Each of `concurrency` threads keeps one connection (`crate::http::conn`), to
+//! one of the targets in turn (thread i to target i mod their number), and sends a
+//! request, waits for its answer, sends the next: a closed loop. With a rate
+//! (`--rate`, open loop) each thread sends on a schedule instead, its share
+//! of the rate evenly spaced, and a request's latency is counted from when it
+//! was due, not from when a late thread could send it (as wrk2 does), so a
+//! target that falls behind shows its queue. The threads bound the requests
+//! in flight: a target slower than the rate for long has every thread busy
+//! and sends late. Prime requests may draw their N from a seeded mix
+//! ([`mix`]). Answers that arrive during
 //! the warm-up are not counted; then the window runs for `duration` or until
 //! `max_requests` were counted. Every thread stops at the window's end, a
 //! request in flight then being bounded by its own timeout (10 s by default). The tallies
@@ -12,6 +20,7 @@
 //! measures: requests are built once per thread and rewritten in place, and
 //! nothing is allocated per request on the way.
 
+pub mod mix;
 pub mod stats;
 
 use std::io::Write as _;
@@ -23,6 +32,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::http::conn::{Conn, Failure};
+use mix::{Mix, Stream};
 use stats::{Summary, Tally};
 
 /// Each request's budget, from connecting to the last byte of its answer,
@@ -44,6 +54,8 @@ const ETCD_KEY: &[u8] = b"raftlb-bench";
 pub enum Load {
     /// `GET /{n}`.
     Prime { n: u64 },
+    /// `GET /{n}`, n drawn from the mix for each request.
+    PrimeMix(Mix),
     /// `PUT /note` with a body of `size_bytes`, unique per request.
     Note { size_bytes: usize },
     /// etcd 3.4's gRPC gateway: `POST /v3/kv/put`, the value as `Note`'s body.
@@ -54,7 +66,7 @@ impl Load {
     /// The `kind` in the report.
     pub fn name(self) -> &'static str {
         match self {
-            Load::Prime { .. } => "prime",
+            Load::Prime { .. } | Load::PrimeMix(_) => "prime",
             Load::Note { .. } => "note",
             Load::EtcdPut { .. } => "etcd-put",
         }
@@ -121,7 +133,9 @@ fn pick_addr(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub load: Load,
-    pub target: Target,
+    /// Where the load goes; thread i sends to target i mod their number, as
+    /// clients spread by DNS round robin would.
+    pub targets: Vec<Target>,
     /// Client threads, each with one connection and one request at a time.
     pub concurrency: usize,
     /// Answers arriving this long after the start are not counted.
@@ -132,10 +146,14 @@ pub struct Options {
     pub max_requests: Option<u64>,
     /// Each request's budget; a request over it counts as a `timeout`.
     pub request_timeout: Duration,
+    /// Open loop: requests per second over all threads; None: closed loop.
+    pub rate_per_sec: Option<f64>,
 }
 
 /// The clock and the count the threads share.
 struct Window {
+    /// The run's start: open-loop schedules count from here.
+    start: Instant,
     /// Answers arriving from here on are counted (the end of the warm-up).
     counted_from: Instant,
     /// Every thread stops here.
@@ -170,9 +188,13 @@ impl Window {
 
 /// Runs the load and sums it up; an error when the threads cannot start.
 pub fn run(options: &Options) -> Result<Summary, String> {
+    if options.targets.is_empty() {
+        return Err("no target".into());
+    }
     let start = Instant::now();
     let counted_from = start + options.warmup;
     let window = Window {
+        start,
         counted_from,
         end: counted_from + options.duration,
         max_requests: options.max_requests.unwrap_or(u64::MAX),
@@ -209,7 +231,10 @@ pub fn run(options: &Options) -> Result<Summary, String> {
     let window_end = window.full_at.get().copied().unwrap_or(window.end);
     Ok(Summary::new(
         options.load.name(),
-        options.target.url(),
+        (options.targets.iter())
+            .map(Target::url)
+            .collect::<Vec<_>>()
+            .join(","),
         options.concurrency,
         window_end.saturating_duration_since(counted_from),
         tally,
@@ -218,14 +243,27 @@ pub fn run(options: &Options) -> Result<Summary, String> {
 
 /// One client thread: request, answer, next, until the window closes.
 fn drive(thread: usize, options: &Options, window: &Window) -> Tally {
-    let mut conn = Conn::new(options.target.addr, options.request_timeout);
-    let mut request = Request::new(options.load, &options.target.authority, thread);
+    let target = &options.targets[thread % options.targets.len()];
+    let mut conn = Conn::new(target.addr, options.request_timeout);
+    let mut request = Request::new(options.load, &target.authority, thread);
     let mut tally = Tally::with_capacity(LATENCIES_RESERVED);
+    let mut pace = (options.rate_per_sec)
+        .map(|rate| Pace::new(window.start, thread, options.concurrency, rate));
     let mut seq = 0u64;
     while window.is_open() {
         seq += 1;
+        let sent = match pace.as_mut() {
+            None => Instant::now(),
+            Some(pace) => {
+                let due = pace.next_due();
+                if due >= window.end {
+                    break;
+                }
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                due
+            }
+        };
         let bytes = request.next(seq);
-        let sent = Instant::now();
         let result = conn.exchange(bytes);
         let done = Instant::now();
         if result
@@ -245,6 +283,30 @@ fn drive(thread: usize, options: &Options, window: &Window) -> Tally {
     tally
 }
 
+/// An open-loop thread's schedule: its share of the rate, evenly spaced, the
+/// threads staggered so that together they send at an even pace.
+struct Pace {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Pace {
+    fn new(start: Instant, thread: usize, threads: usize, rate_per_sec: f64) -> Pace {
+        let interval = Duration::from_secs_f64(threads as f64 / rate_per_sec);
+        Pace {
+            next: start + interval.mul_f64(thread as f64 / threads as f64),
+            interval,
+        }
+    }
+
+    /// When the next request is due (in the past when the thread is late).
+    fn next_due(&mut self) -> Instant {
+        let due = self.next;
+        self.next += self.interval;
+        due
+    }
+}
+
 /// One thread's request bytes, built once and rewritten in place for each
 /// request: a fixed head, and for writes a unique value at the end.
 struct Request {
@@ -255,12 +317,16 @@ struct Request {
     fixed: usize,
     /// The raw value of an etcd write, before base64.
     value: Vec<u8>,
+    /// A mixed prime load's N, and the head after the path.
+    stream: Option<(Stream, Vec<u8>)>,
 }
 
 impl Request {
     fn new(load: Load, authority: &str, thread: usize) -> Request {
+        let tail = format!(" HTTP/1.1\r\nHost: {authority}\r\n\r\n");
         let mut bytes = match load {
-            Load::Prime { n } => format!("GET /{n} HTTP/1.1\r\nHost: {authority}\r\n\r\n"),
+            Load::Prime { n } => format!("GET /{n}{tail}"),
+            Load::PrimeMix(_) => "GET /".to_string(),
             Load::Note { size_bytes } => format!(
                 "PUT /note HTTP/1.1\r\nHost: {authority}\r\n\
                  Content-Type: text/plain\r\nContent-Length: {size_bytes}\r\n\r\n"
@@ -279,6 +345,8 @@ impl Request {
         let fixed = bytes.len();
         let (body, value) = match load {
             Load::Prime { .. } => (0, 0),
+            // The digits of N and the rest of the head.
+            Load::PrimeMix(_) => (20 + tail.len(), 0),
             Load::Note { size_bytes } => (size_bytes, 0),
             Load::EtcdPut { size_bytes } => (base64_len(size_bytes) + 2, size_bytes),
         };
@@ -289,6 +357,10 @@ impl Request {
             bytes,
             fixed,
             value: Vec::with_capacity(value),
+            stream: match load {
+                Load::PrimeMix(mix) => Some((Stream::new(mix, thread), tail.into_bytes())),
+                _ => None,
+            },
         }
     }
 
@@ -296,6 +368,12 @@ impl Request {
     fn next(&mut self, seq: u64) -> &[u8] {
         match self.load {
             Load::Prime { .. } => {}
+            Load::PrimeMix(_) => {
+                let (stream, tail) = self.stream.as_mut().expect("a mixed load has a stream");
+                self.bytes.truncate(self.fixed);
+                write!(self.bytes, "{}", stream.next_n()).expect("writing to a Vec cannot fail");
+                self.bytes.extend_from_slice(tail);
+            }
             Load::Note { size_bytes } => {
                 self.bytes.truncate(self.fixed);
                 unique_value(&mut self.bytes, self.thread, seq, size_bytes);
@@ -372,6 +450,37 @@ mod tests {
         assert!(second.ends_with("\r\n\r\nc3-2-xxxxxxxxxxxxxxx"), "{second}");
         let mut tiny = Request::new(Load::Note { size_bytes: 1 }, "h:1", 12);
         assert!(tiny.next(12345).ends_with(b"\r\n\r\nc"));
+    }
+
+    #[test]
+    fn mixed_primes_rewrite_the_path_with_each_n_of_the_stream() {
+        let mix = Mix {
+            cheap: mix::NRange { lo: 10, hi: 99 },
+            costly: mix::NRange {
+                lo: 100_000,
+                hi: 999_999,
+            },
+            costly_per_mille: 500,
+            seed: 1,
+            offset: 0,
+        };
+        let mut request = Request::new(Load::PrimeMix(mix), "h:1", 2);
+        let mut stream = Stream::new(mix, 2);
+        for seq in 1..50 {
+            let text = String::from_utf8(request.next(seq).to_vec()).expect("ascii");
+            let want = format!("GET /{} HTTP/1.1\r\nHost: h:1\r\n\r\n", stream.next_n());
+            assert_eq!(text, want);
+        }
+    }
+
+    #[test]
+    fn open_loop_threads_are_staggered_and_evenly_spaced() {
+        let start = Instant::now();
+        // 4 threads at 100/s: each sends every 40 ms, thread 1 from 10 ms on.
+        let mut pace = Pace::new(start, 1, 4, 100.0);
+        let due: Vec<Duration> = (0..3).map(|_| pace.next_due() - start).collect();
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round() as u64;
+        assert_eq!(due.iter().map(|d| ms(*d)).collect::<Vec<_>>(), [10, 50, 90]);
     }
 
     #[test]
