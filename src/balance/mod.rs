@@ -19,11 +19,14 @@
 //!   is (LVS's shortest expected delay, `(active + 1) / weight`, with the `+1`
 //!   the request's own cost). It moves with every decision, so between two
 //!   reports a burst spreads instead of landing where a report looked good.
-//! - `slowdown` is milliseconds of service per unit of work ahead, an EWMA of
-//!   this node's own answers whose weight decays with time, as Finagle's and
-//!   Linkerd's peak EWMA (which also jump up at once on a slow answer; here
-//!   the jump is a knob, `slowdown_peak`, off by default: see `Params`): it learns a machine's speed, a neighbour
-//!   taking its CPU, and the other nodes' requests there, none of which this
+//! - `slowdown` is milliseconds of answer time per unit of the request's own
+//!   cost, an EWMA of this node's own answers whose weight decays with time,
+//!   as Finagle's and Linkerd's peak EWMA (which also jump up at once on a slow
+//!   answer; here the jump is a knob, `slowdown_peak`, off by default: see
+//!   `Params`). An answer's time includes the queue it met, so the score is
+//!   their `latency x (pending + 1)` generalised to costs: it learns a
+//!   machine's speed, a neighbour taking its CPU, and the other nodes'
+//!   requests there, none of which this
 //!   node's in-flight count shows. It is the inverse of Envoy's client-side
 //!   weighted round robin weight fed by ORCA (`qps / utilization`), and of
 //!   LVS's `weight`, measured instead of configured. As its last answer ages
@@ -116,8 +119,6 @@ impl Default for Params {
 pub struct Ticket {
     pub server: String,
     pub cost: f64,
-    /// `work_ahead` when it started, to turn its service time into a slowdown.
-    work_ahead: f64,
 }
 
 /// The policy of one node: what it observed of each server.
@@ -184,13 +185,13 @@ impl Balancer {
         if self.servers.len() >= SERVERS_MAX && !self.servers.contains_key(server) {
             self.servers.clear();
         }
-        let observed = self.servers.entry(server.to_string()).or_default();
-        let work_ahead = observed.work_ahead(cost);
-        observed.start(cost);
+        self.servers
+            .entry(server.to_string())
+            .or_default()
+            .start(cost);
         Ticket {
             server: server.to_string(),
             cost,
-            work_ahead,
         }
     }
 
@@ -205,7 +206,12 @@ impl Balancer {
             observed.errors.bump(now_ms, params.error_decay_ms);
             return;
         }
-        let sample = service_ms.max(0.0) / ticket.work_ahead;
+        // Per unit of its own cost, not of the work ahead of it: service
+        // time has a part that does not grow with the work ahead (the round
+        // trip, the HTTP exchange; all of it for a cheap N), and dividing that
+        // by the work ahead made a busy server look faster the busier it was,
+        // so one server drew most of the load (89 % of N=100's in the bench).
+        let sample = service_ms.max(0.0) / ticket.cost;
         match &mut observed.slowdown {
             Some(s) => s.observe(
                 sample,
