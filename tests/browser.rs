@@ -172,8 +172,9 @@ fn page_without_javascript_shows_the_cluster_and_saves_the_note() {
         assert!(servers.contains(&Cluster::server_id(i)), "{servers}");
     }
 
+    // A leading newline too: HTML drops one right after <textarea>.
     let text = format!(
-        "saved without JavaScript, run {} <ok> & done",
+        "\nsaved without JavaScript, run {} <ok> & done",
         std::process::id()
     );
     type_note(&browser, &text);

@@ -78,6 +78,17 @@ fn a_note_written_on_a_follower_is_read_back_exactly_on_every_node() {
     for i in 0..5 {
         assert_eq!(read(&cluster, i).body, "from the form ✓\n", "node {i}");
     }
+    // A browser's textarea line breaks come as CRLF; the note keeps "\n".
+    let crlf = b"textareaData=line+1%0D%0Aline+2";
+    let answer = request(
+        "POST",
+        &cluster.url(other, "/note"),
+        "application/x-www-form-urlencoded",
+        crlf,
+    )
+    .expect("answers");
+    assert_eq!(answer.code, 200, "{answer:?}");
+    assert_eq!(read(&cluster, other).body, "line 1\nline 2");
     // A browser's form submission (it asks for HTML) is sent back to the page.
     let port = cluster.ports[other];
     let head = format!(
@@ -101,7 +112,7 @@ fn a_note_written_on_a_follower_is_read_back_exactly_on_every_node() {
         .body;
     let escaped =
         "&lt;/textarea&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;";
-    assert!(page.contains(&format!("name=\"textareaData\" spellcheck=\"false\" aria-describedby=\"note-count note-help\">{escaped}</textarea>")), "{page}");
+    assert!(page.contains(&format!("name=\"textareaData\" spellcheck=\"false\" aria-describedby=\"note-count note-help\">\n{escaped}</textarea>")), "{page}");
     assert!(!page.contains("<script>alert"), "the note is not markup");
     assert!(page.contains("<form id=\"note-form\" method=\"post\" action=\"/note\">"));
     let me = &cluster.ids[follower];

@@ -191,6 +191,9 @@ fn read_form(request: &Request) -> Result<String, Reply> {
                 ),
             )
         })?;
+    // A browser sends a textarea's line breaks as CRLF (HTML's form
+    // submission); the note keeps them as typed, "\n", as PUT does.
+    let text = text.replace("\r\n", "\n");
     if text.len() > MAX_NOTE_BYTES {
         return Err(http::error(
             413,

@@ -114,7 +114,9 @@ pub fn render(shared: &Shared) -> String {
         ),
         ("{{server-rows}}", server_rows),
         ("{{note-bytes}}", note.len().to_string()),
-        ("{{note}}", escape(&note)),
+        // HTML drops one newline right after <textarea>: one is given, so a
+        // note that starts with a newline keeps it.
+        ("{{note}}", format!("\n{}", escape(&note))),
     ];
     fill(TEMPLATE, &values)
 }
