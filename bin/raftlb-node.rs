@@ -55,7 +55,7 @@ struct Args {
     /// table by a committed entry; it comes back as new when it reports again.
     /// A number with a unit (500ms, 30s, 90m, 24h, 7d) or plain milliseconds;
     /// 100ms to 365d.
-    #[arg(long, default_value = "24h", value_parser = runtime::forget::parse_forget_after)]
+    #[arg(long, default_value = "24h", value_parser = runtime::parse_forget_after)]
     forget_after: Duration,
     /// Largest N served.
     #[arg(long, default_value_t = raftlb::primes::MAX_N, value_parser = clap::value_parser!(u64).range(1..=raftlb::primes::MAX_SUPPORTED_N))]
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     // Before any thread starts; returns only if the exec was not needed or failed.
-    if let Err(e) = runtime::thread_cache::exec_without_tcache() {
+    if let Err(e) = runtime::exec_without_tcache() {
         log::warn!(
             "running with glibc's thread caches, a few MiB more memory: cannot re-execute: {e}"
         );
@@ -151,7 +151,7 @@ fn run(args: Args) -> Result<(), Failure> {
     // nodes.txt gives this node its address: one this host cannot listen on is
     // a configuration to fix, like a bad line (exit 2).
     let listener = raftlb::http::bind(&address.to_string()).map_err(|e| (2, e.to_string()))?;
-    let handler = NodeHttp::new(node.shared.clone(), node.input.clone());
+    let handler = NodeHttp::new(node.handle());
     let serving = raftlb::http::serve(listener, Limits::default(), handler);
     log::info!("node {} serving http and raft on {address}", settings.id);
     while !stop.load(Ordering::Relaxed) && !node.is_finished() {

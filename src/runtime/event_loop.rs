@@ -29,7 +29,7 @@ use crossbeam_channel::{select, Receiver};
 use super::forget::{ForgetReply, ForgetRequests};
 use super::notes::{NoteReply, NoteRequests};
 use super::reports::ReportIntake;
-use super::shared::{Metrics, Shared};
+use super::shared::{LoopCounters, Shared};
 use super::trim;
 use super::udp::{self, Inbound};
 use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
@@ -450,7 +450,7 @@ impl<D: Dir> NodeLogic<D> {
             }
         }
         self.shared
-            .metrics
+            .counters
             .entries_applied
             .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let replaying = entries.last().is_some_and(|e| e.index <= self.replay_until);
@@ -477,7 +477,7 @@ impl<D: Dir> NodeLogic<D> {
         let data = self.shared.table().snapshot();
         if let Some(snapshot) = self.raft.compact(applied, data) {
             self.storage.apply_snapshot(&snapshot)?;
-            Metrics::add(&self.shared.metrics.snapshots_taken);
+            LoopCounters::add(&self.shared.counters.snapshots_taken);
             log::debug!("compacted the log up to index {applied}");
             self.trim_due = true;
         }
@@ -498,7 +498,7 @@ impl<D: Dir> NodeLogic<D> {
         view.leader = leader;
         view.commit_index = self.raft.commit_index();
         view.applied_index = self.raft.applied_index();
-        (self.shared.metrics.snapshots_refused).store(
+        (self.shared.counters.snapshots_refused).store(
             self.raft.snapshots_refused(),
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -518,7 +518,7 @@ impl<D: Dir> NodeLogic<D> {
                 self.intake.give_grace(&table, now);
             }
             Role::Candidate if old_role != Role::Candidate || old_term != term => {
-                Metrics::add(&self.shared.metrics.elections);
+                LoopCounters::add(&self.shared.counters.elections);
                 log::info!("candidate in term {term}: election started");
             }
             Role::PreCandidate => log::debug!("pre-candidate in term {term}"),

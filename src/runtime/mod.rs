@@ -1,27 +1,45 @@
 //! The runtime of a balancer node: the threads around the pure Raft core.
 //!
-//! - one UDP thread ([`udp`]) decodes datagrams into a bounded channel;
-//! - one event-loop thread ([`event_loop`]) owns the core, the storage and the
-//!   load table, and selects over that channel, the HTTP threads' reports and a
-//!   10 ms ticker;
-//! - a pool of HTTP threads (`crate::server`) answers clients from the
-//!   [`shared`] view, and hands reports and note requests to the loop through a
-//!   channel; a note request waits for the loop's answer ([`notes`]), and so
-//!   does a request to forget a server ([`forget`]).
+//! - one UDP thread (`udp.rs`) decodes datagrams into a bounded channel;
+//! - one event-loop thread (`event_loop.rs`) owns the core, the storage and
+//!   the load table, and selects over that channel, the HTTP threads' requests
+//!   and a 10 ms ticker;
+//! - a thread per HTTP connection (`crate::server`) answers clients from the
+//!   view the loop publishes (`shared.rs`), and hands reports and note requests
+//!   to the loop through a bounded channel; a note request waits for the loop's
+//!   answer (`notes/`), and so does a request to forget a server (`forget.rs`).
 //!
-//! [`start`] wires them; [`RunningNode::shutdown`] stops them in order (a leader
-//! first hands leadership over).
+//! [`start`] wires them and returns a [`RunningNode`], whose [`NodeHandle`] is
+//! all its callers see: a few verbs, each bounded in time.
+//! [`RunningNode::shutdown`] stops the threads in order (a leader first hands
+//! leadership over).
 
 mod epoch;
-pub mod event_loop;
-pub mod forget;
-pub mod format;
-pub mod notes;
-pub mod reports;
-pub mod shared;
-pub mod thread_cache;
+mod event_loop;
+mod forget;
+mod format;
+mod handle;
+mod notes;
+mod reports;
+mod shared;
+mod thread_cache;
 mod trim;
-pub mod udp;
+mod udp;
+
+pub use forget::{parse_forget_after, ForgetOutcome, FORGET_AFTER_MAX, FORGET_AFTER_MIN};
+pub use handle::{NodeHandle, NotTaken};
+pub use notes::{NoteOutcome, NOTE_TIMEOUT};
+pub use shared::{LoopCounters, RaftView};
+pub use thread_cache::exec_without_tcache;
+
+/// The node's deterministic logic, for whoever drives it without the
+/// runtime's threads: the node simulator (`tests/nodesim`) feeds
+/// `NodeLogic` the same inputs the threads do, at the
+/// times it chooses, and carries out what it returns.
+pub mod logic {
+    pub use super::event_loop::{LoopInput, NodeLogic};
+    pub use super::udp::Inbound;
+}
 
 use std::fmt;
 use std::fs::File;
@@ -39,7 +57,7 @@ use crate::nodes::Nodes;
 use crate::raft::{Config, Raft, Role};
 use crate::storage::{Dir, FsDir, Storage};
 use crate::table::LoadTable;
-use event_loop::{EventLoop, LoopChannels, LoopInput, NodeLogic, RuntimeError, TICK};
+use event_loop::{EventLoop, LoopChannels, NodeLogic, RuntimeError, TICK};
 use reports::ReportIntake;
 use shared::{Shared, SharedSettings};
 
@@ -103,8 +121,7 @@ impl StartError {
 pub struct RunningNode {
     /// This node's address from nodes.txt: UDP is bound there, HTTP goes there too.
     pub address: SocketAddr,
-    pub shared: Arc<Shared>,
-    pub input: Sender<LoopInput>,
+    handle: NodeHandle,
     stop_tx: Sender<()>,
     stop_udp: Arc<AtomicBool>,
     event_loop: JoinHandle<Result<(), RuntimeError>>,
@@ -114,6 +131,11 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// The handle callers use: the HTTP side gets a clone.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
     /// Whether the event loop has ended (a storage failure ends it on its own).
     pub fn is_finished(&self) -> bool {
         self.event_loop.is_finished()
@@ -138,7 +160,7 @@ impl RunningNode {
 
 /// Opens the data dir, restores the core and the table, binds the UDP socket and
 /// starts the UDP and event-loop threads. The caller starts HTTP with
-/// [`RunningNode::shared`] and [`RunningNode::input`].
+/// [`RunningNode::handle`].
 pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let nodes = &settings.nodes;
     let me = nodes
@@ -179,8 +201,7 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         .map_err(|e| StartError::Bind(format!("cannot start the event loop: {e}")))?;
     Ok(RunningNode {
         address,
-        shared,
-        input: input_tx,
+        handle: NodeHandle::new(shared, input_tx),
         stop_tx,
         stop_udp,
         event_loop,

@@ -47,7 +47,7 @@ pub fn tunables_without_tcache(current: Option<&str>) -> Option<String> {
 }
 
 /// Executes this program again with glibc's tcache off, unless it already is
-/// (see [`tunables_without_tcache`]). Returns only when nothing was to be done
+/// (see `tunables_without_tcache`). Returns only when nothing was to be done
 /// (`Ok`) or the exec failed (`Err`; the node runs on with the cache, using a
 /// few MiB more).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

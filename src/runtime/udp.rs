@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::shared::{Metrics, Shared};
+use super::shared::{LoopCounters, Shared};
 use crate::auth::frame::{self, Header};
 use crate::auth::replay::{Reject, ReplayWindow};
 use crate::raft::NodeId;
@@ -52,7 +52,7 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
     // One byte more than the largest valid datagram, so an oversized one is seen
     // as oversized rather than silently truncated into something that decodes.
     let mut buf = vec![0u8; wire::MAX_DATAGRAM_BYTES + 1];
-    let metrics = &shared.metrics;
+    let metrics = &shared.counters;
     // Index = Raft id - 1, like the view's `reachable`.
     let mut windows = vec![ReplayWindow::default(); shared.nodes.entries().len()];
     while !stop.load(Ordering::Relaxed) {
@@ -65,18 +65,18 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
                 continue;
             }
         };
-        Metrics::add(&metrics.datagrams_received);
+        LoopCounters::add(&metrics.datagrams_received);
         let inbound = match check(shared, &mut windows, source, &buf[..len]) {
             Ok(inbound) => inbound,
             Err(drop) => {
-                Metrics::add(drop.counter(metrics));
+                LoopCounters::add(drop.counter(metrics));
                 log::debug!("dropped a datagram from {source}: {drop:?}");
                 continue;
             }
         };
         match tx.try_send(inbound) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => Metrics::add(&metrics.datagrams_dropped_queue_full),
+            Err(TrySendError::Full(_)) => LoopCounters::add(&metrics.datagrams_dropped_queue_full),
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
@@ -97,7 +97,7 @@ pub enum Dropped {
 
 impl Dropped {
     /// The counter of `raftlb_datagrams_dropped_by_reason_total` it adds to.
-    pub fn counter<'m>(&self, metrics: &'m super::shared::Metrics) -> &'m AtomicU64 {
+    pub fn counter<'m>(&self, metrics: &'m super::shared::LoopCounters) -> &'m AtomicU64 {
         match self {
             Dropped::UnknownSource => &metrics.datagrams_dropped_unknown_source,
             Dropped::Auth(_) => &metrics.datagrams_dropped_auth,
@@ -198,7 +198,7 @@ pub fn send(socket: &UdpSocket, shared: &Shared, to: NodeId, datagram: &Datagram
     };
     let bytes = frame::seal(&shared.auth, shared.me, to, header, &payload);
     match socket.send_to(&bytes, entry.socket) {
-        Ok(_) => Metrics::add(&shared.metrics.datagrams_sent),
+        Ok(_) => LoopCounters::add(&shared.counters.datagrams_sent),
         Err(e) => log::debug!("send to {}: {e}", entry.id),
     }
 }

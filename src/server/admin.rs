@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::NodeHttp;
 use crate::http::{self, Reply, Request};
-use crate::runtime::forget::{self, ForgetOutcome};
+use crate::runtime::ForgetOutcome;
 
 /// How far `at` may be from this node's clock, either way (SPEC: 30 s).
 pub const AT_WINDOW_MS: u64 = 30_000;
@@ -96,7 +96,7 @@ pub fn now_ms() -> u64 {
 pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
     let body = request.body();
     let tag = request.header(crate::auth::AUTH_HEADER);
-    if let Err(reason) = node.shared.auth.verify_body(tag, body) {
+    if let Err(reason) = node.handle.auth().verify_body(tag, body) {
         return http::error(401, reason);
     }
     let parsed: ForgetBody = match serde_json::from_slice(body) {
@@ -122,7 +122,10 @@ pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
     if let Err((status, reason)) = admitted {
         return http::error(status, reason);
     }
-    match forget::forget(&node.input, &parsed.server, Instant::now() + FORGET_WAIT) {
+    match node
+        .handle
+        .forget(&parsed.server, Instant::now() + FORGET_WAIT)
+    {
         ForgetOutcome::Forgotten => {
             log::info!("server {} forgotten on request", parsed.server);
             http::text(200, format!("forgot server {}", parsed.server))

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::choice::Chooser;
+use super::counters::{Forwards, HttpCounters, FORWARD_BUCKETS_SECONDS};
 use crate::http::{self, Reply};
 use crate::raft::Role;
-use crate::runtime::shared::{Forwards, Shared, FORWARD_BUCKETS_SECONDS};
+use crate::runtime::NodeHandle;
 
-pub fn reply(shared: &Shared, chooser: &Chooser) -> Reply {
-    http::text(200, render(shared, chooser))
+pub fn reply(node: &NodeHandle, http_counters: &HttpCounters, chooser: &Chooser) -> Reply {
+    http::text(200, render(node, http_counters, chooser))
 }
 
 /// The cost the policy's scores in `/metrics` are given for: a small prime's
@@ -23,9 +24,9 @@ fn get(counter: &AtomicU64) -> u64 {
 }
 
 /// The whole exposition; families in a fixed order so a diff shows changes.
-pub fn render(shared: &Shared, chooser: &Chooser) -> String {
-    let view = shared.view();
-    let m = &shared.metrics;
+pub fn render(node: &NodeHandle, h: &HttpCounters, chooser: &Chooser) -> String {
+    let view = node.view();
+    let m = node.counters();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -109,7 +110,7 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
         "raftlb_reports_received_total",
         "counter",
         "Load reports accepted over HTTP.",
-        vec![(String::new(), get(&m.reports_received))],
+        vec![(String::new(), get(&h.reports_received))],
     );
     family(
         "raftlb_entries_applied_total",
@@ -139,11 +140,7 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
             ("{outcome=\"unavailable\"}".into(), get(&m.note_unavailable)),
         ],
     );
-    let responses = m
-        .responses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let responses = h.responses();
     family(
         "raftlb_http_responses_total",
         "counter",
@@ -158,10 +155,10 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
         "counter",
         "Connections answered 503 and closed beyond a connection cap.",
         vec![
-            ("{cap=\"total\"}".into(), get(&m.http_refused_total_cap)),
+            ("{cap=\"total\"}".into(), get(&h.refused_total_cap)),
             (
                 "{cap=\"per_source\"}".into(),
-                get(&m.http_refused_per_source_cap),
+                get(&h.refused_per_source_cap),
             ),
         ],
     );
@@ -170,8 +167,8 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
         "counter",
         "Requests refused for size: a head over 8 KiB (431) or a body over its route's limit (413).",
         vec![
-            ("{part=\"head\"}".into(), get(&m.http_heads_too_large)),
-            ("{part=\"body\"}".into(), get(&m.http_bodies_too_large)),
+            ("{part=\"head\"}".into(), get(&h.heads_too_large)),
+            ("{part=\"body\"}".into(), get(&h.bodies_too_large)),
         ],
     );
     family(
@@ -179,15 +176,15 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
         "counter",
         "Connections cut by a timeout, by what they were doing.",
         vec![
-            ("{phase=\"head\"}".into(), get(&m.http_timeouts_head)),
-            ("{phase=\"body\"}".into(), get(&m.http_timeouts_body)),
-            ("{phase=\"write\"}".into(), get(&m.http_timeouts_write)),
+            ("{phase=\"head\"}".into(), get(&h.timeouts_head)),
+            ("{phase=\"body\"}".into(), get(&h.timeouts_body)),
+            ("{phase=\"write\"}".into(), get(&h.timeouts_write)),
         ],
     );
-    let mut forwards = m.forwards.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut forwards = h.forwards();
     // Every server of the table has its series from the start, at 0, so a rate
     // over the first requests is right and a server never chosen shows as such.
-    for (server, _) in shared.table().servers() {
+    for (server, _) in node.table().servers() {
         forwards.entry(server.clone()).or_default();
     }
     let label = |server: &str, result: &str| {
@@ -206,7 +203,7 @@ pub fn render(shared: &Shared, chooser: &Chooser) -> String {
             .collect(),
     );
     forward_histogram(&mut out, &forwards);
-    let scores = chooser.scores(&shared.table(), SCORE_COST_MS, Instant::now());
+    let scores = chooser.scores(&node.table(), SCORE_COST_MS, Instant::now());
     let name = "raftlb_policy_score";
     let _ = writeln!(
         out,
@@ -261,17 +258,16 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::shared::Metrics;
     use std::time::Duration;
 
     #[test]
     fn the_forward_histogram_is_cumulative_per_server_with_sum_and_count() {
-        let metrics = Metrics::default();
+        let metrics = HttpCounters::default();
         metrics.count_forward("s1", true, Duration::from_micros(800));
         metrics.count_forward("s1", true, Duration::from_millis(30));
         metrics.count_forward("s1", false, Duration::from_secs(11));
         metrics.count_forward("s\"2", true, Duration::from_millis(2));
-        let forwards = metrics.forwards.lock().expect("not poisoned").clone();
+        let forwards = metrics.forwards();
         let mut out = String::new();
         forward_histogram(&mut out, &forwards);
         for line in [

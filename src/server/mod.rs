@@ -3,14 +3,15 @@
 //! [`NodeHttp`] is the [`Service`] that `crate::http` serves: it names each
 //! route's body limit, checks the browser protections (`guard`), routes, and
 //! counts what the server reports in the metrics. Handlers run on the request's
-//! own connection thread and read the event loop's [`Shared`] view: a prime
+//! own connection thread and see the node through its [`NodeHandle`]: a prime
 //! request reads the applied load table and never waits for Raft, a report is
-//! handed to the loop through a bounded channel. Only the note waits for Raft
+//! handed to the loop without waiting. Only the note waits for Raft
 //! (a write until it is applied, a read until its read index is), with a
 //! deadline and a bounded count of waiting requests: see `note`.
 
 pub mod admin;
 pub mod choice;
+pub mod counters;
 pub mod guard;
 pub mod metrics;
 pub mod note;
@@ -19,16 +20,15 @@ pub mod prime;
 pub mod report;
 pub mod upstream;
 
-use std::sync::Arc;
-
-use crossbeam_channel::Sender;
+use std::time::Instant;
 
 use crate::http::{self, Event, Reply, Request, Service};
 use crate::report::MAX_REPORT_BYTES;
-use crate::runtime::event_loop::LoopInput;
-use crate::runtime::shared::Shared;
+use crate::runtime::NodeHandle;
+use crate::status::{NodeStatus, ServerStatus, Status};
 use crate::table::MAX_NOTE_BYTES;
 use choice::Chooser;
+use counters::HttpCounters;
 use guard::Guard;
 use prime::Forwarder;
 
@@ -37,9 +37,10 @@ pub const ADMIN_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// What every handler may use.
 pub struct NodeHttp {
-    pub shared: Arc<Shared>,
-    /// To the event loop (reports, note requests).
-    pub input: Sender<LoopInput>,
+    /// The running node: its view, its table, and the requests it takes.
+    pub handle: NodeHandle,
+    /// What this side counts for `/metrics`.
+    pub counters: HttpCounters,
     pub forwarder: Forwarder,
     /// The policy that picks a server for each prime request.
     pub chooser: Chooser,
@@ -60,12 +61,12 @@ fn choice_seed(me: crate::raft::NodeId) -> u64 {
 }
 
 impl NodeHttp {
-    pub fn new(shared: Arc<Shared>, input: Sender<LoopInput>) -> NodeHttp {
-        let guard = Guard::new(&shared.nodes, shared.me);
-        let me = shared.me;
+    pub fn new(handle: NodeHandle) -> NodeHttp {
+        let guard = Guard::new(handle.nodes(), handle.me());
+        let me = handle.me();
         NodeHttp {
-            shared,
-            input,
+            handle,
+            counters: HttpCounters::default(),
             forwarder: Forwarder::new(),
             chooser: Chooser::new(choice_seed(me)),
             note_admission: note::Admission::new(note::WAITING_MAX),
@@ -100,11 +101,11 @@ impl NodeHttp {
             );
         }
         match path {
-            "/" => page(&self.shared),
+            "/" => self.page(),
             "/health" => http::text(200, "ok"),
             // Every node's page shows every node: it fetches their /status.
             "/status" => http::with_header(
-                http::json(200, &self.shared.status()),
+                http::json(200, &self.status()),
                 "Access-Control-Allow-Origin",
                 "*",
             ),
@@ -116,7 +117,7 @@ impl NodeHttp {
                 self.readable_by_node_pages(request, reply)
             }
             "/note" => self.readable_by_node_pages(request, note::handle(self, request)),
-            "/metrics" => metrics::reply(&self.shared, &self.chooser),
+            "/metrics" => metrics::reply(&self.handle, &self.counters, &self.chooser),
             "/report" => report::handle(self, request),
             "/admin/forget" => admin::forget(self, request),
             _ => {
@@ -128,6 +129,57 @@ impl NodeHttp {
 }
 
 impl NodeHttp {
+    /// The JSON of `GET /status`: this node's view of Raft, the membership,
+    /// and the agreed table.
+    pub fn status(&self) -> Status {
+        let node = &self.handle;
+        let view = node.view();
+        let now = Instant::now();
+        let table = node.table();
+        Status {
+            id: node.name_of(node.me()).unwrap_or_default(),
+            role: view.role.as_str().to_string(),
+            term: view.term,
+            leader: view.leader.and_then(|l| node.name_of(l)),
+            commit_index: view.commit_index,
+            applied_index: view.applied_index,
+            insecure: node.auth().is_insecure(),
+            nodes: node
+                .nodes()
+                .entries()
+                .iter()
+                .zip(&view.reachable)
+                .map(|(e, reachable)| NodeStatus {
+                    id: e.id.clone(),
+                    addr: e.addr.clone(),
+                    reachable: *reachable,
+                })
+                .collect(),
+            servers: table
+                .servers()
+                .map(|(id, s)| ServerStatus {
+                    id: id.clone(),
+                    url: s.url.clone(),
+                    cpu: s.cpu,
+                    wait: s.wait,
+                    alive: s.alive,
+                    age_ms: table.age_ms(id, now),
+                })
+                .collect(),
+        }
+    }
+
+    /// The NoteRaft page, one self-contained file built into the binary.
+    fn page(&self) -> Reply {
+        let status = self.status();
+        let note = self.handle.table().note().to_string();
+        http::with_header(
+            Reply::new(200, page::render(&status, &note).into_bytes()),
+            "Content-Type",
+            "text/html; charset=utf-8",
+        )
+    }
+
     /// Lets another node's page read this answer (CORS), when that page is
     /// failing over to this node: only for the nodes' own origins, so that no
     /// other site can read the note through a visitor's browser. The page
@@ -164,17 +216,8 @@ impl Service for NodeHttp {
     }
 
     fn observe(&self, event: Event) {
-        self.shared.metrics.count_http(event);
+        self.counters.count_http(event);
     }
-}
-
-/// The NoteRaft page, one self-contained file built into the binary.
-fn page(shared: &Shared) -> Reply {
-    http::with_header(
-        Reply::new(200, page::render(shared).into_bytes()),
-        "Content-Type",
-        "text/html; charset=utf-8",
-    )
 }
 
 /// `/N` (one path segment that is not a named route) and `/prime/N` are prime

@@ -13,14 +13,11 @@
 //! once, so that requests waiting out a lost quorum cannot pile up without end.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::Receiver;
+use std::time::Instant;
 
 use super::NodeHttp;
 use crate::http::{self, Reply, Request};
-use crate::runtime::event_loop::LoopInput;
-use crate::runtime::notes::{NoteOutcome, NOTE_TIMEOUT};
+use crate::runtime::{NodeHandle, NoteOutcome, NOTE_TIMEOUT};
 use crate::table::MAX_NOTE_BYTES;
 
 /// The form field the original NoteRaft page posted.
@@ -35,10 +32,6 @@ pub const INDEX_HEADER: &str = "X-Raftlb-Index";
 /// How many note requests may wait for Raft at once on one node; beyond it,
 /// 503 at once. 64 writers at a time is what the benchmark asks of a leader.
 pub const WAITING_MAX: usize = 64;
-
-/// The loop answers every request by its deadline; the extra second only guards
-/// against a loop that stopped.
-const WAIT_LIMIT: Duration = Duration::from_secs(NOTE_TIMEOUT.as_secs() + 1);
 
 /// Counts the note requests waiting for the event loop's answer.
 pub struct Admission {
@@ -109,28 +102,23 @@ fn back_to_the_page(reply: Reply) -> Reply {
 }
 
 fn read(node: &NodeHttp) -> Reply {
-    let (reply, answer) = crossbeam_channel::bounded(1);
-    let deadline = Instant::now() + NOTE_TIMEOUT;
-    ask(node, LoopInput::ReadNote { reply, deadline }, answer)
+    wait_in_line(node, |handle| {
+        handle.read_note(Instant::now() + NOTE_TIMEOUT)
+    })
 }
 
 fn write(node: &NodeHttp, text: String) -> Reply {
-    let (reply, answer) = crossbeam_channel::bounded(1);
-    let deadline = Instant::now() + NOTE_TIMEOUT;
-    let input = LoopInput::SetNote {
-        text,
-        reply,
-        deadline,
-    };
-    ask(node, input, answer)
+    wait_in_line(node, |handle| {
+        handle.write_note(text, Instant::now() + NOTE_TIMEOUT)
+    })
 }
 
-/// Hands `input` to the event loop and waits for its answer. The place is
-/// given up before the answer is written (when this returns): a client that
-/// sends its next request the moment the answer arrives must find it free
-/// (seen otherwise: 64 closed-loop writers turned away with 503 "too many note
-/// requests" a third of the time).
-fn ask(node: &NodeHttp, input: LoopInput, answer: Receiver<NoteOutcome>) -> Reply {
+/// Takes a place among the requests waiting for Raft, then asks the node and
+/// waits for its answer. The place is given up before the answer is written
+/// (when this returns): a client that sends its next request the moment the
+/// answer arrives must find it free (seen otherwise: 64 closed-loop writers
+/// turned away with 503 "too many note requests" a third of the time).
+fn wait_in_line(node: &NodeHttp, ask: impl FnOnce(&NodeHandle) -> NoteOutcome) -> Reply {
     let admission = &node.note_admission;
     let Some(slot) = admission.admit() else {
         return http::error(
@@ -141,17 +129,14 @@ fn ask(node: &NodeHttp, input: LoopInput, answer: Receiver<NoteOutcome>) -> Repl
             ),
         );
     };
-    if node.input.try_send(input).is_err() {
-        return http::error(503, "node busy: request queue full, try again");
-    }
-    let outcome = answer.recv_timeout(WAIT_LIMIT).ok();
+    let outcome = ask(&node.handle);
     drop(slot);
     reply_for(outcome)
 }
 
-/// The HTTP answer to the loop's outcome (None: no answer from the loop).
-fn reply_for(outcome: Option<NoteOutcome>) -> Reply {
-    match outcome.unwrap_or_else(|| NoteOutcome::Unavailable("this node is stopping".into())) {
+/// The HTTP answer to the loop's outcome.
+fn reply_for(outcome: NoteOutcome) -> Reply {
+    match outcome {
         NoteOutcome::Saved { index } => http::with_header(
             http::text(200, format!("saved at index {index}\n")),
             INDEX_HEADER,
@@ -261,16 +246,15 @@ mod tests {
 
     #[test]
     fn the_loops_outcomes_become_their_answers() {
-        let saved = reply_for(Some(NoteOutcome::Saved { index: 7 }));
+        let saved = reply_for(NoteOutcome::Saved { index: 7 });
         assert_eq!(saved.status_code(), 200);
-        let read = reply_for(Some(NoteOutcome::Read {
+        let read = reply_for(NoteOutcome::Read {
             text: "x".into(),
             index: 9,
-        }));
+        });
         assert_eq!(read.status_code(), 200);
-        let down = reply_for(Some(NoteOutcome::Unavailable("no quorum".into())));
+        let down = reply_for(NoteOutcome::Unavailable("no quorum".into()));
         assert_eq!(down.status_code(), 503);
-        assert_eq!(reply_for(None).status_code(), 503, "a stopped loop");
     }
 
     #[test]

@@ -11,14 +11,12 @@
 
 use std::fmt::Write;
 
-use crate::runtime::shared::Shared;
+use crate::status::Status;
 
 const TEMPLATE: &str = include_str!("page.html");
 
-/// The page for this node, now.
-pub fn render(shared: &Shared) -> String {
-    let status = shared.status();
-    let note = shared.table().note().to_string();
+/// The page for this node, from its `/status` and its applied note.
+pub fn render(status: &Status, note: &str) -> String {
     let me = status.id.as_str();
 
     let mut node_rows = String::new();
@@ -116,7 +114,7 @@ pub fn render(shared: &Shared) -> String {
         ("{{note-bytes}}", note.len().to_string()),
         // HTML drops one newline right after <textarea>: one is given, so a
         // note that starts with a newline keeps it.
-        ("{{note}}", format!("\n{}", escape(&note))),
+        ("{{note}}", format!("\n{}", escape(note))),
     ];
     fill(TEMPLATE, &values)
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use super::upstream::Upstream;
 use super::NodeHttp;
 use crate::http::{self, Reply};
-use crate::runtime::shared::Shared;
 
 /// The answer's header naming the server that computed the prime (SPEC).
 pub const SERVER_HEADER: &str = "X-Raftlb-Server";
@@ -105,7 +104,7 @@ fn try_in_order(
 }
 
 pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
-    let n = match crate::primes::parse_n(n_text, node.shared.max_n) {
+    let n = match crate::primes::parse_n(n_text, node.handle.max_n()) {
         Ok(n) => n,
         Err(reason) => return http::error(400, &reason),
     };
@@ -113,9 +112,8 @@ pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
 }
 
 fn forward(node: &NodeHttp, n: u64) -> Reply {
-    let shared: &Shared = &node.shared;
     let cost_ms = expected_worker_ms(n);
-    let chosen = (node.chooser).choose(&shared.table(), cost_ms, Instant::now());
+    let chosen = (node.chooser).choose(&node.handle.table(), cost_ms, Instant::now());
     let Some((candidates, first)) = chosen else {
         return http::error(503, "no live server");
     };
@@ -127,7 +125,7 @@ fn forward(node: &NodeHttp, n: u64) -> Reply {
             .unwrap_or_else(|| node.chooser.start(server, cost_ms));
         let started = Instant::now();
         let result = node.forwarder.ask(url, n, left);
-        (shared.metrics).count_forward(server, result.is_ok(), started.elapsed());
+        (node.counters).count_forward(server, result.is_ok(), started.elapsed());
         if result.is_ok() {
             attempt.answered();
         }

@@ -6,16 +6,16 @@
 //! the reason), then handed to the event loop, which proposes it (leader)
 //! or forwards it to the leader (follower). 202: accepted, not yet committed.
 
+use super::counters::HttpCounters;
 use super::NodeHttp;
 use crate::http::{self, Reply, Request};
 use crate::report::Report;
-use crate::runtime::event_loop::LoopInput;
-use crate::runtime::shared::Metrics;
+use crate::runtime::NotTaken;
 
 pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
     let body = request.body();
     let tag = request.header(crate::auth::AUTH_HEADER);
-    if let Err(reason) = node.shared.auth.verify_body(tag, body) {
+    if let Err(reason) = node.handle.auth().verify_body(tag, body) {
         return http::error(401, reason);
     }
     let report = match Report::parse(body) {
@@ -25,7 +25,7 @@ pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
     // One read guard for both questions: taking a second one while holding the
     // first can deadlock behind a waiting writer (the event loop applying).
     let table_full = {
-        let table = node.shared.table();
+        let table = node.handle.table();
         table.get(&report.server).is_none() && table.len() >= crate::table::MAX_SERVERS
     };
     if table_full {
@@ -34,11 +34,14 @@ pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
             &format!("load table full ({} servers)", crate::table::MAX_SERVERS),
         );
     }
-    match node.input.try_send(LoopInput::Report(report)) {
+    match node.handle.submit_report(report) {
         Ok(()) => {
-            Metrics::add(&node.shared.metrics.reports_received);
+            HttpCounters::add(&node.counters.reports_received);
             http::text(202, "accepted")
         }
-        Err(_) => http::error(503, "node busy: report queue full, send the next one"),
+        Err(NotTaken::QueueFull) => {
+            http::error(503, "node busy: report queue full, send the next one")
+        }
+        Err(NotTaken::Stopping) => http::error(503, "this node is stopping"),
     }
 }

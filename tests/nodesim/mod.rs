@@ -36,10 +36,8 @@ use raftlb::lincheck::{self, Op, OpKind, Verdict};
 use raftlb::nodes::Nodes;
 use raftlb::raft::{MessageBody, NodeId, Rng, Role};
 use raftlb::report::Report;
-use raftlb::runtime::event_loop::{LoopInput, NodeLogic};
-use raftlb::runtime::notes::NoteOutcome;
-use raftlb::runtime::udp::Inbound;
-use raftlb::runtime::NodeSettings;
+use raftlb::runtime::logic::{Inbound, LoopInput, NodeLogic};
+use raftlb::runtime::{NodeSettings, NoteOutcome};
 use raftlb::storage::MemDir;
 use raftlb::wire::Datagram;
 
@@ -645,7 +643,7 @@ impl NodeSim {
             self.stats.snapshots = self.stats.snapshots.max(
                 logic
                     .shared()
-                    .metrics
+                    .counters
                     .snapshots_taken
                     .load(std::sync::atomic::Ordering::Relaxed),
             );

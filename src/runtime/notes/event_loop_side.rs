@@ -50,7 +50,7 @@ impl<D: Dir> NodeLogic<D> {
 
     pub(in crate::runtime) fn tick_note_requests(&mut self, now: Instant) {
         if !self.notes.is_empty() {
-            self.notes.tick(now, &self.shared.metrics);
+            self.notes.tick(now, &self.shared.counters);
         }
     }
 
@@ -97,7 +97,7 @@ impl<D: Dir> NodeLogic<D> {
         states: &[ReadState],
         failures: &[ReadFailure],
     ) {
-        let metrics = &self.shared.metrics;
+        let metrics = &self.shared.counters;
         self.notes.applied(writes, last_term, metrics);
         self.notes.read_results(states, failures);
         let shared = &self.shared;
@@ -109,6 +109,6 @@ impl<D: Dir> NodeLogic<D> {
     }
 
     pub(in crate::runtime) fn on_snapshot_installed(&mut self, term: u64) {
-        self.notes.snapshot_installed(term, &self.shared.metrics);
+        self.notes.snapshot_installed(term, &self.shared.counters);
     }
 }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::shared::Metrics;
+use super::shared::LoopCounters;
 use crate::raft::{NodeId, ReadFailure, ReadState};
 
 /// How long a note request may wait for Raft before the client gets 503: long
@@ -159,10 +159,10 @@ impl NoteRequests {
     }
 
     /// Answers every request whose deadline passed, saying what is known.
-    fn expire(&mut self, now: Instant, metrics: &Metrics) {
+    fn expire(&mut self, now: Instant, metrics: &LoopCounters) {
         let due = |deadline: Instant| deadline <= now;
         let fail = |reply: &NoteReply, reason: &str| {
-            Metrics::add(&metrics.note_unavailable);
+            LoopCounters::add(&metrics.note_unavailable);
             // The HTTP thread may have given up already; nothing to do then.
             let _ = reply.send(NoteOutcome::Unavailable(reason.to_string()));
         };
@@ -248,7 +248,7 @@ impl NoteRequests {
 
     /// Once per tick: refused writes may be sent again, expired requests are
     /// answered, and reads whose index request may have been lost are asked again.
-    pub fn tick(&mut self, now: Instant, metrics: &Metrics) {
+    pub fn tick(&mut self, now: Instant, metrics: &LoopCounters) {
         let refused = std::mem::take(&mut self.refused);
         self.unsent.extend(refused);
         self.expire(now, metrics);
@@ -317,10 +317,15 @@ impl NoteRequests {
     /// to an entry of `last_term`: answers its writes among them, and queues
     /// again the writes that can no longer commit (proposed in an earlier term
     /// and not applied by now).
-    pub fn applied(&mut self, writes: &[(u64, u64)], last_term: Option<u64>, metrics: &Metrics) {
+    pub fn applied(
+        &mut self,
+        writes: &[(u64, u64)],
+        last_term: Option<u64>,
+        metrics: &LoopCounters,
+    ) {
         for (request, index) in writes {
             if let Some(sent) = self.sent.remove(request) {
-                Metrics::add(&metrics.note_writes);
+                LoopCounters::add(&metrics.note_writes);
                 let _ = sent.write.reply.send(NoteOutcome::Saved { index: *index });
             }
         }
@@ -344,7 +349,7 @@ impl NoteRequests {
     /// writes of that term or earlier may be inside it or not, and this node
     /// will never see them applied; nobody can tell. (Left waiting, a later
     /// term's entry would make them look lost and be sent a second time.)
-    pub fn snapshot_installed(&mut self, term: u64, metrics: &Metrics) {
+    pub fn snapshot_installed(&mut self, term: u64, metrics: &LoopCounters) {
         let unknown: Vec<u64> = self
             .sent
             .iter()
@@ -353,7 +358,7 @@ impl NoteRequests {
             .collect();
         for request in unknown {
             let sent = self.sent.remove(&request).expect("listed above");
-            Metrics::add(&metrics.note_unavailable);
+            LoopCounters::add(&metrics.note_unavailable);
             let _ = sent.write.reply.send(NoteOutcome::Unavailable(
                 "this node caught up from a snapshot; the write may or may not have happened"
                     .into(),
@@ -363,7 +368,12 @@ impl NoteRequests {
 
     /// Answers the reads whose index is at or below `applied`, with `note` (the
     /// note as applied up to there), called only when one is due.
-    pub fn finish_reads(&mut self, applied: u64, note: impl FnOnce() -> String, metrics: &Metrics) {
+    pub fn finish_reads(
+        &mut self,
+        applied: u64,
+        note: impl FnOnce() -> String,
+        metrics: &LoopCounters,
+    ) {
         if self
             .ready
             .first_key_value()
@@ -377,7 +387,7 @@ impl NoteRequests {
                 break;
             }
             for read in entry.remove() {
-                Metrics::add(&metrics.note_reads);
+                LoopCounters::add(&metrics.note_reads);
                 let _ = read.reply.send(NoteOutcome::Read {
                     text: text.clone(),
                     index: applied,

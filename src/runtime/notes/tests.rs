@@ -25,7 +25,7 @@ fn outcome(rx: &Receiver<NoteOutcome>) -> Option<NoteOutcome> {
 
 #[test]
 fn a_write_is_saved_when_its_request_is_applied_and_not_before() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (w, rx) = write(&mut notes, "a", now);
     let request = w.request;
     notes.mark_sent(w, 3, Some(2));
@@ -38,7 +38,7 @@ fn a_write_is_saved_when_its_request_is_applied_and_not_before() {
 
 #[test]
 fn a_write_is_sent_again_only_once_a_later_term_is_applied_without_it() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (w, rx) = write(&mut notes, "a", now);
     let request = w.request;
     notes.mark_sent(w, 3, None);
@@ -54,7 +54,7 @@ fn a_write_is_sent_again_only_once_a_later_term_is_applied_without_it() {
 
 #[test]
 fn a_refusal_counts_only_from_the_leader_it_was_sent_to_and_waits_for_a_tick() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (w, _rx) = write(&mut notes, "a", now);
     let request = w.request;
     notes.mark_sent(w, 3, Some(2));
@@ -75,7 +75,7 @@ fn a_refusal_counts_only_from_the_leader_it_was_sent_to_and_waits_for_a_tick() {
 
 #[test]
 fn a_snapshot_makes_writes_of_its_term_or_earlier_unknown_and_later_ones_wait() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (old, old_rx) = write(&mut notes, "old", now);
     let (same, same_rx) = write(&mut notes, "same", now);
     let (new, new_rx) = write(&mut notes, "new", now);
@@ -101,7 +101,7 @@ fn a_snapshot_makes_writes_of_its_term_or_earlier_unknown_and_later_ones_wait() 
 
 #[test]
 fn an_unsent_write_expires_as_not_written_a_sent_one_as_unknown() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (w, sent_rx) = write(&mut notes, "sent", now);
     notes.mark_sent(w, 1, Some(2));
     let (tx, unsent_rx) = crossbeam_channel::bounded(1);
@@ -126,7 +126,7 @@ fn an_unsent_write_expires_as_not_written_a_sent_one_as_unknown() {
 
 #[test]
 fn reads_of_one_round_share_one_index_and_wait_until_it_is_applied() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (tx1, rx1) = crossbeam_channel::bounded(1);
     let (tx2, rx2) = crossbeam_channel::bounded(1);
     notes.add_read(tx1, now + NOTE_TIMEOUT);
@@ -150,7 +150,7 @@ fn reads_of_one_round_share_one_index_and_wait_until_it_is_applied() {
 
 #[test]
 fn a_failed_or_unanswered_read_is_asked_again_with_a_new_round() {
-    let (mut notes, metrics, now) = (requests(), Metrics::default(), Instant::now());
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
     let (tx, rx) = crossbeam_channel::bounded(1);
     notes.add_read(tx, now + NOTE_TIMEOUT);
     let first = notes.start_read_round(now).expect("a read waits");
