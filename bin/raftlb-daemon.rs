@@ -63,7 +63,7 @@ struct Args {
 }
 
 /// Why the daemon stopped early; each maps to an exit code.
-enum Failure {
+enum DaemonError {
     Usage(String),
     Runtime(String),
 }
@@ -72,23 +72,23 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
+        Err(DaemonError::Usage(message)) => {
             eprintln!("raftlb-daemon: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Runtime(message)) => {
+        Err(DaemonError::Runtime(message)) => {
             eprintln!("raftlb-daemon: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), Failure> {
+fn run() -> Result<(), DaemonError> {
     // clap exits 2 on bad usage and 0 for --help, as SPEC wants.
     let args = Args::parse();
-    let config = config(args).map_err(Failure::Usage)?;
-    let stop = stop_on_signals().map_err(Failure::Runtime)?;
-    daemon::run(&config, &stop).map_err(Failure::Runtime)
+    let config = config(args).map_err(DaemonError::Usage)?;
+    let stop = stop_on_signals().map_err(DaemonError::Runtime)?;
+    daemon::run(&config, &stop).map_err(DaemonError::Runtime)
 }
 
 fn config(args: Args) -> Result<Config, String> {

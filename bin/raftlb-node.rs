@@ -100,9 +100,9 @@ const HTTP_DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Exit code and message of a failure: 2 for the user's configuration, 1 for
 /// what went wrong at run time.
-type Failure = (u8, String);
+type Exit = (u8, String);
 
-fn run(args: Args) -> Result<(), Failure> {
+fn run(args: Args) -> Result<(), Exit> {
     let file = args.nodes.display().to_string();
     let nodes = Nodes::load(&args.nodes).map_err(|e| (2, e.to_string()))?;
     nodes

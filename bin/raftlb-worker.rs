@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use raftlb::http::{self, Limits, Reply, Request, Service};
+use raftlb::locks::{self, lock};
 use raftlb::primes::{self, NthPrimeCache};
 
 /// Answers remembered: clients behind a balancer repeat popular N, and a repeat
@@ -164,15 +165,10 @@ impl Worker {
     /// [`COMPUTE_WAIT_MAX`]; None if none came free.
     fn wait_for_place(&self) -> Option<Place<'_>> {
         let deadline = Instant::now() + COMPUTE_WAIT_MAX;
-        // A poisoned lock holds a plain count, still valid.
-        let mut computing = self.computing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut computing = lock(&self.computing);
         while *computing >= self.computing_max {
             let left = deadline.checked_duration_since(Instant::now())?;
-            computing = self
-                .place_freed
-                .wait_timeout(computing, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            computing = locks::wait_timeout(&self.place_freed, computing, left);
         }
         *computing += 1;
         Some(Place(self))
@@ -184,7 +180,7 @@ struct Place<'a>(&'a Worker);
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        *self.0.computing.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *lock(&self.0.computing) -= 1;
         self.0.place_freed.notify_one();
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use raftlb::client::discover::{self, Found};
-use raftlb::client::failover::Failure;
+use raftlb::client::failover::FailoverError;
 use raftlb::client::http::Timeouts;
 use raftlb::client::{admin, bench, note, prime, view};
 
@@ -520,11 +520,11 @@ fn bench(load: BenchLoad, request_timeout: Duration) -> Result<(), Exit> {
 
 /// A 400 is bad usage (the request is wrong, as every node would say); any
 /// other refusal or all nodes failing is a failed operation, one line per node.
-fn failure(command: &str, failure: Failure) -> Exit {
+fn failure(command: &str, failure: FailoverError) -> Exit {
     match failure {
-        Failure::Refused { status: 400, .. } => Exit::Usage(format!("{command}: {failure}")),
-        Failure::Refused { .. } => Exit::Failed(vec![format!("{command}: {failure}")]),
-        Failure::AllFailed(nodes) => {
+        FailoverError::Refused { status: 400, .. } => Exit::Usage(format!("{command}: {failure}")),
+        FailoverError::Refused { .. } => Exit::Failed(vec![format!("{command}: {failure}")]),
+        FailoverError::AllFailed(nodes) => {
             let mut lines: Vec<String> = nodes.iter().map(ToString::to_string).collect();
             lines.push(format!("{command}: every node failed"));
             Exit::Failed(lines)

@@ -21,6 +21,7 @@
 //! - [`http`]: the HTTP/1.1 server of nodes and workers (a thread per connection,
 //!   every limit in `http::Limits`), the reply helpers, and the keep-alive client.
 //! - [`primes`]: the N-th prime the workers compute, and parsing N from user input.
+//! - [`locks`]: the one lock-poison policy (a poisoned lock is used as it is).
 //! - [`lincheck`]: a linearizability checker for the note (a register), used by
 //!   the tests to judge histories recorded against a real cluster.
 //!
@@ -32,6 +33,7 @@ pub mod client;
 pub mod daemon;
 pub mod http;
 pub mod lincheck;
+pub mod locks;
 pub mod nodes;
 pub mod primes;
 pub mod raft;

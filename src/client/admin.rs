@@ -7,7 +7,7 @@
 //! connection error, a timeout or a 5xx; a 4xx (bad tag, unknown server,
 //! clocks too far apart) is final.
 
-use super::failover::{self, Failure};
+use super::failover::{self, FailoverError};
 use super::http::{self, Timeouts};
 use crate::auth::Keys;
 use crate::nodes::NodeEntry;
@@ -25,7 +25,7 @@ pub fn forget(
     keys: &Keys,
     server: &str,
     timeouts: Timeouts,
-) -> Result<(String, String), Failure> {
+) -> Result<(String, String), FailoverError> {
     let agent = http::agent(timeouts, false);
     let (node, reply) = failover::first_answer(nodes, |node| {
         let body = forget_body(server, crate::server::admin::now_ms());

@@ -31,7 +31,7 @@ impl fmt::Display for NodeFailure {
 
 /// Why no node gave an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub enum FailoverError {
     /// A node answered 4xx; the others were not asked.
     Refused {
         node: String,
@@ -43,15 +43,15 @@ pub enum Failure {
     AllFailed(Vec<NodeFailure>),
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for FailoverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Refused {
+            FailoverError::Refused {
                 node,
                 status,
                 reason,
             } => write!(f, "node {node} refused the request ({status}): {reason}"),
-            Failure::AllFailed(failures) => write!(f, "all {} nodes failed", failures.len()),
+            FailoverError::AllFailed(failures) => write!(f, "all {} nodes failed", failures.len()),
         }
     }
 }
@@ -62,13 +62,13 @@ impl fmt::Display for Failure {
 pub fn first_answer(
     nodes: &[NodeEntry],
     mut call: impl FnMut(&NodeEntry) -> Result<Reply, String>,
-) -> Result<(&NodeEntry, Reply), Failure> {
+) -> Result<(&NodeEntry, Reply), FailoverError> {
     let mut failures = Vec::with_capacity(nodes.len());
     for node in nodes {
         let reason = match call(node) {
             Ok(reply) if (200..300).contains(&reply.status) => return Ok((node, reply)),
             Ok(reply) if is_final(reply.status) => {
-                return Err(Failure::Refused {
+                return Err(FailoverError::Refused {
                     node: node.id.clone(),
                     status: reply.status,
                     reason: first_line(&reply.body),
@@ -84,7 +84,7 @@ pub fn first_answer(
             reason,
         });
     }
-    Err(Failure::AllFailed(failures))
+    Err(FailoverError::AllFailed(failures))
 }
 
 /// Calls `call` on every node at once, each on a thread of its own, and
@@ -95,7 +95,7 @@ pub fn first_answer(
 pub fn race(
     nodes: &[NodeEntry],
     call: impl Fn(&NodeEntry) -> Result<Reply, String> + Send + Sync + 'static,
-) -> Result<(NodeEntry, Reply), Failure> {
+) -> Result<(NodeEntry, Reply), FailoverError> {
     let call = Arc::new(call);
     let (done, answers) = mpsc::channel();
     for (index, node) in nodes.iter().enumerate() {
@@ -113,7 +113,7 @@ pub fn race(
         let reason = match result {
             Ok(reply) if (200..300).contains(&reply.status) => return Ok((node.clone(), reply)),
             Ok(reply) if is_final(reply.status) => {
-                return Err(Failure::Refused {
+                return Err(FailoverError::Refused {
                     node: node.id.clone(),
                     status: reply.status,
                     reason: first_line(&reply.body),
@@ -129,11 +129,17 @@ pub fn race(
             reason,
         });
     }
-    Err(Failure::AllFailed(failures.into_iter().flatten().collect()))
+    Err(FailoverError::AllFailed(
+        failures.into_iter().flatten().collect(),
+    ))
 }
 
 /// The body of `GET path` from the first node that answers it with 2xx.
-pub fn first_body(nodes: &[NodeEntry], timeouts: Timeouts, path: &str) -> Result<String, Failure> {
+pub fn first_body(
+    nodes: &[NodeEntry],
+    timeouts: Timeouts,
+    path: &str,
+) -> Result<String, FailoverError> {
     let agent = http::agent(timeouts, false);
     let (_, reply) = first_answer(nodes, |node| {
         http::get(&agent, &format!("{}{path}", http::node_base_url(node)))
@@ -204,7 +210,7 @@ mod tests {
             asked += 1;
             reply(400, "bad N: \"abc\" is not a number\nsecond line")
         });
-        let want = Failure::Refused {
+        let want = FailoverError::Refused {
             node: "A".into(),
             status: 400,
             reason: "bad N: \"abc\" is not a number".into(),
@@ -241,13 +247,16 @@ mod tests {
             }
             _ => Err(format!("{} is down", n.id)),
         });
-        let Err(Failure::AllFailed(failures)) = result else {
+        let Err(FailoverError::AllFailed(failures)) = result else {
             panic!("every node failed: {result:?}");
         };
         let ids: Vec<&str> = failures.iter().map(|f| f.node.as_str()).collect();
         assert_eq!(ids, ["A", "B", "C"]);
         let refused = race(&nodes, |_| reply(413, "too large"));
-        assert!(matches!(refused, Err(Failure::Refused { status: 413, .. })));
+        assert!(matches!(
+            refused,
+            Err(FailoverError::Refused { status: 413, .. })
+        ));
     }
 
     #[test]
@@ -258,7 +267,7 @@ mod tests {
             "B" => reply(502, ""),
             _ => reply(302, "elsewhere"),
         });
-        let Err(Failure::AllFailed(failures)) = result else {
+        let Err(FailoverError::AllFailed(failures)) = result else {
             panic!("every node failed: {result:?}");
         };
         let lines: Vec<String> = failures.iter().map(ToString::to_string).collect();

@@ -14,7 +14,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::failover::{self, Failure, NodeFailure};
+use super::failover::{self, FailoverError, NodeFailure};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
 use crate::status::Status;
@@ -36,7 +36,7 @@ pub fn check_text(text: &str) -> Result<(), String> {
 }
 
 /// The note, read linearizably through the first node that can answer.
-pub fn get(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failure> {
+pub fn get(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, FailoverError> {
     let agent = http::agent(timeouts, false);
     let (_, reply) = failover::race(nodes, move |node| {
         http::get(&agent, &format!("{}/note", http::node_base_url(node)))
@@ -50,7 +50,7 @@ pub fn set(
     nodes: &[NodeEntry],
     text: &str,
     timeouts: Timeouts,
-) -> Result<(String, String), Failure> {
+) -> Result<(String, String), FailoverError> {
     let lookup = Timeouts {
         connect: timeouts.connect.min(LEADER_LOOKUP_TIMEOUT),
         total: timeouts.total.min(LEADER_LOOKUP_TIMEOUT),
@@ -65,7 +65,7 @@ pub fn set(
                 return Ok((node.id.clone(), reply.body.trim().to_string()))
             }
             Ok(reply) => {
-                return Err(Failure::Refused {
+                return Err(FailoverError::Refused {
                     node: node.id.clone(),
                     status: reply.status,
                     reason: failover::first_line(&reply.body),
@@ -78,7 +78,7 @@ pub fn set(
             }),
         }
     }
-    Err(Failure::AllFailed(failures))
+    Err(FailoverError::AllFailed(failures))
 }
 
 /// What the nodes' `/status`, asked at once, said about the leader.

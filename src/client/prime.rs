@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::failover::{self, Failure};
+use super::failover::{self, FailoverError};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
 
@@ -53,7 +53,7 @@ pub fn check_n(n: &str) -> Result<u64, String> {
 }
 
 /// The N-th prime as the first node that can answer gives it (digits only).
-pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<Answer, Failure> {
+pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<Answer, FailoverError> {
     let agent = http::agent(timeouts, false);
     let started = Instant::now();
     let (node, reply) = failover::first_answer(nodes, |node| {

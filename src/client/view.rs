@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::failover::{self, Failure};
+use super::failover::{self, FailoverError};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
 use crate::status::{ServerStatus, Status};
@@ -61,7 +61,7 @@ fn fetch_one(agent: &ureq::Agent, node: &NodeEntry) -> Result<Status, String> {
 }
 
 /// The raw `/status` body of the first node (in nodes.txt order) that answers.
-pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failure> {
+pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, FailoverError> {
     failover::first_body(nodes, timeouts, "/status")
 }
 

@@ -38,7 +38,7 @@ const READ_TIMEOUT_SLACK: Duration = Duration::from_millis(100);
 
 /// Why a request got no status, as the report counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Failure {
+pub enum NoAnswer {
     /// The TCP connection could not be opened (refused, unreachable, timed out).
     Connect,
     /// The request's time budget ran out while writing or reading.
@@ -49,14 +49,14 @@ pub enum Failure {
     Framing,
 }
 
-impl Failure {
+impl NoAnswer {
     /// The name in the report's `failures`.
     pub fn name(self) -> &'static str {
         match self {
-            Failure::Connect => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Io => "io",
-            Failure::Framing => "framing",
+            NoAnswer::Connect => "connect",
+            NoAnswer::Timeout => "timeout",
+            NoAnswer::Io => "io",
+            NoAnswer::Framing => "framing",
         }
     }
 }
@@ -64,12 +64,12 @@ impl Failure {
 /// A failed request: its kind, and a one-line reason for the user.
 #[derive(Debug)]
 pub struct Error {
-    pub failure: Failure,
+    pub failure: NoAnswer,
     pub detail: String,
 }
 
 impl Error {
-    fn new(failure: Failure, detail: impl Into<String>) -> Error {
+    fn new(failure: NoAnswer, detail: impl Into<String>) -> Error {
         Error {
             failure,
             detail: detail.into(),
@@ -77,16 +77,16 @@ impl Error {
     }
 
     fn framing(detail: &str) -> Error {
-        Error::new(Failure::Framing, detail)
+        Error::new(NoAnswer::Framing, detail)
     }
 
     /// A socket error: a timeout if the socket's timeout fired.
     fn io(e: &io::Error) -> Error {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                Error::new(Failure::Timeout, "no answer in time")
+                Error::new(NoAnswer::Timeout, "no answer in time")
             }
-            _ => Error::new(Failure::Io, e.to_string()),
+            _ => Error::new(NoAnswer::Io, e.to_string()),
         }
     }
 }
@@ -194,7 +194,7 @@ impl Conn {
         let mut result = self.attempt(request, deadline);
         if let Err(e) = &result {
             self.close();
-            if reused && !self.received && e.failure == Failure::Io {
+            if reused && !self.received && e.failure == NoAnswer::Io {
                 result = self.attempt(request, deadline);
                 if result.is_err() {
                     self.close();
@@ -231,7 +231,7 @@ impl Conn {
 
     fn connect(&mut self, deadline: Instant) -> Result<(), Error> {
         let left = time_left(deadline)?.min(self.connect_timeout);
-        let failed = |e: io::Error| Error::new(Failure::Connect, e.to_string());
+        let failed = |e: io::Error| Error::new(NoAnswer::Connect, e.to_string());
         let stream = TcpStream::connect_timeout(&self.addr, left).map_err(failed)?;
         // Requests are small and each waits for its answer: Nagle would only delay.
         stream.set_nodelay(true).map_err(failed)?;
@@ -385,7 +385,7 @@ impl Conn {
         if self.fill(deadline)? {
             Ok(())
         } else {
-            Err(Error::new(Failure::Io, "connection closed by the server"))
+            Err(Error::new(NoAnswer::Io, "connection closed by the server"))
         }
     }
 
@@ -429,7 +429,7 @@ fn time_left(deadline: Instant) -> Result<Duration, Error> {
     deadline
         .checked_duration_since(Instant::now())
         .filter(|left| !left.is_zero())
-        .ok_or_else(|| Error::new(Failure::Timeout, "no answer in time"))
+        .ok_or_else(|| Error::new(NoAnswer::Timeout, "no answer in time"))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

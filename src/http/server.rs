@@ -278,9 +278,7 @@ struct Slot {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Open> {
-        // A poisoned lock means a panic between two plain map updates: the
-        // maps are still valid maps.
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.open)
     }
 
     fn enter(
@@ -326,11 +324,7 @@ impl Registry {
                     _ => return false,
                 },
             };
-            open = self
-                .emptied
-                .wait_timeout(open, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            open = crate::locks::wait_timeout(&self.emptied, open, wait);
         }
         true
     }

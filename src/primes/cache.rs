@@ -5,6 +5,8 @@
 
 use std::sync::Mutex;
 
+use crate::locks::lock;
+
 /// Answers shared by every thread of a worker.
 pub struct NthPrimeCache {
     capacity: usize,
@@ -48,10 +50,7 @@ impl NthPrimeCache {
     }
 
     fn lookup(&self, n: u64) -> Option<u64> {
-        let mut entries = self
-            .state
-            .lock()
-            .expect("cache lock: no code panics holding it");
+        let mut entries = lock(&self.state);
         entries.clock += 1;
         let now = entries.clock;
         let slot = entries.slots.iter_mut().find(|slot| slot.0 == n)?;
@@ -63,10 +62,7 @@ impl NthPrimeCache {
         if self.capacity == 0 {
             return;
         }
-        let mut entries = self
-            .state
-            .lock()
-            .expect("cache lock: no code panics holding it");
+        let mut entries = lock(&self.state);
         entries.clock += 1;
         let now = entries.clock;
         // Two threads may have computed the same n at once; keep one copy.

@@ -32,6 +32,7 @@ use super::reports::ReportIntake;
 use super::shared::{LoopCounters, Shared};
 use super::trim;
 use super::udp::{self, Inbound};
+use crate::locks;
 use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
 use crate::report::Report;
 use crate::storage::{Dir, FsDir, Storage, StorageError};
@@ -386,7 +387,7 @@ impl<D: Dir> NodeLogic<D> {
                 let table =
                     LoadTable::restore(&snapshot.data, now).map_err(RuntimeError::Snapshot)?;
                 self.forgets.snapshot_installed(&table);
-                *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+                *locks::write(&self.shared.table) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
                 self.on_snapshot_installed(snapshot.meta.term);
             }
@@ -430,7 +431,7 @@ impl<D: Dir> NodeLogic<D> {
         let mut note_writes = Vec::new();
         let mut forgotten = Vec::new();
         {
-            let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());
+            let mut table = locks::write(&self.shared.table);
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
                 match Command::decode(&entry.data) {
                     Ok(command) => {
@@ -492,7 +493,7 @@ impl<D: Dir> NodeLogic<D> {
         if (role, term, leader) != self.logged {
             self.log_transition(now, role, term, leader);
         }
-        let mut view = self.shared.view.write().unwrap_or_else(|e| e.into_inner());
+        let mut view = locks::write(&self.shared.view);
         view.role = role;
         view.term = term;
         view.leader = leader;

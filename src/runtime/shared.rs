@@ -85,13 +85,11 @@ impl Shared {
     }
 
     pub fn view(&self) -> RaftView {
-        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::locks::read(&self.view).clone()
     }
 
     pub fn table(&self) -> RwLockReadGuard<'_, LoadTable> {
-        // A panicking writer cannot leave the table half-applied (apply has no
-        // panicking paths on valid data), so a poisoned lock is still readable.
-        self.table.read().unwrap_or_else(|e| e.into_inner())
+        crate::locks::read(&self.table)
     }
 
     /// The nodes.txt name of a Raft id.

@@ -117,7 +117,7 @@ impl Chooser {
     fn lock(&self) -> MutexGuard<'_, Balancer> {
         // The policy's state is a cache of observations: after a panic in
         // another request it is still usable, at worst slightly off.
-        self.balancer.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.balancer)
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::http;
+use crate::locks::lock;
 
 /// The HTTP side's counters; one per node, held by `NodeHttp`.
 #[derive(Default)]
@@ -46,12 +47,6 @@ pub struct Forwards {
     /// one over the largest bound.
     pub buckets: [u64; FORWARD_BUCKETS_SECONDS.len() + 1],
     pub micros_sum: u64,
-}
-
-/// The lock policy of every counter map here: a thread that panicked while
-/// holding one left at worst one count unmade, so a poisoned map is used as is.
-fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl HttpCounters {

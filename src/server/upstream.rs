@@ -18,7 +18,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::conn::{Conn, Failure};
+use crate::http::conn::{Conn, NoAnswer};
+use crate::locks::lock;
 
 /// Connecting to a worker on a LAN takes well under this; beyond it, the next
 /// server is tried.
@@ -74,7 +75,7 @@ impl Upstream {
             .exchange_keeping_body(request.as_bytes(), max_body)
             .map(|(status, body)| (status, body.to_vec()))
             .map_err(|e| match e.failure {
-                Failure::Connect => format!("cannot connect: {}", e.detail),
+                NoAnswer::Connect => format!("cannot connect: {}", e.detail),
                 _ => e.detail,
             })?;
         self.give_back(target.authority, conn);
@@ -82,10 +83,7 @@ impl Upstream {
     }
 
     fn take(&self, authority: &str) -> Option<Conn> {
-        let mut idle = self
-            .idle
-            .lock()
-            .expect("no thread panics holding the pool lock");
+        let mut idle = lock(&self.idle);
         idle.get_mut(authority).and_then(Vec::pop)
     }
 
@@ -93,10 +91,7 @@ impl Upstream {
         if !conn.is_open() {
             return;
         }
-        let mut idle = self
-            .idle
-            .lock()
-            .expect("no thread panics holding the pool lock");
+        let mut idle = lock(&self.idle);
         if idle.len() >= WORKERS_MAX && !idle.contains_key(authority) {
             idle.clear();
         }
@@ -113,10 +108,7 @@ impl Upstream {
             return Ok(addr);
         }
         let now = Instant::now();
-        let known = self
-            .resolved
-            .lock()
-            .expect("no thread panics holding the name lock");
+        let known = lock(&self.resolved);
         if let Some((addr, at)) = known.get(target.authority) {
             if now.duration_since(*at) < RESOLVED_TTL {
                 return Ok(*addr);
@@ -124,10 +116,7 @@ impl Upstream {
         }
         drop(known);
         let addr = lookup(target.host, target.port)?;
-        let mut known = self
-            .resolved
-            .lock()
-            .expect("no thread panics holding the name lock");
+        let mut known = lock(&self.resolved);
         if known.len() >= WORKERS_MAX {
             known.clear();
         }

@@ -111,11 +111,8 @@ impl MemDir {
     }
 
     fn lock(&self) -> MutexGuard<'_, Disk> {
-        // A test that panicked while holding the lock left the disk in a state that
-        // is still well formed (every change is a single assignment), so go on.
-        self.disk
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Every change to the disk is a single assignment: well formed after a panic.
+        crate::locks::lock(&self.disk)
     }
 
     /// Counts a change, or refuses it when the crash countdown ran out.

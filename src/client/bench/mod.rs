@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::http::conn::{Conn, Failure};
+use crate::http::conn::{Conn, NoAnswer};
 use mix::{Mix, Stream};
 use stats::{Summary, Tally};
 
@@ -268,7 +268,7 @@ fn drive(thread: usize, options: &Options, window: &Window) -> Tally {
         let done = Instant::now();
         if result
             .as_ref()
-            .is_err_and(|e| e.failure == Failure::Connect)
+            .is_err_and(|e| e.failure == NoAnswer::Connect)
         {
             std::thread::sleep(CONNECT_PAUSE.min(window.end.saturating_duration_since(done)));
         }

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::http::conn::{Error, Failure};
+use crate::http::conn::{Error, NoAnswer};
 
 /// Why a request did not count as ok: the status the target answered, or
 /// no status at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FailureKind {
     Status(u16),
-    Transport(Failure),
+    Transport(NoAnswer),
 }
 
 impl fmt::Display for FailureKind {
@@ -275,7 +275,7 @@ mod tests {
         all.merge(tally(&[2000], &[502]));
         let mut refused = Tally::default();
         let error = Error {
-            failure: Failure::Connect,
+            failure: NoAnswer::Connect,
             detail: "connection refused".into(),
         };
         refused.record(&Err(error), Duration::ZERO);

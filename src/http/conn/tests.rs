@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{Conn, Failure};
+use super::{Conn, NoAnswer};
 
 const GET: &[u8] = b"GET /100 HTTP/1.1\r\nHost: test\r\n\r\n";
 /// Long enough never to fire on a working test, short enough that a hang shows.
@@ -153,7 +153,7 @@ fn bodies_are_kept_when_asked_for_however_they_are_framed() {
         (502, b"to the end".to_vec())
     );
     let over = got(&mut conn).expect_err("40 bytes is over the limit of 32");
-    assert_eq!(over.failure, Failure::Framing);
+    assert_eq!(over.failure, NoAnswer::Framing);
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn a_keep_alive_connection_closed_idle_by_the_server_is_retried_once() {
     assert_eq!(server.connections(), 2);
 }
 
-fn failure_of(reply: Reply) -> Failure {
+fn failure_of(reply: Reply) -> NoAnswer {
     let server = Canned::start(vec![reply]);
     let error = conn(&server).exchange(GET).expect_err("a bad answer");
     assert!(!error.detail.is_empty());
@@ -211,7 +211,7 @@ fn garbage_framing_is_an_error() {
     ];
     for bytes in garbage {
         let text = String::from_utf8_lossy(bytes);
-        assert_eq!(failure_of(close(bytes)), Failure::Framing, "{text}");
+        assert_eq!(failure_of(close(bytes)), NoAnswer::Framing, "{text}");
     }
 }
 
@@ -222,21 +222,21 @@ fn answers_over_the_limits_are_errors_not_waits() {
     while endless_head.len() < 20 * 1024 {
         endless_head.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
-    assert_eq!(failure_of(keep(&endless_head)), Failure::Framing);
+    assert_eq!(failure_of(keep(&endless_head)), NoAnswer::Framing);
     let huge_length = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n";
-    assert_eq!(failure_of(keep(huge_length)), Failure::Framing);
+    assert_eq!(failure_of(keep(huge_length)), NoAnswer::Framing);
     let huge_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n200000\r\n";
-    assert_eq!(failure_of(keep(huge_chunk)), Failure::Framing);
+    assert_eq!(failure_of(keep(huge_chunk)), NoAnswer::Framing);
     let mut endless_chunk_line = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     endless_chunk_line.resize(endless_chunk_line.len() + 4096, b'0');
-    assert_eq!(failure_of(keep(&endless_chunk_line)), Failure::Framing);
+    assert_eq!(failure_of(keep(&endless_chunk_line)), NoAnswer::Framing);
 }
 
 #[test]
 fn an_answer_cut_short_is_an_io_error() {
     let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
-    assert_eq!(failure_of(close(cut)), Failure::Io);
-    assert_eq!(failure_of(close(b"HTTP/1.1 200 OK\r\n")), Failure::Io);
+    assert_eq!(failure_of(close(cut)), NoAnswer::Io);
+    assert_eq!(failure_of(close(b"HTTP/1.1 200 OK\r\n")), NoAnswer::Io);
 }
 
 #[test]
@@ -248,11 +248,11 @@ fn a_silent_server_is_a_timeout_and_a_closed_port_a_connect_error() {
         Duration::from_millis(200),
     );
     let error = conn.exchange(GET).expect_err("no answer");
-    assert_eq!(error.failure, Failure::Timeout, "{}", error.detail);
+    assert_eq!(error.failure, NoAnswer::Timeout, "{}", error.detail);
     let refusing = silent.local_addr().expect("bound");
     drop(silent);
     let error = Conn::new(refusing, TIMEOUT)
         .exchange(GET)
         .expect_err("nothing listens");
-    assert_eq!(error.failure, Failure::Connect, "{}", error.detail);
+    assert_eq!(error.failure, NoAnswer::Connect, "{}", error.detail);
 }
