@@ -46,6 +46,32 @@ pub struct Config {
     pub snapshot_check: fn(&[u8]) -> bool,
 }
 
+/// Why a [`Config`] cannot work; `Display` is the one-line reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The node is not among the voters.
+    NotAVoter(NodeId),
+    /// A voter is listed twice.
+    DuplicateVoter,
+    /// A setting breaks its rule.
+    Setting {
+        setting: &'static str,
+        rule: &'static str,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::NotAVoter(id) => write!(f, "node {id} is not among the voters"),
+            ConfigError::DuplicateVoter => f.write_str("duplicate voter id"),
+            ConfigError::Setting { setting, rule } => write!(f, "{setting} {rule}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// The check of a core that does not know its state machine: every snapshot.
 pub fn accept_any_snapshot(_data: &[u8]) -> bool {
     true
@@ -87,42 +113,47 @@ impl Config {
             .saturating_sub(MESSAGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES)
     }
 
-    /// Checks the settings; the message says which one is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; the error says which one is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.voters.contains(&self.id) {
-            return Err(format!("node {} is not among the voters", self.id));
+            return Err(ConfigError::NotAVoter(self.id));
         }
         let mut sorted = self.voters.clone();
         sorted.sort_unstable();
         sorted.dedup();
         if sorted.len() != self.voters.len() {
-            return Err("duplicate voter id".to_string());
+            return Err(ConfigError::DuplicateVoter);
         }
+        let bad =
+            |setting: &'static str, rule: &'static str| Err(ConfigError::Setting { setting, rule });
         if self.heartbeat_ticks == 0 {
-            return Err("heartbeat_ticks must be at least 1".to_string());
+            return bad("heartbeat_ticks", "must be at least 1");
         }
         if self.election_ticks_min <= self.heartbeat_ticks {
-            return Err("election_ticks_min must exceed heartbeat_ticks".to_string());
+            return bad("election_ticks_min", "must exceed heartbeat_ticks");
         }
         if self.election_ticks_max <= self.election_ticks_min {
-            return Err("election_ticks_max must exceed election_ticks_min".to_string());
+            return bad("election_ticks_max", "must exceed election_ticks_min");
         }
         if self.max_message_bytes < MESSAGE_OVERHEAD_BYTES + ENTRY_OVERHEAD_BYTES + 1 {
-            return Err("max_message_bytes is too small for any entry".to_string());
+            return bad("max_message_bytes", "is too small for any entry");
         }
         if self.snapshot_chunk_bytes == 0
             || self.snapshot_chunk_bytes + MESSAGE_OVERHEAD_BYTES > self.max_message_bytes
         {
-            return Err("snapshot_chunk_bytes must be positive and fit one message".to_string());
+            return bad(
+                "snapshot_chunk_bytes",
+                "must be positive and fit one message",
+            );
         }
         if self.max_inflight_appends == 0 {
-            return Err("max_inflight_appends must be at least 1".to_string());
+            return bad("max_inflight_appends", "must be at least 1");
         }
         if self.snapshot_threshold_entries == 0 {
-            return Err("snapshot_threshold_entries must be at least 1".to_string());
+            return bad("snapshot_threshold_entries", "must be at least 1");
         }
         if self.snapshot_threshold_bytes == 0 {
-            return Err("snapshot_threshold_bytes must be at least 1".to_string());
+            return bad("snapshot_threshold_bytes", "must be at least 1");
         }
         Ok(())
     }
@@ -152,9 +183,21 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let mut c = Config::new(9, vec![1, 2, 3]);
-        assert!(c.validate().unwrap_err().contains("not among"));
+        assert_eq!(c.validate(), Err(ConfigError::NotAVoter(9)));
+        assert!(c.validate().unwrap_err().to_string().contains("not among"));
         c.id = 1;
         c.election_ticks_max = c.election_ticks_min;
-        assert!(c.validate().unwrap_err().contains("election_ticks_max"));
+        let err = c.validate().unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Setting {
+                setting: "election_ticks_max",
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "election_ticks_max must exceed election_ticks_min"
+        );
     }
 }

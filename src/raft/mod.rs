@@ -26,9 +26,9 @@ mod rng;
 mod snapshot;
 mod types;
 
-pub use config::{accept_any_snapshot, Config, DEFAULT_SNAPSHOT_ENTRIES};
+pub use config::{accept_any_snapshot, Config, ConfigError, DEFAULT_SNAPSHOT_ENTRIES};
 pub use log::RaftLog;
-pub use node::{Raft, RestoredState};
+pub use node::{Raft, RestoreError, RestoredState};
 pub use progress::{Progress, ProgressState};
 pub use rng::Rng;
 pub use types::*;

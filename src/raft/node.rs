@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::config::Config;
+use super::config::{Config, ConfigError};
 use super::log::RaftLog;
 use super::progress::Progress;
 use super::read::ReadQueue;
@@ -28,6 +28,34 @@ pub struct RestoredState {
     /// + 1 (1 without a snapshot), and indexes are consecutive.
     pub entries: Vec<Entry>,
 }
+
+/// Why [`Raft::new`] refused to start; `Display` is the one-line reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The settings cannot work.
+    Config(ConfigError),
+    /// The restored log does not start right after the snapshot.
+    EntriesDoNotFollowSnapshot,
+    /// The restored vote names a node outside the cluster.
+    VoteForStranger(NodeId),
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Config(e) => write!(f, "bad settings: {e}"),
+            RestoreError::EntriesDoNotFollowSnapshot => {
+                f.write_str("restored entries do not follow the snapshot")
+            }
+            RestoreError::VoteForStranger(vote) => write!(
+                f,
+                "the data dir holds a vote for node {vote}, which is not in the cluster"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
 
 /// One Raft node. See the module docs of `raft` for how to drive it.
 #[derive(Debug)]
@@ -71,21 +99,19 @@ pub struct Raft {
 
 impl Raft {
     /// A node resuming from `restored`, with election timeouts drawn from `seed`.
-    pub fn new(config: Config, restored: RestoredState, seed: u64) -> Result<Raft, String> {
-        config.validate()?;
+    pub fn new(config: Config, restored: RestoredState, seed: u64) -> Result<Raft, RestoreError> {
+        config.validate().map_err(RestoreError::Config)?;
         let snapshot = restored.snapshot.unwrap_or_default();
         if restored
             .entries
             .first()
             .is_some_and(|e| e.index != snapshot.meta.index + 1)
         {
-            return Err("restored entries do not follow the snapshot".to_string());
+            return Err(RestoreError::EntriesDoNotFollowSnapshot);
         }
         let hs = restored.hard_state;
         if let Some(vote) = hs.vote.filter(|v| !config.voters.contains(v)) {
-            return Err(format!(
-                "the data dir holds a vote for node {vote}, which is not in the cluster"
-            ));
+            return Err(RestoreError::VoteForStranger(vote));
         }
         let log = RaftLog::restore_from(snapshot, restored.entries, hs.commit);
         let mut raft = Raft {
@@ -463,7 +489,8 @@ mod tests {
             ..RestoredState::default()
         };
         let err = Raft::new(config(), restored, 1).unwrap_err();
-        assert!(err.contains("node 9"), "{err}");
+        assert_eq!(err, RestoreError::VoteForStranger(9));
+        assert!(err.to_string().contains("node 9"), "{err}");
     }
 
     #[test]
@@ -477,7 +504,10 @@ mod tests {
             }],
             ..RestoredState::default()
         };
-        assert!(Raft::new(config(), restored, 1).is_err());
+        assert_eq!(
+            Raft::new(config(), restored, 1).unwrap_err(),
+            RestoreError::EntriesDoNotFollowSnapshot
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::start_error::DataDirProblem;
 use crate::storage::Dir;
 
 /// The file in the data dir.
@@ -24,31 +25,39 @@ pub fn now_us() -> u64 {
 }
 
 /// Chooses this boot's epoch and records it durably.
-pub fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, String> {
-    let fail = |what: &str, e: std::io::Error| format!("data dir file {EPOCH_NAME}: {what}: {e}");
+pub fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, DataDirProblem> {
+    let fail = |what: &'static str| {
+        move |source| DataDirProblem::Io {
+            file: EPOCH_NAME,
+            what,
+            source,
+        }
+    };
     let last = if dir
         .list()
-        .map_err(|e| fail("listing", e))?
+        .map_err(fail("listing"))?
         .iter()
         .any(|n| n == EPOCH_NAME)
     {
         let bytes = dir
             .read(EPOCH_NAME, EPOCH_FILE_BYTES_MAX)
-            .map_err(|e| fail("cannot read", e))?;
+            .map_err(fail("cannot read"))?;
         let text = String::from_utf8_lossy(&bytes);
-        let last = text.trim().parse::<u64>().map_err(|_| {
-            format!("data dir file {EPOCH_NAME} is damaged: expected a decimal number, remove it only if this node's clock never went back")
-        })?;
+        let last = text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| DataDirProblem::Damaged {
+                file: EPOCH_NAME,
+                expected:
+                    "a decimal number (remove the file only if this node's clock never went back)",
+                found: text.to_string(),
+            })?;
         Some(last)
     } else {
         None
     };
     let epoch = match last {
-        Some(u64::MAX) => {
-            return Err(format!(
-                "data dir file {EPOCH_NAME}: the epoch is exhausted"
-            ))
-        }
+        Some(u64::MAX) => return Err(DataDirProblem::EpochExhausted),
         Some(last) => now_us.max(last + 1),
         None => now_us,
     };
@@ -57,7 +66,7 @@ pub fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, String> {
         .and_then(|()| dir.sync_file(EPOCH_TEMP_NAME))
         .and_then(|()| dir.rename(EPOCH_TEMP_NAME, EPOCH_NAME))
         .and_then(|()| dir.sync_dir())
-        .map_err(|e| fail("cannot write", e))?;
+        .map_err(fail("cannot write"))?;
     Ok(epoch)
 }
 
@@ -69,10 +78,11 @@ mod tests {
     #[test]
     fn the_epoch_grows_across_boots_even_when_the_clock_goes_back() {
         let mut dir = MemDir::new();
-        assert_eq!(next_epoch(&mut dir, 1_000), Ok(1_000));
-        assert_eq!(next_epoch(&mut dir, 5_000), Ok(5_000), "the clock moved on");
-        assert_eq!(next_epoch(&mut dir, 10), Ok(5_001), "the clock went back");
-        assert_eq!(next_epoch(&mut dir, 5_001), Ok(5_002), "the same µs twice");
+        let mut next = |now| next_epoch(&mut dir, now).expect("recorded");
+        assert_eq!(next(1_000), 1_000);
+        assert_eq!(next(5_000), 5_000, "the clock moved on");
+        assert_eq!(next(10), 5_001, "the clock went back");
+        assert_eq!(next(5_001), 5_002, "the same µs twice");
         let recorded = dir.read(EPOCH_NAME, 100).expect("recorded");
         assert_eq!(recorded, b"5002\n");
     }
@@ -81,7 +91,7 @@ mod tests {
     fn a_damaged_epoch_file_refuses_to_start_naming_it() {
         let mut dir = MemDir::new();
         dir.write_new(EPOCH_NAME, b"garbage").expect("write");
-        let message = next_epoch(&mut dir, 1).expect_err("damaged");
+        let message = next_epoch(&mut dir, 1).expect_err("damaged").to_string();
         assert!(
             message.contains("epoch") && !message.contains('\n'),
             "{message}"

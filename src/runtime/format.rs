@@ -8,6 +8,7 @@
 //! A newer format than this binary knows is refused, naming both, before
 //! anything in the dir is read or written.
 
+use super::start_error::DataDirProblem;
 use crate::storage::Dir;
 
 /// The format this binary writes.
@@ -22,24 +23,29 @@ const PREFIX: &str = "raftlb data dir format ";
 const FORMAT_FILE_BYTES_MAX: u64 = 64;
 
 /// Checks the data dir's format and records [`CURRENT`] (fsynced) if it was
-/// older or not recorded. The error is one line naming both versions.
-pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), String> {
-    let fail = |what: &str, e: std::io::Error| format!("data dir file {FORMAT_NAME}: {what}: {e}");
-    let names = dir.list().map_err(|e| fail("listing", e))?;
+/// older or not recorded. A newer format's error names both versions.
+pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem> {
+    let fail = |what: &'static str| {
+        move |source| DataDirProblem::Io {
+            file: FORMAT_NAME,
+            what,
+            source,
+        }
+    };
+    let names = dir.list().map_err(fail("listing"))?;
     let found = if names.iter().any(|n| n == FORMAT_NAME) {
         let bytes = dir
             .read(FORMAT_NAME, FORMAT_FILE_BYTES_MAX)
-            .map_err(|e| fail("cannot read", e))?;
+            .map_err(fail("cannot read"))?;
         let text = String::from_utf8_lossy(&bytes);
         let version = text
             .trim_end()
             .strip_prefix(PREFIX)
             .and_then(|v| v.parse::<u32>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "data dir file {FORMAT_NAME} is damaged: expected \"{PREFIX}N\", found {:?}",
-                    text.chars().take(40).collect::<String>()
-                )
+            .ok_or_else(|| DataDirProblem::Damaged {
+                file: FORMAT_NAME,
+                expected: "\"raftlb data dir format N\"",
+                found: text.to_string(),
             })?;
         Some(version)
     } else {
@@ -48,10 +54,11 @@ pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), String> {
     match found {
         Some(CURRENT) => return Ok(()),
         Some(version) if version > CURRENT => {
-            return Err(format!(
-                "the data dir has format {version}, newer than this raftlb-node's format {CURRENT} \
-                 (it reads {OLDEST_READ} to {CURRENT}): run the raftlb-node that wrote it, or a newer one"
-            ))
+            return Err(DataDirProblem::NewerFormat {
+                found: version,
+                current: CURRENT,
+                oldest_read: OLDEST_READ,
+            })
         }
         // Not recorded, or an older format this binary reads (every one from
         // OLDEST_READ, which is 0, so far): record ours.
@@ -62,7 +69,7 @@ pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), String> {
         .and_then(|()| dir.sync_file(FORMAT_TEMP_NAME))
         .and_then(|()| dir.rename(FORMAT_TEMP_NAME, FORMAT_NAME))
         .and_then(|()| dir.sync_dir())
-        .map_err(|e| fail("cannot write", e))
+        .map_err(fail("cannot write"))
 }
 
 #[cfg(test)]
@@ -73,10 +80,10 @@ mod tests {
     #[test]
     fn a_new_or_unversioned_dir_is_recorded_as_the_current_format() {
         let mut dir = MemDir::new();
-        assert_eq!(check_and_record(&mut dir), Ok(()));
+        check_and_record(&mut dir).expect("a new dir");
         let recorded = dir.read(FORMAT_NAME, 100).expect("recorded");
         assert_eq!(recorded, b"raftlb data dir format 1\n");
-        assert_eq!(check_and_record(&mut dir), Ok(()), "and read back");
+        check_and_record(&mut dir).expect("and read back");
     }
 
     #[test]
@@ -84,7 +91,7 @@ mod tests {
         let mut dir = MemDir::new();
         dir.write_new(FORMAT_NAME, b"raftlb data dir format 2\n")
             .expect("write");
-        let message = check_and_record(&mut dir).expect_err("newer");
+        let message = check_and_record(&mut dir).expect_err("newer").to_string();
         assert!(
             message.contains("format 2") && message.contains("format 1"),
             "{message}"
@@ -101,7 +108,7 @@ mod tests {
         for bad in [&b"garbage"[..], b"raftlb data dir format x", &[0xff; 10]] {
             let mut dir = MemDir::new();
             dir.write_new(FORMAT_NAME, bad).expect("write");
-            let message = check_and_record(&mut dir).expect_err("damaged");
+            let message = check_and_record(&mut dir).expect_err("damaged").to_string();
             assert!(
                 message.contains("format") && !message.contains('\n'),
                 "{message}"

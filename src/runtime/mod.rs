@@ -22,6 +22,7 @@ mod handle;
 mod notes;
 mod reports;
 mod shared;
+mod start_error;
 mod thread_cache;
 mod trim;
 mod udp;
@@ -30,6 +31,7 @@ pub use forget::{parse_forget_after, ForgetOutcome, FORGET_AFTER_MAX, FORGET_AFT
 pub use handle::{NodeHandle, NotTaken};
 pub use notes::{NoteOutcome, NOTE_TIMEOUT};
 pub use shared::{LoopCounters, RaftView};
+pub use start_error::{DataDirProblem, StartError};
 pub use thread_cache::exec_without_tcache;
 
 /// The node's deterministic logic, for whoever drives it without the
@@ -41,7 +43,6 @@ pub mod logic {
     pub use super::udp::Inbound;
 }
 
-use std::fmt;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -85,36 +86,6 @@ pub struct NodeSettings {
     pub snapshot_entries: u64,
     /// The cluster key, or `--insecure`.
     pub auth: Auth,
-}
-
-/// Why a node could not start; `Display` is the one-line message.
-#[derive(Debug)]
-pub enum StartError {
-    Config(String),
-    DataDir(String),
-    Bind(String),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Config(m) | StartError::DataDir(m) | StartError::Bind(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-impl StartError {
-    /// The process's exit code for it: 2 when the configuration cannot work
-    /// here (flags, nodes.txt, an address this host cannot bind), 1 for the
-    /// data dir (unreadable, corrupt, or in use by another node).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            StartError::Config(_) | StartError::Bind(_) => 2,
-            StartError::DataDir(_) => 1,
-        }
-    }
 }
 
 /// A started node: its threads and the handles to stop them.
@@ -165,10 +136,11 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let nodes = &settings.nodes;
     let me = nodes
         .require(&settings.id, "nodes.txt")
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        .map_err(StartError::Nodes)?;
     let address = nodes.get(me).expect("require returned a listed id").socket;
     let lock = lock_data_dir(&settings.data_dir)?;
-    let dir = FsDir::open(&settings.data_dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+    let dir = FsDir::open(&settings.data_dir)
+        .map_err(|e| StartError::data_dir(&settings.data_dir)(DataDirProblem::Storage(e)))?;
     let logic = NodeLogic::open(settings, dir, epoch::now_us(), seed(), Instant::now())?;
     log::info!(
         "node {} starting in term {} with commit index {} (data dir {})",
@@ -178,17 +150,23 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
         settings.data_dir.display()
     );
     let shared = logic.shared().clone();
-    let socket = UdpSocket::bind(address)
-        .map_err(|e| StartError::Bind(format!("cannot bind udp {address}: {e}")))?;
-    let recv_socket = socket
-        .try_clone()
-        .map_err(|e| StartError::Bind(format!("udp socket: {e}")))?;
+    let socket = UdpSocket::bind(address).map_err(|source| StartError::Bind {
+        what: format!("cannot bind udp {address}"),
+        source,
+    })?;
+    let recv_socket = socket.try_clone().map_err(|source| StartError::Bind {
+        what: "udp socket".into(),
+        source,
+    })?;
     let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(INBOUND_QUEUE);
     let (input_tx, input_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let stop_udp = Arc::new(AtomicBool::new(false));
     let udp = udp::spawn_receiver(recv_socket, shared.clone(), inbound_tx, stop_udp.clone())
-        .map_err(|e| StartError::Bind(format!("udp receiver: {e}")))?;
+        .map_err(|source| StartError::Bind {
+            what: "udp receiver".into(),
+            source,
+        })?;
     let event_loop = EventLoop { logic, socket };
     let channels = LoopChannels {
         inbound: inbound_rx,
@@ -198,7 +176,10 @@ pub fn start(settings: &NodeSettings) -> Result<RunningNode, StartError> {
     let event_loop = std::thread::Builder::new()
         .name("event-loop".into())
         .spawn(move || event_loop.run(channels))
-        .map_err(|e| StartError::Bind(format!("cannot start the event loop: {e}")))?;
+        .map_err(|source| StartError::Bind {
+            what: "cannot start the event loop".into(),
+            source,
+        })?;
     Ok(RunningNode {
         address,
         handle: NodeHandle::new(shared, input_tx),
@@ -225,23 +206,20 @@ impl<D: Dir> NodeLogic<D> {
         let nodes = &settings.nodes;
         let me = nodes
             .require(&settings.id, "nodes.txt")
-            .map_err(|e| StartError::Config(e.to_string()))?;
+            .map_err(StartError::Nodes)?;
+        let data_dir = StartError::data_dir(&settings.data_dir);
         // Before anything else is read or written: a newer format is refused.
-        format::check_and_record(&mut dir).map_err(StartError::DataDir)?;
-        let epoch = epoch::next_epoch(&mut dir, now_us).map_err(StartError::DataDir)?;
+        format::check_and_record(&mut dir).map_err(&data_dir)?;
+        let epoch = epoch::next_epoch(&mut dir, now_us).map_err(&data_dir)?;
         let (storage, restored) =
-            Storage::open(dir).map_err(|e| StartError::DataDir(e.to_string()))?;
+            Storage::open(dir).map_err(|e| data_dir(DataDirProblem::Storage(e)))?;
         let table = match &restored.snapshot {
-            Some(snapshot) => LoadTable::restore(&snapshot.data, now).map_err(|e| {
-                StartError::DataDir(format!(
-                    "the snapshot in {} is not a load table: {e}",
-                    settings.data_dir.display()
-                ))
-            })?,
+            Some(snapshot) => LoadTable::restore(&snapshot.data, now)
+                .map_err(|e| data_dir(DataDirProblem::NotATable(e)))?,
             None => LoadTable::new(),
         };
-        let raft =
-            Raft::new(raft_config(settings, me)?, restored, seed).map_err(StartError::DataDir)?;
+        let raft = Raft::new(raft_config(settings, me)?, restored, seed)
+            .map_err(|e| data_dir(DataDirProblem::Restore(e)))?;
         let shared = Arc::new(Shared::new(
             SharedSettings {
                 me,
@@ -282,24 +260,30 @@ fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
     // A datagram is the message plus its frame (epoch, counter, tag).
     config.max_message_bytes = crate::wire::MAX_PAYLOAD_BYTES;
     config.snapshot_check = LoadTable::decodes;
-    config
-        .validate()
-        .map_err(|e| StartError::Config(format!("bad flags: {e}")))?;
+    config.validate().map_err(StartError::Flags)?;
     Ok(config)
 }
 
 /// One process per data dir: two nodes appending to the same log would corrupt it.
 fn lock_data_dir(dir: &std::path::Path) -> Result<File, StartError> {
-    let fail = |what: String| StartError::DataDir(format!("data dir {}: {what}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let fail = |what: &'static str| {
+        move |source| {
+            StartError::data_dir(dir)(DataDirProblem::Io {
+                file: "LOCK",
+                what,
+                source,
+            })
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(fail("cannot create the dir"))?;
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("LOCK"))
-        .map_err(|e| fail(format!("cannot open LOCK: {e}")))?;
+        .map_err(fail("cannot open"))?;
     file.try_lock()
-        .map_err(|_| fail("in use by another running raftlb-node".into()))?;
+        .map_err(|_| StartError::data_dir(dir)(DataDirProblem::InUse))?;
     Ok(file)
 }
 
