@@ -26,15 +26,15 @@ pub use keyfile::{keygen, read_key, Key, KeyError, KEY_BYTES};
 pub const AUTH_HEADER: &str = "X-Raftlb-Auth";
 
 /// The length of an HMAC-SHA256 tag.
-pub const TAG_BYTES: usize = 32;
+pub(crate) const TAG_BYTES: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The key file's name beside the nodes file when `--key` is not given.
-pub const DEFAULT_KEY_FILE: &str = "cluster.key";
+pub(crate) const DEFAULT_KEY_FILE: &str = "cluster.key";
 
 /// `cluster.key` in the nodes file's directory.
-pub fn default_key_path(nodes_file: &Path) -> PathBuf {
+pub(crate) fn default_key_path(nodes_file: &Path) -> PathBuf {
     nodes_file
         .parent()
         .unwrap_or_else(|| Path::new(""))
@@ -44,7 +44,7 @@ pub fn default_key_path(nodes_file: &Path) -> PathBuf {
 /// The `--key`, `--previous-key` and `--insecure` flags of nodes and daemons.
 #[derive(Clone, Debug)]
 pub struct KeyFlags {
-    /// `--key`, or None for [`default_key_path`].
+    /// `--key`, or None for `default_key_path`.
     pub key: Option<PathBuf>,
     pub previous_key: Option<PathBuf>,
     pub insecure: bool,
@@ -103,7 +103,7 @@ impl Keys {
 
     /// Whether `tag` is the tag of `parts` under the current or the previous
     /// key, compared in constant time by the crate (`verify_slice`).
-    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+    pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         std::iter::once(&self.current)
             .chain(&self.previous)
             .any(|key| mac(key, parts).verify_slice(tag).is_ok())
@@ -138,7 +138,7 @@ pub enum Auth {
 }
 
 impl Auth {
-    pub fn is_insecure(&self) -> bool {
+    pub(crate) fn is_insecure(&self) -> bool {
         matches!(self, Auth::Insecure)
     }
 
@@ -168,7 +168,7 @@ fn mac(key: &Key, parts: &[&[u8]]) -> HmacSha256 {
 }
 
 /// Lowercase hex of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -179,7 +179,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// Exactly `N` bytes from 2N lowercase hex digits; None for anything else.
-pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub(crate) fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.as_bytes();
     if text.len() != 2 * N {
         return None;

@@ -31,7 +31,7 @@ pub use lost::lost_writes;
 use search::{Search, Stuck};
 
 /// Search steps before [`check_register`] gives up rather than run for hours.
-pub const MAX_STEPS: u64 = 10_000_000;
+pub(crate) const MAX_STEPS: u64 = 10_000_000;
 
 /// What one operation on the register did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,13 +67,13 @@ pub enum Verdict {
 
 /// Checks `history` against a register that starts as `initial`. Errs when the
 /// history is malformed (a return before its call) or the search takes more than
-/// [`MAX_STEPS`] steps.
+/// `MAX_STEPS` steps.
 pub fn check_register(initial: &str, history: &[Op]) -> Result<Verdict, String> {
     check_register_within(initial, history, MAX_STEPS)
 }
 
 /// [`check_register`] with a chosen step limit.
-pub fn check_register_within(
+pub(crate) fn check_register_within(
     initial: &str,
     history: &[Op],
     max_steps: u64,

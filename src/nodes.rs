@@ -15,9 +15,9 @@ use std::path::Path;
 use crate::raft::NodeId;
 
 /// Longest node id accepted: ids appear in headers, JSON and log lines.
-pub const MAX_ID_BYTES: usize = 32;
+pub(crate) const MAX_ID_BYTES: usize = 32;
 /// Most nodes in one file; Raft clusters past a handful only get slower.
-pub const MAX_NODES: usize = 64;
+pub(crate) const MAX_NODES: usize = 64;
 /// Largest nodes.txt read: a real one is a few hundred bytes.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 
@@ -128,19 +128,19 @@ impl Nodes {
     }
 
     /// The Raft ids of all nodes: 1..=len.
-    pub fn raft_ids(&self) -> Vec<NodeId> {
+    pub(crate) fn raft_ids(&self) -> Vec<NodeId> {
         (1..=self.entries.len() as NodeId).collect()
     }
 
     /// The Raft id of the node named `id`.
-    pub fn raft_id_of(&self, id: &str) -> Option<NodeId> {
+    pub(crate) fn raft_id_of(&self, id: &str) -> Option<NodeId> {
         self.entries
             .iter()
             .position(|e| e.id == id)
             .map(|i| i as NodeId + 1)
     }
 
-    /// Like [`Nodes::raft_id_of`], with the error `--id` wants.
+    /// Like `Nodes::raft_id_of`, with the error `--id` wants.
     pub fn require(&self, id: &str, file: &str) -> Result<NodeId, NodesError> {
         self.raft_id_of(id).ok_or_else(|| NodesError::UnknownId {
             file: file.to_string(),
@@ -155,7 +155,7 @@ impl Nodes {
     }
 
     /// The Raft id whose address is exactly `source` (IP and port), if any.
-    pub fn raft_id_at(&self, source: SocketAddr) -> Option<NodeId> {
+    pub(crate) fn raft_id_at(&self, source: SocketAddr) -> Option<NodeId> {
         self.entries
             .iter()
             .position(|e| e.socket == source)

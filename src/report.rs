@@ -7,11 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Largest report body accepted (SPEC: 413 above it).
-pub const MAX_REPORT_BYTES: usize = 4096;
+pub(crate) const MAX_REPORT_BYTES: usize = 4096;
 /// Longest server id: it appears in headers, JSON and log lines.
-pub const MAX_SERVER_ID_BYTES: usize = 128;
+pub(crate) const MAX_SERVER_ID_BYTES: usize = 128;
 /// Longest worker URL.
-pub const MAX_URL_BYTES: usize = 512;
+pub(crate) const MAX_URL_BYTES: usize = 512;
 
 /// One CPU load sample of one server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ impl Report {
     }
 
     /// Checks the fields' ranges and shapes.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.server.is_empty() || self.server.len() > MAX_SERVER_ID_BYTES {
             return Err(format!(
                 "bad report: server must be 1-{MAX_SERVER_ID_BYTES} bytes"

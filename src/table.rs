@@ -22,15 +22,15 @@ use crate::wire::{self, WireError};
 
 /// Most servers the table holds: reports for further new servers are refused, so
 /// a hostile reporter cannot grow every node's memory without bound.
-pub const MAX_SERVERS: usize = 256;
+pub(crate) const MAX_SERVERS: usize = 256;
 
 /// Most reports coalesced into one log entry; with the largest valid report
 /// this keeps an entry well inside one datagram.
-pub const MAX_REPORTS_PER_ENTRY: usize = 48;
+pub(crate) const MAX_REPORTS_PER_ENTRY: usize = 48;
 
 /// The largest note in bytes (SPEC: 32 KiB). With its command's framing it fits
 /// one datagram with room to spare, so a note never needs more than one append.
-pub const MAX_NOTE_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_NOTE_BYTES: usize = 32 * 1024;
 
 /// A state-machine command: the data of one log entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,7 +194,11 @@ impl LoadTable {
 
     /// The dead servers silent for at least `quiet` on this node's clock
     /// (since it applied their last report): the ones to forget.
-    pub fn dead_for(&self, quiet: Duration, now: Instant) -> impl Iterator<Item = &String> + '_ {
+    pub(crate) fn dead_for(
+        &self,
+        quiet: Duration,
+        now: Instant,
+    ) -> impl Iterator<Item = &String> + '_ {
         self.servers
             .iter()
             .filter(move |(id, s)| {

@@ -18,11 +18,11 @@ use crate::report::Report;
 
 /// The largest datagram raftlb sends or accepts (SPEC: never more than 60 KB),
 /// its frame (epoch, counter, tag: `crate::auth::frame`) included.
-pub const MAX_DATAGRAM_BYTES: usize = 60_000;
+pub(crate) const MAX_DATAGRAM_BYTES: usize = 60_000;
 
 /// The largest encoded [`Datagram`]: what a frame leaves of a datagram. The
 /// runtime gives the core this as its `max_message_bytes`.
-pub const MAX_PAYLOAD_BYTES: usize = MAX_DATAGRAM_BYTES - crate::auth::frame::OVERHEAD_BYTES;
+pub(crate) const MAX_PAYLOAD_BYTES: usize = MAX_DATAGRAM_BYTES - crate::auth::frame::OVERHEAD_BYTES;
 
 /// Decoding never allocates past this, whatever a length prefix claims: the
 /// largest value we decode is a snapshot, itself bounded by the storage layer.
@@ -118,7 +118,7 @@ fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Resul
     Ok(value)
 }
 
-/// Encodes a datagram, refusing one larger than [`MAX_PAYLOAD_BYTES`].
+/// Encodes a datagram, refusing one larger than `MAX_PAYLOAD_BYTES`.
 pub fn encode_datagram(datagram: &Datagram) -> Result<Vec<u8>, WireError> {
     let bytes = encode(datagram)?;
     if bytes.len() > MAX_PAYLOAD_BYTES {
@@ -133,7 +133,7 @@ pub fn encode_datagram(datagram: &Datagram) -> Result<Vec<u8>, WireError> {
 /// Decodes a received datagram's payload (its frame already checked and
 /// removed). The limit is the payload size itself: no length prefix inside it
 /// can ask for more than it carries.
-pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram, WireError> {
+pub(crate) fn decode_datagram(bytes: &[u8]) -> Result<Datagram, WireError> {
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(WireError::TooLarge {
             len: bytes.len(),

@@ -11,9 +11,9 @@
 use super::{Auth, TAG_BYTES};
 
 /// Epoch and counter.
-pub const HEADER_BYTES: usize = 16;
+pub(crate) const HEADER_BYTES: usize = 16;
 /// What a frame adds to its payload.
-pub const OVERHEAD_BYTES: usize = HEADER_BYTES + TAG_BYTES;
+pub(crate) const OVERHEAD_BYTES: usize = HEADER_BYTES + TAG_BYTES;
 
 /// Domain separation: no other tag of raftlb is computed over these bytes first.
 const LABEL: &[u8] = b"raftlb-datagram-v1\0";

@@ -1,6 +1,6 @@
 //! The per-peer replay window of authenticated datagrams, as in IPsec and
 //! WireGuard: the newest epoch seen from the peer, the highest counter seen in
-//! it, and a bitmap of the [`WINDOW`] counters below that.
+//! it, and a bitmap of the `WINDOW` counters below that.
 //!
 //! A counter seen before or below the window is refused, and so is any
 //! datagram of an older epoch; a newer epoch (the peer restarted) starts a new
@@ -11,12 +11,12 @@
 use super::frame::Header;
 
 /// Counters below the highest that are still accepted once each.
-pub const WINDOW: u64 = 1024;
+pub(crate) const WINDOW: u64 = 1024;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Why an authenticated datagram was refused; all count as reason `replay`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reject {
+pub(crate) enum Reject {
     /// From an earlier boot of the peer than one already heard.
     OldEpoch,
     /// This counter was already accepted.
@@ -27,7 +27,7 @@ pub enum Reject {
 
 /// One peer's window. `Default` has heard nothing yet.
 #[derive(Clone, Debug, Default)]
-pub struct ReplayWindow {
+pub(crate) struct ReplayWindow {
     /// The newest epoch heard; None before the first datagram.
     epoch: Option<u64>,
     highest: u64,

@@ -9,7 +9,7 @@
 /// balancer. Jumping up at once makes a server that turned slow look slow at
 /// its first slow answer; easing down makes one fast answer not undo it.
 #[derive(Clone, Debug)]
-pub struct PeakEwma {
+pub(crate) struct PeakEwma {
     value: f64,
     at_ms: f64,
 }
@@ -46,13 +46,13 @@ impl PeakEwma {
 
 /// A penalty that grows by one on each failure and decays exponentially.
 #[derive(Clone, Debug, Default)]
-pub struct Decaying {
+pub(crate) struct Decaying {
     value: f64,
     at_ms: f64,
 }
 
 impl Decaying {
-    pub fn bump(&mut self, now_ms: f64, decay_ms: f64) {
+    pub(crate) fn bump(&mut self, now_ms: f64, decay_ms: f64) {
         self.value = self.value(now_ms, decay_ms) + 1.0;
         self.at_ms = self.at_ms.max(now_ms);
     }
@@ -65,7 +65,7 @@ impl Decaying {
 
 /// One server as this node sees it.
 #[derive(Clone, Debug, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Costs of this node's requests in flight there. A node has at most its
     /// HTTP threads' worth of requests in flight, which bounds this list.
     pub in_flight: Vec<f64>,
@@ -82,7 +82,7 @@ impl Observed {
     /// shorter one finishes first; a longer one shares the CPU until this one
     /// is done). So a cheap request looks at how many are in flight, an
     /// expensive one at how much work.
-    pub fn work_ahead(&self, cost: f64) -> f64 {
+    pub(crate) fn work_ahead(&self, cost: f64) -> f64 {
         cost + self.in_flight.iter().map(|w| w.min(cost)).sum::<f64>()
     }
 

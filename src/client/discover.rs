@@ -11,7 +11,7 @@ use crate::nodes::{Nodes, NodesError};
 /// The environment variable the client reads its nodes from.
 pub const NODES_VAR: &str = "RAFTLB_NODES";
 /// The file read when neither `--nodes` nor `RAFTLB_NODES` is given.
-pub const DEFAULT_FILE: &str = "nodes.txt";
+pub(crate) const DEFAULT_FILE: &str = "nodes.txt";
 
 /// The nodes, and the file whose directory holds the default cluster key
 /// (`cluster.key` beside it; for a comma list, the current directory).

@@ -1,6 +1,6 @@
-//! Trying the nodes until one answers: one after another ([`first_answer`]:
+//! Trying the nodes until one answers: one after another (`first_answer`:
 //! `prime`, `status --json`, `server forget`), or all at once with the first
-//! answer winning ([`race`]: `note get`, whose every node may wait up to its
+//! answer winning (`race`: `note get`, whose every node may wait up to its
 //! 3 s deadline for a quorum, so that a user waits 3 s, not 3 s per node).
 //!
 //! A node that cannot be reached, times out, or answers 5xx is skipped: another
@@ -59,7 +59,7 @@ impl fmt::Display for FailoverError {
 /// Calls `call` on each node in order and returns the first 2xx reply with the
 /// node that gave it. `call` may turn a reply it cannot use (a 200 whose body is
 /// not a number) into an `Err`, which counts as that node failing.
-pub fn first_answer(
+pub(crate) fn first_answer(
     nodes: &[NodeEntry],
     mut call: impl FnMut(&NodeEntry) -> Result<Reply, String>,
 ) -> Result<(&NodeEntry, Reply), FailoverError> {
@@ -92,7 +92,7 @@ pub fn first_answer(
 /// still working when an answer arrived are left to finish on their own (their
 /// agent's timeouts bound them); so only requests that may be sent to several
 /// nodes belong here: reads, not writes.
-pub fn race(
+pub(crate) fn race(
     nodes: &[NodeEntry],
     call: impl Fn(&NodeEntry) -> Result<Reply, String> + Send + Sync + 'static,
 ) -> Result<(NodeEntry, Reply), FailoverError> {
@@ -135,7 +135,7 @@ pub fn race(
 }
 
 /// The body of `GET path` from the first node that answers it with 2xx.
-pub fn first_body(
+pub(crate) fn first_body(
     nodes: &[NodeEntry],
     timeouts: Timeouts,
     path: &str,
@@ -153,7 +153,7 @@ fn is_final(status: u16) -> bool {
 }
 
 /// The first line of a body, cut to a length that fits a terminal line.
-pub fn first_line(body: &str) -> String {
+pub(crate) fn first_line(body: &str) -> String {
     let line = body.lines().next().unwrap_or("").trim();
     if line.is_empty() {
         return "(empty answer)".to_string();

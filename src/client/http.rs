@@ -12,7 +12,7 @@ use ureq::Agent;
 
 /// Largest response body read from a node (a `/status` with many servers is the
 /// biggest legitimate answer, far below this).
-pub const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 
 /// How long one call may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,14 +63,9 @@ pub fn get(agent: &Agent, url: &str) -> Result<Reply, String> {
     read_reply(response)
 }
 
-/// `POST url` with a JSON body.
-pub fn post_json(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
-    send_body(agent.post(url), "application/json", body)
-}
-
 /// `POST url` with a JSON body and, when given, its `X-Raftlb-Auth` tag
 /// (`crate::auth`: reports and admin commands).
-pub fn post_signed_json(
+pub(crate) fn post_signed_json(
     agent: &Agent,
     url: &str,
     body: &[u8],
@@ -84,7 +79,7 @@ pub fn post_signed_json(
 }
 
 /// `PUT url` with a text body.
-pub fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
+pub(crate) fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
     send_body(agent.put(url), "text/plain; charset=utf-8", body)
 }
 
@@ -140,7 +135,7 @@ fn lowercase_first(text: &str) -> String {
 /// The base URL of a node: its resolved socket address, not the name in
 /// nodes.txt, so that `localhost` means the IPv4 address the node binds (see
 /// `nodes::resolve`) and no lookup is repeated per request.
-pub fn node_base_url(node: &crate::nodes::NodeEntry) -> String {
+pub(crate) fn node_base_url(node: &crate::nodes::NodeEntry) -> String {
     format!("http://{}", node.socket)
 }
 

@@ -67,7 +67,7 @@ pub fn raw_json(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, Failo
 
 /// The node whose servers table to show: the leader with the highest term,
 /// else the first that answered.
-pub fn servers_source(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
+pub(crate) fn servers_source(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
     leader(views).or_else(|| {
         views
             .iter()
@@ -199,7 +199,7 @@ fn aligned(rows: &[Vec<String>]) -> String {
 
 /// `850ms`, `2.4s`, `3m05s`: readable at a glance, exact enough to spot a
 /// server whose reports stopped.
-pub fn format_age(ms: u64) -> String {
+pub(crate) fn format_age(ms: u64) -> String {
     match ms {
         0..=999 => format!("{ms}ms"),
         1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),

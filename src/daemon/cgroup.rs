@@ -27,7 +27,7 @@ pub struct Mounts {
 
 impl Mounts {
     /// Picks the cgroup mounts out of `(mount point, fs type, super options)`.
-    pub fn from_entries<'a>(
+    pub(crate) fn from_entries<'a>(
         entries: impl IntoIterator<Item = (&'a Path, &'a str, Vec<&'a str>)>,
     ) -> Mounts {
         let mut mounts = Mounts::default();
@@ -78,7 +78,7 @@ pub enum Cgroup {
 
 /// One reading of a cgroup's cumulative counters, in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuStat {
+pub(crate) struct CpuStat {
     /// CPU time its tasks used.
     pub usage_ns: u64,
     /// Time its run queues spent throttled by the quota, summed over CPUs.
@@ -182,7 +182,7 @@ impl Cgroup {
     }
 
     /// Its counters now.
-    pub fn cpu_stat(&self) -> Result<CpuStat, String> {
+    pub(crate) fn cpu_stat(&self) -> Result<CpuStat, String> {
         match self {
             Cgroup::V2 { dir, .. } => parse_v2_cpu_stat(&read(&dir.join("cpu.stat"))?),
             Cgroup::V1 {
@@ -200,7 +200,7 @@ impl Cgroup {
     /// The `some` total of v2's `cpu.pressure` in µs: time in which at least one
     /// of its tasks was runnable and not running. None on v1 (no such file) and
     /// on kernels without PSI.
-    pub fn pressure_some_us(&self) -> Option<u64> {
+    pub(crate) fn pressure_some_us(&self) -> Option<u64> {
         match self {
             Cgroup::V2 { dir, .. } => {
                 let text = std::fs::read_to_string(dir.join("cpu.pressure")).ok()?;
@@ -211,7 +211,7 @@ impl Cgroup {
     }
 
     /// The thread ids in it (v1: `tasks`; v2: `cgroup.threads`), at most `limit`.
-    pub fn thread_ids(&self, limit: usize) -> Result<Vec<u32>, String> {
+    pub(crate) fn thread_ids(&self, limit: usize) -> Result<Vec<u32>, String> {
         let file = match self {
             Cgroup::V2 { dir, .. } => dir.join("cgroup.threads"),
             Cgroup::V1 { cpu_dir, .. } => cpu_dir.join("tasks"),
@@ -221,7 +221,7 @@ impl Cgroup {
 
     /// The CPUs its quota allows: the smallest quota / period of it and its
     /// ancestors up to the hierarchy's root; None when none has a quota.
-    pub fn quota_cpus(&self) -> Result<Option<f64>, String> {
+    pub(crate) fn quota_cpus(&self) -> Result<Option<f64>, String> {
         let (mut dir, root) = match self {
             Cgroup::V2 { dir, root } => (dir.as_path(), root.as_path()),
             Cgroup::V1 {
@@ -272,7 +272,7 @@ fn keyed(text: &str, file: &str, key: &str) -> Result<u64, String> {
 
 /// v2 `cpu.stat`: `usage_usec`, `nr_periods`, `nr_throttled`, `throttled_usec`.
 /// The last three exist only with the cpu controller enabled.
-pub fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
+pub(crate) fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
     let field = |key| keyed(text, "cpu.stat", key);
     Ok(CpuStat {
         usage_ns: field("usage_usec")?.saturating_mul(1000),
@@ -284,7 +284,7 @@ pub fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
 
 /// v1: `cpuacct.usage` (ns) and the cpu controller's `cpu.stat`
 /// (`nr_periods`, `nr_throttled`, `throttled_time` in ns).
-pub fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, String> {
+pub(crate) fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, String> {
     let field = |key| keyed(stat, "cpu.stat", key);
     let usage_ns = usage.trim().parse().map_err(|_| {
         format!(
@@ -301,7 +301,7 @@ pub fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, String> {
 }
 
 /// v2 `cpu.max`: `QUOTA PERIOD` in µs, or `max PERIOD` for no quota.
-pub fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
+pub(crate) fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
     let bad = || {
         format!(
             "cpu.max: expected \"QUOTA PERIOD\" or \"max PERIOD\", found {:?}",
@@ -321,7 +321,7 @@ pub fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
 }
 
 /// v1 `cpu.cfs_quota_us` (`-1` for none) and `cpu.cfs_period_us`, in µs.
-pub fn parse_v1_quota(quota: &str, period: &str) -> Result<Option<f64>, String> {
+pub(crate) fn parse_v1_quota(quota: &str, period: &str) -> Result<Option<f64>, String> {
     let quota: i64 = quota.trim().parse().map_err(|_| {
         format!(
             "cpu.cfs_quota_us: expected µs or -1, found {:?}",
@@ -349,7 +349,7 @@ fn quota_share(quota: u64, period: u64) -> Option<f64> {
 }
 
 /// Thread ids, one per line; anything else is skipped.
-pub fn parse_ids(text: &str, limit: usize) -> Vec<u32> {
+pub(crate) fn parse_ids(text: &str, limit: usize) -> Vec<u32> {
     text.lines()
         .filter_map(|l| l.trim().parse().ok())
         .take(limit)

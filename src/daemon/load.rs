@@ -35,14 +35,14 @@ pub fn percent(part: f64, whole: f64) -> f64 {
 }
 
 /// The share of runnable time spent not running: 0 when nothing was runnable.
-pub fn wait_percent(running_ns: u64, not_running_ns: u64) -> f64 {
+pub(crate) fn wait_percent(running_ns: u64, not_running_ns: u64) -> f64 {
     let not_running = not_running_ns as f64;
     percent(not_running, running_ns as f64 + not_running)
 }
 
 /// The whole machine's counters: /proc/stat and /proc/pressure/cpu.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MachineCounters {
+pub(crate) struct MachineCounters {
     pub times: MachineTimes,
     /// None when the kernel has no /proc/pressure/cpu.
     pub psi_some_us: Option<u64>,
@@ -55,7 +55,7 @@ pub struct MachineCounters {
 /// running one gives `some / (wall + some)`: a lower bound of the threads'
 /// share, exact when at most one thread waits per CPU, reaching 50 when every
 /// busy CPU always has one queued. 0 without PSI.
-pub fn machine_load(before: MachineCounters, after: MachineCounters, wall_us: u64) -> Load {
+pub(crate) fn machine_load(before: MachineCounters, after: MachineCounters, wall_us: u64) -> Load {
     let busy = after.times.busy.saturating_sub(before.times.busy);
     let total = after.times.total.saturating_sub(before.times.total);
     let some_us = match (before.psi_some_us, after.psi_some_us) {
@@ -70,14 +70,14 @@ pub fn machine_load(before: MachineCounters, after: MachineCounters, wall_us: u6
 
 /// A process's counters: /proc/PID/stat and its threads' schedstat.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessCounters {
+pub(crate) struct ProcessCounters {
     pub times: ProcessTimes,
     pub threads: ThreadTimes,
 }
 
 /// The units a process's counters need to become percentages.
 #[derive(Clone, Copy, Debug)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub ticks_per_second: u64,
     pub cpus: u64,
     pub wall_ns: u64,
@@ -87,7 +87,11 @@ pub struct Rates {
 /// CPUs (a share of the whole machine, as in machine mode). `wait` = its
 /// threads' run-queue delay over their run time plus that delay
 /// (`wait_percent` of the schedstat sums).
-pub fn process_load(before: &ProcessCounters, after: &ProcessCounters, rates: Rates) -> Load {
+pub(crate) fn process_load(
+    before: &ProcessCounters,
+    after: &ProcessCounters,
+    rates: Rates,
+) -> Load {
     let ns_per_tick = 1_000_000_000 / rates.ticks_per_second.max(1);
     let cpu_ns = after
         .times
@@ -104,7 +108,7 @@ pub fn process_load(before: &ProcessCounters, after: &ProcessCounters, rates: Ra
 
 /// Run and delay time added since `before`, summed per thread: a thread that
 /// exited takes nothing away, and one born since counts from zero.
-pub fn thread_deltas(before: &ThreadTimes, after: &ThreadTimes) -> RunTimes {
+pub(crate) fn thread_deltas(before: &ThreadTimes, after: &ThreadTimes) -> RunTimes {
     after.iter().fold(RunTimes::default(), |sum, (tid, now)| {
         let then = before.get(tid).copied().unwrap_or_default();
         RunTimes {
@@ -120,7 +124,7 @@ pub fn thread_deltas(before: &ThreadTimes, after: &ThreadTimes) -> RunTimes {
 
 /// Where a cgroup's run-queue wait (apart from throttling) comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Queued {
+pub(crate) enum Queued {
     /// v2: the `some` total of its cpu.pressure, µs (None without PSI).
     PressureUs(Option<u64>),
     /// v1, which has no cpu.pressure: its threads' schedstat.
@@ -129,14 +133,14 @@ pub enum Queued {
 
 /// A cgroup's counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CgroupCounters {
+pub(crate) struct CgroupCounters {
     pub stat: CpuStat,
     pub queued: Queued,
 }
 
 /// What a cgroup may use over the interval.
 #[derive(Clone, Copy, Debug)]
-pub struct Capacity {
+pub(crate) struct Capacity {
     /// CPUs of the machine.
     pub cpus: u64,
     /// Its quota in CPUs (the smallest along its ancestors), if any.
@@ -150,7 +154,11 @@ pub struct Capacity {
 /// time from cpu.stat, queued time from cpu.pressure `some` (v2) or its
 /// threads' schedstat delay (v1). Both of the latter already include
 /// throttled time on most kernels, so the larger is taken, not the sum.
-pub fn cgroup_load(before: &CgroupCounters, after: &CgroupCounters, capacity: Capacity) -> Load {
+pub(crate) fn cgroup_load(
+    before: &CgroupCounters,
+    after: &CgroupCounters,
+    capacity: Capacity,
+) -> Load {
     let usage_ns = after.stat.usage_ns.saturating_sub(before.stat.usage_ns);
     let throttled_ns = after
         .stat

@@ -34,14 +34,14 @@ pub const INTERVAL_MS_MIN: u64 = 50;
 pub const INTERVAL_MS_MAX: u64 = 60_000;
 
 /// Each report's call to a node: a node that does not connect in 200 ms is down.
-pub const REPORT_TIMEOUTS: Timeouts = Timeouts {
+pub(crate) const REPORT_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_millis(200),
     total: Duration::from_millis(500),
 };
 
 /// The health check: connecting is quick or the worker is down, but a worker
 /// busy with large primes may take a while to answer, and that is not death.
-pub const HEALTH_TIMEOUTS: Timeouts = Timeouts {
+pub(crate) const HEALTH_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_millis(200),
     total: Duration::from_millis(1000),
 };
@@ -74,7 +74,7 @@ pub fn check_worker_url(url: &str) -> Result<(), String> {
 }
 
 /// Longest `--health-path`: it goes into one request line.
-pub const HEALTH_PATH_MAX: usize = 1024;
+pub(crate) const HEALTH_PATH_MAX: usize = 1024;
 
 /// Checks `--health-path`: an absolute path (and query) that can go into a
 /// request line as given: starting with `/`, no spaces or control characters.

@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 
 use procfs::process::{Schedstat, Stat};
-use procfs::{
-    CpuPressure, CpuTime, ExplicitSystemInfo, FromBufRead, FromBufReadSI, FromRead, KernelStats,
-};
+use procfs::{CpuPressure, CpuTime, FromBufRead, KernelStats};
+#[cfg(test)]
+use procfs::{ExplicitSystemInfo, FromBufReadSI, FromRead};
 
 /// Whole-machine CPU time from the `cpu` line of /proc/stat, in clock ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MachineTimes {
+pub(crate) struct MachineTimes {
     /// Time the CPUs did work: total minus idle minus iowait.
     pub busy: u64,
     /// user + nice + system + idle + iowait + irq + softirq + steal. `guest`
@@ -32,7 +32,7 @@ pub struct MachineTimes {
 
 impl MachineTimes {
     /// Fields after `idle` are optional (old kernels lack them) and count as 0.
-    pub fn from_cpu_time(t: &CpuTime) -> MachineTimes {
+    pub(crate) fn from_cpu_time(t: &CpuTime) -> MachineTimes {
         let optional = [t.iowait, t.irq, t.softirq, t.steal];
         let total = [t.user, t.nice, t.system, t.idle]
             .into_iter()
@@ -48,13 +48,14 @@ impl MachineTimes {
 
 /// The aggregate times of /proc/stat and how many CPUs it lists (at least 1,
 /// so that it can always divide).
-pub fn machine_times(stats: &KernelStats) -> (MachineTimes, u64) {
+pub(crate) fn machine_times(stats: &KernelStats) -> (MachineTimes, u64) {
     let cpus = (stats.cpu_time.len() as u64).max(1);
     (MachineTimes::from_cpu_time(&stats.total), cpus)
 }
 
 /// /proc/stat text through procfs-core's `KernelStats` parser.
-pub fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
+#[cfg(test)]
+pub(crate) fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
     let system_info = ExplicitSystemInfo {
         boot_time_secs: 0,
         ticks_per_second: 100,
@@ -68,7 +69,7 @@ pub fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
 /// The `total=` (microseconds) of the `some` line of a PSI file
 /// (/proc/pressure/cpu, or a v2 cgroup's cpu.pressure): time in which at least
 /// one runnable task waited for a CPU. None when the text is not PSI.
-pub fn parse_psi_some_total_us(text: &str) -> Option<u64> {
+pub(crate) fn parse_psi_some_total_us(text: &str) -> Option<u64> {
     if !psi_shape_ok(text) {
         return None;
     }
@@ -86,7 +87,7 @@ fn psi_shape_ok(text: &str) -> bool {
 
 /// What /proc/PID/stat says about one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcessTimes {
+pub(crate) struct ProcessTimes {
     /// utime + stime, in clock ticks, of all its threads (exited ones included).
     pub cpu_ticks: u64,
     /// When it started, in ticks after boot: a different value under the same
@@ -95,7 +96,7 @@ pub struct ProcessTimes {
 }
 
 impl ProcessTimes {
-    pub fn from_stat(stat: &Stat) -> ProcessTimes {
+    pub(crate) fn from_stat(stat: &Stat) -> ProcessTimes {
         ProcessTimes {
             cpu_ticks: stat.utime.saturating_add(stat.stime),
             start_ticks: stat.starttime,
@@ -104,7 +105,8 @@ impl ProcessTimes {
 }
 
 /// /proc/PID/stat text through procfs-core's `Stat` parser.
-pub fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
+#[cfg(test)]
+pub(crate) fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
     if !stat_shape_ok(text) {
         return Err("/proc/PID/stat: expected `PID (COMMAND) STATE …`".to_string());
     }
@@ -115,6 +117,7 @@ pub fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
 
 /// procfs-core slices at the first `(` minus one and the last `)` plus two:
 /// `PID (` must open the text and `) ` must follow the command.
+#[cfg(test)]
 fn stat_shape_ok(text: &str) -> bool {
     let (text, bytes) = (text.trim(), text.trim().as_bytes());
     match (text.find('('), text.rfind(')')) {
@@ -131,13 +134,13 @@ fn stat_shape_ok(text: &str) -> bool {
 /// One thread's /proc/…/schedstat: time on a CPU and time runnable but
 /// waiting for one (contention, and on most kernels cgroup throttling), ns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunTimes {
+pub(crate) struct RunTimes {
     pub run_ns: u64,
     pub delay_ns: u64,
 }
 
 impl RunTimes {
-    pub fn from_schedstat(s: &Schedstat) -> RunTimes {
+    pub(crate) fn from_schedstat(s: &Schedstat) -> RunTimes {
         RunTimes {
             run_ns: s.sum_exec_runtime,
             delay_ns: s.run_delay,
@@ -146,7 +149,8 @@ impl RunTimes {
 }
 
 /// schedstat text through procfs-core's `Schedstat` parser.
-pub fn parse_schedstat(text: &str) -> Option<RunTimes> {
+#[cfg(test)]
+pub(crate) fn parse_schedstat(text: &str) -> Option<RunTimes> {
     Schedstat::from_read(text.as_bytes())
         .ok()
         .map(|s| RunTimes::from_schedstat(&s))
@@ -154,7 +158,7 @@ pub fn parse_schedstat(text: &str) -> Option<RunTimes> {
 
 /// Run and wait times by thread id, as read from a process's or a cgroup's
 /// threads.
-pub type ThreadTimes = HashMap<u32, RunTimes>;
+pub(crate) type ThreadTimes = HashMap<u32, RunTimes>;
 
 #[cfg(test)]
 mod tests {

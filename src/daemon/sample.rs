@@ -18,7 +18,7 @@ use super::load::{
 use super::proctext::{self, ProcessTimes, RunTimes, ThreadTimes};
 
 /// Most threads read per sample: a bound on the work of one sample.
-pub const MAX_THREADS: usize = 4096;
+pub(crate) const MAX_THREADS: usize = 4096;
 
 /// What to measure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ enum Counters {
 }
 
 /// Reads counters and keeps the previous ones to take deltas.
-pub struct Sampler {
+pub(crate) struct Sampler {
     target: Target,
     /// USER_HZ: the unit of /proc/PID/stat's times.
     ticks_per_second: u64,

@@ -19,20 +19,20 @@ use crate::client::http::{self, Reply};
 use crate::nodes::NodeEntry;
 
 /// Reports waiting per node: one in flight plus one newer is all that matters.
-pub const QUEUE_REPORTS: usize = 2;
+pub(crate) const QUEUE_REPORTS: usize = 2;
 
 /// A report body and its `X-Raftlb-Auth` tag (None when `--insecure`),
 /// signed once and shared by all nodes' threads.
-pub struct SignedReport {
+pub(crate) struct SignedReport {
     pub json: Vec<u8>,
     pub tag: Option<String>,
 }
 
 /// What the main loop hands to every node's thread.
-pub type Body = Arc<SignedReport>;
+pub(crate) type Body = Arc<SignedReport>;
 
 /// The running sender threads.
-pub struct Senders {
+pub(crate) struct Senders {
     queues: Vec<(String, Sender<Body>)>,
     threads: Vec<JoinHandle<()>>,
 }

@@ -24,9 +24,9 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// Largest response head (status line and headers, and trailers) accepted.
-pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+pub(crate) const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Largest response body accepted: bench answers are a prime or a short line.
-pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+pub(crate) const BODY_BYTES_MAX: usize = 1024 * 1024;
 /// A chunk-size line (hex digits, maybe extensions) longer than this is garbage.
 const CHUNK_LINE_BYTES_MAX: usize = 1024;
 /// The read buffer: room for the largest head plus a good read of body.
@@ -113,7 +113,7 @@ struct Head {
 
 /// One connection to the target, reopened when the server closes it or a
 /// request fails; its buffer lives as long as the `Conn`.
-pub struct Conn {
+pub(crate) struct Conn {
     /// Where to connect: resolved once, before the load starts.
     addr: SocketAddr,
     /// Each request's budget, from connecting to the last byte of the body.
@@ -157,24 +157,24 @@ impl Conn {
     }
 
     /// Connecting gets at most `limit`, whatever the request's budget.
-    pub fn with_connect_timeout(mut self, limit: Duration) -> Conn {
+    pub(crate) fn with_connect_timeout(mut self, limit: Duration) -> Conn {
         self.connect_timeout = limit;
         self
     }
 
     /// The budget of the requests from now on.
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
 
     /// Whether the connection is open, so worth keeping for another request.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.stream.is_some()
     }
 
     /// Like [`Conn::exchange`], and returns the body too, which must fit in
     /// `max_body` bytes (beyond it, a framing error).
-    pub fn exchange_keeping_body(
+    pub(crate) fn exchange_keeping_body(
         &mut self,
         request: &[u8],
         max_body: usize,

@@ -73,7 +73,7 @@ pub(super) fn serve_connection(stream: &TcpStream, remote: SocketAddr, context: 
     };
     let mut fresh = true;
     loop {
-        let request = match conn.read_request(fresh, remote, local, context) {
+        let request = match conn.read_request(fresh, local, context) {
             Ok(request) => request,
             Err(end) => return conn.end(end, context),
         };
@@ -224,7 +224,6 @@ impl<'a> Connection<'a> {
     fn read_request(
         &mut self,
         fresh: bool,
-        remote: SocketAddr,
         local: SocketAddr,
         context: &Context,
     ) -> Result<Request, End> {
@@ -232,7 +231,7 @@ impl<'a> Connection<'a> {
         let head = self.read_head(fresh, limits)?;
         let limit = context.service.body_limit(&head.method, head.path());
         let body = self.read_body(&head, limit, limits)?;
-        Ok(Request::new(head, body, remote, local))
+        Ok(Request::new(head, body, local))
     }
 
     /// Reads a head. A fresh connection has `head_timeout` from now; a kept-

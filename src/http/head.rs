@@ -80,7 +80,7 @@ impl Head {
     }
 
     /// Whether a comma-separated header (`Connection`, `Expect`) holds `token`.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
+    pub(crate) fn has_token(&self, name: &str, token: &str) -> bool {
         self.headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))

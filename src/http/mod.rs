@@ -59,17 +59,17 @@ pub struct Limits {
 }
 
 /// 8 KiB, as SPEC says; 64 header lines fit a browser's with room to spare.
-pub const HEAD_BYTES_MAX: usize = 8 * 1024;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEAD_BYTES_MAX: usize = 8 * 1024;
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A thread each: 1024 threads of 256 KiB reserve 256 MiB of address space
 /// and touch a few MiB.
-pub const CONNECTIONS_MAX: usize = 1024;
+pub(crate) const CONNECTIONS_MAX: usize = 1024;
 /// Twice what the benchmarks open from one address (64 keep-alive clients).
 pub const CONNECTIONS_PER_SOURCE_MAX: usize = 128;
-pub const STACK_BYTES: usize = 256 * 1024;
+pub(crate) const STACK_BYTES: usize = 256 * 1024;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -148,16 +148,15 @@ pub enum Phase {
 pub struct Request {
     head: Head,
     body: Vec<u8>,
-    remote_addr: SocketAddr,
     local_addr: SocketAddr,
 }
 
 impl Request {
-    pub fn new(head: Head, body: Vec<u8>, remote_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+    /// A request read whole on a connection to `local_addr`.
+    pub fn new(head: Head, body: Vec<u8>, local_addr: SocketAddr) -> Self {
         Request {
             head,
             body,
-            remote_addr,
             local_addr,
         }
     }
@@ -182,7 +181,7 @@ impl Request {
     }
 
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub fn minor_version(&self) -> u8 {
+    pub(crate) fn minor_version(&self) -> u8 {
         self.head.minor_version
     }
 
@@ -193,10 +192,6 @@ impl Request {
     /// Whether the client keeps the connection open after this request.
     pub fn keep_alive(&self) -> bool {
         self.head.keep_alive()
-    }
-
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.remote_addr
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -224,7 +219,7 @@ impl Reply {
         }
     }
 
-    pub fn status_code(&self) -> u16 {
+    pub(crate) fn status_code(&self) -> u16 {
         self.status
     }
 

@@ -29,14 +29,14 @@ use super::{connection, BindError, Cap, Event, Limits, Service};
 /// loop could refuse them: the kernel dropped new clients' SYNs, which cost an
 /// honest client a 1 s retransmission. Refusing beyond the caps is cheap; the
 /// queue only has to hold a burst.
-pub const LISTEN_BACKLOG: i32 = 1024;
+pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 /// How often the accept loop looks at the stop flag while no one connects.
-pub const ACCEPT_POLL: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// The pause after `accept` or a thread start failed for lack of resources:
 /// long enough not to spin, short enough that a freed descriptor is used soon.
-pub const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this while resources stay exhausted.
-pub const EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const EXHAUSTED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A bound listening socket; [`serve`] serves it.
 pub struct Listener {

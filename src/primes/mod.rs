@@ -33,7 +33,7 @@ pub const MAX_SUPPORTED_N: u64 = 100_000_000_000;
 
 /// The largest x [`prime_count`] accepts: a little above p(MAX_SUPPORTED_N), so that
 /// the estimate and the walk from it stay in range. pi(10^12) is a unit test.
-pub const MAX_SUPPORTED_X: u64 = 3_000_000_000_000;
+pub(crate) const MAX_SUPPORTED_X: u64 = 3_000_000_000_000;
 
 /// Below this N the estimate is not worth it: sieve up from 2.
 const DIRECT_BELOW_N: u64 = 100;
@@ -58,7 +58,7 @@ pub fn nth_prime(n: u64) -> u64 {
 }
 
 /// pi(x), the number of primes `<= x`. Panics if x > [`MAX_SUPPORTED_X`].
-pub fn prime_count(x: u64) -> u64 {
+pub(crate) fn prime_count(x: u64) -> u64 {
     assert!(
         x <= MAX_SUPPORTED_X,
         "prime_count: x = {x} is above {MAX_SUPPORTED_X}"

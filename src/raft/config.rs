@@ -114,7 +114,7 @@ impl Config {
     }
 
     /// Checks the settings; the error says which one is wrong.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }

@@ -314,7 +314,7 @@ impl Raft {
 
     /// Picks the most up-to-date follower to hand leadership to (None without
     /// followers).
-    pub fn best_transfer_target(&self) -> Option<NodeId> {
+    pub(crate) fn best_transfer_target(&self) -> Option<NodeId> {
         let me = self.id();
         self.progress
             .iter()

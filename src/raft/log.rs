@@ -36,7 +36,7 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// A log restored from what storage kept: `entries` follow `snapshot`.
-    pub fn restore_from(snapshot: Snapshot, entries: Vec<Entry>, committed: u64) -> RaftLog {
+    pub(crate) fn restore_from(snapshot: Snapshot, entries: Vec<Entry>, committed: u64) -> RaftLog {
         let last = snapshot.meta.index + entries.len() as u64;
         let first_ok = entries
             .first()
@@ -73,7 +73,7 @@ impl RaftLog {
         self.snapshot.meta.index + self.entries.len() as u64
     }
 
-    pub fn last_term(&self) -> u64 {
+    pub(crate) fn last_term(&self) -> u64 {
         self.entries
             .last()
             .map_or(self.snapshot.meta.term, |e| e.term)
@@ -87,7 +87,7 @@ impl RaftLog {
         self.applied
     }
 
-    pub fn persisted(&self) -> u64 {
+    pub(crate) fn persisted(&self) -> u64 {
         self.persisted
     }
 
@@ -116,14 +116,14 @@ impl RaftLog {
     }
 
     /// §5.4.1: a candidate's log is at least as up-to-date as ours.
-    pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
+    pub(crate) fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
         last_term > self.last_term()
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// The first index of the run of entries with the same term as `index`, for the
     /// fast-backtracking hint a follower sends with a rejection.
-    pub fn first_index_of_term_at(&self, index: u64) -> u64 {
+    pub(crate) fn first_index_of_term_at(&self, index: u64) -> u64 {
         let Some(term) = self.term(index) else {
             return index;
         };
@@ -136,7 +136,7 @@ impl RaftLog {
 
     /// The last index at or below `upto` whose entry has `term`, if any: where a
     /// leader resumes after a rejection naming a term it also has.
-    pub fn last_index_of_term(&self, term: u64, upto: u64) -> Option<u64> {
+    pub(crate) fn last_index_of_term(&self, term: u64, upto: u64) -> Option<u64> {
         let mut i = upto.min(self.last_index());
         loop {
             match self.term(i) {
@@ -164,7 +164,7 @@ impl RaftLog {
     /// entries that agree are kept (a stale or duplicated append changes nothing);
     /// from the first conflict on, ours are replaced. Returns the index of the last
     /// entry of the append, which the follower now holds in agreement with the leader.
-    pub fn append_after(&mut self, prev_index: u64, entries: Vec<Entry>) -> u64 {
+    pub(crate) fn append_after(&mut self, prev_index: u64, entries: Vec<Entry>) -> u64 {
         let last_new = prev_index + entries.len() as u64;
         let conflict = entries
             .iter()
@@ -195,7 +195,7 @@ impl RaftLog {
 
     /// Entries from `from` on, as many as fit `max_bytes` (always at least one, so
     /// replication makes progress; every entry fits one message on its own).
-    pub fn entries_from(&self, from: u64, max_bytes: usize) -> Vec<Entry> {
+    pub(crate) fn entries_from(&self, from: u64, max_bytes: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut index = from.max(self.first_index());
@@ -210,7 +210,7 @@ impl RaftLog {
         out
     }
 
-    pub fn commit_to(&mut self, index: u64) {
+    pub(crate) fn commit_to(&mut self, index: u64) {
         let index = index.min(self.last_index());
         if index > self.committed {
             self.committed = index;
@@ -252,27 +252,27 @@ impl RaftLog {
     }
 
     /// How many applied entries sit in the log after the snapshot.
-    pub fn applied_since_snapshot(&self) -> u64 {
+    pub(crate) fn applied_since_snapshot(&self) -> u64 {
         self.applied - self.snapshot.meta.index
     }
 
     /// How many bytes of command data the applied entries after the snapshot
     /// hold: a few large entries weigh on memory as much as many small ones.
-    pub fn applied_bytes_since_snapshot(&self) -> u64 {
+    pub(crate) fn applied_bytes_since_snapshot(&self) -> u64 {
         self.applied_bytes
     }
 
-    pub fn has_unstable(&self) -> bool {
+    pub(crate) fn has_unstable(&self) -> bool {
         self.snapshot_unstable || self.unstable_from <= self.last_index()
     }
 
-    pub fn has_committed_to_apply(&self) -> bool {
+    pub(crate) fn has_committed_to_apply(&self) -> bool {
         self.committed > self.applied
     }
 
     /// Hands out what must be persisted: the received snapshot (if any) and the
     /// entries not yet handed out.
-    pub fn take_unstable(&mut self) -> (Option<Snapshot>, Vec<Entry>) {
+    pub(crate) fn take_unstable(&mut self) -> (Option<Snapshot>, Vec<Entry>) {
         let snapshot = self.snapshot_unstable.then(|| self.snapshot.clone());
         self.snapshot_unstable = false;
         let entries = if self.unstable_from <= self.last_index() {
@@ -287,7 +287,7 @@ impl RaftLog {
     }
 
     /// Hands out the committed entries not yet applied.
-    pub fn take_committed(&mut self) -> Vec<Entry> {
+    pub(crate) fn take_committed(&mut self) -> Vec<Entry> {
         let from = self.applied + 1;
         let to = self.committed;
         let out: Vec<Entry> = (from..=to).filter_map(|i| self.entry(i).cloned()).collect();
@@ -298,11 +298,11 @@ impl RaftLog {
     }
 
     /// The caller made the last handed-out `Ready` durable.
-    pub fn mark_persisted(&mut self) {
+    pub(crate) fn mark_persisted(&mut self) {
         self.persisted = self.persisted.max(self.in_progress_to);
     }
 
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         let snap = self.snapshot.meta.index;
         assert!(
             snap <= self.applied,

@@ -52,7 +52,7 @@ impl Progress {
         }
     }
 
-    pub fn become_probe(&mut self) {
+    pub(crate) fn become_probe(&mut self) {
         if self.state == ProgressState::Snapshot {
             self.next_index = self.next_index.max(self.snapshot_index + 1);
         }
@@ -64,7 +64,7 @@ impl Progress {
         self.snapshot_offset = 0;
     }
 
-    pub fn become_replicate(&mut self) {
+    pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -73,7 +73,7 @@ impl Progress {
         self.snapshot_offset = 0;
     }
 
-    pub fn become_snapshot(&mut self, snapshot_index: u64) {
+    pub(crate) fn become_snapshot(&mut self, snapshot_index: u64) {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflights.clear();
@@ -85,7 +85,7 @@ impl Progress {
 
     /// Records an accepted append. Returns false when it tells nothing new (a
     /// late or duplicated answer).
-    pub fn maybe_update(&mut self, match_index: u64) -> bool {
+    pub(crate) fn maybe_update(&mut self, match_index: u64) -> bool {
         let updated = match_index > self.match_index;
         if updated {
             self.match_index = match_index;
@@ -103,7 +103,7 @@ impl Progress {
     }
 
     /// Records that an append ending at `last_index` was sent.
-    pub fn sent_append(&mut self, last_index: u64) {
+    pub(crate) fn sent_append(&mut self, last_index: u64) {
         match self.state {
             ProgressState::Replicate => {
                 if last_index >= self.next_index {
@@ -117,7 +117,7 @@ impl Progress {
     }
 
     /// Whether the leader must hold back appends to this follower for now.
-    pub fn is_paused(&self, max_inflight: usize) -> bool {
+    pub(crate) fn is_paused(&self, max_inflight: usize) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.len() >= max_inflight,
@@ -127,7 +127,7 @@ impl Progress {
 
     /// A heartbeat answer proves the follower alive: let one more append through,
     /// so a lost append cannot stall replication for good.
-    pub fn on_heartbeat_answer(&mut self, max_inflight: usize) {
+    pub(crate) fn on_heartbeat_answer(&mut self, max_inflight: usize) {
         self.probe_sent = false;
         if self.inflights.len() >= max_inflight {
             self.inflights.pop_front();
@@ -137,7 +137,7 @@ impl Progress {
     /// A rejection of an append that went out at `rejected_index`: move
     /// `next_index` back to `resume_at` and probe from there. Returns false for a
     /// stale rejection (answering an append older than what we already know).
-    pub fn maybe_back_off(&mut self, rejected_index: u64, resume_at: u64) -> bool {
+    pub(crate) fn maybe_back_off(&mut self, rejected_index: u64, resume_at: u64) -> bool {
         if self.state == ProgressState::Replicate {
             if rejected_index <= self.match_index {
                 return false;

@@ -10,7 +10,7 @@ use super::types::*;
 
 /// At most this many reads wait at the leader; more fail at once (the client
 /// retries) rather than grow memory without bound.
-pub const MAX_PENDING_READS: usize = 4096;
+pub(crate) const MAX_PENDING_READS: usize = 4096;
 
 /// A read waiting for its heartbeat round.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use super::types::*;
 
 /// The largest snapshot a follower accepts; a bigger one is ignored rather than
 /// allowed to exhaust memory.
-pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 
 /// A snapshot a follower is receiving, chunk by chunk.
 #[derive(Debug)]

@@ -36,14 +36,14 @@ impl Entry {
     /// A conservative upper bound of the bytes this entry takes inside an encoded
     /// message; the core cuts batches with it so that a datagram never exceeds the
     /// configured limit whatever the codec's small framing overhead.
-    pub fn size_bound(&self) -> usize {
+    pub(crate) fn size_bound(&self) -> usize {
         ENTRY_OVERHEAD_BYTES + self.data.len()
     }
 }
 
 /// Upper bound of what an entry adds to a message besides its data (term, index,
 /// kind, length prefix): three varints of at most 10 bytes plus a tag, rounded up.
-pub const ENTRY_OVERHEAD_BYTES: usize = 40;
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 40;
 
 /// Upper bound of a message's own fields (from, to, term, tags, indexes, commit).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
@@ -115,7 +115,7 @@ pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;
 /// slow: about 2^31 forged messages, each adopted in turn, still climb to the
 /// top, where no node can campaign. Authenticating datagrams (the cluster key)
 /// is the real defence; this keeps one message from being enough.
-pub const MAX_TERM_STEP: u64 = 1 << 32;
+pub(crate) const MAX_TERM_STEP: u64 = 1 << 32;
 
 /// The one term rule for messages from peers: whether a node in term `current`
 /// listens to a message of term `offered` above its own (and so may adopt it).
@@ -123,20 +123,20 @@ pub const MAX_TERM_STEP: u64 = 1 << 32;
 /// term a real cluster reaches, the node's PreVote and candidacy (`term + 1`)
 /// are well formed and within every peer's reach; only a climb of about 2^31
 /// such steps reaches [`MAX_TERM_OR_INDEX`], where [`can_increment_term`] stops.
-pub fn term_within_reach(current: u64, offered: u64) -> bool {
+pub(crate) fn term_within_reach(current: u64, offered: u64) -> bool {
     offered <= MAX_TERM_OR_INDEX && offered <= current.saturating_add(MAX_TERM_STEP)
 }
 
 /// Whether a node in `term` may start an election: its next term must itself
 /// be a well-formed term, or every peer would ignore the campaign.
-pub fn can_increment_term(term: u64) -> bool {
+pub(crate) fn can_increment_term(term: u64) -> bool {
     term < MAX_TERM_OR_INDEX
 }
 
 impl Message {
     /// Whether every term and index in the message is at most
     /// [`MAX_TERM_OR_INDEX`]; the core ignores a message that is not.
-    pub fn is_well_formed(&self) -> bool {
+    pub(crate) fn is_well_formed(&self) -> bool {
         use MessageBody::*;
         let ok = |v: u64| v <= MAX_TERM_OR_INDEX;
         ok(self.term)

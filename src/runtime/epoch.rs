@@ -25,7 +25,7 @@ pub fn now_us() -> u64 {
 }
 
 /// Chooses this boot's epoch and records it durably.
-pub fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, DataDirProblem> {
+pub(crate) fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, DataDirProblem> {
     let fail = |what: &'static str| {
         move |source| DataDirProblem::Io {
             file: EPOCH_NAME,

@@ -73,7 +73,7 @@ pub enum LoopInput {
 }
 
 /// The channels the loop listens on.
-pub struct LoopChannels {
+pub(crate) struct LoopChannels {
     pub inbound: Receiver<Inbound>,
     pub input: Receiver<LoopInput>,
     /// One message (or the sender dropping) asks the loop to stop.
@@ -138,7 +138,7 @@ pub struct NodeLogic<D: Dir = FsDir> {
 }
 
 /// The runtime's shell around [`NodeLogic`]: one thread, the UDP socket.
-pub struct EventLoop {
+pub(crate) struct EventLoop {
     pub(super) logic: NodeLogic<FsDir>,
     pub(super) socket: UdpSocket,
 }
@@ -350,7 +350,7 @@ impl<D: Dir> NodeLogic<D> {
 
     /// On SIGTERM a leader hands over to its most up-to-date follower, so the
     /// cluster does not wait an election timeout for a successor.
-    pub fn hand_over_leadership(&mut self) {
+    pub(crate) fn hand_over_leadership(&mut self) {
         if self.raft.role() != Role::Leader {
             return;
         }

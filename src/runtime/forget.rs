@@ -28,10 +28,10 @@ use crate::table::{Command, LoadTable};
 use crate::wire::Datagram;
 
 /// A forward to the leader may have been lost after this long: sent again.
-pub const FORGET_RESEND: Duration = Duration::from_millis(200);
+pub(crate) const FORGET_RESEND: Duration = Duration::from_millis(200);
 /// Requests waiting at once; beyond it, "unavailable" at once, so a flood of
 /// requests cannot grow the loop's memory.
-pub const MAX_FORGET_WAITING: usize = 64;
+pub(crate) const MAX_FORGET_WAITING: usize = 64;
 /// How long [`forget`] waits past the deadline for the loop's own answer (the
 /// loop expires requests on its 10 ms tick).
 const ANSWER_GRACE: Duration = Duration::from_millis(100);
@@ -54,7 +54,7 @@ pub enum ForgetOutcome {
 }
 
 /// Where the event loop answers one forget request.
-pub type ForgetReply = Sender<ForgetOutcome>;
+pub(crate) type ForgetReply = Sender<ForgetOutcome>;
 
 /// Asks the event loop behind `input` to forget `server`, and waits for the
 /// outcome until `deadline` (a few seconds: an election or two). The one
@@ -129,7 +129,7 @@ struct Waiting {
 
 /// The forget requests of one node; owned by the event loop.
 #[derive(Debug, Default)]
-pub struct ForgetRequests {
+pub(crate) struct ForgetRequests {
     waiting: Vec<Waiting>,
 }
 
@@ -189,7 +189,7 @@ impl ForgetRequests {
 
     /// A snapshot replaced the table: a server it does not hold is forgotten
     /// (the `Forget` may be inside the snapshot, never to be applied here).
-    pub fn snapshot_installed(&mut self, table: &LoadTable) {
+    pub(crate) fn snapshot_installed(&mut self, table: &LoadTable) {
         let gone: Vec<String> = self
             .waiting
             .iter()
@@ -200,7 +200,7 @@ impl ForgetRequests {
     }
 
     /// Answers the requests whose deadline passed.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         self.waiting.retain(|w| {
             let keep = w.deadline > now;
             if !keep {

@@ -12,9 +12,9 @@ use super::start_error::DataDirProblem;
 use crate::storage::Dir;
 
 /// The format this binary writes.
-pub const CURRENT: u32 = 1;
+pub(crate) const CURRENT: u32 = 1;
 /// The oldest format this binary reads.
-pub const OLDEST_READ: u32 = 0;
+pub(crate) const OLDEST_READ: u32 = 0;
 
 const FORMAT_NAME: &str = "format";
 const FORMAT_TEMP_NAME: &str = "format.tmp";
@@ -24,7 +24,7 @@ const FORMAT_FILE_BYTES_MAX: u64 = 64;
 
 /// Checks the data dir's format and records [`CURRENT`] (fsynced) if it was
 /// older or not recorded. A newer format's error names both versions.
-pub fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem> {
+pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem> {
     let fail = |what: &'static str| {
         move |source| DataDirProblem::Io {
             file: FORMAT_NAME,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::report::Report;
 use crate::table::{Command, LoadTable, MAX_REPORTS_PER_ENTRY, MAX_SERVERS};
 
-pub struct ReportIntake {
+pub(crate) struct ReportIntake {
     /// The newest report per server not yet proposed or forwarded.
     pending: BTreeMap<String, Report>,
     /// When this node last received a report newer than the applied one.
@@ -73,7 +73,7 @@ impl ReportIntake {
 
     /// Up to one entry's worth of pending reports, dropping those the table
     /// has since overtaken.
-    pub fn take_batch(&mut self, table: &LoadTable) -> Vec<Report> {
+    pub(crate) fn take_batch(&mut self, table: &LoadTable) -> Vec<Report> {
         self.pending.retain(|_, r| table.accepts(r));
         let keys: Vec<String> = self
             .pending
@@ -92,11 +92,11 @@ impl ReportIntake {
 
     /// Leadership changed: what was proposed or forwarded may be lost, so the
     /// next copy of a report is worth sending again.
-    pub fn on_leader_change(&mut self) {
+    pub(crate) fn on_leader_change(&mut self) {
         self.sent.clear();
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
@@ -104,7 +104,7 @@ impl ReportIntake {
     /// just became leader (it cannot know how long ago it last heard), and when
     /// the node itself stood still (a paused process, a suspended machine), since
     /// silence it did not watch says nothing about the servers.
-    pub fn give_grace(&mut self, table: &LoadTable, now: Instant) {
+    pub(crate) fn give_grace(&mut self, table: &LoadTable, now: Instant) {
         self.dead_proposed.clear();
         for (id, _) in table.servers() {
             self.last_heard.insert(id.clone(), now);
@@ -113,7 +113,7 @@ impl ReportIntake {
 
     /// The MarkDead commands due now: live servers not heard from for
     /// `dead_after`, not already proposed within the last `dead_after`.
-    pub fn due_dead(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
+    pub(crate) fn due_dead(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
         let mut due = Vec::new();
         for (id, server) in table.servers().filter(|(_, s)| s.alive) {
             let heard = *self.last_heard.entry(id.clone()).or_insert(now);
@@ -139,7 +139,7 @@ impl ReportIntake {
     /// not already proposed within the last `dead_after`. (A report applied
     /// between the proposal and its commit makes a server alive that is then
     /// forgotten; its next report, a second later, brings it back.)
-    pub fn due_forget(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
+    pub(crate) fn due_forget(&mut self, table: &LoadTable, now: Instant) -> Vec<Command> {
         let mut due = Vec::new();
         for id in table.dead_for(self.forget_after, now) {
             let recently_proposed = self

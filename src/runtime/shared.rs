@@ -93,7 +93,7 @@ impl Shared {
     }
 
     /// The nodes.txt name of a Raft id.
-    pub fn name_of(&self, id: NodeId) -> Option<String> {
+    pub(crate) fn name_of(&self, id: NodeId) -> Option<String> {
         self.nodes.get(id).map(|e| e.id.clone())
     }
 }

@@ -31,7 +31,7 @@ const TCACHE_COUNT: &str = "glibc.malloc.tcache_count";
 /// The `GLIBC_TUNABLES` value to run with, or None when `current` already sets
 /// the tcache count: ours after the re-exec (which ends the loop), or one the
 /// user chose, which wins.
-pub fn tunables_without_tcache(current: Option<&str>) -> Option<String> {
+pub(crate) fn tunables_without_tcache(current: Option<&str>) -> Option<String> {
     let off = format!("{TCACHE_COUNT}=0");
     match current {
         Some(tunables)

@@ -9,10 +9,10 @@
 
 /// How often at most: trimming walks every arena (well under a millisecond
 /// here), and compactions can come several times a second under load.
-pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     extern "C" {
         /// glibc: releases free memory at the top of the heap and whole free
         /// pages inside every arena; returns 1 if any was released.
@@ -27,4 +27,4 @@ pub fn release_free_memory() {
 
 /// Other allocators return memory on their own terms; nothing to do.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() {}
+pub(crate) fn release_free_memory() {}

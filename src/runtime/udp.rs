@@ -36,7 +36,7 @@ pub struct Inbound {
 const RECV_POLL: Duration = Duration::from_millis(100);
 
 /// Starts the receiving thread; it ends when `stop` is set.
-pub fn spawn_receiver(
+pub(crate) fn spawn_receiver(
     socket: UdpSocket,
     shared: Arc<Shared>,
     tx: Sender<Inbound>,
@@ -84,7 +84,7 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
 
 /// Why a datagram was dropped; each reason has its counter.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Dropped {
+pub(crate) enum Dropped {
     /// Its source is no node's address in nodes.txt.
     UnknownSource,
     /// Too short for a frame, or its tag does not verify.

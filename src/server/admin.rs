@@ -3,7 +3,7 @@
 //! The body is `{"server":"ID","at":MS}` and carries `X-Raftlb-Auth`, the
 //! HMAC of the body under the cluster key (`raftlb server forget` signs it).
 //! Checks, in order, each with its own one-line reason: the tag (401), the
-//! JSON (400), `at` within [`AT_WINDOW_MS`] of this node's clock (401), and the
+//! JSON (400), `at` within `AT_WINDOW_MS` of this node's clock (401), and the
 //! body not used before (401: [`UsedRequests`]). Then the event loop commits a
 //! `Forget` (`runtime::forget`): 200 once applied here, 404 for a server the
 //! table does not hold, 503 when no leader applied it in time.
@@ -27,12 +27,12 @@ use crate::http::{self, Reply, Request};
 use crate::runtime::ForgetOutcome;
 
 /// How far `at` may be from this node's clock, either way (SPEC: 30 s).
-pub const AT_WINDOW_MS: u64 = 30_000;
+pub(crate) const AT_WINDOW_MS: u64 = 30_000;
 /// Requests remembered at once. Only key holders get past the tag check, so
 /// this bounds what a buggy script could make the node keep, not an attacker.
-pub const USED_MAX: usize = 4096;
+pub(crate) const USED_MAX: usize = 4096;
 /// How long a forget request may wait for Raft: an election or two.
-pub const FORGET_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const FORGET_WAIT: Duration = Duration::from_secs(3);
 
 /// The body of `POST /admin/forget`.
 #[derive(Deserialize)]
@@ -43,7 +43,7 @@ struct ForgetBody {
 }
 
 /// The admin request bodies this node accepted within the last
-/// 2 x [`AT_WINDOW_MS`]: a body seen again is refused. Pure (the clock is
+/// 2 x `AT_WINDOW_MS`: a body seen again is refused. Pure (the clock is
 /// passed in), so it is unit-tested below.
 #[derive(Debug, Default)]
 pub struct UsedRequests {
@@ -72,7 +72,7 @@ impl UsedRequests {
 
 /// Whether `at` (the sender's clock, ms since the epoch) is close enough to
 /// `now_ms`; the error is the 401's reason.
-pub fn check_at(at: u64, now_ms: u64) -> Result<(), String> {
+pub(crate) fn check_at(at: u64, now_ms: u64) -> Result<(), String> {
     let off = at.abs_diff(now_ms);
     if off > AT_WINDOW_MS {
         return Err(format!(
@@ -144,7 +144,7 @@ fn truncate(id: &str) -> String {
 }
 
 /// The lock that guards a node's [`UsedRequests`].
-pub type UsedLock = Mutex<UsedRequests>;
+pub(crate) type UsedLock = Mutex<UsedRequests>;
 
 #[cfg(test)]
 mod tests {

@@ -88,7 +88,12 @@ impl Chooser {
 
     /// Each live server's score for a request of `cost_ms` now: its expected
     /// completion time in milliseconds (once it has answered), for `/metrics`.
-    pub fn scores(&self, table: &LoadTable, cost_ms: f64, now: Instant) -> Vec<(String, f64)> {
+    pub(crate) fn scores(
+        &self,
+        table: &LoadTable,
+        cost_ms: f64,
+        now: Instant,
+    ) -> Vec<(String, f64)> {
         let (candidates, _) = candidates(table, now);
         let balancer = self.lock();
         let now_ms = self.ms(now);

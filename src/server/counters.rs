@@ -34,7 +34,7 @@ pub struct HttpCounters {
 
 /// The upper bounds of `raftlb_forward_seconds`' buckets: from a small prime
 /// (about a millisecond) to the largest N's budget.
-pub const FORWARD_BUCKETS_SECONDS: [f64; 12] = [
+pub(crate) const FORWARD_BUCKETS_SECONDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
@@ -43,7 +43,7 @@ pub const FORWARD_BUCKETS_SECONDS: [f64; 12] = [
 pub struct Forwards {
     pub ok: u64,
     pub failed: u64,
-    /// Per bucket of [`FORWARD_BUCKETS_SECONDS`] (not cumulative), the last
+    /// Per bucket of `FORWARD_BUCKETS_SECONDS` (not cumulative), the last
     /// one over the largest bound.
     pub buckets: [u64; FORWARD_BUCKETS_SECONDS.len() + 1],
     pub micros_sum: u64,
@@ -54,7 +54,7 @@ impl HttpCounters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_response(&self, code: u16) {
+    pub(crate) fn count_response(&self, code: u16) {
         *lock(&self.responses).entry(code).or_insert(0) += 1;
     }
 
@@ -70,7 +70,7 @@ impl HttpCounters {
 
     /// Counts what the HTTP server reports: every answer by code, and what it
     /// refused or cut on its own.
-    pub fn count_http(&self, event: http::Event) {
+    pub(crate) fn count_http(&self, event: http::Event) {
         let counter = match event {
             http::Event::Answered(code) => return self.count_response(code),
             http::Event::Refused(http::Cap::Total) => &self.refused_total_cap,
@@ -86,7 +86,7 @@ impl HttpCounters {
 
     /// One forward to `server`: whether it answered, and how long it took
     /// (connect to last byte, failures included).
-    pub fn count_forward(&self, server: &str, ok: bool, took: Duration) {
+    pub(crate) fn count_forward(&self, server: &str, ok: bool, took: Duration) {
         let mut map = lock(&self.forwards);
         // Bounded: only servers from the table (at most MAX_SERVERS) are forwarded to.
         let entry = map.entry(server.to_string()).or_default();

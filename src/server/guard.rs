@@ -45,7 +45,7 @@ impl Guard {
 
     /// 400 for an HTTP/1.1 request without `Host`, 421 for a `Host` that is
     /// not a name of this node.
-    pub fn check_host(&self, request: &Request) -> Result<(), Reply> {
+    pub(crate) fn check_host(&self, request: &Request) -> Result<(), Reply> {
         let Some(host) = request.header("host") else {
             if request.minor_version() == 0 {
                 return Ok(());
@@ -73,14 +73,14 @@ impl Guard {
     /// Whether `origin` is another node's page (`http://` + an address of
     /// nodes.txt): the one cross-origin caller of `/note`, when its own node
     /// does not answer and the page reads and saves through this one.
-    pub fn is_node_origin(&self, origin: &str) -> bool {
+    pub(crate) fn is_node_origin(&self, origin: &str) -> bool {
         self.node_origins
             .iter()
             .any(|node| origin.eq_ignore_ascii_case(node))
     }
 
     /// 403 for a note write a browser sends from another site.
-    pub fn check_write_origin(&self, request: &Request) -> Result<(), Reply> {
+    pub(crate) fn check_write_origin(&self, request: &Request) -> Result<(), Reply> {
         let fetch_site = request.header("sec-fetch-site");
         if fetch_site.is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
             return Err(http::error(403, "cross-site note writes are refused"));
@@ -149,7 +149,7 @@ mod tests {
             .expect("valid head")
             .expect("complete head");
         let addr = "127.0.0.1:1".parse().expect("valid address");
-        Request::new(head, Vec::new(), addr, addr)
+        Request::new(head, Vec::new(), addr)
     }
 
     #[test]

@@ -33,7 +33,7 @@ use guard::Guard;
 use prime::Forwarder;
 
 /// Body limit of the membership and server-removal commands (small JSON).
-pub const ADMIN_BODY_BYTES_MAX: usize = 4 * 1024;
+pub(crate) const ADMIN_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// What every handler may use.
 pub struct NodeHttp {

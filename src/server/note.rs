@@ -1,7 +1,7 @@
 //! `GET /note`, `PUT /note` and `POST /note`: the replicated note.
 //!
 //! The server has already refused a body over the route's limit (413 over
-//! 32 KiB for `PUT`, over [`MAX_FORM_BYTES`] for the form); the handler checks
+//! 32 KiB for `PUT`, over `MAX_FORM_BYTES` for the form); the handler checks
 //! the rest (400 for text that is not UTF-8 or a form without `textareaData`,
 //! 413 for a form whose decoded note is over 32 KiB) and hands it to the event
 //! loop, whose answer comes within `NOTE_TIMEOUT`: 200 once a write is
@@ -21,13 +21,13 @@ use crate::runtime::{NodeHandle, NoteOutcome, NOTE_TIMEOUT};
 use crate::table::MAX_NOTE_BYTES;
 
 /// The form field the original NoteRaft page posted.
-pub const FORM_FIELD: &str = "textareaData";
+pub(crate) const FORM_FIELD: &str = "textareaData";
 
 /// A form body may be percent-encoded, up to three bytes per note byte.
-pub const MAX_FORM_BYTES: usize = 3 * MAX_NOTE_BYTES + 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 3 * MAX_NOTE_BYTES + 1024;
 
 /// The header that carries the log index of a write or read.
-pub const INDEX_HEADER: &str = "X-Raftlb-Index";
+pub(crate) const INDEX_HEADER: &str = "X-Raftlb-Index";
 
 /// How many note requests may wait for Raft at once on one node; beyond it,
 /// 503 at once. 64 writers at a time is what the benchmark asks of a leader.
@@ -189,7 +189,7 @@ fn read_form(request: &Request) -> Result<String, Reply> {
 }
 
 /// The value of field `name` in an urlencoded form body (the first one), decoded.
-pub fn form_field(body: &[u8], name: &str) -> Result<Option<String>, String> {
+pub(crate) fn form_field(body: &[u8], name: &str) -> Result<Option<String>, String> {
     for pair in body.split(|b| *b == b'&') {
         let (key, value) = match pair.iter().position(|b| *b == b'=') {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),

@@ -18,7 +18,7 @@ use super::NodeHttp;
 use crate::http::{self, Reply};
 
 /// The answer's header naming the server that computed the prime (SPEC).
-pub const SERVER_HEADER: &str = "X-Raftlb-Server";
+pub(crate) const SERVER_HEADER: &str = "X-Raftlb-Server";
 /// Bounds of the whole-request time budget, which grows with the expected
 /// cost. Every try gets what is left of it; the table bounds the tries
 /// (`table::MAX_SERVERS`), the budget bounds their time.

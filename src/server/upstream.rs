@@ -46,7 +46,7 @@ struct Target<'a> {
 
 /// The node's connections to every worker it has forwarded to.
 #[derive(Default)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     idle: Mutex<HashMap<String, Vec<Conn>>>,
     resolved: Mutex<HashMap<String, (SocketAddr, Instant)>>,
 }

@@ -45,7 +45,7 @@ const LOG_TEMP_NAME: &str = "log.tmp";
 /// The largest the log may grow: the whole log is read at start, so this bounds the
 /// memory and time a restart takes. Snapshots keep the log far below it; reaching
 /// it means compaction stopped.
-pub const MAX_LOG_FILE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_LOG_FILE_BYTES: u64 = 1 << 30;
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug)]

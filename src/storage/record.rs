@@ -18,7 +18,7 @@ const MAGIC: u32 = 0x5246_4C52;
 const HEADER_BYTES: usize = 12;
 /// The largest payload a record may have: a damaged length prefix must never make
 /// recovery allocate or trust more than this.
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const KIND_HARD_STATE: u8 = 1;
 const KIND_ENTRY: u8 = 2;
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8 + 1 + 4;
@@ -27,13 +27,13 @@ pub const MAX_ENTRY_DATA_BYTES: usize = MAX_PAYLOAD_BYTES - ENTRY_FIXED_BYTES;
 
 /// What one log record holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
+pub(crate) enum Record {
     HardState(HardState),
     Entry(Entry),
 }
 
 /// Appends the framed hard-state record to `out`.
-pub fn encode_hard_state(hs: &HardState, out: &mut Vec<u8>) {
+pub(crate) fn encode_hard_state(hs: &HardState, out: &mut Vec<u8>) {
     let start = begin_frame(out);
     out.push(KIND_HARD_STATE);
     out.extend_from_slice(&hs.term.to_le_bytes());
@@ -44,7 +44,7 @@ pub fn encode_hard_state(hs: &HardState, out: &mut Vec<u8>) {
 
 /// Appends the framed entry record to `out`. The caller keeps the data within
 /// [`MAX_ENTRY_DATA_BYTES`] (checked before anything is written).
-pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
+pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     assert!(
         entry.data.len() <= MAX_ENTRY_DATA_BYTES,
         "caller checks the size"
@@ -80,7 +80,7 @@ fn end_frame(out: &mut [u8], start: usize) {
 
 /// The outcome of reading a log from its start.
 #[derive(Debug)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// The intact records in order, each with its offset in the file.
     pub records: Vec<(u64, Record)>,
     /// The end of the last intact record: where a torn tail is cut.
@@ -90,7 +90,7 @@ pub struct Scan {
 }
 
 /// Reads records from the start of `bytes` until the end or the first failure.
-pub fn scan(bytes: &[u8]) -> Scan {
+pub(crate) fn scan(bytes: &[u8]) -> Scan {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
@@ -121,13 +121,13 @@ pub fn scan(bytes: &[u8]) -> Scan {
 
 /// True when an intact frame starts at `offset`, whether or not its payload decodes:
 /// a torn write cannot produce one, so such a frame is never a torn tail.
-pub fn valid_frame_at(bytes: &[u8], offset: u64) -> bool {
+pub(crate) fn valid_frame_at(bytes: &[u8], offset: u64) -> bool {
     usize::try_from(offset).is_ok_and(|at| at < bytes.len() && frame_at(bytes, at).is_ok())
 }
 
 /// The offset of the first intact frame (magic, sane length, matching CRC) that
 /// starts after `offset`, if any.
-pub fn valid_frame_after(bytes: &[u8], offset: u64) -> Option<u64> {
+pub(crate) fn valid_frame_after(bytes: &[u8], offset: u64) -> Option<u64> {
     let start = usize::try_from(offset).ok()?.checked_add(1)?;
     (start..bytes.len())
         .map(|at| at as u64)

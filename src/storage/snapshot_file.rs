@@ -18,7 +18,7 @@ pub const MAX_DATA_BYTES: u64 = 64 << 20;
 /// The largest snapshot file, to bound the read at start.
 pub const MAX_FILE_BYTES: u64 = MAX_DATA_BYTES + HEADER_BYTES as u64;
 /// Where a snapshot is written before its rename; removed on open if found.
-pub const TEMP_NAME: &str = "snapshot.tmp";
+pub(crate) const TEMP_NAME: &str = "snapshot.tmp";
 const PREFIX: &str = "snapshot-";
 
 /// The file name of the snapshot ending at `index`.
@@ -27,7 +27,7 @@ pub fn name(index: u64) -> String {
 }
 
 /// The index in a snapshot file name, or None when `name` is not one.
-pub fn parse_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(PREFIX)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -151,7 +151,8 @@ impl<D: Dir> Storage<D> {
     }
 
     /// How many entries follow the snapshot (to check compaction in tests).
-    pub fn stored_entry_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn stored_entry_count(&self) -> usize {
         self.entries.len()
     }
 

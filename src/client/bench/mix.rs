@@ -52,7 +52,7 @@ pub struct Mix {
 }
 
 /// One client thread's N, in the order it sends them.
-pub struct Stream {
+pub(crate) struct Stream {
     mix: Mix,
     rng: Rng,
 }
@@ -67,7 +67,7 @@ impl Stream {
         }
     }
 
-    pub fn next_n(&mut self) -> u64 {
+    pub(crate) fn next_n(&mut self) -> u64 {
         let range = if self.rng.chance(self.mix.costly_per_mille, 1000) {
             self.mix.costly
         } else {

@@ -14,7 +14,7 @@ use crate::http::conn::{Error, NoAnswer};
 /// Why a request did not count as ok: the status the target answered, or
 /// no status at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     Status(u16),
     Transport(NoAnswer),
 }

@@ -62,7 +62,7 @@ pub enum NoteOutcome {
 }
 
 /// Where the event loop answers one note request.
-pub type NoteReply = Sender<NoteOutcome>;
+pub(crate) type NoteReply = Sender<NoteOutcome>;
 
 /// A note write waiting for Raft.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ const MAX_REMEMBERED_FORWARDS: usize = 4096;
 
 /// The note requests of one node; owned by the event loop.
 #[derive(Debug, Default)]
-pub struct NoteRequests {
+pub(crate) struct NoteRequests {
     /// Writes not in any log: they certainly did not happen yet and may be sent.
     unsent: VecDeque<Write>,
     /// Writes the leader refused, sent again from the next tick on: a follower
@@ -132,7 +132,7 @@ impl NoteRequests {
         }
     }
 
-    pub fn add_write(&mut self, text: String, reply: NoteReply, deadline: Instant) {
+    pub(crate) fn add_write(&mut self, text: String, reply: NoteReply, deadline: Instant) {
         let request = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         self.unsent.push_back(Write {
@@ -143,7 +143,7 @@ impl NoteRequests {
         });
     }
 
-    pub fn add_read(&mut self, reply: NoteReply, deadline: Instant) {
+    pub(crate) fn add_read(&mut self, reply: NoteReply, deadline: Instant) {
         self.unasked.push(Read { reply, deadline });
     }
 
@@ -290,7 +290,7 @@ impl NoteRequests {
 
     /// The leader `from` did not propose `request`: it certainly did not happen.
     /// Only the node it went to can say so.
-    pub fn refused_by(&mut self, from: NodeId, request: u64) {
+    pub(crate) fn refused_by(&mut self, from: NodeId, request: u64) {
         if self.sent.get(&request).is_some_and(|s| s.to == Some(from)) {
             let sent = self.sent.remove(&request).expect("checked above");
             self.refused.push(sent.write);
@@ -299,7 +299,7 @@ impl NoteRequests {
 
     /// The core's read-index answers: a read is ready once its index is applied;
     /// a failed one (no leader, leadership lost) is asked again at the next tick.
-    pub fn read_results(&mut self, states: &[ReadState], failures: &[ReadFailure]) {
+    pub(crate) fn read_results(&mut self, states: &[ReadState], failures: &[ReadFailure]) {
         for state in states {
             if let Some((_, reads)) = self.asked.remove(&state.ctx) {
                 self.ready.entry(state.index).or_default().extend(reads);
@@ -349,7 +349,7 @@ impl NoteRequests {
     /// writes of that term or earlier may be inside it or not, and this node
     /// will never see them applied; nobody can tell. (Left waiting, a later
     /// term's entry would make them look lost and be sent a second time.)
-    pub fn snapshot_installed(&mut self, term: u64, metrics: &LoopCounters) {
+    pub(crate) fn snapshot_installed(&mut self, term: u64, metrics: &LoopCounters) {
         let unknown: Vec<u64> = self
             .sent
             .iter()
@@ -368,7 +368,7 @@ impl NoteRequests {
 
     /// Answers the reads whose index is at or below `applied`, with `note` (the
     /// note as applied up to there), called only when one is due.
-    pub fn finish_reads(
+    pub(crate) fn finish_reads(
         &mut self,
         applied: u64,
         note: impl FnOnce() -> String,
