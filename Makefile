@@ -3,7 +3,7 @@
 # a bare `make` says what there is instead of starting anything.
 CARGO ?= cargo
 
-.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive rolling-restart stop chaos clean
+.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive rolling-restart stop chaos hosts hosts-stop clean
 
 help: ## this list: every target, one line each
 	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  make %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -86,11 +86,21 @@ CHAOS_POWER ?= 0
 chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too
 	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) $(CARGO) test --locked --test chaos -- --nocapture
 
+# The same cluster with every node, worker and daemon on a host of its own: a
+# network namespace each, on a bridge, as root (scripts/hosts.sh). Its nodes
+# file, key, pids and logs live in run/hosts/, its data in data/hosts/.
+hosts: build ## the cluster, every node and server on a host of its own (network namespaces; root)
+	@scripts/hosts.sh start
+
+hosts-stop: ## stop the cluster of make hosts, delete its namespaces, veths and bridge
+	@scripts/hosts.sh stop
+
 # nftables and iproute2 for the chaos run's network faults, when root.
 chaos-deps: ## nftables and iproute2 for the chaos run's network faults, when root
 	@scripts/chaos-deps.sh
 
 clean: ## stop the cluster, remove target/, run/ and data/
 	-@scripts/cluster.sh stop
+	-@scripts/hosts.sh stop
 	$(CARGO) clean
 	rm -rf run data
