@@ -8,7 +8,7 @@
 //! a node cut off from the leader alone, links that flap.
 //!
 //! Needs root, `ip` and `nft` (`make chaos-deps`); without them each test
-//! prints "skipped: <why>" and passes. Both tests together take about 30 s.
+//! prints "skipped: <why>" and passes. Both tests together take about 20 s.
 
 #[path = "../support/mod.rs"]
 mod support;
