@@ -80,11 +80,15 @@ stop: ## stop every process of the cluster (data stays in data/)
 # in a network namespace of the test's own; one summary at the end, non-zero on
 # any safety violation or lost write. CHAOS_SEED=S replays a run's choices.
 # CHAOS_POWER=1 puts the data dirs on PowerFs (FUSE) and cuts a killed node's
-# power: what it did not fsync is lost.
+# power: what it did not fsync is lost. CHAOS_HOSTS=1 (root) puts every node,
+# worker and daemon on a host (network namespace) of its own, as tests/hosts
+# does, and adds per-link faults: one-way, asymmetric, cut from the leader alone,
+# flapping.
 CHAOS_SECS ?= 120
 CHAOS_POWER ?= 0
-chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too
-	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) $(CARGO) test --locked --test chaos -- --nocapture
+CHAOS_HOSTS ?= 0
+chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too, CHAOS_HOSTS=1 runs it on hosts
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) CHAOS_HOSTS=$(CHAOS_HOSTS) $(CARGO) test --locked --test chaos -- --nocapture
 
 # The same cluster with every node, worker and daemon on a host of its own: a
 # network namespace each, on a bridge, as root (scripts/hosts.sh). Its nodes

@@ -98,10 +98,12 @@ impl HostCluster {
 
     /// Starts `program` with `args` in host `host`; its output goes to LOG.log.
     fn spawn_on(&self, host: &str, log: &str, program: &str, args: Vec<String>) -> Proc {
-        let (ip_tool, mut full) = self.net.command(host, program);
+        let mut full = self.net.runner(host);
+        let runner = full.remove(0);
+        full.push(program.to_string());
         full.extend(args);
         let path = self.path(&format!("{log}.log"));
-        support::spawn(log, &ip_tool.display().to_string(), &full, &path)
+        support::spawn(log, &runner, &full, &path)
     }
 
     fn spawn_node(&self, id: &str) -> Proc {

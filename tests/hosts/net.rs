@@ -139,12 +139,13 @@ impl Net {
             .unwrap_or_else(|| panic!("no host named {name}"))
     }
 
-    /// A command that runs `program` in host `name`'s namespace. `ip netns
-    /// exec` execs the program, so the child's pid is the program's.
-    pub fn command(&self, name: &str, program: &str) -> (PathBuf, Vec<String>) {
+    /// The command line that runs a program in host `name`'s namespace, to
+    /// be followed by the program and its arguments: `ip netns exec NS`,
+    /// which execs the program, so the child's pid is the program's.
+    pub fn runner(&self, name: &str) -> Vec<String> {
         let ns = self.host(name).ns.clone();
-        let args = vec!["netns".into(), "exec".into(), ns, program.into()];
-        (self.ip_tool.clone(), args)
+        let ip_tool = self.ip_tool.display().to_string();
+        vec![ip_tool, "netns".into(), "exec".into(), ns]
     }
 
     /// The link from host `from` to host `to`, one way.
