@@ -76,13 +76,8 @@ fn host_names() -> Vec<&'static str> {
 
 /// Each program of the cluster on its host of `net`.
 fn placement(net: &Net) -> Placement {
-    let on = |name: &str| (std::net::IpAddr::V4(net.host(name).ip), net.runner(name));
     let names = host_names();
-    Placement {
-        nodes: names[..5].iter().map(|n| on(n)).collect(),
-        workers: names[5..8].iter().map(|n| on(n)).collect(),
-        daemons: names[8..].iter().map(|n| net.runner(n)).collect(),
-    }
+    net.placement(&names[..5], &names[5..8], &names[8..])
 }
 
 fn env_u64(name: &str) -> Option<u64> {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use raftlb::lincheck::{check_register, lost_writes, Op, Verdict};
 
-use cluster::{server_id, HostCluster, NODE_IDS, NODE_PORT, SERVERS, WORKER_PORT};
+use cluster::{server_id, HostCluster, NODE_IDS, SERVERS};
 use net::Link;
 use support::history::{NoteClient, Outcome, Tally};
 use support::wait_for;
@@ -70,7 +70,10 @@ fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
                 .all(|id| {
                     cluster.status(id).is_some_and(|s| {
                         (0..SERVERS).all(|i| {
-                            let url = format!("http://{}:{WORKER_PORT}", cluster.worker_ip(i));
+                            // The worker's host's address, as its daemon reports it.
+                            let ip = cluster.net.host(&format!("worker-{}", i + 1)).ip;
+                            let url = cluster.inner.worker_url(i);
+                            assert!(url.starts_with(&format!("http://{ip}:")), "{url}");
                             s.servers
                                 .iter()
                                 .any(|sv| sv.id == server_id(i) && sv.alive && sv.url == url)
@@ -111,16 +114,14 @@ fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
     assert_eq!(cli(&["prime", "10000"]), (Some(0), "104729\n".to_string()));
     let (code, text) = cli(&["status"]);
     assert_eq!(code, Some(0), "raftlb status:\n{text}");
-    assert!(text.contains(&format!("{}:{NODE_PORT}", cluster.net.host(&leader).ip)));
+    assert!(
+        text.contains(&cluster.addr(&leader)),
+        "raftlb status:\n{text}"
+    );
 
     // Every socket in every host is on that host's address: none on loopback,
     // none on a wildcard, and each node listens on its nodes.txt address.
-    let procs = cluster
-        .nodes
-        .iter()
-        .chain(&cluster.workers)
-        .chain(&cluster.daemons);
-    for (proc, host) in procs.zip(&cluster.net.hosts) {
+    for (proc, host) in cluster.procs() {
         let sockets = sockets::of(proc.pid());
         let wrong: Vec<_> = sockets.iter().filter(|s| !s.is_on(host.ip)).collect();
         assert!(
@@ -131,14 +132,14 @@ fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
             host.ip
         );
         if NODE_IDS.contains(&host.name.as_str()) {
+            let addr = cluster.addr(&host.name);
             for udp in [false, true] {
                 assert!(
                     sockets
                         .iter()
-                        .any(|s| s.listens(udp) && s.port == NODE_PORT),
-                    "node {} does not listen on {}:{NODE_PORT} ({}): {sockets:?}",
+                        .any(|s| s.listens(udp) && format!("{}:{}", s.ip, s.port) == addr),
+                    "node {} does not listen on {addr} ({}): {sockets:?}",
                     host.name,
-                    host.ip,
                     if udp { "udp" } else { "tcp" }
                 );
             }

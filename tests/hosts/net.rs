@@ -12,9 +12,11 @@
 //! test can check that a fault really cut something.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::support::Placement;
 
 /// The nftables table of the faults, in every host's namespace.
 const TABLE: &str = "inet raftlb_hosts";
@@ -146,6 +148,17 @@ impl Net {
         let ns = self.host(name).ns.clone();
         let ip_tool = self.ip_tool.display().to_string();
         vec![ip_tool, "netns".into(), "exec".into(), ns]
+    }
+
+    /// Where `tests/support`'s `Cluster` starts each program: node i on host
+    /// `nodes[i]`, worker i on `workers[i]`, its daemon on `daemons[i]`.
+    pub fn placement(&self, nodes: &[&str], workers: &[&str], daemons: &[&str]) -> Placement {
+        let on = |name: &&str| (IpAddr::V4(self.host(name).ip), self.runner(name));
+        Placement {
+            nodes: nodes.iter().map(on).collect(),
+            workers: workers.iter().map(on).collect(),
+            daemons: daemons.iter().map(|name| self.runner(name)).collect(),
+        }
     }
 
     /// The link from host `from` to host `to`, one way.
