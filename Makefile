@@ -3,7 +3,7 @@
 # a bare `make` says what there is instead of starting anything.
 CARGO ?= cargo
 
-.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive rolling-restart stop chaos clean
+.PHONY: help build browser-deps bench-deps chaos-deps test bench bench-parts hunt cluster status kill-random kill-leader kill-follower revive rolling-restart stop chaos hosts hosts-stop clean
 
 help: ## this list: every target, one line each
 	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  make %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -80,11 +80,24 @@ stop: ## stop every process of the cluster (data stays in data/)
 # in a network namespace of the test's own; one summary at the end, non-zero on
 # any safety violation or lost write. CHAOS_SEED=S replays a run's choices.
 # CHAOS_POWER=1 puts the data dirs on PowerFs (FUSE) and cuts a killed node's
-# power: what it did not fsync is lost.
+# power: what it did not fsync is lost. CHAOS_HOSTS=1 (root) puts every node,
+# worker and daemon on a host (network namespace) of its own, as tests/hosts
+# does, and adds per-link faults: one-way, asymmetric, cut from the leader alone,
+# flapping.
 CHAOS_SECS ?= 120
 CHAOS_POWER ?= 0
-chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too
-	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) $(CARGO) test --locked --test chaos -- --nocapture
+CHAOS_HOSTS ?= 0
+chaos: chaos-deps ## the cluster under a nemesis for CHAOS_SECS s (120), then one verdict; CHAOS_POWER=1 cuts power too, CHAOS_HOSTS=1 runs it on hosts
+	CHAOS_SECS=$(CHAOS_SECS) CHAOS_POWER=$(CHAOS_POWER) CHAOS_HOSTS=$(CHAOS_HOSTS) $(CARGO) test --locked --test chaos -- --nocapture
+
+# The same cluster with every node, worker and daemon on a host of its own: a
+# network namespace each, on a bridge, as root (scripts/hosts.sh). Its nodes
+# file, key, pids and logs live in run/hosts/, its data in data/hosts/.
+hosts: build ## the cluster, every node and server on a host of its own (network namespaces; root)
+	@scripts/hosts.sh start
+
+hosts-stop: ## stop the cluster of make hosts, delete its namespaces, veths and bridge
+	@scripts/hosts.sh stop
 
 # nftables and iproute2 for the chaos run's network faults, when root.
 chaos-deps: ## nftables and iproute2 for the chaos run's network faults, when root
@@ -92,5 +105,6 @@ chaos-deps: ## nftables and iproute2 for the chaos run's network faults, when ro
 
 clean: ## stop the cluster, remove target/, run/ and data/
 	-@scripts/cluster.sh stop
+	-@scripts/hosts.sh stop
 	$(CARGO) clean
 	rm -rf run data

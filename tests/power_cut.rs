@@ -273,7 +273,8 @@ fn no_acknowledged_write_is_lost_when_the_power_is_cut() {
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);
-    let watch = Watch::new(&cluster.ids, &cluster.ports);
+    let nodes: Vec<String> = (0..cluster.ids.len()).map(|i| cluster.url(i, "")).collect();
+    let watch = Watch::new(&cluster.ids, &nodes);
     let ports = cluster.ports.clone();
     let mut rng = Rng::new(seed);
     let shared = Shared {

@@ -48,7 +48,13 @@ impl PrimeTally {
 
 /// One prime client until `end` (from `origin`): its tally, and when (ms from
 /// the origin) each right answer came, to tell those after the last fault.
-pub fn primes(seed: u64, ports: &[u16], origin: Instant, end: Duration) -> (PrimeTally, Vec<u64>) {
+/// `nodes` are the nodes' base URLs (`http://HOST:PORT`).
+pub fn primes(
+    seed: u64,
+    nodes: &[String],
+    origin: Instant,
+    end: Duration,
+) -> (PrimeTally, Vec<u64>) {
     let agent = crate::support::client(Duration::from_millis(500), PRIME_TIMEOUT);
     let mut rng = Rng::new(seed);
     let mut tally = PrimeTally::default();
@@ -57,8 +63,8 @@ pub fn primes(seed: u64, ports: &[u16], origin: Instant, end: Duration) -> (Prim
     while origin.elapsed() < end {
         std::thread::sleep(Duration::from_millis(rng.range(PAUSE_MS.0, PAUSE_MS.1)));
         let n = rng.range(1, MAX_N + 1);
-        let port = ports[rng.range(0, ports.len() as u64) as usize];
-        let url = format!("http://127.0.0.1:{port}/{n}");
+        let node = &nodes[rng.range(0, nodes.len() as u64) as usize];
+        let url = format!("{node}/{n}");
         match agent.get(&url).call() {
             Ok(mut resp) => {
                 let code = resp.status().as_u16();
@@ -93,7 +99,7 @@ pub fn primes(seed: u64, ports: &[u16], origin: Instant, end: Duration) -> (Prim
 pub fn notes(
     id: usize,
     seed: u64,
-    ports: &[u16],
+    nodes: &[String],
     origin: Instant,
     end: Duration,
 ) -> (Vec<Op>, Tally) {
@@ -104,8 +110,8 @@ pub fn notes(
     let mut n = 0u64;
     while origin.elapsed() < end {
         std::thread::sleep(Duration::from_millis(rng.range(PAUSE_MS.0, PAUSE_MS.1)));
-        let port = ports[rng.range(0, ports.len() as u64) as usize];
-        let url = format!("http://127.0.0.1:{port}/note");
+        let node = &nodes[rng.range(0, nodes.len() as u64) as usize];
+        let url = format!("{node}/note");
         let outcome = if rng.chance(1, 2) {
             n += 1;
             note.write(&url, format!("c{id}-{n}"), &mut tally.unexpected)

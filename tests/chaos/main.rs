@@ -22,6 +22,11 @@ mod support;
 #[path = "../support/powerfs/mod.rs"]
 mod powerfs;
 
+// The hosts of tests/hosts: CHAOS_HOSTS=1 puts every program on one of its own.
+#[allow(dead_code)] // tests/hosts uses the rest
+#[path = "../hosts/net.rs"]
+mod hostnet;
+
 mod load;
 mod nemesis;
 mod netfault;
@@ -34,13 +39,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use raftlb::lincheck::{check_register, lost_writes, Op, OpKind, Verdict};
 use raftlb::raft::Rng;
 
+use hostnet::Net;
 use load::PrimeTally;
-use nemesis::Nemesis;
+use nemesis::{Nemesis, Network};
 use netfault::NetFaults;
 use powerfs::Disks;
 use summary::Summary;
 use support::history::{NoteClient, Tally};
-use support::{exclusive, Cluster, Options};
+use support::{exclusive, Cluster, Options, Placement};
 use watch::Watch;
 
 const DEFAULT_SECS: u64 = 30;
@@ -54,6 +60,25 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// Snapshots every 500 entries: a run writes thousands, so snapshots are taken
 /// and sent to restarted nodes under the faults too.
 const SNAPSHOT_ENTRIES: u64 = 500;
+
+/// The hosts of CHAOS_HOSTS=1: nodes A-E, then each worker and its daemon.
+fn host_names() -> Vec<&'static str> {
+    let mut names = vec!["A", "B", "C", "D", "E"];
+    names.extend([
+        "worker-1", "worker-2", "worker-3", "daemon-1", "daemon-2", "daemon-3",
+    ]);
+    assert_eq!(
+        names.len(),
+        Options::default().nodes + 2 * Options::default().workers
+    );
+    names
+}
+
+/// Each program of the cluster on its host of `net`.
+fn placement(net: &Net) -> Placement {
+    let names = host_names();
+    net.placement(&names[..5], &names[5..8], &names[8..])
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -78,12 +103,29 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
             .unwrap_or_default();
         now.as_nanos() as u64
     });
+    // CHAOS_HOSTS=1: every node, worker and daemon on a host (network
+    // namespace) of its own, network faults per link between hosts. Declared
+    // before the cluster, so the hosts go after every process is killed.
+    let hosts = std::env::var("CHAOS_HOSTS")
+        .is_ok_and(|v| v == "1")
+        .then(|| {
+            Net::create(&host_names()).unwrap_or_else(|why| panic!("CHAOS_HOSTS=1, but: {}", why.0))
+        });
     // Before anything is started: every process and socket from here on lives
     // in the namespace this puts the thread in, when it can.
-    let net = NetFaults::enter();
-    let net_line = match &net {
-        Ok(_) => "on (nftables in a network namespace of the test's own)".to_string(),
-        Err(why) => format!("off: {why}"),
+    let net = match hosts {
+        Some(_) => Err("on hosts, per link instead".to_string()),
+        None => NetFaults::enter(),
+    };
+    let net_line = match (&hosts, &net) {
+        (Some(_), _) => "on, per link between hosts (CHAOS_HOSTS=1: a network namespace per program, nftables in the sender's; one-way, asymmetric, cut from the leader, flapping)".to_string(),
+        (None, Ok(_)) => "on (nftables in a network namespace of the test's own)".to_string(),
+        (None, Err(why)) => format!("off: {why}"),
+    };
+    let network = match (&hosts, &net) {
+        (Some(hosts), _) => Some(Network::Hosts(hosts)),
+        (None, Ok(faults)) => Some(Network::Loopback(faults)),
+        (None, Err(_)) => None,
     };
     let disks = match std::env::var("CHAOS_POWER").is_ok_and(|v| v == "1") {
         true => Disks::mount(Options::default().nodes),
@@ -100,12 +142,13 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
     let mut cluster = Cluster::start(Options {
         snapshot_entries: Some(SNAPSHOT_ENTRIES),
         data_dirs: disks.as_ref().map(Disks::paths).unwrap_or_default(),
+        hosts: hosts.as_ref().map(placement),
         ..Options::default()
     });
     cluster.wait_for_leader(SETTLE);
     cluster.wait_for_servers(&[true, true, true], SETTLE);
-    let ports = cluster.ports.clone();
-    let watch = Watch::new(&cluster.ids, &ports);
+    let nodes: Vec<String> = (0..cluster.ids.len()).map(|i| cluster.url(i, "")).collect();
+    let watch = Watch::new(&cluster.ids, &nodes);
     let mut rng = Rng::new(seed);
     let origin = Instant::now();
     let stop_observing = AtomicBool::new(false);
@@ -114,20 +157,20 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         let observer = scope.spawn(|| watch.observe(&stop_observing));
         let prime_clients: Vec<_> = (0..PRIME_CLIENTS)
             .map(|_| {
-                let (seed, ports) = (rng.next_u64(), &ports);
-                scope.spawn(move || load::primes(seed, ports, origin, run))
+                let (seed, nodes) = (rng.next_u64(), &nodes);
+                scope.spawn(move || load::primes(seed, nodes, origin, run))
             })
             .collect();
         let note_clients: Vec<_> = (0..NOTE_CLIENTS)
             .map(|id| {
-                let (seed, ports) = (rng.next_u64(), &ports);
-                scope.spawn(move || load::notes(id, seed, ports, origin, run))
+                let (seed, nodes) = (rng.next_u64(), &nodes);
+                scope.spawn(move || load::notes(id, seed, nodes, origin, run))
             })
             .collect();
         let nemesis = Nemesis::new(
             &mut cluster,
             &watch,
-            net.as_ref().ok(),
+            network,
             disks.as_ref().ok(),
             rng.next_u64(),
             origin,

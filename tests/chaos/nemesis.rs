@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use raftlb::raft::Rng;
 
+use crate::hostnet::{Link, Net};
 use crate::netfault::NetFaults;
 use crate::powerfs::Disks;
 use crate::support::Cluster;
 use crate::watch::Watch;
+
+mod links;
 
 /// At most this many nodes down at once: the other three are a majority.
 pub const MAX_DOWN: usize = 2;
@@ -41,6 +44,23 @@ pub enum Fault {
     IsolateLeader,
     SplitLeader,
     Loss,
+    /// On hosts only, per link: a follower's packets to the leader dropped.
+    FollowerUnheard,
+    /// The leader hears every node, no node hears the leader.
+    LeaderUnheard,
+    /// A follower cut off from the leader, both ways, and from no one else.
+    CutFromLeader,
+    /// The leader's links to two followers down and up every 200 ms.
+    Flapping,
+}
+
+/// Where network faults are done: by port, on loopback in a namespace of the
+/// test's own, or per link between hosts (CHAOS_HOSTS=1), where a cut link
+/// drops everything, HTTP forwards between nodes too.
+#[derive(Clone, Copy)]
+pub enum Network<'a> {
+    Loopback(&'a NetFaults),
+    Hosts(&'a Net),
 }
 
 impl Fault {
@@ -53,6 +73,10 @@ impl Fault {
             Fault::IsolateLeader => "leader cut off (no Raft datagrams)",
             Fault::SplitLeader => "leader and one follower split from the other three",
             Fault::Loss => "random datagram loss on every node",
+            Fault::FollowerUnheard => "a follower's packets to the leader dropped (one way)",
+            Fault::LeaderUnheard => "nobody hears the leader, it hears everyone",
+            Fault::CutFromLeader => "a follower cut off from the leader alone",
+            Fault::Flapping => "the leader's links to two followers flapping",
         }
     }
 }
@@ -81,7 +105,7 @@ pub struct Report {
 pub struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     watch: &'a Watch,
-    net: Option<&'a NetFaults>,
+    net: Option<Network<'a>>,
     /// The nodes' disks when they are PowerFs: a killed node's power is cut.
     disks: Option<&'a Disks>,
     rng: Rng,
@@ -94,7 +118,7 @@ impl<'a> Nemesis<'a> {
     pub fn new(
         cluster: &'a mut Cluster,
         watch: &'a Watch,
-        net: Option<&'a NetFaults>,
+        net: Option<Network<'a>>,
         disks: Option<&'a Disks>,
         seed: u64,
         origin: Instant,
@@ -141,6 +165,14 @@ impl<'a> Nemesis<'a> {
         ];
         if self.net.is_some() {
             faults.extend([Fault::IsolateLeader, Fault::SplitLeader, Fault::Loss]);
+        }
+        if let Some(Network::Hosts(_)) = self.net {
+            faults.extend([
+                Fault::FollowerUnheard,
+                Fault::LeaderUnheard,
+                Fault::CutFromLeader,
+                Fault::Flapping,
+            ]);
         }
         for i in (1..faults.len()).rev() {
             faults.swap(i, self.rng.range(0, i as u64 + 1) as usize);
@@ -200,7 +232,14 @@ impl<'a> Nemesis<'a> {
 
     fn clear_net(&mut self) {
         if let (true, Some(net)) = (self.net_fault_on, self.net) {
-            if let Err(e) = net.clear() {
+            let cleared = match net {
+                Network::Loopback(faults) => faults.clear(),
+                Network::Hosts(hosts) => {
+                    hosts.heal_all();
+                    Ok(())
+                }
+            };
+            if let Err(e) = cleared {
                 self.watch
                     .violation(format!("could not heal the network: {e}"));
             }
@@ -225,12 +264,12 @@ impl<'a> Nemesis<'a> {
 
     fn inject(&mut self, fault: Fault) {
         let down = self.killed().len();
-        let leader_fault = matches!(
-            fault,
-            Fault::KillLeader | Fault::PauseLeader | Fault::IsolateLeader | Fault::SplitLeader
-        );
-        // A split takes two nodes from the majority; the others one.
-        let takes = if fault == Fault::SplitLeader { 2 } else { 1 };
+        let leader_fault = !matches!(fault, Fault::KillNode | Fault::KillWorker | Fault::Loss);
+        // A split and a flap take two nodes from the majority; the others one.
+        let takes = match fault {
+            Fault::SplitLeader | Fault::Flapping => 2,
+            _ => 1,
+        };
         if fault != Fault::KillWorker && fault != Fault::Loss && down + takes > MAX_DOWN {
             self.say(&format!(
                 "skipped: {} ({down} of the nodes down already)",
@@ -296,7 +335,6 @@ impl<'a> Nemesis<'a> {
                 }
             }
             Fault::IsolateLeader | Fault::SplitLeader => {
-                let net = self.net.expect("network faults only when available");
                 let live = self.cluster.live();
                 let mut cut = vec![leader];
                 if fault == Fault::SplitLeader {
@@ -307,12 +345,20 @@ impl<'a> Nemesis<'a> {
                 let rest: Vec<usize> = live.into_iter().filter(|i| !cut.contains(i)).collect();
                 let port = |i: &usize| self.cluster.ports[*i];
                 let started = Instant::now();
-                let applied = match fault {
-                    Fault::IsolateLeader => net.isolate(port(&leader)),
-                    _ => net.split(
+                let applied = match self.net.expect("network faults only when available") {
+                    Network::Loopback(net) if fault == Fault::IsolateLeader => {
+                        net.isolate(port(&leader))
+                    }
+                    Network::Loopback(net) => net.split(
                         &cut.iter().map(port).collect::<Vec<_>>(),
                         &rest.iter().map(port).collect::<Vec<_>>(),
                     ),
+                    Network::Hosts(_) => {
+                        self.links_between(&cut, &rest)
+                            .iter()
+                            .for_each(Link::drop_all);
+                        Ok(())
+                    }
                 };
                 if let Err(e) = applied {
                     self.watch
@@ -326,9 +372,20 @@ impl<'a> Nemesis<'a> {
                 self.await_step_down(leader, term, "was reachable again");
             }
             Fault::Loss => {
-                let net = self.net.expect("network faults only when available");
                 let percent = self.rng.range(LOSS_PERCENT.0, LOSS_PERCENT.1 + 1);
-                match net.loss(&self.cluster.ports, percent) {
+                let added = match self.net.expect("network faults only when available") {
+                    Network::Loopback(net) => net.loss(&self.cluster.ports, percent),
+                    Network::Hosts(net) => {
+                        let ids = &self.cluster.ids;
+                        for (a, b) in ids.iter().flat_map(|a| ids.iter().map(move |b| (a, b))) {
+                            if a != b {
+                                net.link(a, b).loss(percent as u32);
+                            }
+                        }
+                        Ok(())
+                    }
+                };
+                match added {
                     Ok(()) => {
                         self.net_fault_on = true;
                         self.say(&format!(
@@ -338,6 +395,10 @@ impl<'a> Nemesis<'a> {
                     Err(e) => self.watch.violation(format!("could not add loss: {e}")),
                 }
             }
+            Fault::FollowerUnheard
+            | Fault::LeaderUnheard
+            | Fault::CutFromLeader
+            | Fault::Flapping => self.link_fault(fault, leader, term),
         }
     }
 

@@ -14,7 +14,8 @@ use raftlb::status::Status;
 const OBSERVE_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Watch {
-    ports: Vec<u16>,
+    /// The nodes' base URLs (`http://HOST:PORT`).
+    nodes: Vec<String>,
     ids: Vec<String>,
     agent: ureq::Agent,
     /// Term -> the node that said it led that term.
@@ -25,10 +26,10 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(ids: &[String], ports: &[u16]) -> Watch {
+    pub fn new(ids: &[String], nodes: &[String]) -> Watch {
         let agent = crate::support::client(Duration::from_millis(200), Duration::from_millis(400));
         Watch {
-            ports: ports.to_vec(),
+            nodes: nodes.to_vec(),
             ids: ids.to_vec(),
             agent,
             leaders: Mutex::new(BTreeMap::new()),
@@ -44,7 +45,7 @@ impl Watch {
     /// Node i's status, or None when it does not answer within 400 ms. A node
     /// that says it leads is checked against every other leader seen.
     pub fn status(&self, i: usize) -> Option<Status> {
-        let url = format!("http://127.0.0.1:{}/status", self.ports[i]);
+        let url = format!("{}/status", self.nodes[i]);
         let mut resp = self.agent.get(&url).call().ok()?;
         if resp.status().as_u16() != 200 {
             return None;
@@ -130,7 +131,7 @@ impl Watch {
     /// leaders are seen between the nemesis's own looks too.
     pub fn observe(&self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            for i in 0..self.ports.len() {
+            for i in 0..self.nodes.len() {
                 self.status(i);
             }
             std::thread::sleep(OBSERVE_EVERY);

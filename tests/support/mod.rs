@@ -7,7 +7,7 @@
 
 pub mod history;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -124,6 +124,37 @@ fn kill(slot: &mut Option<Proc>) {
     }
 }
 
+/// Node i's address: its host's, or loopback.
+fn node_ip(options: &Options, i: usize) -> IpAddr {
+    (options.hosts.as_ref()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |h| h.nodes[i].0)
+}
+
+/// `IP:PORT`, an IPv6 address in brackets.
+fn addr(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// [`spawn`], run through `on` (the command that puts a program on its host)
+/// when given.
+fn spawn_on(
+    on: Option<Vec<String>>,
+    name: &str,
+    program: &str,
+    args: Vec<String>,
+    log: &Path,
+) -> Proc {
+    match on.as_deref() {
+        Some([runner, before @ ..]) => {
+            let full: Vec<String> = (before.iter().cloned())
+                .chain(std::iter::once(program.to_string()))
+                .chain(args)
+                .collect();
+            spawn(name, runner, &full, log)
+        }
+        _ => spawn(name, program, &args, log),
+    }
+}
+
 pub fn spawn(name: &str, program: &str, args: &[String], log: &Path) -> Proc {
     let out = std::fs::File::create(log).expect("create the log file");
     let err = out.try_clone().expect("clone the log file");
@@ -174,6 +205,18 @@ pub struct Options {
     /// Nodes and daemons run with `--insecure` instead of the cluster key (the
     /// benchmark's "before the key" cluster).
     pub insecure: bool,
+    /// Each program on a host of its own instead of all on loopback.
+    pub hosts: Option<Placement>,
+}
+
+/// Where the programs run when each has a host (network namespace) of its
+/// own: its address, and the command that runs a program there (e.g. `ip
+/// netns exec NS`, which execs, so the child's pid is the program's).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub nodes: Vec<(IpAddr, Vec<String>)>,
+    pub workers: Vec<(IpAddr, Vec<String>)>,
+    pub daemons: Vec<Vec<String>>,
 }
 
 impl Default for Options {
@@ -189,6 +232,7 @@ impl Default for Options {
             node_args: Vec::new(),
             data_dirs: Vec::new(),
             insecure: false,
+            hosts: None,
         }
     }
 }
@@ -219,10 +263,8 @@ impl Cluster {
             .map(|i| ((b'A' + i as u8) as char).to_string())
             .collect();
         let ports: Vec<u16> = (0..options.nodes).map(|_| free_port()).collect();
-        let text: String = ids
-            .iter()
-            .zip(&ports)
-            .map(|(id, port)| format!("{id} 127.0.0.1:{port}\n"))
+        let text: String = (ids.iter().zip(&ports).enumerate())
+            .map(|(i, (id, port))| format!("{id} {}\n", addr(node_ip(&options, i), *port)))
             .collect();
         std::fs::write(dir.path().join("nodes.txt"), text).expect("write nodes.txt");
         raftlb::auth::keygen(&dir.path().join(KEY_FILE)).expect("write the cluster key");
@@ -317,7 +359,8 @@ impl Cluster {
             args.extend(["--snapshot-entries".into(), entries.to_string()]);
         }
         let log = self.log(&format!("node-{id}"));
-        spawn(&format!("node {id}"), NODE, &args, &log)
+        let on = self.options.hosts.as_ref().map(|h| h.nodes[i].1.clone());
+        spawn_on(on, &format!("node {id}"), NODE, args, &log)
     }
 
     pub fn server_id(i: usize) -> String {
@@ -325,15 +368,32 @@ impl Cluster {
     }
 
     pub fn spawn_worker(&mut self, i: usize) -> Proc {
-        let args = vec!["--port".into(), self.worker_ports[i].to_string()];
+        let host = self.options.hosts.as_ref().map(|h| h.workers[i].clone());
+        let mut args = vec!["--port".into(), self.worker_ports[i].to_string()];
+        if let Some((ip, _)) = &host {
+            args.extend(["--host".into(), ip.to_string()]);
+        }
         let log = self.log(&format!("worker-{i}"));
-        spawn(&format!("worker {i}"), WORKER, &args, &log)
+        spawn_on(
+            host.map(|h| h.1),
+            &format!("worker {i}"),
+            WORKER,
+            args,
+            &log,
+        )
+    }
+
+    /// `http://HOST:PORT` of worker i, as its daemon and the nodes reach it.
+    pub fn worker_url(&self, i: usize) -> String {
+        let ip = (self.options.hosts.as_ref())
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |h| h.workers[i].0);
+        format!("http://{}", addr(ip, self.worker_ports[i]))
     }
 
     pub fn spawn_daemon(&mut self, i: usize) -> Proc {
         let mut args = vec![
             "--worker".into(),
-            format!("http://127.0.0.1:{}", self.worker_ports[i]),
+            self.worker_url(i),
             "--id".into(),
             Cluster::server_id(i),
             "--nodes".into(),
@@ -351,11 +411,16 @@ impl Cluster {
             args.extend(["--pid".to_string(), worker.pid().to_string()]);
         }
         let log = self.log(&format!("daemon-{i}"));
-        spawn(&format!("daemon {i}"), DAEMON, &args, &log)
+        let on = self.options.hosts.as_ref().map(|h| h.daemons[i].clone());
+        spawn_on(on, &format!("daemon {i}"), DAEMON, args, &log)
     }
 
+    /// `http://HOST:PORT{path}` of node i.
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[i])
+        format!(
+            "http://{}{path}",
+            addr(node_ip(&self.options, i), self.ports[i])
+        )
     }
 
     pub fn live(&self) -> Vec<usize> {
