@@ -11,7 +11,6 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables); `make chaos-deps` installs
 //! the two. Delay is not done: the kernels this was built on have no netem.
 
-use std::io::Write;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -139,40 +138,10 @@ fn set(ports: &[u16]) -> String {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    out.status.success().then_some(()).ok_or_else(|| {
-        format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
+    crate::support::run_tool(std::path::Path::new(program), args, "").map(|_| ())
 }
 
 /// Runs an nftables script (`nft -f -`).
 fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin was piped")
-        .write_all(script.as_bytes())
-        .map_err(|e| format!("nft stdin: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    out.status.success().then_some(()).ok_or_else(|| {
-        format!(
-            "nft: {} (script: {})",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            script.trim()
-        )
-    })
+    crate::support::run_tool(std::path::Path::new("nft"), &["-f", "-"], script).map(|_| ())
 }

@@ -11,10 +11,8 @@
 //! random share); healing flushes it. The rules count what they drop, so a
 //! test can check that a fault really cut something.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::support::Placement;
 
@@ -187,29 +185,8 @@ impl Net {
     /// Runs an nftables script in namespace `ns` (`ip netns exec NS nft -f -`).
     fn nft(&self, ns: &str, script: &str) -> Result<String, String> {
         let nft = self.nft_tool.display().to_string();
-        let mut child = Command::new(&self.ip_tool)
-            .args(["netns", "exec", ns, &nft, "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("nft: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("stdin was piped")
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("nft stdin: {e}"))?;
-        let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "nft in {ns}: {} (script: {})",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                script.trim()
-            ))
-        }
+        let args = ["netns", "exec", ns, &nft, "-f", "-"];
+        crate::support::run_tool(&self.ip_tool, &args, script)
     }
 }
 
@@ -342,19 +319,5 @@ fn run(program: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 fn output(program: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{} {}: {}",
-            program.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::support::run_tool(program, args, "")
 }

@@ -663,3 +663,40 @@ fn run(request: ureq::http::Request<Vec<u8>>) -> Option<Answer> {
         headers,
     })
 }
+
+/// Runs a system tool (`ip`, `nft`, ...) to its end with `input` on its stdin,
+/// and returns its stdout; the error is one line: the command and its stderr.
+/// The chaos run's and the hosts' network faults both go through it.
+pub fn run_tool(program: &Path, args: &[&str], input: &str) -> Result<String, String> {
+    use std::io::Write;
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{command}: {e}"))?;
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    // A tool that exits before reading all of it fails below with its stderr.
+    let written = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{command}: {e}"))?;
+    if out.status.success() {
+        written.map_err(|e| format!("{command}: writing its input: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let input = input.trim();
+        let input = if input.is_empty() {
+            String::new()
+        } else {
+            format!(" (input: {input})")
+        };
+        Err(format!(
+            "{command}: {}{input}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
