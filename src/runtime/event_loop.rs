@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use super::forget::{ForgetReply, ForgetRequests};
-use super::notes::{NoteReply, NoteRequests};
+use super::notes::{NodeState, NoteAction, NoteReply, NoteRequests};
 use super::reports::ReportIntake;
 use super::shared::{LoopCounters, Shared};
 use super::trim;
@@ -205,7 +205,8 @@ impl<D: Dir> NodeLogic<D> {
     /// with its one fsync; then the core's `Ready` is handled and the view
     /// published.
     pub fn end_round(&mut self, now: Instant) -> Result<(), RuntimeError> {
-        self.start_note_requests(now);
+        let actions = self.notes.start(now, self.note_state());
+        self.do_note_actions(actions);
         self.start_forget_requests(now);
         self.handle_ready(now)?;
         self.publish(now);
@@ -248,8 +249,11 @@ impl<D: Dir> NodeLogic<D> {
                 term,
                 request,
                 text,
-            } => self.on_propose_note(from, term, request, text),
-            Datagram::NoteRefused { from, request } => self.on_note_refused(from, request),
+            } => {
+                let action = (self.notes).forwarded(self.note_state(), from, term, request, text);
+                self.do_note_actions(action);
+            }
+            Datagram::NoteRefused { from, request } => self.notes.refused_by(from, request),
             Datagram::ForgetServer { from, server } => self.on_forget_server(from, server),
         }
     }
@@ -306,7 +310,9 @@ impl<D: Dir> NodeLogic<D> {
         } else if let Some(leader) = self.raft.leader() {
             self.forward_reports(leader);
         }
-        self.tick_note_requests(now);
+        if !self.notes.is_empty() {
+            self.notes.tick(now, &self.shared.counters);
+        }
     }
 
     fn propose_reports(&mut self, now: Instant) {
@@ -389,7 +395,7 @@ impl<D: Dir> NodeLogic<D> {
                 self.forgets.snapshot_installed(&table);
                 *locks::write(&self.shared.table) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
-                self.on_snapshot_installed(snapshot.meta.term);
+                (self.notes).snapshot_installed(snapshot.meta.term, &self.shared.counters);
             }
             let (note_writes, forgotten) = self.apply(now, &committed_entries);
             self.forgets.applied(&forgotten);
@@ -397,7 +403,12 @@ impl<D: Dir> NodeLogic<D> {
                 self.intake.forgotten(server);
             }
             let last_term = committed_entries.last().map(|e| e.term);
-            self.finish_note_requests(&note_writes, last_term, &read_states, &read_failures);
+            let counters = &self.shared.counters;
+            self.notes.applied(&note_writes, last_term, counters);
+            self.notes.read_results(&read_states, &read_failures);
+            let (shared, applied) = (&self.shared, self.raft.applied_index());
+            let note = || shared.table().note().to_string();
+            self.notes.finish_reads(applied, note, counters);
             self.raft.advance();
             self.maybe_compact()?;
         }
@@ -560,5 +571,43 @@ impl<D: Dir> NodeLogic<D> {
     fn name(&self, id: Option<NodeId>) -> String {
         id.and_then(|id| self.shared.name_of(id))
             .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// The note requests' actions, carried out (`notes::NoteRequests` decides).
+impl<D: Dir> NodeLogic<D> {
+    fn note_state(&self) -> NodeState {
+        NodeState {
+            me: self.shared.me,
+            role: self.raft.role(),
+            term: self.raft.term(),
+            leader: self.raft.leader(),
+        }
+    }
+
+    /// Does each action in order; a proposal's outcome goes back to the note
+    /// requests at once, and what they answer (a refusal to a follower) is done
+    /// too.
+    fn do_note_actions(&mut self, actions: impl IntoIterator<Item = NoteAction>) {
+        for action in actions {
+            match action {
+                NoteAction::Propose { proposal, command } => {
+                    let term = match self.raft.propose(command.encode()) {
+                        Ok((_, term)) => Some(term),
+                        Err(e) => {
+                            // Handing leadership over: the successor takes it.
+                            log::debug!("note write waits: {e:?}");
+                            None
+                        }
+                    };
+                    let me = self.shared.me;
+                    if let Some(then) = self.notes.proposed(proposal, term, me) {
+                        self.do_note_actions([then]);
+                    }
+                }
+                NoteAction::Send { to, datagram } => self.send(to, datagram),
+                NoteAction::ReadIndex(ctx) => self.raft.read_index(ctx),
+            }
+        }
     }
 }

@@ -27,9 +27,10 @@
 //!
 //! [`NoteRequests`] here holds the waiting requests and makes every decision
 //! about them, with no Raft, socket or clock of its own (unit-tested in
-//! `tests.rs`); `event_loop_side.rs` wires it to the core and the UDP socket.
+//! `tests.rs`): it hands back what to do ([`NoteAction`]: propose, send, ask
+//! for a read index), the way the Raft core hands back `Ready`, and the node
+//! logic (`event_loop.rs`) does it and says how a proposal went.
 
-mod event_loop_side;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +40,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::shared::LoopCounters;
-use crate::raft::{NodeId, ReadFailure, ReadState};
+use crate::raft::{NodeId, ReadFailure, ReadState, Role};
+use crate::table::{Command, MAX_NOTE_BYTES};
+use crate::wire::Datagram;
 
 /// How long a note request may wait for Raft before the client gets 503: long
 /// enough for an election or two (150-300 ms each), short enough for a person.
@@ -63,6 +66,39 @@ pub enum NoteOutcome {
 
 /// Where the event loop answers one note request.
 pub(crate) type NoteReply = Sender<NoteOutcome>;
+
+/// What the note requests ask of the node.
+#[derive(Debug, PartialEq)]
+pub(crate) enum NoteAction {
+    /// Propose `command` (this node leads); then tell
+    /// [`NoteRequests::proposed`] how it went.
+    Propose {
+        proposal: Proposal,
+        command: Command,
+    },
+    /// Send `datagram` to node `to`.
+    Send { to: NodeId, datagram: Datagram },
+    /// Start a read-index round with this context (`Raft::read_index`).
+    ReadIndex(u64),
+}
+
+/// Whose write a [`NoteAction::Propose`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Proposal {
+    /// This node's own write, by request id.
+    Own(u64),
+    /// A follower's write, forwarded here.
+    Forwarded { from: NodeId, request: u64 },
+}
+
+/// What the note requests need to know of the node to decide.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NodeState {
+    pub me: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+}
 
 /// A note write waiting for Raft.
 #[derive(Debug)]
@@ -106,6 +142,9 @@ pub(crate) struct NoteRequests {
     refused: Vec<Write>,
     /// Writes proposed here or forwarded to the leader, by request id.
     sent: BTreeMap<u64, Sent>,
+    /// Own writes handed out in a `Propose` action, until `proposed` says how
+    /// it went (within the same loop round).
+    proposing: BTreeMap<u64, Write>,
     /// The next request id.
     next_request: u64,
     /// As leader: the followers' requests proposed lately in `forwards_term`
@@ -152,6 +191,7 @@ impl NoteRequests {
     pub fn is_empty(&self) -> bool {
         self.unsent.is_empty()
             && self.refused.is_empty()
+            && self.proposing.is_empty()
             && self.sent.is_empty()
             && self.unasked.is_empty()
             && self.asked.is_empty()
@@ -219,14 +259,106 @@ impl NoteRequests {
         self.ready.retain(|_, reads| !reads.is_empty());
     }
 
-    /// The next write to send, oldest first.
-    fn next_unsent(&mut self) -> Option<Write> {
-        self.unsent.pop_front()
+    /// What to do now: every unsent write proposed (leader) or forwarded to
+    /// the leader (follower; with no leader known they wait), and one
+    /// read-index round for every read that arrived.
+    pub(crate) fn start(&mut self, now: Instant, node: NodeState) -> Vec<NoteAction> {
+        let mut actions = Vec::new();
+        if node.role == Role::Leader {
+            while let Some(write) = self.unsent.pop_front() {
+                let command = Command::SetNote {
+                    text: write.text.clone(),
+                    request: write.request,
+                };
+                let proposal = Proposal::Own(write.request);
+                self.proposing.insert(write.request, write);
+                actions.push(NoteAction::Propose { proposal, command });
+            }
+        } else if let Some(leader) = node.leader {
+            while let Some(write) = self.unsent.pop_front() {
+                let datagram = Datagram::ProposeNote {
+                    from: node.me,
+                    term: node.term,
+                    request: write.request,
+                    text: write.text.clone(),
+                };
+                actions.push(NoteAction::Send {
+                    to: leader,
+                    datagram,
+                });
+                self.mark_sent(write, node.term, Some(leader));
+            }
+        }
+        if let Some(ctx) = self.start_read_round(now) {
+            actions.push(NoteAction::ReadIndex(ctx));
+        }
+        actions
     }
 
-    /// A write that could not be sent now (a leader handing over) goes back first.
-    fn put_back(&mut self, write: Write) {
-        self.unsent.push_front(write);
+    /// How a `Propose` went: appended in `term`, or refused by the core (None:
+    /// a leadership transfer is under way). A refused own write waits for the
+    /// next round (for the successor); a refused forward is refused to the
+    /// follower, which sends it again.
+    pub(crate) fn proposed(
+        &mut self,
+        proposal: Proposal,
+        term: Option<u64>,
+        me: NodeId,
+    ) -> Option<NoteAction> {
+        match (proposal, term) {
+            (Proposal::Own(request), _) => {
+                let write = self.proposing.remove(&request)?;
+                match term {
+                    Some(term) => self.mark_sent(write, term, None),
+                    None => self.unsent.push_back(write),
+                }
+                None
+            }
+            (Proposal::Forwarded { request, .. }, Some(_)) => {
+                self.remember_forward(request);
+                None
+            }
+            (Proposal::Forwarded { from, request }, None) => Some(NoteAction::Send {
+                to: from,
+                datagram: Datagram::NoteRefused { from: me, request },
+            }),
+        }
+    }
+
+    /// A follower forwarded a note write in its `term`: propose it if this
+    /// node leads in that term (once, however many copies of the datagram
+    /// arrive), else tell the follower it did not happen.
+    pub(crate) fn forwarded(
+        &mut self,
+        node: NodeState,
+        from: NodeId,
+        term: u64,
+        request: u64,
+        text: String,
+    ) -> Option<NoteAction> {
+        if !self.first_forward(node.term, request) {
+            return None; // a duplicated datagram: proposed once already
+        }
+        if node.role == Role::Leader && term == node.term && text.len() <= MAX_NOTE_BYTES {
+            Some(NoteAction::Propose {
+                proposal: Proposal::Forwarded { from, request },
+                command: Command::SetNote { text, request },
+            })
+        } else {
+            Some(NoteAction::Send {
+                to: from,
+                datagram: Datagram::NoteRefused {
+                    from: node.me,
+                    request,
+                },
+            })
+        }
+    }
+
+    /// The next unsent write, taken out (the tests place it with `mark_sent`).
+    #[cfg(test)]
+    fn next_unsent(&mut self) -> Option<Write> {
+        self.unsent.pop_front()
     }
 
     /// `write` is in a log (or on its way to the leader `to`) in `term`.

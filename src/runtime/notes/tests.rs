@@ -204,3 +204,113 @@ fn a_duplicated_forward_is_proposed_once_per_term() {
         "bounded"
     );
 }
+
+fn leader(term: u64) -> NodeState {
+    NodeState {
+        me: 1,
+        role: Role::Leader,
+        term,
+        leader: Some(1),
+    }
+}
+
+fn follower(term: u64, of: Option<NodeId>) -> NodeState {
+    NodeState {
+        me: 3,
+        role: Role::Follower,
+        term,
+        leader: of,
+    }
+}
+
+/// A leader's writes become proposals in order; one the core refuses (a
+/// transfer under way) is proposed again in the next round, one it takes is
+/// answered when applied.
+#[test]
+fn a_leader_proposes_its_writes_and_a_refused_proposal_waits_for_the_next_round() {
+    let (mut notes, metrics, now) = (requests(), LoopCounters::default(), Instant::now());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    notes.add_write("a".into(), tx, now + NOTE_TIMEOUT);
+    notes.add_read(crossbeam_channel::bounded(1).0, now + NOTE_TIMEOUT);
+    let actions = notes.start(now, leader(4));
+    let [NoteAction::Propose { proposal, command }, NoteAction::ReadIndex(_)] = &actions[..] else {
+        panic!("expected a proposal and a read round, got {actions:?}");
+    };
+    let Command::SetNote { text, request } = command else {
+        panic!("expected SetNote, got {command:?}");
+    };
+    assert_eq!((text.as_str(), *proposal), ("a", Proposal::Own(*request)));
+    assert_eq!(notes.proposed(*proposal, None, 1), None, "refused: waits");
+    assert!(!notes.is_empty());
+    let again = notes.start(now, leader(4));
+    assert!(matches!(&again[..], [NoteAction::Propose { proposal: p, .. }] if p == proposal));
+    assert_eq!(notes.proposed(*proposal, Some(4), 1), None);
+    assert!(
+        notes.start(now, leader(4)).is_empty(),
+        "in the log: not again"
+    );
+    notes.applied(&[(*request, 9)], Some(4), &metrics);
+    assert_eq!(outcome(&rx), Some(NoteOutcome::Saved { index: 9 }));
+}
+
+/// A follower forwards its writes to the leader it knows, and holds them while
+/// it knows none.
+#[test]
+fn a_follower_forwards_to_the_leader_it_knows_and_waits_without_one() {
+    let (mut notes, now) = (requests(), Instant::now());
+    let (w, _rx) = write(&mut notes, "b", now);
+    notes.unsent.push_back(w);
+    assert!(notes.start(now, follower(6, None)).is_empty(), "no leader");
+    let actions = notes.start(now, follower(6, Some(2)));
+    let [NoteAction::Send { to: 2, datagram }] = &actions[..] else {
+        panic!("expected one forward to node 2, got {actions:?}");
+    };
+    assert!(matches!(
+        datagram,
+        Datagram::ProposeNote { from: 3, term: 6, text, .. } if text == "b"
+    ));
+    assert!(
+        notes.start(now, follower(6, Some(2))).is_empty(),
+        "sent once"
+    );
+}
+
+/// A leader proposes a forwarded write once however many copies arrive, and
+/// refuses it (so the follower sends it again) when it does not lead in the
+/// follower's term or the core refuses it.
+#[test]
+fn a_forwarded_write_is_proposed_once_or_refused_to_its_follower() {
+    let mut notes = requests();
+    let forward = |notes: &mut NoteRequests, node, term, request| {
+        notes.forwarded(node, 3, term, request, "c".into())
+    };
+    let refused = |request| {
+        Some(NoteAction::Send {
+            to: 3,
+            datagram: Datagram::NoteRefused { from: 1, request },
+        })
+    };
+    assert_eq!(
+        forward(&mut notes, leader(5), 4, 70),
+        refused(70),
+        "stale term"
+    );
+    let Some(NoteAction::Propose { proposal, .. }) = forward(&mut notes, leader(5), 5, 71) else {
+        panic!("expected a proposal");
+    };
+    assert_eq!(notes.proposed(proposal, Some(5), 1), None);
+    assert_eq!(forward(&mut notes, leader(5), 5, 71), None, "a duplicate");
+    let Some(NoteAction::Propose { proposal, .. }) = forward(&mut notes, leader(5), 5, 72) else {
+        panic!("expected a proposal");
+    };
+    assert_eq!(
+        notes.proposed(proposal, None, 1),
+        refused(72),
+        "core refused"
+    );
+    let not_leader = NodeState {
+        me: 1,
+        ..follower(5, Some(2))
+    };
+    assert_eq!(forward(&mut notes, not_leader, 5, 73), refused(73));
+}
