@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
-use super::forget::{ForgetReply, ForgetRequests};
+use super::forget::{ForgetAction, ForgetReply, ForgetRequests};
 use super::notes::{NodeState, NoteAction, NoteReply, NoteRequests};
 use super::reports::ReportIntake;
 use super::shared::{LoopCounters, Shared};
@@ -207,7 +207,9 @@ impl<D: Dir> NodeLogic<D> {
     pub fn end_round(&mut self, now: Instant) -> Result<(), RuntimeError> {
         let actions = self.notes.start(now, self.note_state());
         self.do_note_actions(actions);
-        self.start_forget_requests(now);
+        let (me, leader) = (self.shared.me, self.raft.leader());
+        let actions = self.forgets.start(now, me, leader);
+        self.do_forget_actions(actions);
         self.handle_ready(now)?;
         self.publish(now);
         Ok(())
@@ -254,7 +256,11 @@ impl<D: Dir> NodeLogic<D> {
                 self.do_note_actions(action);
             }
             Datagram::NoteRefused { from, request } => self.notes.refused_by(from, request),
-            Datagram::ForgetServer { from, server } => self.on_forget_server(from, server),
+            Datagram::ForgetServer { from, server } => {
+                log::debug!("node {from} asks to forget server {server}");
+                let action = ForgetRequests::forwarded(self.raft.role(), server);
+                self.do_forget_actions(action);
+            }
         }
     }
 
@@ -607,6 +613,22 @@ impl<D: Dir> NodeLogic<D> {
                 }
                 NoteAction::Send { to, datagram } => self.send(to, datagram),
                 NoteAction::ReadIndex(ctx) => self.raft.read_index(ctx),
+            }
+        }
+    }
+}
+
+/// The forget requests' actions, carried out (`forget::ForgetRequests` decides).
+impl<D: Dir> NodeLogic<D> {
+    fn do_forget_actions(&mut self, actions: impl IntoIterator<Item = ForgetAction>) {
+        for action in actions {
+            match action {
+                ForgetAction::Propose(command) => {
+                    if let Err(e) = self.raft.propose(command.encode()) {
+                        log::debug!("forget proposal dropped, sent again later: {e:?}");
+                    }
+                }
+                ForgetAction::Send { to, datagram } => self.send(to, datagram),
             }
         }
     }

@@ -13,17 +13,17 @@
 //! deadline is "unavailable" (it may still happen).
 //!
 //! [`ForgetRequests`] holds the waiting requests and decides, with no Raft or
-//! socket of its own (unit-tested below); the `impl NodeLogic` at the end wires
-//! it to the core and the outbox.
+//! socket of its own (unit-tested below): it hands back what to do
+//! ([`ForgetAction`]: propose or send), and the node logic (`event_loop.rs`)
+//! does it.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::event_loop::{LoopInput, NodeLogic};
+use super::event_loop::LoopInput;
 use crate::raft::{NodeId, Role};
 use crate::report::MAX_SERVER_ID_BYTES;
-use crate::storage::Dir;
 use crate::table::{Command, LoadTable};
 use crate::wire::Datagram;
 
@@ -214,46 +214,53 @@ impl ForgetRequests {
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
-}
 
-impl<D: Dir> NodeLogic<D> {
-    /// Proposes (leader) or forwards (follower) the forget requests due now.
-    pub(super) fn start_forget_requests(&mut self, now: Instant) {
-        if self.forgets.is_empty() {
-            return;
+    /// What to do now: requests past their deadline answered, and each server
+    /// due proposed (this node leads) or forwarded to the leader (with no
+    /// leader known, sent again after [`FORGET_RESEND`] to whoever leads then).
+    pub(crate) fn start(
+        &mut self,
+        now: Instant,
+        me: NodeId,
+        leader: Option<NodeId>,
+    ) -> Vec<ForgetAction> {
+        if self.is_empty() {
+            return Vec::new();
         }
-        self.forgets.expire(now);
-        let leader = self.raft.leader();
-        for server in self.forgets.due(now) {
-            match leader {
-                Some(id) if id == self.shared.me => self.propose_forget(server),
-                Some(id) => {
-                    let datagram = Datagram::ForgetServer {
-                        from: self.shared.me,
-                        server,
-                    };
-                    self.send(id, datagram);
+        self.expire(now);
+        let Some(leader) = leader else {
+            return Vec::new();
+        };
+        self.due(now)
+            .into_iter()
+            .map(|server| {
+                if leader == me {
+                    ForgetAction::Propose(Command::Forget { server })
+                } else {
+                    ForgetAction::Send {
+                        to: leader,
+                        datagram: Datagram::ForgetServer { from: me, server },
+                    }
                 }
-                None => {} // sent again after FORGET_RESEND, to whoever leads then
-            }
-        }
+            })
+            .collect()
     }
 
     /// A follower forwarded a forget request: proposed if this node leads,
     /// else dropped (the follower sends it again to the leader it learns of).
-    pub(super) fn on_forget_server(&mut self, from: NodeId, server: String) {
-        if self.raft.role() != Role::Leader || server.len() > MAX_SERVER_ID_BYTES {
-            return;
-        }
-        log::debug!("node {from} asks to forget server {server}");
-        self.propose_forget(server);
+    pub(crate) fn forwarded(role: Role, server: String) -> Option<ForgetAction> {
+        (role == Role::Leader && server.len() <= MAX_SERVER_ID_BYTES)
+            .then_some(ForgetAction::Propose(Command::Forget { server }))
     }
+}
 
-    fn propose_forget(&mut self, server: String) {
-        if let Err(e) = self.raft.propose(Command::Forget { server }.encode()) {
-            log::debug!("forget proposal dropped, sent again later: {e:?}");
-        }
-    }
+/// What the forget requests ask of the node.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ForgetAction {
+    /// Propose this `Forget` (this node leads); a refused one is sent again later.
+    Propose(Command),
+    /// Send `datagram` to node `to` (the leader).
+    Send { to: NodeId, datagram: Datagram },
 }
 
 #[cfg(test)]
@@ -398,5 +405,45 @@ mod tests {
             ForgetOutcome::Unavailable(_)
         ));
         assert_eq!(forget(&input, "", deadline), ForgetOutcome::UnknownServer);
+    }
+
+    /// A leader proposes a due forget, a follower forwards it to the leader it
+    /// knows, and with no leader it waits; a forwarded one is proposed only by
+    /// a leader.
+    #[test]
+    fn due_requests_become_proposals_or_forwards_to_the_leader() {
+        let table = table_of(&["a"]);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        let mut requests = ForgetRequests::default();
+        let _rx = request(&mut requests, "a", later, &table);
+        assert!(requests.start(now, 1, None).is_empty(), "no leader: waits");
+        let forget_a = Command::Forget { server: "a".into() };
+        assert_eq!(
+            requests.start(now, 1, Some(1)),
+            vec![ForgetAction::Propose(forget_a.clone())]
+        );
+        assert!(
+            requests.start(now, 1, Some(1)).is_empty(),
+            "not again at once"
+        );
+        let resend = now + FORGET_RESEND;
+        assert_eq!(
+            requests.start(resend, 1, Some(2)),
+            vec![ForgetAction::Send {
+                to: 2,
+                datagram: Datagram::ForgetServer {
+                    from: 1,
+                    server: "a".into()
+                }
+            }]
+        );
+        assert_eq!(
+            ForgetRequests::forwarded(Role::Leader, "a".into()),
+            Some(ForgetAction::Propose(forget_a))
+        );
+        assert_eq!(ForgetRequests::forwarded(Role::Follower, "a".into()), None);
+        let long = "x".repeat(MAX_SERVER_ID_BYTES + 1);
+        assert_eq!(ForgetRequests::forwarded(Role::Leader, long), None);
     }
 }
