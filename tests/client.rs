@@ -15,63 +15,10 @@ mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raftlb::http::{self, Limits, Reply, Request, Service, Serving};
 use raftlb::status::{NodeStatus, ServerStatus, Status};
-
-/// A fake node: answers every request with a fixed status and body, and
-/// records the paths it was asked for.
-struct FakeNode {
-    addr: SocketAddr,
-    answer: Arc<FixedAnswer>,
-    /// Stops the server when the fake is dropped.
-    _serving: Serving,
-}
-
-/// The fake's answer, and the paths it was asked for.
-struct FixedAnswer {
-    status: u16,
-    body: String,
-    paths: Mutex<Vec<String>>,
-}
-
-impl Service for FixedAnswer {
-    fn body_limit(&self, _method: &str, _path: &str) -> usize {
-        4096
-    }
-
-    fn handle(&self, request: &Request) -> Reply {
-        self.paths
-            .lock()
-            .expect("recorder lock")
-            .push(request.url().to_string());
-        http::text(self.status, self.body.clone())
-    }
-}
-
-impl FakeNode {
-    fn start(status: u16, body: &str) -> FakeNode {
-        let listener = http::bind("127.0.0.1:0").expect("bind loopback port 0");
-        let addr = listener.local_addr();
-        let answer = Arc::new(FixedAnswer {
-            status,
-            body: body.to_string(),
-            paths: Mutex::new(Vec::new()),
-        });
-        let serving = http::serve(listener, Limits::default(), Arc::clone(&answer));
-        FakeNode {
-            addr,
-            answer,
-            _serving: serving,
-        }
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.answer.paths.lock().expect("recorder lock").clone()
-    }
-}
+use support::FakeHttp;
 
 /// A loopback address where nothing listens: bound, then released.
 fn refusing_addr() -> SocketAddr {
@@ -109,8 +56,8 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn prime_moves_past_a_refused_node_and_a_503_to_the_node_that_answers() {
-    let unavailable = FakeNode::start(503, "no live server\n");
-    let good = FakeNode::start(200, "104729");
+    let unavailable = FakeHttp::start(503, "no live server\n");
+    let good = FakeHttp::start(200, "104729");
     let output = raftlb(
         &[refusing_addr(), unavailable.addr, good.addr],
         &["prime", "10000"],
@@ -124,7 +71,7 @@ fn prime_moves_past_a_refused_node_and_a_503_to_the_node_that_answers() {
 #[test]
 fn prime_moves_past_a_node_that_does_not_answer_in_time() {
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let good = FakeNode::start(200, "2\n");
+    let good = FakeHttp::start(200, "2\n");
     let addrs = [silent.local_addr().expect("addr"), good.addr];
     let output = raftlb(&addrs, &["--timeout-ms", "300", "prime", "1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -133,8 +80,8 @@ fn prime_moves_past_a_node_that_does_not_answer_in_time() {
 
 #[test]
 fn prime_exits_1_with_one_line_per_node_when_every_node_fails() {
-    let unavailable = FakeNode::start(503, "no live server\n");
-    let broken = FakeNode::start(200, "<html>not a prime</html>");
+    let unavailable = FakeHttp::start(503, "no live server\n");
+    let broken = FakeHttp::start(200, "<html>not a prime</html>");
     let output = raftlb(
         &[refusing_addr(), unavailable.addr, broken.addr],
         &["prime", "3"],
@@ -162,8 +109,8 @@ fn prime_exits_1_with_one_line_per_node_when_every_node_fails() {
 
 #[test]
 fn prime_takes_a_400_as_final_bad_usage() {
-    let strict = FakeNode::start(400, "bad N: above the maximum 10000000000\n");
-    let good = FakeNode::start(200, "104729");
+    let strict = FakeHttp::start(400, "bad N: above the maximum 10000000000\n");
+    let good = FakeHttp::start(200, "104729");
     let output = raftlb(&[strict.addr, good.addr], &["prime", "99999999999"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
@@ -176,7 +123,7 @@ fn prime_takes_a_400_as_final_bad_usage() {
 
 #[test]
 fn prime_refuses_a_malformed_n_without_asking_any_node() {
-    let good = FakeNode::start(200, "2");
+    let good = FakeHttp::start(200, "2");
     for n in ["0", "-1", "abc", "1e3", "12x", "", "123456789012345678901"] {
         let output = raftlb(&[good.addr], &["prime", n]);
         assert_eq!(output.status.code(), Some(2), "N {n:?}");
@@ -228,8 +175,8 @@ fn status(id: &str, role: &str, leader: Option<&str>) -> String {
 
 #[test]
 fn status_marks_the_leader_and_shows_its_servers() {
-    let follower = FakeNode::start(200, &status("B", "follower", Some("C")));
-    let leader = FakeNode::start(200, &status("C", "leader", Some("C")));
+    let follower = FakeHttp::start(200, &status("B", "follower", Some("C")));
+    let leader = FakeHttp::start(200, &status("C", "leader", Some("C")));
     let output = raftlb(&[refusing_addr(), follower.addr, leader.addr], &["status"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let out = stdout(&output);
@@ -271,7 +218,7 @@ fn status_marks_the_leader_and_shows_its_servers() {
 #[test]
 fn status_json_prints_the_first_answering_nodes_raw_status() {
     let body = status("B", "follower", Some("C"));
-    let follower = FakeNode::start(200, &body);
+    let follower = FakeHttp::start(200, &body);
     let output = raftlb(&[refusing_addr(), follower.addr], &["status", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), format!("{body}\n"));
@@ -279,7 +226,7 @@ fn status_json_prints_the_first_answering_nodes_raw_status() {
 
 #[test]
 fn status_with_every_node_down_prints_them_down_and_exits_1() {
-    let unavailable = FakeNode::start(503, "starting\n");
+    let unavailable = FakeHttp::start(503, "starting\n");
     let output = raftlb(
         &[refusing_addr(), unavailable.addr],
         &["--timeout-ms", "500", "status"],

@@ -15,119 +15,37 @@
 
 #[path = "daemon/cgroup.rs"]
 mod cgroup;
+mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use raftlb::http::{self, Limits, Reply, Request, Service, Serving};
 use raftlb::report::Report;
+use support::FakeHttp;
 
-/// A request's body and its X-Raftlb-Auth header.
-type Recorded = (Vec<u8>, Option<String>);
-
-/// A `raftlb::http` server on 127.0.0.1:0 that answers every request with
-/// `status` (switchable) and records the bodies of the requests it got.
-struct FakeHttp {
-    addr: SocketAddr,
-    recorder: Arc<Recorder>,
-    /// Stops the server when the fake is dropped.
-    _serving: Serving,
+/// The fake node's reports, parsed.
+fn reports_of(node: &FakeHttp) -> Vec<Report> {
+    node.requests()
+        .iter()
+        .map(|r| Report::parse(&r.body).unwrap_or_else(|e| panic!("bad report {e}: {:?}", r.body)))
+        .collect()
 }
 
-/// What the fake answers, and what it got.
-struct Recorder {
-    status: AtomicU16,
-    /// When set, only this path answers `status`; every other answers 404.
-    only_path: Option<String>,
-    bodies: Mutex<Vec<Recorded>>,
-    paths: Mutex<Vec<String>>,
-}
-
-impl Service for Recorder {
-    /// A report is at most 4 KiB.
-    fn body_limit(&self, _method: &str, _path: &str) -> usize {
-        4096
-    }
-
-    fn handle(&self, request: &Request) -> Reply {
-        let tag = request
-            .header(raftlb::auth::AUTH_HEADER)
-            .map(str::to_string);
-        self.bodies
-            .lock()
-            .expect("recorder lock")
-            .push((request.body().to_vec(), tag));
-        let path = request.path().to_string();
-        let other = self.only_path.as_ref().is_some_and(|only| *only != path);
-        self.paths.lock().expect("recorder lock").push(path);
-        let status = if other {
-            404
-        } else {
-            self.status.load(Ordering::SeqCst)
-        };
-        http::text(status, "ok")
-    }
-}
-
-impl FakeHttp {
-    fn start(status: u16) -> FakeHttp {
-        FakeHttp::serve(status, None)
-    }
-
-    /// A worker whose only healthy path is `path`.
-    fn healthy_at(path: &str) -> FakeHttp {
-        FakeHttp::serve(200, Some(path.to_string()))
-    }
-
-    fn serve(status: u16, only_path: Option<String>) -> FakeHttp {
-        let listener = http::bind("127.0.0.1:0").expect("bind loopback port 0");
-        let addr = listener.local_addr();
-        let recorder = Arc::new(Recorder {
-            status: AtomicU16::new(status),
-            only_path,
-            bodies: Mutex::new(Vec::new()),
-            paths: Mutex::new(Vec::new()),
-        });
-        let serving = http::serve(listener, Limits::default(), Arc::clone(&recorder));
-        FakeHttp {
-            addr,
-            recorder,
-            _serving: serving,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn count(&self) -> usize {
-        self.recorder.bodies.lock().expect("recorder lock").len()
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.recorder.paths.lock().expect("recorder lock").clone()
-    }
-
-    fn reports(&self) -> Vec<Report> {
-        let bodies = self.recorder.bodies.lock().expect("recorder lock").clone();
-        bodies
-            .iter()
-            .map(|(b, _)| Report::parse(b).unwrap_or_else(|e| panic!("bad report {e}: {b:?}")))
-            .collect()
-    }
-
-    /// Asserts that every request carried the tag of its body under `key`.
-    fn assert_signed_with(&self, key: &std::path::Path) {
-        let keys = raftlb::auth::Keys::new(raftlb::auth::read_key(key).expect("key"), None);
-        let bodies = self.recorder.bodies.lock().expect("recorder lock").clone();
-        assert!(!bodies.is_empty());
-        for (body, tag) in bodies {
-            assert_eq!(keys.verify_body(tag.as_deref(), &body), Ok(()), "{tag:?}");
-        }
+/// Asserts that every request the fake node got carried the tag of its body
+/// under `key`.
+fn assert_signed_with(node: &FakeHttp, key: &std::path::Path) {
+    let keys = raftlb::auth::Keys::new(raftlb::auth::read_key(key).expect("key"), None);
+    let requests = node.requests();
+    assert!(!requests.is_empty());
+    for r in requests {
+        assert_eq!(
+            keys.verify_body(r.auth.as_deref(), &r.body),
+            Ok(()),
+            "{:?}",
+            r.auth
+        );
     }
 }
 
@@ -245,8 +163,8 @@ fn assert_no_reports_for_a_while(node: &FakeHttp, worker: &FakeHttp, why: &str) 
 
 #[test]
 fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
-    let node = FakeHttp::start(202);
-    let worker = FakeHttp::start(200);
+    let node = FakeHttp::start(202, "accepted");
+    let worker = FakeHttp::start(200, "ok");
     // A silent node: the kernel accepts connections, nobody ever answers, so
     // each report to it costs the full 500 ms timeout.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -291,17 +209,17 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     let ticks = worker.count() - ticks_before;
     let reports = node.count() - reports_before;
     assert!(reports + 2 >= ticks, "{reports} reports in {ticks} ticks");
-    assert_reports_are_sound(&node.reports(), &worker_url);
-    node.assert_signed_with(&dir.path().join("cluster.key"));
+    assert_reports_are_sound(&reports_of(&node), &worker_url);
+    assert_signed_with(&node, &dir.path().join("cluster.key"));
 
-    worker.recorder.status.store(503, Ordering::SeqCst);
+    worker.set_status(503);
     assert_no_reports_for_a_while(&node, &worker, "reports while /health answered 503");
 
     let paused_at = node.count();
-    worker.recorder.status.store(200, Ordering::SeqCst);
+    worker.set_status(200);
     let resumed = || node.count() >= paused_at + 3;
     assert!(wait_until(Duration::from_secs(10), resumed), "no resume");
-    assert_reports_are_sound(&node.reports(), &worker_url);
+    assert_reports_are_sound(&reports_of(&node), &worker_url);
 
     let pid = libc::pid_t::try_from(child.0.id()).expect("a pid fits pid_t");
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
@@ -316,8 +234,8 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
 
 #[test]
 fn reports_stop_when_the_measured_process_is_gone() {
-    let node = FakeHttp::start(202);
-    let worker = FakeHttp::start(200);
+    let node = FakeHttp::start(202, "accepted");
+    let worker = FakeHttp::start(200, "ok");
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = nodes_file(&dir, &format!("A {}\n", node.addr));
     let mut measured = Guard(
@@ -347,7 +265,7 @@ fn reports_stop_when_the_measured_process_is_gone() {
     measured.0.kill().expect("kill sleep");
     measured.wait_exit(Duration::from_secs(5));
     assert_no_reports_for_a_while(&node, &worker, "reports about a process that is gone");
-    assert_reports_are_sound(&node.reports(), &worker_url);
+    assert_reports_are_sound(&reports_of(&node), &worker_url);
 }
 
 #[test]
@@ -405,7 +323,7 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn reports_follow_the_health_path_and_stop_while_it_fails() {
-    let node = FakeHttp::start(202);
+    let node = FakeHttp::start(202, "accepted");
     let worker = FakeHttp::healthy_at("/ready");
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = nodes_file(&dir, &format!("A {}\n", node.addr));
@@ -440,7 +358,7 @@ fn reports_follow_the_health_path_and_stop_while_it_fails() {
     );
     let asked: Vec<String> = worker.paths().split_off(asked_before);
     assert!(asked.iter().all(|p| p == "/ready"), "{asked:?}");
-    assert_reports_are_sound(&node.reports(), &worker_url);
+    assert_reports_are_sound(&reports_of(&node), &worker_url);
 }
 
 /// The median of the reports of `server` after the first two (the first
@@ -493,8 +411,8 @@ fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
     busy_cgroup.add(spin.0.id()).expect("move the busy loop in");
     idle_cgroup.add(sleeper.0.id()).expect("move sleep in");
 
-    let node = FakeHttp::start(202);
-    let worker = FakeHttp::start(200);
+    let node = FakeHttp::start(202, "accepted");
+    let worker = FakeHttp::start(200, "ok");
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = nodes_file(&dir, &format!("A {}\n", node.addr));
     let nodes = nodes.to_str().expect("utf-8");
@@ -507,7 +425,7 @@ fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
     let _busy_daemon = run("busy", &busy_cgroup);
     let _idle_daemon = run("idle", &idle_cgroup);
     let enough = || {
-        let reports = node.reports();
+        let reports = reports_of(&node);
         ["busy", "idle"]
             .iter()
             .all(|s| reports.iter().filter(|r| r.server == *s).count() >= 10)
@@ -517,7 +435,7 @@ fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
         "too few reports"
     );
 
-    let reports = node.reports();
+    let reports = reports_of(&node);
     let (busy_cpu, busy_wait) = median_load(&reports, "busy");
     let (idle_cpu, idle_wait) = median_load(&reports, "idle");
     eprintln!(
@@ -537,7 +455,7 @@ fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
     );
     assert!(idle_cpu <= 10.0, "an idle cgroup: cpu {idle_cpu}");
     assert!(idle_wait <= 20.0, "an idle cgroup: wait {idle_wait}");
-    node.assert_signed_with(&dir.path().join("cluster.key"));
+    assert_signed_with(&node, &dir.path().join("cluster.key"));
 }
 
 #[test]

@@ -700,3 +700,112 @@ pub fn run_tool(program: &Path, args: &[&str], input: &str) -> Result<String, St
         ))
     }
 }
+
+/// A request a [`FakeHttp`] got.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Path and query as sent.
+    pub url: String,
+    pub body: Vec<u8>,
+    /// Its `X-Raftlb-Auth` header.
+    pub auth: Option<String>,
+}
+
+/// A `raftlb::http` server on 127.0.0.1:0 standing in for a node or a worker:
+/// it answers every request with its status (switchable) and body (with
+/// `only_path`, every other path gets 404), and records what it was asked.
+/// Stopped when dropped.
+pub struct FakeHttp {
+    pub addr: std::net::SocketAddr,
+    answer: std::sync::Arc<FakeAnswer>,
+    _serving: raftlb::http::Serving,
+}
+
+struct FakeAnswer {
+    status: std::sync::atomic::AtomicU16,
+    body: String,
+    only_path: Option<String>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+impl raftlb::http::Service for FakeAnswer {
+    /// Reports and commands are at most 4 KiB.
+    fn body_limit(&self, _method: &str, _path: &str) -> usize {
+        4096
+    }
+
+    fn handle(&self, request: &raftlb::http::Request) -> raftlb::http::Reply {
+        let other = (self.only_path.as_ref()).is_some_and(|only| only != request.path());
+        let status = if other {
+            404
+        } else {
+            self.status.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        lock(&self.requests).push(Recorded {
+            url: request.url().to_string(),
+            body: request.body().to_vec(),
+            auth: request
+                .header(raftlb::auth::AUTH_HEADER)
+                .map(str::to_string),
+        });
+        raftlb::http::text(status, self.body.clone())
+    }
+}
+
+impl FakeHttp {
+    /// Answers every request `status` with `body`.
+    pub fn start(status: u16, body: &str) -> FakeHttp {
+        FakeHttp::serve(status, body, None)
+    }
+
+    /// A worker whose only healthy path is `path` (200 `ok`; others 404).
+    pub fn healthy_at(path: &str) -> FakeHttp {
+        FakeHttp::serve(200, "ok", Some(path.to_string()))
+    }
+
+    fn serve(status: u16, body: &str, only_path: Option<String>) -> FakeHttp {
+        let listener = raftlb::http::bind("127.0.0.1:0").expect("bind loopback port 0");
+        let addr = listener.local_addr();
+        let answer = std::sync::Arc::new(FakeAnswer {
+            status: std::sync::atomic::AtomicU16::new(status),
+            body: body.to_string(),
+            only_path,
+            requests: Mutex::new(Vec::new()),
+        });
+        let limits = raftlb::http::Limits::default();
+        let serving = raftlb::http::serve(listener, limits, std::sync::Arc::clone(&answer));
+        FakeHttp {
+            addr,
+            answer,
+            _serving: serving,
+        }
+    }
+
+    /// From now on, answers `status`.
+    pub fn set_status(&self, status: u16) {
+        (self.answer.status).store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.answer.requests).clone()
+    }
+
+    /// The path and query of every request so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.url).collect()
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.answer.requests).len()
+    }
+}
+
+/// Test locks: a test that panicked holding one has failed already.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
