@@ -153,7 +153,7 @@ impl Worker {
         }
         let n = match primes::parse_n(segment, self.max_n) {
             Ok(n) => n,
-            Err(reason) => return http::error(400, &reason),
+            Err(bad) => return http::error(400, &bad.to_string()),
         };
         let Some(_place) = self.wait_for_place() else {
             return http::error(503, "worker busy: every computing place taken, try again");

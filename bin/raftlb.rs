@@ -311,7 +311,7 @@ fn run() -> Result<(), Exit> {
             verbose,
             timeout_ms,
         } => {
-            let n = prime::check_n(&n).map_err(Exit::Usage)?;
+            let n = prime::check_n(&n).map_err(|bad| Exit::Usage(bad.to_string()))?;
             let found = find_nodes()?;
             let answer = prime::prime(
                 found.nodes.entries(),

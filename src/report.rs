@@ -29,38 +29,75 @@ pub struct Report {
     pub seq: u64,
 }
 
+/// Why a report was refused; `Display` is the 400's one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportError {
+    /// The body is not the report's JSON (serde's reason).
+    Json(String),
+    /// `server` is empty or longer than [`MAX_SERVER_ID_BYTES`].
+    ServerLength,
+    /// `server` holds a control character.
+    ServerControl,
+    /// `url` is longer than `MAX_URL_BYTES`.
+    UrlLength,
+    /// `url` is not `http://HOST:PORT`, for this reason.
+    Url(&'static str),
+    /// This field (`cpu`, `wait`) is outside 0..=100.
+    OutOfRange(&'static str),
+}
+
+impl std::fmt::Display for ReportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportError::Json(e) => write!(f, "bad report JSON: {e}"),
+            ReportError::ServerLength => {
+                write!(
+                    f,
+                    "bad report: server must be 1-{MAX_SERVER_ID_BYTES} bytes"
+                )
+            }
+            ReportError::ServerControl => {
+                f.write_str("bad report: server must not contain control characters")
+            }
+            ReportError::UrlLength => {
+                write!(f, "bad report: url must be at most {MAX_URL_BYTES} bytes")
+            }
+            ReportError::Url(reason) => {
+                write!(f, "bad report: url must be http://HOST:PORT ({reason})")
+            }
+            ReportError::OutOfRange(name) => {
+                write!(f, "bad report: {name} must be between 0 and 100")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReportError {}
+
 impl Report {
-    /// Parses and validates a report body; the error is a one-line reason.
-    pub fn parse(body: &[u8]) -> Result<Report, String> {
+    /// Parses and validates a report body.
+    pub fn parse(body: &[u8]) -> Result<Report, ReportError> {
         let report: Report =
-            serde_json::from_slice(body).map_err(|e| format!("bad report JSON: {e}"))?;
+            serde_json::from_slice(body).map_err(|e| ReportError::Json(e.to_string()))?;
         report.validate()?;
         Ok(report)
     }
 
     /// Checks the fields' ranges and shapes.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), ReportError> {
         if self.server.is_empty() || self.server.len() > MAX_SERVER_ID_BYTES {
-            return Err(format!(
-                "bad report: server must be 1-{MAX_SERVER_ID_BYTES} bytes"
-            ));
+            return Err(ReportError::ServerLength);
         }
         if self.server.chars().any(char::is_control) {
-            return Err("bad report: server must not contain control characters".into());
+            return Err(ReportError::ServerControl);
         }
         if self.url.len() > MAX_URL_BYTES {
-            return Err(format!(
-                "bad report: url must be at most {MAX_URL_BYTES} bytes"
-            ));
+            return Err(ReportError::UrlLength);
         }
-        if let Err(reason) = check_worker_url(&self.url) {
-            return Err(format!(
-                "bad report: url must be http://HOST:PORT ({reason})"
-            ));
-        }
+        check_worker_url(&self.url).map_err(ReportError::Url)?;
         for (name, value) in [("cpu", self.cpu), ("wait", self.wait)] {
             if !(0.0..=100.0).contains(&value) {
-                return Err(format!("bad report: {name} must be between 0 and 100"));
+                return Err(ReportError::OutOfRange(name));
             }
         }
         Ok(())
@@ -168,7 +205,9 @@ mod tests {
             br#"{"server":"w","url":"http://h:1","cpu":"1","seq":1}"#,
         ];
         for body in cases {
-            let err = Report::parse(body).expect_err(&String::from_utf8_lossy(body));
+            let err = Report::parse(body)
+                .expect_err(&String::from_utf8_lossy(body))
+                .to_string();
             assert!(err.starts_with("bad report"), "{err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
@@ -233,6 +272,8 @@ mod tests {
     fn a_bad_url_is_refused_with_its_reason_on_one_line() {
         let body = br#"{"server":"w","url":"http://h:1/prime?n=1","cpu":1,"seq":1}"#;
         let err = Report::parse(body).expect_err("a path is refused");
+        assert!(matches!(err, ReportError::Url(_)), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("no path"), "{err}");
         assert!(!err.contains('\n'));
     }

@@ -247,7 +247,7 @@ fn help_texts_name_their_own_program_default_and_range() {
         "{client}"
     );
     assert_eq!(
-        raftlb::primes::parse_n("12x", 10),
+        raftlb::primes::parse_n("12x", 10).map_err(|e| e.to_string()),
         Err("N must be a whole number from 1 to 10, got \"12x\"".into())
     );
 }

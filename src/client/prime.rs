@@ -42,13 +42,15 @@ impl Answer {
 }
 
 /// Checks that `n` is a decimal N >= 1; the error is a one-line reason.
-pub fn check_n(n: &str) -> Result<u64, String> {
+pub fn check_n(n: &str) -> Result<u64, crate::primes::BadN> {
     // The nodes' own parser, with no upper bound of its own: the shape rules
     // stay in one place.
-    crate::primes::parse_n(n, u64::MAX).map_err(|_| {
+    crate::primes::parse_n(n, u64::MAX).map_err(|bad| {
         // The client cannot know the nodes' bound: it names it.
-        let upper = format!("the nodes' --max-n ({} by default)", crate::primes::MAX_N);
-        crate::primes::bad_n(n, &upper)
+        bad.with_upper(&format!(
+            "the nodes' --max-n ({} by default)",
+            crate::primes::MAX_N
+        ))
     })
 }
 
@@ -99,7 +101,7 @@ mod tests {
             "1.0",
             "123456789012345678901",
         ] {
-            let err = check_n(bad).expect_err(bad);
+            let err = check_n(bad).expect_err(bad).to_string();
             assert!(
                 err.starts_with("N must be a whole number from 1 to "),
                 "{err}"

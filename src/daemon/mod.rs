@@ -100,9 +100,12 @@ pub fn check_health_path(path: &str) -> Result<(), String> {
 
 /// Checks `--id` against the rules the nodes apply to a report's `server`.
 pub fn check_id(id: &str) -> Result<(), String> {
-    probe_report("http://h:1", id)
-        .validate()
-        .map_err(|e| format!("bad --id {id:?}: {}", e.trim_start_matches("bad report: ")))
+    probe_report("http://h:1", id).validate().map_err(|e| {
+        format!(
+            "bad --id {id:?}: {}",
+            e.to_string().trim_start_matches("bad report: ")
+        )
+    })
 }
 
 fn probe_report(url: &str, id: &str) -> Report {

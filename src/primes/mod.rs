@@ -21,7 +21,7 @@ mod parse;
 mod sieve;
 
 pub use cache::NthPrimeCache;
-pub use parse::{bad_n, parse_n};
+pub use parse::{parse_n, BadN};
 
 /// The default largest N a worker answers (SPEC `--max-n`).
 pub const MAX_N: u64 = 10_000_000_000;

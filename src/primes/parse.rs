@@ -12,20 +12,44 @@ const DIGITS_MAX: usize = 20;
 
 /// Parses `text` as N, accepting only ASCII digits (no sign, no spaces, no exponent;
 /// leading zeros are allowed, as in any decimal integer) with a value in `1..=max_n`.
-pub fn parse_n(text: &str, max_n: u64) -> Result<u64, String> {
+pub fn parse_n(text: &str, max_n: u64) -> Result<u64, BadN> {
     parse_digits(text)
         .filter(|n| (1..=max_n).contains(n))
-        .ok_or_else(|| bad_n(text, &max_n.to_string()))
+        .ok_or_else(|| BadN {
+            echo: echo(text),
+            upper: max_n.to_string(),
+        })
 }
 
-/// The one wording of a refused N, for the node, the worker and the client
-/// (which does not know the nodes' `--max-n`, so names it as `upper`).
-pub fn bad_n(text: &str, upper: &str) -> String {
-    format!(
-        "N must be a whole number from 1 to {upper}, got {}",
-        echo(text)
-    )
+/// A refused N; `Display` is the one wording of it for the node, the worker
+/// and the client (400, or exit 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadN {
+    /// The input, quoted and cut short.
+    echo: String,
+    /// The largest N accepted, as the message names it.
+    upper: String,
 }
+
+impl BadN {
+    /// The same refusal naming `upper` as the bound (the client does not know
+    /// the nodes' `--max-n`, so it names it in words).
+    pub fn with_upper(self, upper: &str) -> BadN {
+        BadN {
+            upper: upper.to_string(),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for BadN {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let BadN { echo, upper } = self;
+        write!(f, "N must be a whole number from 1 to {upper}, got {echo}")
+    }
+}
+
+impl std::error::Error for BadN {}
 
 /// The value of `text` if it is 1 to 20 ASCII digits and fits a u64.
 fn parse_digits(text: &str) -> Option<u64> {
@@ -82,7 +106,7 @@ mod tests {
             "00000000000000000000",
         ];
         for text in bad {
-            let message = parse_n(text, MAX).expect_err(text);
+            let message = parse_n(text, MAX).expect_err(text).to_string();
             assert!(
                 message.starts_with("N must be a whole number from 1 to 10000000000, got \""),
                 "{message}"
@@ -121,7 +145,9 @@ mod tests {
 
     #[test]
     fn echo_of_huge_input_is_truncated() {
-        let message = parse_n(&"7".repeat(1_000_000), MAX).expect_err("too long");
+        let message = parse_n(&"7".repeat(1_000_000), MAX)
+            .expect_err("too long")
+            .to_string();
         assert!(message.len() < 120, "{message}");
         assert!(
             message.ends_with(&format!("\"{}…\"", "7".repeat(40))),
@@ -131,7 +157,9 @@ mod tests {
 
     #[test]
     fn echo_truncation_respects_multibyte_characters() {
-        let message = parse_n(&"é".repeat(100), MAX).expect_err("not digits");
+        let message = parse_n(&"é".repeat(100), MAX)
+            .expect_err("not digits")
+            .to_string();
         assert!(
             message.ends_with(&format!("\"{}…\"", "é".repeat(40))),
             "{message}"

@@ -106,7 +106,7 @@ fn try_in_order(
 pub fn handle(node: &NodeHttp, n_text: &str) -> Reply {
     let n = match crate::primes::parse_n(n_text, node.handle.max_n()) {
         Ok(n) => n,
-        Err(reason) => return http::error(400, &reason),
+        Err(bad) => return http::error(400, &bad.to_string()),
     };
     forward(node, n)
 }

@@ -20,7 +20,7 @@ pub fn handle(node: &NodeHttp, request: &Request) -> Reply {
     }
     let report = match Report::parse(body) {
         Ok(report) => report,
-        Err(reason) => return http::error(400, &reason),
+        Err(reason) => return http::error(400, &reason.to_string()),
     };
     // One read guard for both questions: taking a second one while holding the
     // first can deadlock behind a waiting writer (the event loop applying).
