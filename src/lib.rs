@@ -5,7 +5,8 @@
 //! policy ([`balance`]); the runtime that runs a node ([`runtime`], whose
 //! [`runtime::NodeHandle`] the HTTP side ([`server`], over [`http`]) uses); and
 //! the pieces of the other programs (the [`daemon`], the [`client`], the
-//! [`primes`] of the worker). Each module's first line below says what it is.
+//! [`primes`] of the worker). Each module's own first line (rustdoc's module
+//! list) says what it is.
 //!
 //! The map (layers, entry points, flows, invariants) is ARCHITECTURE.md at the
 //! root of the repository; it is the one place that describes the layout.

@@ -34,7 +34,7 @@ pub struct Report {
 pub enum ReportError {
     /// The body is not the report's JSON (serde's reason).
     Json(String),
-    /// `server` is empty or longer than [`MAX_SERVER_ID_BYTES`].
+    /// `server` is empty or longer than `MAX_SERVER_ID_BYTES`.
     ServerLength,
     /// `server` holds a control character.
     ServerControl,

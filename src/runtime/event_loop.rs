@@ -15,7 +15,7 @@
 //!
 //! Two shells run it: [`EventLoop`] here (one thread waiting on datagrams from
 //! the UDP thread, requests from the HTTP threads and a 10 ms ticker, then
-//! sending the outbox over UDP), and the simulator (`tests/sim/node.rs`),
+//! sending the outbox over UDP), and the node simulator (`tests/nodesim/`),
 //! which runs five of them on `MemDir`s with virtual time, through the same
 //! code.
 
@@ -399,6 +399,7 @@ impl<D: Dir> NodeLogic<D> {
                 let table =
                     LoadTable::restore(&snapshot.data, now).map_err(RuntimeError::Snapshot)?;
                 self.forgets.snapshot_installed(&table);
+                self.intake.snapshot_installed(&table);
                 *locks::write(&self.shared.table) = table;
                 log::info!("installed a snapshot at index {}", snapshot.meta.index);
                 (self.notes).snapshot_installed(snapshot.meta.term, &self.shared.counters);

@@ -1,5 +1,5 @@
 //! Forgetting a server: removing it from the agreed table by a committed
-//! `table::Command::Forget`, on request ([`forget`], for `POST /admin/forget`).
+//! `table::Command::Forget`, on request (`NodeHandle::forget`, for `POST /admin/forget`).
 //! (The leader's own forgetting of servers dead for `--forget-after` is in
 //! `reports.rs`, beside marking them dead.)
 //!
@@ -19,9 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
-use super::event_loop::LoopInput;
 use crate::raft::{NodeId, Role};
 use crate::report::MAX_SERVER_ID_BYTES;
 use crate::table::{Command, LoadTable};
@@ -32,9 +31,6 @@ pub(crate) const FORGET_RESEND: Duration = Duration::from_millis(200);
 /// Requests waiting at once; beyond it, "unavailable" at once, so a flood of
 /// requests cannot grow the loop's memory.
 pub(crate) const MAX_FORGET_WAITING: usize = 64;
-/// How long [`forget`] waits past the deadline for the loop's own answer (the
-/// loop expires requests on its 10 ms tick).
-const ANSWER_GRACE: Duration = Duration::from_millis(100);
 /// Bounds of `--forget-after`: at least 100 ms (tests and demos: a server is
 /// dead for `--dead-after-ms` first anyway), at most a year (longer is "never",
 /// which keeps the table growing).
@@ -55,39 +51,6 @@ pub enum ForgetOutcome {
 
 /// Where the event loop answers one forget request.
 pub(crate) type ForgetReply = Sender<ForgetOutcome>;
-
-/// Asks the event loop behind `input` to forget `server`, and waits for the
-/// outcome until `deadline` (a few seconds: an election or two). The one
-/// function the HTTP layer calls for `POST /admin/forget`, after it checked
-/// the request's authentication: 200 for `Forgotten`, 404 for
-/// `UnknownServer`, 503 for `Unavailable`.
-pub fn forget(input: &Sender<LoopInput>, server: &str, deadline: Instant) -> ForgetOutcome {
-    if server.is_empty() || server.len() > MAX_SERVER_ID_BYTES {
-        return ForgetOutcome::UnknownServer; // no report could have named it
-    }
-    let (reply, answer) = crossbeam_channel::bounded(1);
-    let request = LoopInput::Forget {
-        server: server.to_string(),
-        reply,
-        deadline,
-    };
-    match input.try_send(request) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            return ForgetOutcome::Unavailable("the node is overloaded; try again".into())
-        }
-        Err(TrySendError::Disconnected(_)) => {
-            return ForgetOutcome::Unavailable("the node is stopping".into())
-        }
-    }
-    answer
-        .recv_deadline(deadline + ANSWER_GRACE)
-        .unwrap_or_else(|_| {
-            ForgetOutcome::Unavailable(
-                "no answer in time; the server may or may not be forgotten".into(),
-            )
-        })
-}
 
 /// Parses `--forget-after`: a number with a unit, `500ms`, `30s`, `90m`,
 /// `24h`, `7d`, or a plain number of milliseconds; within
@@ -387,24 +350,6 @@ mod tests {
         ] {
             assert!(parse_forget_after(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn forget_answers_unavailable_when_the_loop_does_not_answer() {
-        let (input, _loop_side) = crossbeam_channel::bounded(1);
-        let deadline = Instant::now() + Duration::from_millis(10);
-        let outcome = forget(&input, "a", deadline);
-        assert!(
-            matches!(outcome, ForgetOutcome::Unavailable(_)),
-            "{outcome:?}"
-        );
-        let (input, loop_side) = crossbeam_channel::bounded(1);
-        drop(loop_side);
-        assert!(matches!(
-            forget(&input, "a", deadline),
-            ForgetOutcome::Unavailable(_)
-        ));
-        assert_eq!(forget(&input, "", deadline), ForgetOutcome::UnknownServer);
     }
 
     /// A leader proposes a due forget, a follower forwards it to the leader it

@@ -10,16 +10,16 @@
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::event_loop::LoopInput;
-use super::forget::{self, ForgetOutcome};
+use super::forget::ForgetOutcome;
 use super::notes::NoteOutcome;
 use super::shared::{LoopCounters, RaftView, Shared};
 use crate::auth::Auth;
 use crate::nodes::Nodes;
 use crate::raft::NodeId;
-use crate::report::Report;
+use crate::report::{Report, MAX_SERVER_ID_BYTES};
 use crate::table::LoadTable;
 
 /// How long a note request waits past its deadline for the loop's own answer:
@@ -125,27 +125,54 @@ impl NodeHandle {
     fn ask_note(
         &self,
         input: LoopInput,
-        answer: crossbeam_channel::Receiver<NoteOutcome>,
+        answer: Receiver<NoteOutcome>,
         deadline: Instant,
     ) -> NoteOutcome {
+        self.ask(input, answer, deadline, NoteOutcome::Unavailable)
+    }
+
+    /// Hands `input` to the loop and waits for its answer on `answer` until
+    /// `deadline` and [`ANSWER_GRACE`]; `unavailable` makes the answer when
+    /// the queue is full, the loop has stopped, or it did not answer.
+    fn ask<T>(
+        &self,
+        input: LoopInput,
+        answer: Receiver<T>,
+        deadline: Instant,
+        unavailable: fn(String) -> T,
+    ) -> T {
         match self.input.try_send(input) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return NoteOutcome::Unavailable("node busy: request queue full, try again".into())
+                return unavailable("node busy: request queue full, try again".into())
             }
             Err(TrySendError::Disconnected(_)) => {
-                return NoteOutcome::Unavailable("this node is stopping".into())
+                return unavailable("this node is stopping".into())
             }
         }
         answer
             .recv_deadline(deadline + ANSWER_GRACE)
-            .unwrap_or_else(|_| NoteOutcome::Unavailable("this node is stopping".into()))
+            .unwrap_or_else(|_| {
+                unavailable(
+                    "no answer from this node's event loop in time (stopping or overloaded)".into(),
+                )
+            })
     }
 
     /// Removes `server` from the agreed table by a committed entry; waits until
     /// it is applied here, or until `deadline`.
+    /// 200 for `Forgotten`, 404 for `UnknownServer`, 503 for `Unavailable`.
     pub fn forget(&self, server: &str, deadline: Instant) -> ForgetOutcome {
-        forget::forget(&self.input, server, deadline)
+        if server.is_empty() || server.len() > MAX_SERVER_ID_BYTES {
+            return ForgetOutcome::UnknownServer; // no report could have named it
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let input = LoopInput::Forget {
+            server: server.to_string(),
+            reply,
+            deadline,
+        };
+        self.ask(input, answer, deadline, ForgetOutcome::Unavailable)
     }
 }
 
@@ -222,9 +249,26 @@ mod tests {
         let (node, rx) = handle(1);
         let started = Instant::now();
         let outcome = node.read_note(started + Duration::from_millis(50));
-        assert!(unavailable(outcome).contains("stopping"));
+        assert!(unavailable(outcome).contains("no answer"));
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert!(started.elapsed() < Duration::from_millis(50) + ANSWER_GRACE * 3);
         drop(rx);
+    }
+
+    /// A forget is asked and waited for like a note request; a server no
+    /// report could have named is unknown at once.
+    #[test]
+    fn a_forget_is_answered_by_the_loop_or_unavailable_or_unknown_at_once() {
+        let (node, rx) = handle(1);
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let outcome = node.forget("a", deadline);
+        assert!(matches!(outcome, ForgetOutcome::Unavailable(ref r) if r.contains("no answer")));
+        assert!(matches!(rx.try_recv(), Ok(LoopInput::Forget { .. })));
+        drop(rx);
+        let outcome = node.forget("a", deadline);
+        assert!(matches!(outcome, ForgetOutcome::Unavailable(ref r) if r.contains("stopping")));
+        assert_eq!(node.forget("", deadline), ForgetOutcome::UnknownServer);
+        let long = "x".repeat(MAX_SERVER_ID_BYTES + 1);
+        assert_eq!(node.forget(&long, deadline), ForgetOutcome::UnknownServer);
     }
 }

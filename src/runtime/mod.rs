@@ -65,7 +65,8 @@ use shared::{Shared, SharedSettings};
 /// Datagrams waiting for the loop; beyond this they are dropped (and counted):
 /// Raft retries, and an unbounded queue would only hide an overloaded node.
 const INBOUND_QUEUE: usize = 4096;
-/// Reports waiting for the loop; a full queue answers 503.
+/// Requests from the HTTP threads waiting for the loop (reports, note writes
+/// and reads, forgets, all in one queue); a full queue answers 503.
 const INPUT_QUEUE: usize = 1024;
 
 /// Everything a node needs to start, from its flags.
@@ -238,7 +239,7 @@ impl<D: Dir> NodeLogic<D> {
             shared,
             outbox: Vec::new(),
             intake: ReportIntake::new(settings.dead_after, settings.forget_after),
-            notes: notes::NoteRequests::new(seed),
+            notes: notes::NoteRequests::new(me, seed),
             forgets: forget::ForgetRequests::default(),
             last_tick: now,
             heard_from: vec![None; nodes.entries().len()],

@@ -165,6 +165,21 @@ impl ReportIntake {
         self.dead_proposed.remove(server);
         self.forget_proposed.remove(server);
     }
+
+    /// A snapshot replaced the table: every server it does not hold was
+    /// forgotten (its `Forget` may be inside the snapshot, never applied here).
+    pub(crate) fn snapshot_installed(&mut self, table: &LoadTable) {
+        let gone: Vec<String> = (self.sent.keys())
+            .chain(self.last_heard.keys())
+            .chain(self.dead_proposed.keys())
+            .chain(self.forget_proposed.keys())
+            .filter(|server| table.get(server).is_none())
+            .cloned()
+            .collect();
+        for server in gone {
+            self.forgotten(&server);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +276,31 @@ mod tests {
                 .due_dead(&table, t0 + Duration::from_millis(180))
                 .len(),
             1
+        );
+    }
+
+    /// A `Forget` inside an installed snapshot is never applied here: the
+    /// intake drops what it held of the servers the new table lacks, as it
+    /// would on applying the `Forget`, and keeps the others.
+    #[test]
+    fn a_snapshot_without_a_server_forgets_it_in_the_intake() {
+        let now = Instant::now();
+        let mut table = LoadTable::new();
+        table.apply(&Command::Reports(vec![report("kept", 1)]), now);
+        let mut intake = ReportIntake::new(Duration::from_secs(3), FORGET);
+        for (server, seq) in [("kept", 2), ("gone", 5)] {
+            intake.receive(report(server, seq), &table, now);
+        }
+        assert_eq!(intake.take_batch(&table).len(), 2);
+        intake.receive(report("gone", 5), &table, now);
+        assert!(intake.take_batch(&table).is_empty(), "seq 5 already sent");
+        intake.snapshot_installed(&table);
+        intake.receive(report("gone", 5), &table, now);
+        assert_eq!(intake.take_batch(&table).len(), 1, "gone comes back as new");
+        intake.receive(report("kept", 2), &table, now);
+        assert!(
+            intake.take_batch(&table).is_empty(),
+            "kept's seq 2 still sent"
         );
     }
 

@@ -215,6 +215,9 @@ fn url_decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    // Two hex digits, nothing else: from_str_radix alone
+                    // would take a sign ("%+1").
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| "bad percent-encoding in the form field".to_string())?;
@@ -282,6 +285,8 @@ mod tests {
             &b"textareaData=%"[..],
             b"textareaData=%G1",
             b"textareaData=%4",
+            b"textareaData=%+1",
+            b"textareaData=%-1",
         ] {
             let err = form_field(bad, FORM_FIELD).expect_err("bad percent-encoding");
             assert!(err.contains("percent"), "{err}");

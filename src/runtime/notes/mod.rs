@@ -127,6 +127,16 @@ struct Read {
     deadline: Instant,
 }
 
+/// The first request id of node `me` in a run seeded with `seed`.
+fn request_start(me: NodeId, seed: u64) -> u64 {
+    // splitmix64's finalizer: nearby seeds give unrelated values.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (me << 56) | (z >> 8)
+}
+
 /// How many recent forwarded requests a leader remembers, to propose each once
 /// even if its datagram arrives twice (duplicates arrive within milliseconds).
 const MAX_REMEMBERED_FORWARDS: usize = 4096;
@@ -162,11 +172,15 @@ pub(crate) struct NoteRequests {
 }
 
 impl NoteRequests {
-    /// `request_seed` starts the request ids: it must differ between nodes and
-    /// between runs of a node (a random number does).
-    pub fn new(request_seed: u64) -> NoteRequests {
+    /// The request ids of node `me` start from `request_seed`, which must
+    /// differ between runs of a node (a random number does). A write is known
+    /// by its id when it is applied, so ids must never meet: the node's id in
+    /// the top 8 bits keeps nodes apart, and the seed, mixed, places each run
+    /// at a random point of the other 2^56 (seeds that differ by a little,
+    /// as the simulator's do across restarts, land far apart).
+    pub fn new(me: NodeId, request_seed: u64) -> NoteRequests {
         NoteRequests {
-            next_request: request_seed,
+            next_request: request_start(me, request_seed),
             ..NoteRequests::default()
         }
     }

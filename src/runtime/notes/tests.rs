@@ -9,7 +9,23 @@ use crossbeam_channel::Receiver;
 use super::*;
 
 fn requests() -> NoteRequests {
-    NoteRequests::new(1000)
+    NoteRequests::new(1, 1000)
+}
+
+/// Request ids name a write when it is applied: two nodes never share one,
+/// and two runs of a node whose seeds differ by a little (the simulator's
+/// restarts) start far apart.
+#[test]
+fn request_ids_of_different_nodes_or_nearby_seeds_never_meet() {
+    let start = |me, seed| NoteRequests::new(me, seed).next_request;
+    assert_eq!(start(3, 42) >> 56, 3, "the node's id on top");
+    assert_ne!(start(1, 42) >> 56, start(2, 42) >> 56);
+    for seed in [0, 1, 7919, 7919 * 2, u64::MAX] {
+        for other in [seed ^ 7919, seed.wrapping_add(1), seed ^ (7919 * 3)] {
+            let gap = start(1, seed).abs_diff(start(1, other));
+            assert!(gap > 1 << 32, "seeds {seed} and {other}: ids {gap} apart");
+        }
+    }
 }
 
 /// Adds a write and takes it out as the loop would to send it.
