@@ -35,6 +35,9 @@ use prime::Forwarder;
 /// Body limit of the membership and server-removal commands (small JSON).
 pub(crate) const ADMIN_BODY_BYTES_MAX: usize = 4 * 1024;
 
+/// A route's handler.
+type Handler = fn(&NodeHttp, &Request) -> Reply;
+
 /// What every handler may use.
 pub struct NodeHttp {
     /// The running node: its view, its table, and the requests it takes.
@@ -75,22 +78,38 @@ impl NodeHttp {
         }
     }
 
+    /// Each route in one place: its path, the methods it takes, and its
+    /// handler. A path not listed here is a prime request if it has the shape
+    /// of one, else 404.
     fn route(&self, request: &Request) -> Reply {
         let path = request.path();
-        let method = request.method();
-        let allowed: &[&str] = match path {
-            "/" | "/health" | "/status" | "/metrics" => &["GET"],
-            "/report" => &["POST"],
-            "/note" => &["GET", "PUT", "POST"],
-            "/admin/forget" => &["POST"],
+        let (allowed, handler): (&[&str], Handler) = match path {
+            "/" => (&["GET"], |node, _| node.page()),
+            "/health" => (&["GET"], |_, _| http::text(200, "ok")),
+            // Every node's page shows every node: it fetches their /status.
+            "/status" => (&["GET"], |node, _| {
+                let json = http::json(200, &node.status());
+                http::with_header(json, "Access-Control-Allow-Origin", "*")
+            }),
+            "/metrics" => (&["GET"], |node, _| {
+                metrics::reply(&node.handle, &node.counters, &node.chooser)
+            }),
+            "/note" => (&["GET", "PUT", "POST"], NodeHttp::note),
+            "/report" => (&["POST"], report::handle),
+            "/admin/forget" => (&["POST"], admin::forget),
             // Reserved for `raftlb member` (SPEC; membership change is not
             // built yet); its handler goes here, with ADMIN_BODY_BYTES_MAX.
             "/admin/member" => {
                 return http::error(404, &format!("{path} is not served by this version"))
             }
-            _ if is_prime_path(path) => &["GET"],
+            _ if is_prime_path(path) => (&["GET"], |node, request| {
+                let path = request.path();
+                let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
+                prime::handle(node, n_text)
+            }),
             _ => return http::error(404, &format!("no such path: {}", truncate(path))),
         };
+        let method = request.method();
         let head_of_get = method == "HEAD" && allowed.contains(&"GET");
         if !allowed.contains(&method) && !head_of_get {
             let allowed = allowed.join(", ");
@@ -100,31 +119,21 @@ impl NodeHttp {
                 &allowed,
             );
         }
-        match path {
-            "/" => self.page(),
-            "/health" => http::text(200, "ok"),
-            // Every node's page shows every node: it fetches their /status.
-            "/status" => http::with_header(
-                http::json(200, &self.status()),
-                "Access-Control-Allow-Origin",
-                "*",
-            ),
-            "/note" if matches!(method, "PUT" | "POST") => {
-                let reply = match self.guard.check_write_origin(request) {
-                    Ok(()) => note::handle(self, request),
-                    Err(refused) => refused,
-                };
-                self.readable_by_node_pages(request, reply)
+        handler(self, request)
+    }
+
+    /// `/note`: a write only from the node's own origin (the browser guard),
+    /// and the answer readable by the other nodes' pages.
+    fn note(&self, request: &Request) -> Reply {
+        let reply = if matches!(request.method(), "PUT" | "POST") {
+            match self.guard.check_write_origin(request) {
+                Ok(()) => note::handle(self, request),
+                Err(refused) => refused,
             }
-            "/note" => self.readable_by_node_pages(request, note::handle(self, request)),
-            "/metrics" => metrics::reply(&self.handle, &self.counters, &self.chooser),
-            "/report" => report::handle(self, request),
-            "/admin/forget" => admin::forget(self, request),
-            _ => {
-                let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);
-                prime::handle(self, n_text)
-            }
-        }
+        } else {
+            note::handle(self, request)
+        };
+        self.readable_by_node_pages(request, reply)
     }
 }
 
