@@ -127,6 +127,9 @@ struct Read {
     deadline: Instant,
 }
 
+/// The bits of a request id below the node's id.
+const REQUEST_COUNTER_MASK: u64 = (1 << 56) - 1;
+
 /// The first request id of node `me` in a run seeded with `seed`.
 fn request_start(me: NodeId, seed: u64) -> u64 {
     // splitmix64's finalizer: nearby seeds give unrelated values.
@@ -187,7 +190,10 @@ impl NoteRequests {
 
     pub(crate) fn add_write(&mut self, text: String, reply: NoteReply, deadline: Instant) {
         let request = self.next_request;
-        self.next_request = self.next_request.wrapping_add(1);
+        // The low 56 bits count, wrapping within them: the node's id on top
+        // stays.
+        let node = self.next_request & !REQUEST_COUNTER_MASK;
+        self.next_request = node | (self.next_request.wrapping_add(1) & REQUEST_COUNTER_MASK);
         self.unsent.push_back(Write {
             text,
             request,

@@ -19,6 +19,14 @@ fn requests() -> NoteRequests {
 fn request_ids_of_different_nodes_or_nearby_seeds_never_meet() {
     let start = |me, seed| NoteRequests::new(me, seed).next_request;
     assert_eq!(start(3, 42) >> 56, 3, "the node's id on top");
+    let mut at_the_end = NoteRequests::new(3, 42);
+    at_the_end.next_request = (3 << 56) | REQUEST_COUNTER_MASK;
+    at_the_end.add_write("x".into(), crossbeam_channel::bounded(1).0, Instant::now());
+    assert_eq!(
+        at_the_end.next_request,
+        3 << 56,
+        "the counter wraps below the id"
+    );
     assert_ne!(start(1, 42) >> 56, start(2, 42) >> 56);
     for seed in [0, 1, 7919, 7919 * 2, u64::MAX] {
         for other in [seed ^ 7919, seed.wrapping_add(1), seed ^ (7919 * 3)] {
