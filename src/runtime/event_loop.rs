@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use super::forget::{ForgetAction, ForgetReply, ForgetRequests};
+use super::intake::ReportIntake;
 use super::notes::{NodeState, NoteAction, NoteReply, NoteRequests};
-use super::reports::ReportIntake;
 use super::shared::{LoopCounters, Shared};
 use super::trim;
 use super::udp::{self, Inbound};

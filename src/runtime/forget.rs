@@ -1,7 +1,7 @@
 //! Forgetting a server: removing it from the agreed table by a committed
 //! `table::Command::Forget`, on request (`NodeHandle::forget`, for `POST /admin/forget`).
 //! (The leader's own forgetting of servers dead for `--forget-after` is in
-//! `reports.rs`, beside marking them dead.)
+//! `intake.rs`, beside marking them dead.)
 //!
 //! The node that takes a request answers it once it has *applied* a `Forget` of
 //! that server, whoever proposed it: forgetting is idempotent, so any such

@@ -19,8 +19,8 @@ mod event_loop;
 mod forget;
 mod format;
 mod handle;
+mod intake;
 mod notes;
-mod reports;
 mod shared;
 mod start_error;
 mod thread_cache;
@@ -59,7 +59,7 @@ use crate::raft::{Config, Raft, Role};
 use crate::storage::{Dir, FsDir, Storage};
 use crate::table::LoadTable;
 use event_loop::{EventLoop, LoopChannels, NodeLogic, RuntimeError, TICK};
-use reports::ReportIntake;
+use intake::ReportIntake;
 use shared::{Shared, SharedSettings};
 
 /// Datagrams waiting for the loop; beyond this they are dropped (and counted):
