@@ -101,7 +101,8 @@ fn config(args: Args) -> Result<Config, String> {
         previous_key: None,
         insecure: args.insecure,
     }
-    .load(&args.nodes)?;
+    .load(&args.nodes)
+    .map_err(|e| e.to_string())?;
     if let Auth::Insecure = auth {
         log::warn!(
             "running --insecure: reports are not signed, and only --insecure nodes accept them"

@@ -120,7 +120,7 @@ fn run(args: Args) -> Result<(), Exit> {
         insecure: args.insecure,
     }
     .load(&args.nodes)
-    .map_err(|e| (2, e))?;
+    .map_err(|e| (2, e.to_string()))?;
     if let Auth::Insecure = auth {
         log::warn!("running --insecure: datagrams and reports are neither signed nor checked, anyone who can reach this node can forge them");
     }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use keyfile::{keygen, read_key, Key, KeyError, KEY_BYTES};
+pub use keyfile::{keygen, read_key, Key, KeyError, KeyFormat, KEY_BYTES};
 
 /// The HTTP header of a signed request body (SPEC: `POST /report`, admin commands).
 pub const AUTH_HEADER: &str = "X-Raftlb-Auth";
@@ -51,28 +51,27 @@ pub struct KeyFlags {
 }
 
 impl KeyFlags {
-    /// The keys the flags name; the error is one line saying how to make a key
-    /// (the caller exits 2 with it).
-    pub fn load(&self, nodes_file: &Path) -> Result<Auth, String> {
+    /// The keys the flags name (the caller exits 2 on an error; one for the
+    /// current key says how to make one).
+    pub fn load(&self, nodes_file: &Path) -> Result<Auth, KeyError> {
         if self.insecure {
             return Ok(Auth::Insecure);
         }
+        self.keys(nodes_file).map(Auth::Keyed)
+    }
+
+    /// The keys the flags name, whatever `--insecure` says.
+    pub fn keys(&self, nodes_file: &Path) -> Result<Keys, KeyError> {
         let path = self
             .key
             .clone()
             .unwrap_or_else(|| default_key_path(nodes_file));
-        let hint = |e: KeyError| {
-            format!(
-                "{e}; make one with `raftlb keygen {}` (the same file for every node and daemon), or run with --insecure",
-                path.display()
-            )
-        };
-        let current = read_key(&path).map_err(hint)?;
+        let current = read_key(&path).map_err(|e| KeyError::Needed(Box::new(e)))?;
         let previous = match &self.previous_key {
-            Some(p) => Some(read_key(p).map_err(|e| e.to_string())?),
+            Some(p) => Some(read_key(p)?),
             None => None,
         };
-        Ok(Auth::Keyed(Keys::new(current, previous)))
+        Ok(Keys::new(current, previous))
     }
 }
 

@@ -41,28 +41,58 @@ impl Key {
     }
 
     /// The key from the file's text: 64 lowercase hex digits, whitespace around.
-    pub fn parse(text: &str) -> Result<Key, String> {
+    pub fn parse(text: &str) -> Result<Key, KeyFormat> {
         let digits = text.trim();
         if digits.len() != 2 * KEY_BYTES {
-            return Err(format!(
-                "expected {} hex digits, found {} characters",
-                2 * KEY_BYTES,
-                digits.chars().count()
-            ));
+            return Err(KeyFormat::Length(digits.chars().count()));
         }
-        super::from_hex(digits)
-            .map(Key)
-            .ok_or_else(|| "expected lowercase hex digits (0-9, a-f) only".to_string())
+        super::from_hex(digits).map(Key).ok_or(KeyFormat::NotHex)
+    }
+}
+
+/// Why a key file's text is not a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// Not 64 characters (this many).
+    Length(usize),
+    /// Not lowercase hex digits only.
+    NotHex,
+}
+
+impl fmt::Display for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFormat::Length(found) => write!(
+                f,
+                "expected {} hex digits, found {found} characters",
+                2 * KEY_BYTES
+            ),
+            KeyFormat::NotHex => f.write_str("expected lowercase hex digits (0-9, a-f) only"),
+        }
     }
 }
 
 /// Why a key could not be read or written; each names the file.
 #[derive(Debug)]
 pub enum KeyError {
-    Read { path: PathBuf, reason: String },
-    Malformed { path: PathBuf, reason: String },
-    Exists { path: PathBuf },
-    Write { path: PathBuf, reason: String },
+    Read {
+        path: PathBuf,
+        reason: String,
+    },
+    Malformed {
+        path: PathBuf,
+        reason: KeyFormat,
+    },
+    Exists {
+        path: PathBuf,
+    },
+    Write {
+        path: PathBuf,
+        reason: String,
+    },
+    /// A node, daemon or client needs a key and this one cannot be used: the
+    /// message says how to make one.
+    Needed(Box<KeyError>),
 }
 
 impl fmt::Display for KeyError {
@@ -90,6 +120,19 @@ impl fmt::Display for KeyError {
                     f,
                     "cannot write the cluster key {}: {reason}",
                     path.display()
+                )
+            }
+            KeyError::Needed(e) => {
+                let path = match e.as_ref() {
+                    KeyError::Read { path, .. }
+                    | KeyError::Malformed { path, .. }
+                    | KeyError::Exists { path }
+                    | KeyError::Write { path, .. } => path.display().to_string(),
+                    KeyError::Needed(_) => "cluster.key".to_string(),
+                };
+                write!(
+                    f,
+                    "{e}; make one with `raftlb keygen {path}` (the same file for every node and daemon), or run with --insecure"
                 )
             }
         }

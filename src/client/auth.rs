@@ -5,20 +5,17 @@
 
 use std::path::Path;
 
-use crate::auth::{Auth, KeyFlags, Keys};
+use crate::auth::{KeyError, KeyFlags, Keys};
 
 /// The keys of `raftlb --key` (None: the default beside `nodes_file`); the
 /// error says how to make one.
-pub fn load(key: Option<&Path>, nodes_file: &Path) -> Result<Keys, String> {
+pub fn load(key: Option<&Path>, nodes_file: &Path) -> Result<Keys, KeyError> {
     let flags = KeyFlags {
         key: key.map(Path::to_path_buf),
         previous_key: None,
         insecure: false,
     };
-    match flags.load(nodes_file)? {
-        Auth::Keyed(keys) => Ok(keys),
-        Auth::Insecure => Err("the admin commands need the cluster key".into()),
-    }
+    flags.keys(nodes_file)
 }
 
 /// The `X-Raftlb-Auth` header of a request body: (name, value).
@@ -35,6 +32,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes = dir.path().join("nodes.txt");
         let missing = load(None, &nodes).expect_err("no key yet");
+        assert!(matches!(missing, KeyError::Needed(_)), "{missing:?}");
+        let missing = missing.to_string();
         assert!(
             missing.contains("raftlb keygen") && missing.contains("cluster.key"),
             "{missing}"
@@ -43,7 +42,7 @@ mod tests {
         let keys = load(None, &nodes).expect("the default beside nodes.txt");
         let (name, value) = sign(&keys, b"{\"server\":\"x\"}");
         assert_eq!(name, "X-Raftlb-Auth");
-        let node = Auth::Keyed(keys);
+        let node = crate::auth::Auth::Keyed(keys);
         assert!(node
             .verify_body(Some(&value), b"{\"server\":\"x\"}")
             .is_ok());
