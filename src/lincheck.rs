@@ -65,10 +65,36 @@ pub enum Verdict {
     NotLinearizable { explanation: String },
 }
 
+/// Why a history could not be judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckError {
+    /// Operation `op` (of `client`) returned before it was invoked.
+    ReturnBeforeCall { op: usize, client: usize },
+    /// The search took more than `steps` steps on `ops` operations.
+    GaveUp { steps: u64, ops: usize },
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::ReturnBeforeCall { op, client } => write!(
+                f,
+                "operation {op} (client {client}) returned before it was invoked"
+            ),
+            CheckError::GaveUp { steps, ops } => write!(
+                f,
+                "gave up after {steps} search steps on {ops} operations: too many orders to try"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
 /// Checks `history` against a register that starts as `initial`. Errs when the
 /// history is malformed (a return before its call) or the search takes more than
 /// `MAX_STEPS` steps.
-pub fn check_register(initial: &str, history: &[Op]) -> Result<Verdict, String> {
+pub fn check_register(initial: &str, history: &[Op]) -> Result<Verdict, CheckError> {
     check_register_within(initial, history, MAX_STEPS)
 }
 
@@ -77,20 +103,18 @@ pub(crate) fn check_register_within(
     initial: &str,
     history: &[Op],
     max_steps: u64,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, CheckError> {
     search(initial, history, max_steps).map(|(verdict, _steps)| verdict)
 }
 
 /// The verdict and the steps it took: tests assert that the search stays near
 /// linear on realistic histories without asserting on time.
-fn search(initial: &str, history: &[Op], max_steps: u64) -> Result<(Verdict, u64), String> {
+fn search(initial: &str, history: &[Op], max_steps: u64) -> Result<(Verdict, u64), CheckError> {
     let (tasks, values) = prepare(initial, history)?;
     let mut search = Search::new(tasks);
-    let steps = search.run(max_steps).map_err(|steps| {
-        format!(
-            "gave up after {steps} search steps on {} operations: too many orders to try",
-            history.len()
-        )
+    let steps = search.run(max_steps).map_err(|steps| CheckError::GaveUp {
+        steps,
+        ops: history.len(),
     })?;
     let verdict = match &search.stuck {
         Some(stuck) if search.remaining > 0 => Verdict::NotLinearizable {
@@ -120,7 +144,7 @@ struct Task {
 /// Turns the history into tasks sorted by invocation (so the set of ordered
 /// tasks is mostly a prefix, which keeps memo keys short), and the value table
 /// (index 0 is `initial`).
-fn prepare(initial: &str, history: &[Op]) -> Result<(Vec<Task>, Vec<String>), String> {
+fn prepare(initial: &str, history: &[Op]) -> Result<(Vec<Task>, Vec<String>), CheckError> {
     let mut ids: HashMap<&str, u32> = HashMap::new();
     let mut values: Vec<String> = Vec::new();
     let mut intern = |v| intern(&mut ids, &mut values, v);
@@ -128,10 +152,10 @@ fn prepare(initial: &str, history: &[Op]) -> Result<(Vec<Task>, Vec<String>), St
     let mut interned = Vec::with_capacity(history.len());
     for (i, op) in history.iter().enumerate() {
         if op.returned_ns.is_some_and(|r| r < op.invoked_ns) {
-            return Err(format!(
-                "operation {i} (client {}) returned before it was invoked",
-                op.client
-            ));
+            return Err(CheckError::ReturnBeforeCall {
+                op: i,
+                client: op.client,
+            });
         }
         interned.push(match &op.kind {
             OpKind::Write(v) | OpKind::Read(v) => intern(v),

@@ -171,7 +171,8 @@ fn an_unknown_write_of_a_repeated_value_is_optional() {
 #[test]
 fn a_return_before_the_call_is_an_error() {
     let err = check_register("", &[read(4, "", 10, 5)]).unwrap_err();
-    assert!(err.contains("client 4"), "{err}");
+    assert_eq!(err, CheckError::ReturnBeforeCall { op: 0, client: 4 });
+    assert!(err.to_string().contains("client 4"), "{err}");
 }
 
 #[test]
@@ -182,7 +183,9 @@ fn the_step_limit_ends_a_hopeless_search_with_an_error() {
         .map(|c| write(c, &format!("w{c}"), 0, 100))
         .collect();
     history.push(read(20, "nobody", 200, 300));
-    let err = check_register_within("", &history, 100_000).unwrap_err();
+    let err = check_register_within("", &history, 100_000)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("gave up after 100000 search steps"), "{err}");
 }
 

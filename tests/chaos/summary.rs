@@ -20,7 +20,7 @@ pub struct Summary {
     pub stepped_down: usize,
     pub primes: PrimeTally,
     pub notes: Tally,
-    pub verdict: Result<Verdict, String>,
+    pub verdict: Result<Verdict, raftlb::lincheck::CheckError>,
     pub check_took: Duration,
     pub lost: usize,
     pub terms_with_a_leader: usize,
