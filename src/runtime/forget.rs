@@ -55,12 +55,12 @@ pub(crate) type ForgetReply = Sender<ForgetOutcome>;
 /// Parses `--forget-after`: a number with a unit, `500ms`, `30s`, `90m`,
 /// `24h`, `7d`, or a plain number of milliseconds; within
 /// [`FORGET_AFTER_MIN`]..=[`FORGET_AFTER_MAX`].
-pub fn parse_forget_after(text: &str) -> Result<Duration, String> {
+pub fn parse_forget_after(text: &str) -> Result<Duration, BadDuration> {
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
-    let bad = || format!("bad duration {text:?}: use e.g. 24h, 90m, 30s, 500ms or plain ms");
+    let bad = || BadDuration::Shape(text.to_string());
     let value: u64 = number.parse().map_err(|_| bad())?;
     let unit_ms: u64 = match unit {
         "" | "ms" => 1,
@@ -73,12 +73,35 @@ pub fn parse_forget_after(text: &str) -> Result<Duration, String> {
     let ms = value.checked_mul(unit_ms).ok_or_else(bad)?;
     let duration = Duration::from_millis(ms);
     if !(FORGET_AFTER_MIN..=FORGET_AFTER_MAX).contains(&duration) {
-        return Err(format!(
-            "duration {text:?} out of range: between 100ms and 365d"
-        ));
+        return Err(BadDuration::OutOfRange(text.to_string()));
     }
     Ok(duration)
 }
+
+/// Why a `--forget-after` was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BadDuration {
+    /// Not a number with one of the units.
+    Shape(String),
+    /// Outside [`FORGET_AFTER_MIN`]..=[`FORGET_AFTER_MAX`].
+    OutOfRange(String),
+}
+
+impl std::fmt::Display for BadDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadDuration::Shape(text) => write!(
+                f,
+                "bad duration {text:?}: use e.g. 24h, 90m, 30s, 500ms or plain ms"
+            ),
+            BadDuration::OutOfRange(text) => {
+                write!(f, "duration {text:?} out of range: between 100ms and 365d")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BadDuration {}
 
 /// One request waiting for its `Forget` to be applied here.
 #[derive(Debug)]

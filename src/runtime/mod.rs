@@ -27,7 +27,9 @@ mod thread_cache;
 mod trim;
 mod udp;
 
-pub use forget::{parse_forget_after, ForgetOutcome, FORGET_AFTER_MAX, FORGET_AFTER_MIN};
+pub use forget::{
+    parse_forget_after, BadDuration, ForgetOutcome, FORGET_AFTER_MAX, FORGET_AFTER_MIN,
+};
 pub use handle::{NodeHandle, NotTaken};
 pub use notes::{NoteOutcome, NOTE_TIMEOUT};
 pub use shared::{LoopCounters, RaftView};

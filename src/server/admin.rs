@@ -72,15 +72,28 @@ impl UsedRequests {
 
 /// Whether `at` (the sender's clock, ms since the epoch) is close enough to
 /// `now_ms`; the error is the 401's reason.
-pub(crate) fn check_at(at: u64, now_ms: u64) -> Result<(), String> {
+pub(crate) fn check_at(at: u64, now_ms: u64) -> Result<(), ClockSkew> {
     let off = at.abs_diff(now_ms);
     if off > AT_WINDOW_MS {
-        return Err(format!(
-            "\"at\" is {} s away from this node's clock (at most 30 s): check the clocks, or sign a fresh request",
-            off / 1000
-        ));
+        return Err(ClockSkew { off_ms: off });
     }
     Ok(())
+}
+
+/// A signed request's `at` too far from this node's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClockSkew {
+    pub off_ms: u64,
+}
+
+impl std::fmt::Display for ClockSkew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "\"at\" is {} s away from this node's clock (at most 30 s): check the clocks, or sign a fresh request",
+            self.off_ms / 1000
+        )
+    }
 }
 
 /// This machine's clock in ms since the epoch (0 before 1970: every `at` is
@@ -112,7 +125,7 @@ pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
     }
     let now = now_ms();
     if let Err(reason) = check_at(parsed.at, now) {
-        return http::error(401, &reason);
+        return http::error(401, &reason.to_string());
     }
     let admitted = node
         .used_admin_requests

@@ -78,7 +78,7 @@ fn read_newest_snapshot<D: Dir>(
         offset: 0,
         reason,
     };
-    let snapshot = snapshot_file::decode(&bytes).map_err(corrupt)?;
+    let snapshot = snapshot_file::decode(&bytes).map_err(|fault| corrupt(fault.to_string()))?;
     if snapshot.meta.index != newest {
         let index = snapshot.meta.index;
         return Err(corrupt(format!(

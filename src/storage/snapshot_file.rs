@@ -52,10 +52,43 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     bytes
 }
 
+/// What is wrong with a snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SnapshotFault {
+    /// Shorter than its header (this many bytes).
+    TruncatedHeader(usize),
+    BadMagic,
+    /// The header declares more data than a snapshot may hold.
+    TooLong(u64),
+    /// The header declares `declared` bytes of data, `found` follow it.
+    LengthMismatch {
+        declared: u64,
+        found: usize,
+    },
+    BadCrc,
+}
+
+impl std::fmt::Display for SnapshotFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotFault::TruncatedHeader(n) => write!(f, "truncated header ({n} bytes)"),
+            SnapshotFault::BadMagic => f.write_str("bad magic"),
+            SnapshotFault::TooLong(n) => {
+                write!(f, "data length {n} exceeds the {MAX_DATA_BYTES}-byte limit")
+            }
+            SnapshotFault::LengthMismatch { declared, found } => write!(
+                f,
+                "data length {declared} but {found} bytes follow the header"
+            ),
+            SnapshotFault::BadCrc => f.write_str("bad crc"),
+        }
+    }
+}
+
 /// Decodes a whole snapshot file; the error says what is wrong with it.
-pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotFault> {
     if bytes.len() < HEADER_BYTES {
-        return Err(format!("truncated header ({} bytes)", bytes.len()));
+        return Err(SnapshotFault::TruncatedHeader(bytes.len()));
     }
     let u64_at = |at: usize| {
         let mut word = [0; 8];
@@ -65,24 +98,22 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[0..4]);
     if u32::from_le_bytes(word) != MAGIC {
-        return Err("bad magic".to_string());
+        return Err(SnapshotFault::BadMagic);
     }
     let data_len = u64_at(20);
     if data_len > MAX_DATA_BYTES {
-        return Err(format!(
-            "data length {data_len} exceeds the {MAX_DATA_BYTES}-byte limit"
-        ));
+        return Err(SnapshotFault::TooLong(data_len));
     }
     let data = &bytes[HEADER_BYTES..];
     if data.len() as u64 != data_len {
-        return Err(format!(
-            "data length {data_len} but {} bytes follow the header",
-            data.len()
-        ));
+        return Err(SnapshotFault::LengthMismatch {
+            declared: data_len,
+            found: data.len(),
+        });
     }
     word.copy_from_slice(&bytes[HEADER_BYTES - 4..HEADER_BYTES]);
     if checksum(&bytes[..HEADER_BYTES - 4], data) != u32::from_le_bytes(word) {
-        return Err("bad crc".to_string());
+        return Err(SnapshotFault::BadCrc);
     }
     Ok(Snapshot {
         meta: SnapshotMeta {
