@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use crossbeam_channel::Receiver;
 use raftlb::auth::{Auth, KeyFlags};
-use raftlb::daemon::{self, cgroup, sample::Target, Config, INTERVAL_MS_MAX, INTERVAL_MS_MIN};
+use raftlb::daemon::{
+    self, cgroup, sample::Target, Config, DaemonError, INTERVAL_MS_MAX, INTERVAL_MS_MIN,
+};
 use raftlb::nodes::Nodes;
 
 /// Samples CPU load and reports it to every node of the cluster, signed with
@@ -63,7 +65,7 @@ struct Args {
 }
 
 /// Why the daemon stopped early; each maps to an exit code.
-enum DaemonError {
+enum Exit {
     Usage(String),
     Runtime(String),
 }
@@ -72,37 +74,46 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(DaemonError::Usage(message)) => {
+        Err(Exit::Usage(message)) => {
             eprintln!("raftlb-daemon: {message}");
             ExitCode::from(2)
         }
-        Err(DaemonError::Runtime(message)) => {
+        Err(Exit::Runtime(message)) => {
             eprintln!("raftlb-daemon: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), DaemonError> {
+fn run() -> Result<(), Exit> {
     // clap exits 2 on bad usage and 0 for --help, as SPEC wants.
     let args = Args::parse();
-    let config = config(args).map_err(DaemonError::Usage)?;
-    let stop = stop_on_signals().map_err(DaemonError::Runtime)?;
-    daemon::run(&config, &stop).map_err(DaemonError::Runtime)
+    let config = config(args)?;
+    let stop = stop_on_signals().map_err(Exit::Runtime)?;
+    daemon::run(&config, &stop).map_err(Exit::from)
 }
 
-fn config(args: Args) -> Result<Config, String> {
+impl From<DaemonError> for Exit {
+    fn from(e: DaemonError) -> Exit {
+        match e.exit_code() {
+            2 => Exit::Usage(e.to_string()),
+            _ => Exit::Runtime(e.to_string()),
+        }
+    }
+}
+
+fn config(args: Args) -> Result<Config, Exit> {
     daemon::check_worker_url(&args.worker)?;
     let id = args.id.unwrap_or_else(|| args.worker.clone());
     daemon::check_id(&id)?;
-    let nodes = Nodes::load(&args.nodes).map_err(|e| e.to_string())?;
+    let nodes = Nodes::load(&args.nodes).map_err(|e| Exit::Usage(e.to_string()))?;
     let auth = KeyFlags {
         key: args.key,
         previous_key: None,
         insecure: args.insecure,
     }
     .load(&args.nodes)
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Exit::Usage(e.to_string()))?;
     if let Auth::Insecure = auth {
         log::warn!(
             "running --insecure: reports are not signed, and only --insecure nodes accept them"
@@ -114,7 +125,7 @@ fn config(args: Args) -> Result<Config, String> {
         (Some(pid), _) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
             Target::Process(pid)
         }
-        (Some(pid), _) => return Err(format!("--pid {pid}: no such process")),
+        (Some(pid), _) => return Err(Exit::Usage(format!("--pid {pid}: no such process"))),
         (None, Some(path)) => Target::Cgroup(cgroup::resolve(&path, &cgroup::Mounts::current()?)?),
     };
     Ok(Config {

@@ -464,7 +464,7 @@ fn bad_cgroup_and_health_path_usage_exits_2_saying_what_was_expected() {
     let not_a_cgroup = dir.path().to_str().expect("utf-8");
     let worker = ["--worker", "http://127.0.0.1:13337", "--insecure"];
     let cases: [(&[&str], &str); 4] = [
-        (&["--cgroup", "/no/such/cgroup"], "expected a cpu cgroup"),
+        (&["--cgroup", "/no/such/cgroup"], "must be a cpu cgroup"),
         (&["--cgroup", not_a_cgroup], "has no cpu controller"),
         (&["--pid", "1", "--cgroup", "x"], "cannot be used with"),
         (

@@ -11,6 +11,7 @@
 //! whose errors name the file. Finding the cgroup (`resolve`) is a start-time
 //! check: a path that is not a cpu cgroup is bad usage.
 
+use super::DaemonError;
 use std::path::{Path, PathBuf};
 
 /// Where cgroup hierarchies are mounted, from /proc/self/mountinfo.
@@ -49,10 +50,10 @@ impl Mounts {
     }
 
     /// The cgroup mounts of this process's mount namespace.
-    pub fn current() -> Result<Mounts, String> {
+    pub fn current() -> Result<Mounts, DaemonError> {
         let infos = procfs::process::Process::myself()
             .and_then(|me| me.mountinfo())
-            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+            .map_err(|e| DaemonError::Measure(format!("cannot read /proc/self/mountinfo: {e}")))?;
         Ok(Mounts::from_entries(infos.0.iter().map(|m| {
             let options = m.super_options.keys().map(String::as_str).collect();
             (m.mount_point.as_path(), m.fs_type.as_str(), options)
@@ -88,15 +89,21 @@ pub(crate) struct CpuStat {
     pub nr_throttled: u64,
 }
 
-/// The usage that `--cgroup` expects, for error messages.
-const EXPECTED: &str = "expected a cpu cgroup directory: absolute under /sys/fs/cgroup, \
+/// The rule of `--cgroup`, for error messages.
+const EXPECTED: &str = "must be a cpu cgroup directory, absolute under /sys/fs/cgroup \
                         or relative to the cgroup root";
 
 /// Finds the cgroup `path` names. An absolute path is taken as is when it is a
 /// directory, else (as /proc/PID/cgroup writes them) relative to the root; a
 /// relative path is looked up under the v2 root when that has the cpu
 /// controller, else under the v1 cpu root.
-pub fn resolve(path: &str, mounts: &Mounts) -> Result<Cgroup, String> {
+pub fn resolve(path: &str, mounts: &Mounts) -> Result<Cgroup, DaemonError> {
+    let bad = |why: &str| DaemonError::Flag {
+        flag: "--cgroup",
+        rule: EXPECTED,
+        value: path.to_string(),
+        reason: why.to_string(),
+    };
     let given = Path::new(path);
     let mut candidates = Vec::new();
     if given.is_absolute() && given.is_dir() {
@@ -111,9 +118,9 @@ pub fn resolve(path: &str, mounts: &Mounts) -> Result<Cgroup, String> {
         }
     }
     let Some(dir) = candidates.into_iter().find(|dir| dir.is_dir()) else {
-        return Err(format!("--cgroup {path}: no such cgroup ({EXPECTED})"));
+        return Err(bad("no such cgroup"));
     };
-    classify(&dir, mounts).map_err(|why| format!("--cgroup {path}: {why} ({EXPECTED})"))
+    classify(&dir, mounts).map_err(|why| bad(&why))
 }
 
 /// Tells a v2 cgroup from a v1 cpu cgroup by the files the kernel puts in it.
@@ -463,13 +470,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_str().expect("utf-8");
         let err = resolve(path, &Mounts::default()).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "a flag's mistake");
+        let err = err.to_string();
         assert!(
-            err.contains("has no cpu controller") && err.contains("expected a cpu cgroup"),
+            err.contains("has no cpu controller") && err.contains("must be a cpu cgroup"),
             "{err}"
         );
-        let err = resolve("/no/such/cgroup", &Mounts::default()).unwrap_err();
+        let err = resolve("/no/such/cgroup", &Mounts::default())
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.starts_with("--cgroup /no/such/cgroup: no such cgroup"),
+            err.starts_with("--cgroup must be a cpu cgroup directory")
+                && err.ends_with("found \"/no/such/cgroup\": no such cgroup"),
             "{err}"
         );
     }
@@ -502,7 +514,7 @@ mod tests {
             "an ancestor's smaller quota wins"
         );
         std::fs::write(child.join("cgroup.controllers"), "memory\n").expect("write");
-        let err = resolve("machine", &mounts).unwrap_err();
+        let err = resolve("machine", &mounts).unwrap_err().to_string();
         assert!(err.contains("no cpu controller"), "{err}");
     }
 }

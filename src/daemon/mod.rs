@@ -62,11 +62,63 @@ pub struct Config {
     pub auth: crate::auth::Auth,
 }
 
+/// Why the daemon cannot start; [`DaemonError::exit_code`] says whose
+/// problem it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonError {
+    /// A flag's value breaks the flag's rule (exit 2).
+    Flag {
+        flag: &'static str,
+        rule: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// What it measures cannot be read: /proc or the cgroup (exit 1).
+    Measure(String),
+    /// The senders to the nodes cannot be started (exit 1).
+    Report(String),
+}
+
+impl DaemonError {
+    fn flag(flag: &'static str, rule: &'static str, value: &str, reason: &str) -> DaemonError {
+        DaemonError::Flag {
+            flag,
+            rule,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// 2 for a flag, 1 for what went wrong while starting.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Flag { .. } => 2,
+            DaemonError::Measure(_) | DaemonError::Report(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Flag {
+                flag,
+                rule,
+                value,
+                reason,
+            } => write!(f, "{flag} {rule}, found {value:?}: {reason}"),
+            DaemonError::Measure(reason) | DaemonError::Report(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
 /// Checks `--worker`: the rules the nodes apply to a report's url
 /// (`report::check_worker_url`), and no trailing `/` either, because the
 /// daemon builds `WORKER/health` from it.
-pub fn check_worker_url(url: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("--worker must be http://HOST:PORT, found {url:?}: {why}");
+pub fn check_worker_url(url: &str) -> Result<(), DaemonError> {
+    let bad = |why: &str| DaemonError::flag("--worker", "must be http://HOST:PORT", url, why);
     if url.ends_with('/') {
         return Err(bad("nothing may follow the port"));
     }
@@ -78,9 +130,9 @@ pub(crate) const HEALTH_PATH_MAX: usize = 1024;
 
 /// Checks `--health-path`: an absolute path (and query) that can go into a
 /// request line as given: starting with `/`, no spaces or control characters.
-pub fn check_health_path(path: &str) -> Result<(), String> {
-    let bad =
-        |why: &str| format!("--health-path must be a path starting with /, found {path:?}: {why}");
+pub fn check_health_path(path: &str) -> Result<(), DaemonError> {
+    let rule = "must be a path starting with /";
+    let bad = |why: &str| DaemonError::flag("--health-path", rule, path, why);
     if !path.starts_with('/') {
         return Err(bad("it does not start with /"));
     }
@@ -99,12 +151,11 @@ pub fn check_health_path(path: &str) -> Result<(), String> {
 }
 
 /// Checks `--id` against the rules the nodes apply to a report's `server`.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), DaemonError> {
     probe_report("http://h:1", id).validate().map_err(|e| {
-        format!(
-            "bad --id {id:?}: {}",
-            e.to_string().trim_start_matches("bad report: ")
-        )
+        let reason = e.to_string();
+        let reason = reason.trim_start_matches("bad report: ");
+        DaemonError::flag("--id", "must be a server id the nodes accept", id, reason)
     })
 }
 
@@ -122,10 +173,10 @@ fn probe_report(url: &str, id: &str) -> Report {
 type Pause = Option<String>;
 
 /// Runs until `stop` receives or closes. Errors only at start.
-pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), String> {
+pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), DaemonError> {
     let mut sampler = Sampler::new(config.target.clone())?;
-    let senders =
-        sender::Senders::start(config.nodes.entries(), &http::agent(REPORT_TIMEOUTS, true))?;
+    let agent = http::agent(REPORT_TIMEOUTS, true);
+    let senders = sender::Senders::start(config.nodes.entries(), &agent)?;
     let health_agent = http::agent(HEALTH_TIMEOUTS, true);
     let health_url = format!("{}{}", config.worker, config.health_path);
     let mut seq = start_seq();
@@ -236,6 +287,8 @@ mod tests {
         ];
         for url in bad {
             let err = check_worker_url(url).expect_err(url);
+            assert_eq!(err.exit_code(), 2);
+            let err = err.to_string();
             assert!(
                 err.starts_with("--worker must be http://HOST:PORT"),
                 "{err}"
@@ -258,7 +311,7 @@ mod tests {
             "/a#b",
             long.as_str(),
         ] {
-            let err = check_health_path(bad).expect_err(bad);
+            let err = check_health_path(bad).expect_err(bad).to_string();
             assert!(
                 err.starts_with("--health-path must be a path starting with /"),
                 "{err}"

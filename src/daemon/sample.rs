@@ -55,15 +55,17 @@ pub(crate) struct Sampler {
 
 impl Sampler {
     /// Checks that the counters can be read (and, for a process, that it exists).
-    pub fn new(target: Target) -> Result<Sampler, String> {
-        let stats = KernelStats::current().map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    pub fn new(target: Target) -> Result<Sampler, super::DaemonError> {
+        let measure = super::DaemonError::Measure;
+        let stats =
+            KernelStats::current().map_err(|e| measure(format!("cannot read /proc/stat: {e}")))?;
         let mut sampler = Sampler {
             target,
             ticks_per_second: procfs::ticks_per_second().max(1),
             cpus: proctext::machine_times(&stats).1,
             last: None,
         };
-        let now = sampler.read_counters()?;
+        let now = sampler.read_counters().map_err(measure)?;
         sampler.last = Some((Instant::now(), now));
         Ok(sampler)
     }
@@ -211,6 +213,7 @@ fn cgroup_threads(cgroup: &Cgroup) -> Result<ThreadTimes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::DaemonError;
 
     #[test]
     fn sampling_this_process_gives_percentages() {
@@ -240,6 +243,9 @@ mod tests {
         let err = Sampler::new(Target::Process(u32::MAX))
             .err()
             .expect("no such pid");
-        assert_eq!(err, format!("process {} is gone", u32::MAX));
+        assert_eq!(
+            err,
+            DaemonError::Measure(format!("process {} is gone", u32::MAX))
+        );
     }
 }

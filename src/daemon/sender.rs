@@ -39,7 +39,7 @@ pub(crate) struct Senders {
 
 impl Senders {
     /// Starts one thread per node, all posting with `agent`.
-    pub fn start(nodes: &[NodeEntry], agent: &ureq::Agent) -> Result<Senders, String> {
+    pub fn start(nodes: &[NodeEntry], agent: &ureq::Agent) -> Result<Senders, super::DaemonError> {
         let mut senders = Senders {
             queues: Vec::with_capacity(nodes.len()),
             threads: Vec::with_capacity(nodes.len()),
@@ -51,7 +51,12 @@ impl Senders {
             let thread = std::thread::Builder::new()
                 .name(format!("report-{}", node.id))
                 .spawn(move || post_reports(&id, &url, &agent, &rx))
-                .map_err(|e| format!("cannot start the sender thread of node {}: {e}", node.id))?;
+                .map_err(|e| {
+                    let id = &node.id;
+                    super::DaemonError::Report(format!(
+                        "cannot start the sender thread of node {id}: {e}"
+                    ))
+                })?;
             senders.queues.push((node.id.clone(), tx));
             senders.threads.push(thread);
         }

@@ -21,7 +21,7 @@ impl TestCgroup {
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root: cannot create cgroups".to_string());
         }
-        let mounts = Mounts::current()?;
+        let mounts = Mounts::current().map_err(|e| e.to_string())?;
         let v2_root = mounts.v2.clone().filter(|root| {
             std::fs::read_to_string(root.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|w| w == "cpu"))
