@@ -189,19 +189,22 @@ impl Cgroup {
     }
 
     /// Its counters now.
-    pub(crate) fn cpu_stat(&self) -> Result<CpuStat, String> {
-        match self {
-            Cgroup::V2 { dir, .. } => parse_v2_cpu_stat(&read(&dir.join("cpu.stat"))?),
-            Cgroup::V1 {
-                cpu_dir,
-                cpuacct_dir,
-                ..
-            } => {
-                let usage = read(&cpuacct_dir.join("cpuacct.usage"))?;
-                let stat = read(&cpu_dir.join("cpu.stat"))?;
-                parse_v1_cpu_stat(&stat, &usage)
+    pub(crate) fn cpu_stat(&self) -> Result<CpuStat, DaemonError> {
+        let reading = || -> Result<CpuStat, String> {
+            match self {
+                Cgroup::V2 { dir, .. } => parse_v2_cpu_stat(&read(&dir.join("cpu.stat"))?),
+                Cgroup::V1 {
+                    cpu_dir,
+                    cpuacct_dir,
+                    ..
+                } => {
+                    let usage = read(&cpuacct_dir.join("cpuacct.usage"))?;
+                    let stat = read(&cpu_dir.join("cpu.stat"))?;
+                    parse_v1_cpu_stat(&stat, &usage)
+                }
             }
-        }
+        };
+        reading().map_err(DaemonError::Measure)
     }
 
     /// The `some` total of v2's `cpu.pressure` in µs: time in which at least one
@@ -218,33 +221,39 @@ impl Cgroup {
     }
 
     /// The thread ids in it (v1: `tasks`; v2: `cgroup.threads`), at most `limit`.
-    pub(crate) fn thread_ids(&self, limit: usize) -> Result<Vec<u32>, String> {
-        let file = match self {
-            Cgroup::V2 { dir, .. } => dir.join("cgroup.threads"),
-            Cgroup::V1 { cpu_dir, .. } => cpu_dir.join("tasks"),
+    pub(crate) fn thread_ids(&self, limit: usize) -> Result<Vec<u32>, DaemonError> {
+        let reading = || -> Result<Vec<u32>, String> {
+            let file = match self {
+                Cgroup::V2 { dir, .. } => dir.join("cgroup.threads"),
+                Cgroup::V1 { cpu_dir, .. } => cpu_dir.join("tasks"),
+            };
+            Ok(parse_ids(&read(&file)?, limit))
         };
-        Ok(parse_ids(&read(&file)?, limit))
+        reading().map_err(DaemonError::Measure)
     }
 
     /// The CPUs its quota allows: the smallest quota / period of it and its
     /// ancestors up to the hierarchy's root; None when none has a quota.
-    pub(crate) fn quota_cpus(&self) -> Result<Option<f64>, String> {
-        let (mut dir, root) = match self {
-            Cgroup::V2 { dir, root } => (dir.as_path(), root.as_path()),
-            Cgroup::V1 {
-                cpu_dir, cpu_root, ..
-            } => (cpu_dir.as_path(), cpu_root.as_path()),
+    pub(crate) fn quota_cpus(&self) -> Result<Option<f64>, DaemonError> {
+        let reading = || -> Result<Option<f64>, String> {
+            let (mut dir, root) = match self {
+                Cgroup::V2 { dir, root } => (dir.as_path(), root.as_path()),
+                Cgroup::V1 {
+                    cpu_dir, cpu_root, ..
+                } => (cpu_dir.as_path(), cpu_root.as_path()),
+            };
+            let mut smallest: Option<f64> = None;
+            loop {
+                if let Some(cpus) = self.own_quota_cpus(dir)? {
+                    smallest = Some(smallest.map_or(cpus, |s| s.min(cpus)));
+                }
+                match dir.parent() {
+                    Some(parent) if dir != root && parent.starts_with(root) => dir = parent,
+                    _ => return Ok(smallest),
+                }
+            }
         };
-        let mut smallest: Option<f64> = None;
-        loop {
-            if let Some(cpus) = self.own_quota_cpus(dir)? {
-                smallest = Some(smallest.map_or(cpus, |s| s.min(cpus)));
-            }
-            match dir.parent() {
-                Some(parent) if dir != root && parent.starts_with(root) => dir = parent,
-                _ => return Ok(smallest),
-            }
-        }
+        reading().map_err(DaemonError::Measure)
     }
 
     /// The quota of the cgroup at `dir` alone. A root cgroup has no quota file.
@@ -279,7 +288,7 @@ fn keyed(text: &str, file: &str, key: &str) -> Result<u64, String> {
 
 /// v2 `cpu.stat`: `usage_usec`, `nr_periods`, `nr_throttled`, `throttled_usec`.
 /// The last three exist only with the cpu controller enabled.
-pub(crate) fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
+fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
     let field = |key| keyed(text, "cpu.stat", key);
     Ok(CpuStat {
         usage_ns: field("usage_usec")?.saturating_mul(1000),
@@ -291,7 +300,7 @@ pub(crate) fn parse_v2_cpu_stat(text: &str) -> Result<CpuStat, String> {
 
 /// v1: `cpuacct.usage` (ns) and the cpu controller's `cpu.stat`
 /// (`nr_periods`, `nr_throttled`, `throttled_time` in ns).
-pub(crate) fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, String> {
+fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, String> {
     let field = |key| keyed(stat, "cpu.stat", key);
     let usage_ns = usage.trim().parse().map_err(|_| {
         format!(
@@ -308,7 +317,7 @@ pub(crate) fn parse_v1_cpu_stat(stat: &str, usage: &str) -> Result<CpuStat, Stri
 }
 
 /// v2 `cpu.max`: `QUOTA PERIOD` in µs, or `max PERIOD` for no quota.
-pub(crate) fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
+fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
     let bad = || {
         format!(
             "cpu.max: expected \"QUOTA PERIOD\" or \"max PERIOD\", found {:?}",
@@ -328,7 +337,7 @@ pub(crate) fn parse_v2_cpu_max(text: &str) -> Result<Option<f64>, String> {
 }
 
 /// v1 `cpu.cfs_quota_us` (`-1` for none) and `cpu.cfs_period_us`, in µs.
-pub(crate) fn parse_v1_quota(quota: &str, period: &str) -> Result<Option<f64>, String> {
+fn parse_v1_quota(quota: &str, period: &str) -> Result<Option<f64>, String> {
     let quota: i64 = quota.trim().parse().map_err(|_| {
         format!(
             "cpu.cfs_quota_us: expected µs or -1, found {:?}",

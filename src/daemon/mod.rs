@@ -195,7 +195,8 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), DaemonError> {
         // After a stall (a slow health check), skip the missed ticks: no bursts.
         next = (next + config.interval).max(Instant::now());
         let pause = match (sampler.sample(), worker_health(&health_agent, &health_url)) {
-            (Err(reason), _) | (Ok(_), Err(reason)) => Some(reason),
+            (Err(reason), _) => Some(reason.to_string()),
+            (Ok(_), Err(reason)) => Some(reason),
             // The first sample is only a baseline for the next one's deltas: not a
             // pause worth a log line.
             (Ok(None), Ok(())) => continue,

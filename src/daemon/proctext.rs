@@ -55,7 +55,7 @@ pub(crate) fn machine_times(stats: &KernelStats) -> (MachineTimes, u64) {
 
 /// /proc/stat text through procfs-core's `KernelStats` parser.
 #[cfg(test)]
-pub(crate) fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
+fn parse_kernel_stats(text: &str) -> Result<KernelStats, String> {
     let system_info = ExplicitSystemInfo {
         boot_time_secs: 0,
         ticks_per_second: 100,
@@ -106,7 +106,7 @@ impl ProcessTimes {
 
 /// /proc/PID/stat text through procfs-core's `Stat` parser.
 #[cfg(test)]
-pub(crate) fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
+fn parse_pid_stat(text: &str) -> Result<ProcessTimes, String> {
     if !stat_shape_ok(text) {
         return Err("/proc/PID/stat: expected `PID (COMMAND) STATE …`".to_string());
     }

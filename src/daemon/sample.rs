@@ -74,12 +74,12 @@ impl Sampler {
     /// previous reading (the first after the process came back, or its pid was
     /// reused). An error means the counters cannot be read (the process or the
     /// cgroup is gone); the next reading then starts afresh.
-    pub fn sample(&mut self) -> Result<Option<Load>, String> {
+    pub fn sample(&mut self) -> Result<Option<Load>, super::DaemonError> {
         let now = match self.read_counters() {
             Ok(now) => now,
             Err(e) => {
                 self.last = None;
-                return Err(e);
+                return Err(super::DaemonError::Measure(e));
             }
         };
         let at = Instant::now();
@@ -156,7 +156,7 @@ impl Sampler {
                 }))
             }
             Target::Cgroup(cgroup) => {
-                let gone = |e: String| {
+                let gone = |e: super::DaemonError| {
                     format!(
                         "cgroup {} is gone or unreadable: {e}",
                         cgroup.dir().display()
@@ -196,7 +196,7 @@ fn process_threads(process: &Process) -> ThreadTimes {
 }
 
 /// The run and wait times of the threads in a cgroup, from /proc/TID/schedstat.
-fn cgroup_threads(cgroup: &Cgroup) -> Result<ThreadTimes, String> {
+fn cgroup_threads(cgroup: &Cgroup) -> Result<ThreadTimes, super::DaemonError> {
     let tids = cgroup.thread_ids(MAX_THREADS)?;
     Ok(tids
         .into_iter()

@@ -189,7 +189,7 @@ fn read_form(request: &Request) -> Result<String, Reply> {
 }
 
 /// The value of field `name` in an urlencoded form body (the first one), decoded.
-pub(crate) fn form_field(body: &[u8], name: &str) -> Result<Option<String>, String> {
+fn form_field(body: &[u8], name: &str) -> Result<Option<String>, String> {
     for pair in body.split(|b| *b == b'&') {
         let (key, value) = match pair.iter().position(|b| *b == b'=') {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),
