@@ -43,7 +43,8 @@ impl Forwarder {
     fn ask(&self, url: &str, n: u64, timeout: Duration) -> Result<String, String> {
         let (status, body) = self
             .upstream
-            .get(url, &format!("/{n}"), timeout, MAX_ANSWER_BYTES)?;
+            .get(url, &format!("/{n}"), timeout, MAX_ANSWER_BYTES)
+            .map_err(|e| e.to_string())?;
         let body = String::from_utf8_lossy(&body);
         let digits = body.trim();
         if status != 200 {

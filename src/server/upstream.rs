@@ -61,23 +61,23 @@ impl Upstream {
         path: &str,
         answer_timeout: Duration,
         max_body: usize,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let target = parse_url(url)?;
+    ) -> Result<(u16, Vec<u8>), UpstreamError> {
+        let target = parse_url(url).map_err(UpstreamError::Url)?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", target.authority);
         let mut conn = match self.take(target.authority) {
             Some(conn) => conn,
             // Never past the request's budget, which the timeout is the rest of.
-            None => Conn::new(self.resolve(&target)?, answer_timeout)
-                .with_connect_timeout(CONNECT_TIMEOUT.min(answer_timeout)),
+            None => Conn::new(
+                self.resolve(&target).map_err(UpstreamError::Resolve)?,
+                answer_timeout,
+            )
+            .with_connect_timeout(CONNECT_TIMEOUT.min(answer_timeout)),
         };
         conn.set_timeout(answer_timeout);
         let answer = conn
             .exchange_keeping_body(request.as_bytes(), max_body)
             .map(|(status, body)| (status, body.to_vec()))
-            .map_err(|e| match e.failure {
-                NoAnswer::Connect => format!("cannot connect: {}", e.detail),
-                _ => e.detail,
-            })?;
+            .map_err(UpstreamError::Exchange)?;
         self.give_back(target.authority, conn);
         Ok(answer)
     }
@@ -170,6 +170,30 @@ fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
+/// Why a forward got no answer from its worker.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// The table's url is not `http://HOST:PORT` (the table checks it; kept
+    /// for safety).
+    Url(String),
+    /// The worker's host name did not resolve in time.
+    Resolve(String),
+    /// Connecting, writing or reading failed (the connection's own reason).
+    Exchange(crate::http::conn::Error),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Url(reason) | UpstreamError::Resolve(reason) => f.write_str(reason),
+            UpstreamError::Exchange(e) if e.failure == NoAnswer::Connect => {
+                write!(f, "cannot connect: {}", e.detail)
+            }
+            UpstreamError::Exchange(e) => f.write_str(&e.detail),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,12 +274,14 @@ mod tests {
         let err = upstream
             .get(&url, "/5", Duration::from_millis(200), 32)
             .expect_err("no answer");
-        assert_eq!(err, "no answer in time");
+        assert!(matches!(&err, UpstreamError::Exchange(e) if e.failure == NoAnswer::Timeout));
+        assert_eq!(err.to_string(), "no answer in time");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(listener);
         let err = upstream
             .get(&url, "/5", Duration::from_millis(200), 32)
             .expect_err("closed");
-        assert!(err.starts_with("cannot connect"), "{err}");
+        assert!(matches!(&err, UpstreamError::Exchange(e) if e.failure == NoAnswer::Connect));
+        assert!(err.to_string().starts_with("cannot connect"), "{err}");
     }
 }

@@ -160,6 +160,26 @@ fn replay(records: Vec<(u64, Record)>) -> Result<(HardState, Vec<Entry>, u64), S
     Ok((hard_state, entries, first_entry_offset))
 }
 
+/// The log starts after the entry that follows the snapshot: entries are missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LogGap {
+    pub first: u64,
+    pub snapshot_index: u64,
+}
+
+impl std::fmt::Display for LogGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let LogGap {
+            first,
+            snapshot_index,
+        } = self;
+        write!(
+            f,
+            "the log starts at entry {first} but the snapshot ends at {snapshot_index}: entries are missing"
+        )
+    }
+}
+
 /// The entries that follow a snapshot ending at `meta`, out of consecutive
 /// `entries` that start at or before the entry right after it. Entries the
 /// snapshot covers go; the rest stay only if the entry at the snapshot's index
@@ -169,15 +189,15 @@ fn replay(records: Vec<(u64, Record)>) -> Result<(HardState, Vec<Entry>, u64), S
 pub(super) fn entries_after_snapshot(
     mut entries: Vec<Entry>,
     meta: SnapshotMeta,
-) -> Result<(Vec<Entry>, bool), String> {
+) -> Result<(Vec<Entry>, bool), LogGap> {
     let Some(first) = entries.first().map(|e| e.index) else {
         return Ok((entries, false));
     };
     if first > meta.index + 1 {
-        return Err(format!(
-            "the log starts at entry {first} but the snapshot ends at {}: entries are missing",
-            meta.index
-        ));
+        return Err(LogGap {
+            first,
+            snapshot_index: meta.index,
+        });
     }
     if first == meta.index + 1 {
         return Ok((entries, false));

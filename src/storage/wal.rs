@@ -37,10 +37,10 @@ impl<D: Dir> Storage<D> {
         let found = recover::read_dir(&mut dir)?;
         let meta = found.snapshot.as_ref().map(|s| s.meta);
         let (entries, dropped) = entries_after_snapshot(found.entries, meta.unwrap_or_default())
-            .map_err(|reason| StorageError::Corrupt {
+            .map_err(|gap| StorageError::Corrupt {
                 file: LOG_NAME.to_string(),
                 offset: found.first_entry_offset,
-                reason,
+                reason: gap.to_string(),
             })?;
         let mut hard_state = found.hard_state;
         hard_state.commit = hard_state.commit.max(meta.map_or(0, |m| m.index));
