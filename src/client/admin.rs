@@ -31,7 +31,7 @@ pub fn forget(
         let body = forget_body(server, crate::server::admin::now_ms());
         let (_, tag) = super::auth::sign(keys, &body);
         let url = format!("{}/admin/forget", http::node_base_url(node));
-        http::post_signed_json(&agent, &url, &body, Some(&tag))
+        http::post_signed_json(&agent, &url, &body, Some(&tag)).map_err(|e| e.to_string())
     })?;
     Ok((node.id.clone(), reply.body.trim().to_string()))
 }

@@ -143,6 +143,7 @@ pub(crate) fn first_body(
     let agent = http::agent(timeouts, false);
     let (_, reply) = first_answer(nodes, |node| {
         http::get(&agent, &format!("{}{path}", http::node_base_url(node)))
+            .map_err(|e| e.to_string())
     })?;
     Ok(reply.body)
 }

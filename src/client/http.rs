@@ -57,8 +57,32 @@ pub fn agent(timeouts: Timeouts, keep_alive: bool) -> Agent {
     Agent::new_with_config(config.build())
 }
 
-/// `GET url`; the error is a one-line reason (connection refused, timed out…).
-pub fn get(agent: &Agent, url: &str) -> Result<Reply, String> {
+/// Why a call got no answer (any status is an answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// The call's time ran out.
+    TimedOut,
+    /// Connecting, sending or reading the answer's head failed, for this reason
+    /// (connection refused, ...).
+    Failed(String),
+    /// The answer's body could not be read (cut short, over the limit, ...).
+    Body(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::TimedOut => f.write_str("timed out"),
+            CallError::Failed(reason) => f.write_str(reason),
+            CallError::Body(reason) => write!(f, "reading the answer: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// `GET url`.
+pub fn get(agent: &Agent, url: &str) -> Result<Reply, CallError> {
     let response = agent.get(url).call().map_err(|e| describe(&e))?;
     read_reply(response)
 }
@@ -70,7 +94,7 @@ pub(crate) fn post_signed_json(
     url: &str,
     body: &[u8],
     tag: Option<&str>,
-) -> Result<Reply, String> {
+) -> Result<Reply, CallError> {
     let mut request = agent.post(url);
     if let Some(tag) = tag {
         request = request.header(crate::auth::AUTH_HEADER, tag);
@@ -79,7 +103,7 @@ pub(crate) fn post_signed_json(
 }
 
 /// `PUT url` with a text body.
-pub(crate) fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, String> {
+pub(crate) fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, CallError> {
     send_body(agent.put(url), "text/plain; charset=utf-8", body)
 }
 
@@ -87,7 +111,7 @@ fn send_body(
     request: ureq::RequestBuilder<ureq::typestate::WithBody>,
     content_type: &str,
     body: &[u8],
-) -> Result<Reply, String> {
+) -> Result<Reply, CallError> {
     let response = request
         .header("content-type", content_type)
         .send(body)
@@ -95,7 +119,7 @@ fn send_body(
     read_reply(response)
 }
 
-fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, String> {
+fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, CallError> {
     let status = response.status().as_u16();
     let server = response
         .headers()
@@ -107,7 +131,7 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, S
         .with_config()
         .limit(MAX_RESPONSE_BYTES)
         .read_to_vec()
-        .map_err(|e| format!("reading the answer: {}", describe(&e)))?;
+        .map_err(|e| CallError::Body(describe(&e).to_string()))?;
     Ok(Reply {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
@@ -115,12 +139,12 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, S
     })
 }
 
-/// A ureq error as a short lowercase phrase.
-fn describe(error: &ureq::Error) -> String {
+/// A ureq error as a call error with a short lowercase phrase.
+fn describe(error: &ureq::Error) -> CallError {
     match error {
-        ureq::Error::Timeout(_) => "timed out".to_string(),
-        ureq::Error::Io(e) => lowercase_first(&e.to_string()),
-        other => lowercase_first(&other.to_string()),
+        ureq::Error::Timeout(_) => CallError::TimedOut,
+        ureq::Error::Io(e) => CallError::Failed(lowercase_first(&e.to_string())),
+        other => CallError::Failed(lowercase_first(&other.to_string())),
     }
 }
 
@@ -160,6 +184,8 @@ mod tests {
             false,
         );
         let err = get(&agent, "http://127.0.0.1:1/health").expect_err("nothing listens");
+        assert!(matches!(err, CallError::Failed(_)), "{err:?}");
+        let err = err.to_string();
         assert!(!err.is_empty() && !err.contains('\n'), "{err}");
     }
 }

@@ -39,7 +39,7 @@ pub fn check_text(text: &str) -> Result<(), String> {
 pub fn get(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, FailoverError> {
     let agent = http::agent(timeouts, false);
     let (_, reply) = failover::race(nodes, move |node| {
-        http::get(&agent, &format!("{}/note", http::node_base_url(node)))
+        http::get(&agent, &format!("{}/note", http::node_base_url(node))).map_err(|e| e.to_string())
     })?;
     Ok(reply.body)
 }
@@ -74,7 +74,7 @@ pub fn set(
             Err(reason) => failures.push(NodeFailure {
                 node: node.id.clone(),
                 addr: node.addr.clone(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }

@@ -60,7 +60,7 @@ pub fn prime(nodes: &[NodeEntry], n: u64, timeouts: Timeouts) -> Result<Answer, 
     let started = Instant::now();
     let (node, reply) = failover::first_answer(nodes, |node| {
         let url = format!("{}/prime/{n}", http::node_base_url(node));
-        let reply = http::get(&agent, &url)?;
+        let reply = http::get(&agent, &url).map_err(|e| e.to_string())?;
         let digits = reply.body.trim();
         let is_number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
         if reply.status == 200 && !is_number {

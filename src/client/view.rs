@@ -52,7 +52,8 @@ pub fn fetch(nodes: &[NodeEntry], timeouts: Timeouts) -> Vec<NodeView> {
 }
 
 fn fetch_one(agent: &ureq::Agent, node: &NodeEntry) -> Result<Status, String> {
-    let reply = http::get(agent, &format!("{}/status", http::node_base_url(node)))?;
+    let reply = http::get(agent, &format!("{}/status", http::node_base_url(node)))
+        .map_err(|e| e.to_string())?;
     if reply.status != 200 {
         let line = failover::first_line(&reply.body);
         return Err(format!("answered {}: {line}", reply.status));

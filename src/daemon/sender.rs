@@ -103,7 +103,7 @@ fn post_reports(id: &str, url: &str, agent: &ureq::Agent, queue: &Receiver<Body>
             Ok(Reply { status, body, .. }) => {
                 Err(format!("answered {status}: {}", first_line(&body)))
             }
-            Err(reason) => Err(reason),
+            Err(reason) => Err(reason.to_string()),
         };
         let ok = outcome.is_ok();
         match (accepting, outcome) {
