@@ -294,7 +294,7 @@ fn run() -> Result<(), Exit> {
     // Only the commands that talk to the cluster look for the nodes.
     let find_nodes = || {
         let env = std::env::var(discover::NODES_VAR).ok();
-        discover::find(cli.nodes.as_deref(), env.as_deref()).map_err(Exit::Usage)
+        discover::find(cli.nodes.as_deref(), env.as_deref()).map_err(|e| Exit::Usage(e.to_string()))
     };
     // The command's own --timeout-ms, else the one before the command, else
     // the command's default.

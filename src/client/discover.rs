@@ -23,34 +23,63 @@ pub struct Found {
 
 /// Finds the nodes from the flag, else `env` (the value of `RAFTLB_NODES`),
 /// else `./nodes.txt`. The error is one line a user can act on.
-pub fn find(flag: Option<&Path>, env: Option<&str>) -> Result<Found, String> {
+pub fn find(flag: Option<&Path>, env: Option<&str>) -> Result<Found, DiscoverError> {
     if let Some(file) = flag {
-        return load_file(file);
+        return load_file(file).map_err(DiscoverError::Flag);
     }
     match env.map(str::trim) {
         Some(value) if value.contains('=') => Ok(Found {
-            nodes: parse_list(value)?,
+            nodes: parse_list(value).map_err(DiscoverError::List)?,
             key_beside: PathBuf::from(DEFAULT_FILE),
         }),
         Some(value) if !value.is_empty() => {
-            load_file(Path::new(value)).map_err(|e| format!("{e} (from {NODES_VAR})"))
+            load_file(Path::new(value)).map_err(DiscoverError::EnvFile)
         }
         _ => match Nodes::load(Path::new(DEFAULT_FILE)) {
             Ok(nodes) => Ok(Found {
                 nodes,
                 key_beside: PathBuf::from(DEFAULT_FILE),
             }),
-            Err(NodesError::Read { reason, .. }) => Err(format!(
-                "no nodes: --nodes FILE was not given, {NODES_VAR} is not set (a file, \
-                 or ID=HOST:PORT,ID=HOST:PORT,…), and cannot read ./{DEFAULT_FILE}: {reason}"
-            )),
-            Err(e) => Err(e.to_string()),
+            Err(NodesError::Read { reason, .. }) => Err(DiscoverError::Nowhere(reason)),
+            Err(e) => Err(DiscoverError::Default(e)),
         },
     }
 }
 
-fn load_file(file: &Path) -> Result<Found, String> {
-    let nodes = Nodes::load(file).map_err(|e| e.to_string())?;
+/// Why no nodes were found; `Display` is one line a user can act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DiscoverError {
+    /// The `--nodes` file is unreadable or wrong.
+    Flag(NodesError),
+    /// `RAFTLB_NODES` names a file that is unreadable or wrong.
+    EnvFile(NodesError),
+    /// `RAFTLB_NODES` is a list with a wrong item (the reason names it).
+    List(String),
+    /// Neither given, and ./nodes.txt cannot be read (why).
+    Nowhere(String),
+    /// ./nodes.txt is wrong.
+    Default(NodesError),
+}
+
+impl std::fmt::Display for DiscoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoverError::Flag(e) | DiscoverError::Default(e) => write!(f, "{e}"),
+            DiscoverError::EnvFile(e) => write!(f, "{e} (from {NODES_VAR})"),
+            DiscoverError::List(reason) => f.write_str(reason),
+            DiscoverError::Nowhere(reason) => write!(
+                f,
+                "no nodes: --nodes FILE was not given, {NODES_VAR} is not set (a file, \
+                 or ID=HOST:PORT,ID=HOST:PORT,…), and cannot read ./{DEFAULT_FILE}: {reason}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiscoverError {}
+
+fn load_file(file: &Path) -> Result<Found, NodesError> {
+    let nodes = Nodes::load(file)?;
     Ok(Found {
         nodes,
         key_beside: file.to_path_buf(),
@@ -94,13 +123,20 @@ mod tests {
     #[test]
     fn a_bad_list_names_the_variable_and_the_item() {
         let err = find(None, Some("A=127.0.0.1:1,B")).expect_err("no =");
-        assert_eq!(err, "RAFTLB_NODES: \"B\" is not ID=HOST:PORT");
-        let err = find(None, Some("A=127.0.0.1:1,A=127.0.0.1:2")).expect_err("duplicate");
+        assert_eq!(err.to_string(), "RAFTLB_NODES: \"B\" is not ID=HOST:PORT");
+        let err = find(None, Some("A=127.0.0.1:1,A=127.0.0.1:2"))
+            .expect_err("duplicate")
+            .to_string();
         assert!(
             err.starts_with("RAFTLB_NODES item 2: duplicate id A"),
             "{err}"
         );
         let err = find(None, Some("/nonexistent/n.txt")).expect_err("missing file");
+        assert!(
+            matches!(err, DiscoverError::EnvFile(NodesError::Read { .. })),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(err.contains("/nonexistent/n.txt") && err.ends_with("(from RAFTLB_NODES)"));
     }
 }

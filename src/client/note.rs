@@ -24,16 +24,31 @@ use crate::table::MAX_NOTE_BYTES;
 /// nodes answer it from memory, so a node slower than this is down or paused.
 const LEADER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1_000);
 
-/// Checks a note before any network call; the error is a one-line reason.
-pub fn check_text(text: &str) -> Result<(), String> {
+/// Checks a note before any network call.
+pub fn check_text(text: &str) -> Result<(), NoteTooLarge> {
     if text.len() > MAX_NOTE_BYTES {
-        return Err(format!(
-            "the note is {} bytes; the limit is {MAX_NOTE_BYTES} (32 KiB)",
-            text.len()
-        ));
+        return Err(NoteTooLarge { bytes: text.len() });
     }
     Ok(())
 }
+
+/// A note over the 32 KiB limit, of this many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoteTooLarge {
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for NoteTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = self.bytes;
+        write!(
+            f,
+            "the note is {bytes} bytes; the limit is {MAX_NOTE_BYTES} (32 KiB)"
+        )
+    }
+}
+
+impl std::error::Error for NoteTooLarge {}
 
 /// The note, read linearizably through the first node that can answer.
 pub fn get(nodes: &[NodeEntry], timeouts: Timeouts) -> Result<String, FailoverError> {
@@ -181,6 +196,7 @@ mod tests {
         assert!(check_text("").is_ok());
         assert!(check_text(&"x".repeat(MAX_NOTE_BYTES)).is_ok());
         let err = check_text(&"é".repeat(MAX_NOTE_BYTES / 2 + 1)).expect_err("too large");
-        assert!(err.contains("32768"), "{err}");
+        assert_eq!(err.bytes, MAX_NOTE_BYTES + 2);
+        assert!(err.to_string().contains("32768"), "{err}");
     }
 }
