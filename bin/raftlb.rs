@@ -200,7 +200,7 @@ struct BenchCommon {
 }
 
 /// `LO-HI`, two N within the default max-n.
-fn n_range(text: &str) -> Result<bench::mix::NRange, String> {
+fn n_range(text: &str) -> Result<bench::mix::NRange, bench::mix::BadRange> {
     bench::mix::NRange::parse(text, raftlb::primes::MAX_N)
 }
 
@@ -490,7 +490,7 @@ fn bench(load: BenchLoad, request_timeout: Duration) -> Result<(), Exit> {
         targets: (common.target.iter())
             .map(|t| bench::Target::parse(t))
             .collect::<Result<_, _>>()
-            .map_err(Exit::Usage)?,
+            .map_err(|e: bench::BadTarget| Exit::Usage(e.to_string()))?,
         concurrency: usize::from(concurrency),
         warmup: Duration::from_secs_f64(common.warmup_secs),
         duration: Duration::from_secs_f64(common.duration_secs),

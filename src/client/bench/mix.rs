@@ -20,8 +20,11 @@ pub struct NRange {
 
 impl NRange {
     /// Parses `LO-HI` (1 <= LO <= HI <= max_n); a one-line reason otherwise.
-    pub fn parse(text: &str, max_n: u64) -> Result<NRange, String> {
-        let bad = || format!("{text:?}: expected LO-HI, two N with 1 <= LO <= HI <= {max_n}");
+    pub fn parse(text: &str, max_n: u64) -> Result<NRange, BadRange> {
+        let bad = || BadRange {
+            text: text.to_string(),
+            max_n,
+        };
         let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
         let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
         let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
@@ -38,6 +41,25 @@ impl NRange {
         (n.round() as u64).clamp(self.lo, self.hi)
     }
 }
+
+/// A range that is not `LO-HI` with 1 <= LO <= HI <= `max_n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRange {
+    pub text: String,
+    pub max_n: u64,
+}
+
+impl std::fmt::Display for BadRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let BadRange { text, max_n } = self;
+        write!(
+            f,
+            "{text:?}: expected LO-HI, two N with 1 <= LO <= HI <= {max_n}"
+        )
+    }
+}
+
+impl std::error::Error for BadRange {}
 
 /// The mixed stream's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +155,7 @@ mod tests {
         assert_eq!(NRange::parse("10-20", 100), Ok(NRange { lo: 10, hi: 20 }));
         assert_eq!(NRange::parse("5-5", 100), Ok(NRange { lo: 5, hi: 5 }));
         for bad in ["", "10", "20-10", "0-5", "1-101", "a-b", "1-2-3"] {
-            let e = NRange::parse(bad, 100).expect_err(bad);
+            let e = NRange::parse(bad, 100).expect_err(bad).to_string();
             assert!(e.contains("LO-HI") && !e.contains('\n'), "{e}");
         }
     }

@@ -84,8 +84,11 @@ pub struct Target {
 impl Target {
     /// Parses `http://HOST:PORT` with an optional trailing `/`; a one-line
     /// reason otherwise. The host is resolved here, once.
-    pub fn parse(text: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("bad --target {text:?}: {why}");
+    pub fn parse(text: &str) -> Result<Target, BadTarget> {
+        let bad = |why: &str| BadTarget {
+            text: text.to_string(),
+            why: why.to_string(),
+        };
         let rest = text
             .strip_prefix("http://")
             .ok_or_else(|| bad("it must start with http://"))?;
@@ -115,6 +118,46 @@ impl Target {
         format!("http://{}", self.authority)
     }
 }
+
+/// A `--target` that is not `http://HOST:PORT` or does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadTarget {
+    pub text: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for BadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad --target {:?}: {}", self.text, self.why)
+    }
+}
+
+impl std::error::Error for BadTarget {}
+
+/// Why a benchmark run could not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BenchError {
+    /// No `--target` was given.
+    NoTarget,
+    /// A client thread could not start (which, and why).
+    Thread { thread: usize, reason: String },
+    /// A client thread panicked.
+    Panicked,
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::NoTarget => f.write_str("no target"),
+            BenchError::Thread { thread, reason } => {
+                write!(f, "cannot start client thread {thread}: {reason}")
+            }
+            BenchError::Panicked => f.write_str("a client thread panicked"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
 
 /// The first address that accepts a connection ("localhost" is often ::1
 /// first while servers listen on 127.0.0.1), else the first IPv4 one.
@@ -187,9 +230,9 @@ impl Window {
 }
 
 /// Runs the load and sums it up; an error when the threads cannot start.
-pub fn run(options: &Options) -> Result<Summary, String> {
+pub fn run(options: &Options) -> Result<Summary, BenchError> {
     if options.targets.is_empty() {
-        return Err("no target".into());
+        return Err(BenchError::NoTarget);
     }
     let start = Instant::now();
     let counted_from = start + options.warmup;
@@ -214,17 +257,14 @@ pub fn run(options: &Options) -> Result<Summary, String> {
                 Err(e) => {
                     // The running threads end at the window's end; stop them now.
                     window.counted.store(u64::MAX, Ordering::Relaxed);
-                    return Err(format!("cannot start client thread {thread}: {e}"));
+                    let reason = e.to_string();
+                    return Err(BenchError::Thread { thread, reason });
                 }
             }
         }
         let mut all = Tally::default();
         for handle in threads {
-            all.merge(
-                handle
-                    .join()
-                    .map_err(|_| "a client thread panicked".to_string())?,
-            );
+            all.merge(handle.join().map_err(|_| BenchError::Panicked)?);
         }
         Ok(all)
     })?;
@@ -414,7 +454,7 @@ mod tests {
     use super::*;
 
     fn target(text: &str) -> Result<Target, String> {
-        Target::parse(text)
+        Target::parse(text).map_err(|e| e.to_string())
     }
 
     #[test]
