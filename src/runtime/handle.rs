@@ -59,7 +59,7 @@ impl NodeHandle {
     }
 
     /// The nodes.txt name of a Raft id.
-    pub(crate) fn name_of(&self, id: NodeId) -> Option<String> {
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
         self.shared.name_of(id)
     }
 
@@ -92,7 +92,7 @@ impl NodeHandle {
 
     /// Hands a validated (and authenticated) report to the loop, which proposes
     /// it or forwards it to the leader; never waits.
-    pub(crate) fn submit_report(&self, report: Report) -> Result<(), NotTaken> {
+    pub fn submit_report(&self, report: Report) -> Result<(), NotTaken> {
         match self.input.try_send(LoopInput::Report(report)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(NotTaken::QueueFull),
@@ -102,7 +102,7 @@ impl NodeHandle {
 
     /// Writes the note: waits until it is committed and applied here, or until
     /// `deadline` (then "unavailable"; the write may still commit later).
-    pub(crate) fn write_note(&self, text: String, deadline: Instant) -> NoteOutcome {
+    pub fn write_note(&self, text: String, deadline: Instant) -> NoteOutcome {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.ask_note(
             LoopInput::SetNote {
