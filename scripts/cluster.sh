@@ -25,14 +25,8 @@ mkdir -p "$RUN"
 node_ids() { sed -e 's/#.*//' "$NODES" | awk 'NF >= 2 { print $1 }'; }
 node_addr() { sed -e 's/#.*//' "$NODES" | awk -v id="$1" '$1 == id { print $2 }'; }
 
-# alive NAME PROGRAM: the pid in run/NAME.pid is running PROGRAM.
-alive() {
-    local pidfile="$RUN/$1.pid" pid
-    [[ -f $pidfile ]] || return 1
-    pid=$(cat "$pidfile")
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2" || return 1
-}
+# alive NAME PROGRAM (scripts/procs.sh).
+source scripts/procs.sh
 
 # launch NAME PROGRAM ARGS...: start unless already running.
 launch() {

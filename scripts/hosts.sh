@@ -118,14 +118,8 @@ ensure_key() {
     [[ -e $RUN/cluster.key ]] || "$BIN/raftlb" keygen "$RUN/cluster.key"
 }
 
-# alive NAME PROGRAM: the pid in RUN/NAME.pid is running PROGRAM.
-alive() {
-    local pidfile="$RUN/$1.pid" pid
-    [[ -f $pidfile ]] || return 1
-    pid=$(cat "$pidfile")
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2" || return 1
-}
+# alive NAME PROGRAM (scripts/procs.sh).
+source scripts/procs.sh
 
 # launch NAME PROGRAM ARGS...: start PROGRAM in host NAME's namespace unless it
 # runs already. `ip netns exec` execs the program, so $! is the program's pid.

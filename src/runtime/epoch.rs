@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::start_error::DataDirProblem;
-use crate::storage::Dir;
+use crate::storage::{replace_durably, Dir};
 
 /// The file in the data dir.
 const EPOCH_NAME: &str = "epoch";
@@ -62,10 +62,7 @@ pub(crate) fn next_epoch<D: Dir>(dir: &mut D, now_us: u64) -> Result<u64, DataDi
         None => now_us,
     };
     let text = format!("{epoch}\n");
-    dir.write_new(EPOCH_TEMP_NAME, text.as_bytes())
-        .and_then(|()| dir.sync_file(EPOCH_TEMP_NAME))
-        .and_then(|()| dir.rename(EPOCH_TEMP_NAME, EPOCH_NAME))
-        .and_then(|()| dir.sync_dir())
+    replace_durably(dir, EPOCH_TEMP_NAME, EPOCH_NAME, text.as_bytes())
         .map_err(fail("cannot write"))?;
     Ok(epoch)
 }

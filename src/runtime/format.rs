@@ -9,7 +9,7 @@
 //! anything in the dir is read or written.
 
 use super::start_error::DataDirProblem;
-use crate::storage::Dir;
+use crate::storage::{replace_durably, Dir};
 
 /// The format this binary writes.
 pub(crate) const CURRENT: u32 = 1;
@@ -65,10 +65,7 @@ pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem
         _ => {}
     }
     let text = format!("{PREFIX}{CURRENT}\n");
-    dir.write_new(FORMAT_TEMP_NAME, text.as_bytes())
-        .and_then(|()| dir.sync_file(FORMAT_TEMP_NAME))
-        .and_then(|()| dir.rename(FORMAT_TEMP_NAME, FORMAT_NAME))
-        .and_then(|()| dir.sync_dir())
+    replace_durably(dir, FORMAT_TEMP_NAME, FORMAT_NAME, text.as_bytes())
         .map_err(fail("cannot write"))
 }
 

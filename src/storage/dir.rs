@@ -13,6 +13,21 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 
+/// Replaces (or creates) `name` with `bytes` so that a crash leaves either
+/// the old file or the new one, and the new one is durable when this returns:
+/// write `temp`, fsync it, rename it over `name`, fsync the directory.
+pub(crate) fn replace_durably<D: Dir>(
+    dir: &mut D,
+    temp: &str,
+    name: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    dir.write_new(temp, bytes)?;
+    dir.sync_file(temp)?;
+    dir.rename(temp, name)?;
+    dir.sync_dir()
+}
+
 /// A flat directory of files, with explicit durability.
 pub trait Dir {
     /// The names of the regular files in the directory.

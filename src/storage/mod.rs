@@ -32,6 +32,7 @@ mod wal;
 use std::fmt;
 use std::io;
 
+pub(crate) use dir::replace_durably;
 pub use dir::{Dir, FsDir};
 pub use memdir::MemDir;
 pub use record::MAX_ENTRY_DATA_BYTES;
