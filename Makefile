@@ -27,6 +27,7 @@ browser-deps: ## Chromium and chromedriver for the page's test, when missing
 HUNT_SEEDS ?= 100000
 hunt: ## both simulators (the core, whole nodes) on HUNT_SEEDS seeds (100000) each
 	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_random -- --nocapture
+	RAFTLB_SIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_membership -- --nocapture
 	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_node -- --nocapture
 
 # raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one

@@ -230,6 +230,20 @@ mod tests {
             to: 2,
             term: u64::MAX / 2 - 1,
             body: MessageBody::InstallSnapshot {
+                membership: Some(
+                    crate::raft::Membership::new(
+                        (0..crate::raft::MAX_MEMBERS as u64)
+                            .map(|id| crate::raft::Member {
+                                id: u64::MAX - id,
+                                name: "n".repeat(crate::raft::MAX_LABEL_BYTES - 2)
+                                    + &format!("{id:02}"),
+                                addr: "a".repeat(crate::raft::MAX_LABEL_BYTES),
+                                voter: true,
+                            })
+                            .collect(),
+                    )
+                    .expect("the largest configuration"),
+                ),
                 meta: SnapshotMeta {
                     index: u64::MAX / 2 - 1,
                     term: u64::MAX / 2 - 1,

@@ -413,7 +413,7 @@ fn a_data_dir_of_a_newer_format_is_refused_naming_both_and_left_alone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("format 9") && err.contains("format 1"),
+        err.contains("format 9") && err.contains("format 2"),
         "{err}"
     );
     let mut left: Vec<String> = std::fs::read_dir(&data)

@@ -541,6 +541,7 @@ fn forged_messages(from: u64, to: u64, term: u64) -> Vec<Vec<u8>> {
         message(
             term + 1,
             MessageBody::InstallSnapshot {
+                membership: None,
                 meta: SnapshotMeta {
                     index: 1 << 40,
                     term: term + 1,

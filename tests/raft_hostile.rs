@@ -80,6 +80,7 @@ fn body(rng: &mut Rng) -> MessageBody {
             read_seq: value(rng),
         },
         6 => MessageBody::InstallSnapshot {
+            membership: None,
             meta: SnapshotMeta {
                 index: value(rng),
                 term: value(rng),
@@ -171,6 +172,7 @@ fn a_snapshot_the_state_machine_cannot_decode_is_never_installed_or_written() {
     let forged: Vec<u8> = (0..20).collect(); // not whole 8-byte words
     for (offset, chunk) in [(0u64, &forged[..10]), (10, &forged[10..])] {
         let body = MessageBody::InstallSnapshot {
+            membership: None,
             meta,
             offset,
             total_len: forged.len() as u64,

@@ -113,6 +113,7 @@ fn crash_keeps_the_synced_state_or_a_longer_consistent_prefix() {
 fn snapshot_install_survives_a_crash_at_every_step(meta: SnapshotMeta, kept_after: Vec<Entry>) {
     let old_entries = entries(1, 20, 1);
     let snapshot = Snapshot {
+        membership: None,
         meta,
         data: b"load table".to_vec(),
     };
@@ -122,6 +123,7 @@ fn snapshot_install_survives_a_crash_at_every_step(meta: SnapshotMeta, kept_afte
             let (mut storage, _) = open(&dir).expect("open");
             storage.append(&entries(1, 4, 1)).expect("append");
             let old = Snapshot {
+                membership: None,
                 meta: SnapshotMeta { index: 3, term: 1 },
                 data: b"old".to_vec(),
             };
@@ -257,6 +259,7 @@ fn a_damaged_snapshot_file_refuses_to_start() {
     storage.append(&entries(1, 5, 1)).expect("append");
     let meta = SnapshotMeta { index: 4, term: 1 };
     let snapshot = Snapshot {
+        membership: None,
         meta,
         data: b"table".to_vec(),
     };
@@ -297,7 +300,11 @@ fn a_log_starting_after_the_snapshot_is_refused_as_a_gap() {
     storage.append(&entries(1, 9, 1)).expect("append");
     let meta = SnapshotMeta { index: 3, term: 1 };
     storage
-        .apply_snapshot(&Snapshot { meta, data: vec![] })
+        .apply_snapshot(&Snapshot {
+            meta,
+            membership: None,
+            data: vec![],
+        })
         .expect("snapshot");
     drop(storage);
     // As if the snapshot file were lost: the log starts at 4 with nothing before it.

@@ -1,6 +1,7 @@
 //! The core's settings, in logical ticks and bytes: the runtime decides how long a
 //! tick lasts (10 ms by default, so a heartbeat every 5 ticks is 50 ms).
 
+use super::membership::Membership;
 use super::types::{NodeId, ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES};
 
 /// How a Raft node behaves. `Config::new` gives the defaults raftlb runs with.
@@ -8,9 +9,10 @@ use super::types::{NodeId, ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES};
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voter of the cluster, this node included. The cluster is fixed: a dead
-    /// node still counts toward the majority.
-    pub voters: Vec<NodeId>,
+    /// The bootstrap configuration (nodes.txt): in force until the log or a
+    /// snapshot holds a configuration. The first leader writes it into the log,
+    /// so from then on the log alone says who the members are.
+    pub bootstrap: Membership,
     /// A leader sends heartbeats every this many ticks.
     pub heartbeat_ticks: u64,
     /// Election timeouts are drawn from `election_ticks_min..election_ticks_max`.
@@ -49,10 +51,10 @@ pub struct Config {
 /// Why a [`Config`] cannot work; `Display` is the one-line reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// The node is not among the voters.
-    NotAVoter(NodeId),
-    /// A voter is listed twice.
-    DuplicateVoter,
+    /// The node is not in the bootstrap configuration.
+    NotAMember(NodeId),
+    /// The bootstrap configuration breaks a rule (a voter listed twice, none).
+    Bootstrap(super::membership::MembershipError),
     /// A setting breaks its rule.
     Setting {
         setting: &'static str,
@@ -63,8 +65,10 @@ pub enum ConfigError {
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConfigError::NotAVoter(id) => write!(f, "node {id} is not among the voters"),
-            ConfigError::DuplicateVoter => f.write_str("duplicate voter id"),
+            ConfigError::NotAMember(id) => {
+                write!(f, "node {id} is not in the bootstrap configuration")
+            }
+            ConfigError::Bootstrap(e) => write!(f, "bootstrap configuration: {e}"),
             ConfigError::Setting { setting, rule } => write!(f, "{setting} {rule}"),
         }
     }
@@ -87,12 +91,24 @@ pub fn accept_any_snapshot(_data: &[u8]) -> bool {
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 5_000;
 
 impl Config {
-    /// The defaults: heartbeat every 5 ticks, elections after 15-30 ticks (50 ms and
-    /// 150-300 ms at 10 ms a tick), 60 KB datagrams.
+    /// The defaults for a cluster whose bootstrap voters are `voters`, named by
+    /// their ids: heartbeat every 5 ticks, elections after 15-30 ticks (50 ms and
+    /// 150-300 ms at 10 ms a tick), 60 KB datagrams. A voter listed twice shows
+    /// in `validate`.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        let bootstrap = Membership::of_voters(&voters).unwrap_or_else(|_| {
+            // Keep the duplicate for `validate` to name; labels are the ids.
+            Membership::unchecked(&voters)
+        });
+        Config::with_bootstrap(id, bootstrap)
+    }
+
+    /// The defaults, for a cluster bootstrapped with `bootstrap` (names and
+    /// addresses from nodes.txt).
+    pub fn with_bootstrap(id: NodeId, bootstrap: Membership) -> Config {
         Config {
             id,
-            voters,
+            bootstrap,
             heartbeat_ticks: 5,
             election_ticks_min: 15,
             election_ticks_max: 30,
@@ -115,14 +131,9 @@ impl Config {
 
     /// Checks the settings; the error says which one is wrong.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
-        }
-        let mut sorted = self.voters.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.voters.len() {
-            return Err(ConfigError::DuplicateVoter);
+        self.bootstrap.validate().map_err(ConfigError::Bootstrap)?;
+        if !self.bootstrap.contains(self.id) {
+            return Err(ConfigError::NotAMember(self.id));
         }
         let bad =
             |setting: &'static str, rule: &'static str| Err(ConfigError::Setting { setting, rule });
@@ -157,11 +168,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// How many votes make a majority of the fixed cluster.
-    pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
-    }
 }
 
 #[cfg(test)]
@@ -175,16 +181,22 @@ mod tests {
 
     #[test]
     fn quorum_of_five_is_three() {
-        assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).quorum(), 3);
-        assert_eq!(Config::new(1, vec![1, 2, 3, 4]).quorum(), 3);
-        assert_eq!(Config::new(1, vec![1]).quorum(), 1);
+        assert_eq!(Config::new(1, vec![1, 2, 3, 4, 5]).bootstrap.quorum(), 3);
+        assert_eq!(Config::new(1, vec![1, 2, 3, 4]).bootstrap.quorum(), 3);
+        assert_eq!(Config::new(1, vec![1]).bootstrap.quorum(), 1);
+        let twice = Config::new(1, vec![1, 2, 2]);
+        assert!(matches!(twice.validate(), Err(ConfigError::Bootstrap(_))));
     }
 
     #[test]
     fn bad_settings_are_named() {
         let mut c = Config::new(9, vec![1, 2, 3]);
-        assert_eq!(c.validate(), Err(ConfigError::NotAVoter(9)));
-        assert!(c.validate().unwrap_err().to_string().contains("not among"));
+        assert_eq!(c.validate(), Err(ConfigError::NotAMember(9)));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not in the bootstrap"));
         c.id = 1;
         c.election_ticks_max = c.election_ticks_min;
         let err = c.validate().unwrap_err();

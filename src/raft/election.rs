@@ -8,6 +8,12 @@ impl Raft {
     /// Follower and candidate clock: campaign when no leader was heard from for a
     /// randomized election timeout.
     pub(super) fn tick_election(&mut self) {
+        if !self.is_voter() {
+            // A learner, or a node the configuration no longer has: it never
+            // campaigns (nobody would count its votes).
+            self.election_elapsed = 0;
+            return;
+        }
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_ticks {
             self.campaign(false);
@@ -43,23 +49,26 @@ impl Raft {
         }
     }
 
-    /// CheckQuorum: did a majority (counting ourselves) answer since the last check?
-    /// Resets the marks for the next round.
+    /// CheckQuorum: did a majority of the voters (counting ourselves if we
+    /// vote) answer since the last check? Resets the marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
         let me = self.id();
-        let mut active = 0;
+        let mut active = Vec::new();
         for (&id, pr) in self.progress.iter_mut() {
             if id == me || pr.recent_active {
-                active += 1;
+                active.push(id);
             }
             pr.recent_active = id == me;
         }
-        active >= self.config.quorum()
+        self.membership.is_quorum(&active)
     }
 
     /// Starts an election: a pre-vote round first when configured, unless this is a
     /// leadership transfer, which goes straight to a real vote.
     pub(super) fn campaign(&mut self, transfer: bool) {
+        if !self.is_voter() {
+            return;
+        }
         if !can_increment_term(self.term) {
             // Only forged terms get here (see `MAX_TERM_STEP`); a campaign in
             // a malformed term would be ignored by every peer anyway.
@@ -118,12 +127,16 @@ impl Raft {
         }
     }
 
+    /// Granted votes from a majority of the voters in force (a vote from a
+    /// learner or a stranger counts for nothing).
     fn won_election(&self) -> bool {
-        self.votes.values().filter(|&&granted| granted).count() >= self.config.quorum()
+        let granted = self.votes.iter().filter(|(_, &g)| g).map(|(id, _)| id);
+        self.membership.is_quorum(granted)
     }
 
     fn lost_election(&self) -> bool {
-        self.votes.values().filter(|&&granted| !granted).count() >= self.config.quorum()
+        let refused = self.votes.iter().filter(|(_, &g)| !g).map(|(id, _)| id);
+        self.membership.is_quorum(refused)
     }
 
     fn finish_election(&mut self, pre_vote: bool) {
@@ -227,7 +240,8 @@ impl Raft {
             // Once this term's leader is known, nobody else gets our vote (§5.2).
             self.vote == Some(m.from) || (self.vote.is_none() && self.leader.is_none())
         };
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        // A learner never votes: it is not part of any majority.
+        let granted = can_vote && self.is_voter() && self.log.is_up_to_date(last_index, last_term);
         if granted && !pre_vote {
             self.vote = Some(m.from);
             self.reset_election_timer();
@@ -278,7 +292,7 @@ impl Raft {
                 leader: self.leader,
             });
         }
-        if target == self.id() || !self.config.voters.contains(&target) {
+        if target == self.id() || !self.membership.is_voter(target) {
             return Ok(());
         }
         self.transferee = Some(target);
@@ -318,7 +332,7 @@ impl Raft {
         let me = self.id();
         self.progress
             .iter()
-            .filter(|(&id, _)| id != me)
+            .filter(|(&id, _)| id != me && self.membership.is_voter(id))
             .max_by_key(|(&id, pr)| (pr.recent_active, pr.match_index, std::cmp::Reverse(id)))
             .map(|(&id, _)| id)
     }

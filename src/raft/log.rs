@@ -6,7 +6,8 @@
 //! `persisted <= last_index`. Entries `unstable_from..=last_index` have not yet
 //! been handed to the caller for persistence.
 
-use super::types::{Entry, Snapshot, SnapshotMeta};
+use super::membership::Membership;
+use super::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
 
 /// The log of one node.
 #[derive(Debug)]
@@ -234,7 +235,12 @@ impl RaftLog {
 
     /// Replaces entries up to `index` (already applied) with the state machine's
     /// snapshot `data` taken at that index.
-    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Option<Snapshot> {
+    pub fn compact(
+        &mut self,
+        index: u64,
+        membership: Option<Membership>,
+        data: Vec<u8>,
+    ) -> Option<Snapshot> {
         if index <= self.snapshot.meta.index || index > self.applied || index > self.persisted {
             return None;
         }
@@ -246,9 +252,23 @@ impl RaftLog {
         self.applied_bytes -= dropped;
         self.snapshot = Snapshot {
             meta: SnapshotMeta { index, term },
+            membership,
             data,
         };
         Some(self.snapshot.clone())
+    }
+
+    /// The configuration in force at `index` (at or after the snapshot): the
+    /// last `Config` entry up to it, else the snapshot's (None: bootstrap). An
+    /// entry that does not decode is skipped, as `Raft` does.
+    pub(crate) fn membership_at(&self, index: u64) -> Option<Membership> {
+        let first = self.first_index();
+        (first..=index.min(self.last_index()))
+            .rev()
+            .filter_map(|i| self.entry(i))
+            .filter(|e| e.kind == EntryKind::Config)
+            .find_map(|e| Membership::decode(&e.data).ok())
+            .or_else(|| self.snapshot.membership.clone())
     }
 
     /// How many applied entries sit in the log after the snapshot.
@@ -374,7 +394,8 @@ mod tests {
             "entry 3 is not applied"
         );
         log.mark_persisted();
-        log.compact(1, Vec::new()).expect("entry 1 is applied");
+        log.compact(1, None, Vec::new())
+            .expect("entry 1 is applied");
         assert_eq!(log.applied_bytes_since_snapshot(), 200);
     }
 
@@ -423,7 +444,7 @@ mod tests {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
         log.commit_to(3);
         log.take_committed();
-        let snap = log.compact(3, vec![9]).unwrap();
+        let snap = log.compact(3, None, vec![9]).unwrap();
         assert_eq!(snap.meta, SnapshotMeta { index: 3, term: 2 });
         assert_eq!(log.first_index(), 4);
         assert_eq!(log.term(3), Some(2));

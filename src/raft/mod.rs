@@ -18,6 +18,7 @@
 mod config;
 mod election;
 mod log;
+mod membership;
 mod node;
 mod progress;
 mod read;
@@ -28,6 +29,10 @@ mod types;
 
 pub use config::{accept_any_snapshot, Config, ConfigError, DEFAULT_SNAPSHOT_ENTRIES};
 pub use log::RaftLog;
+pub use membership::{
+    Member, Membership, MembershipChange, MembershipError,
+    MAX_ENCODED_BYTES as MAX_MEMBERSHIP_BYTES, MAX_LABEL_BYTES, MAX_MEMBERS,
+};
 pub use node::{Raft, RestoreError, RestoredState};
 pub use progress::{Progress, ProgressState};
 pub use rng::Rng;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use super::config::{Config, ConfigError};
 use super::log::RaftLog;
+use super::membership::{Membership, MembershipChange};
 use super::progress::Progress;
 use super::read::ReadQueue;
 use super::rng::Rng;
@@ -36,8 +37,8 @@ pub enum RestoreError {
     Config(ConfigError),
     /// The restored log does not start right after the snapshot.
     EntriesDoNotFollowSnapshot,
-    /// The restored vote names a node outside the cluster.
-    VoteForStranger(NodeId),
+    /// A configuration entry of the restored log does not decode.
+    BadConfigEntry { index: u64, reason: String },
 }
 
 impl std::fmt::Display for RestoreError {
@@ -47,10 +48,9 @@ impl std::fmt::Display for RestoreError {
             RestoreError::EntriesDoNotFollowSnapshot => {
                 f.write_str("restored entries do not follow the snapshot")
             }
-            RestoreError::VoteForStranger(vote) => write!(
-                f,
-                "the data dir holds a vote for node {vote}, which is not in the cluster"
-            ),
+            RestoreError::BadConfigEntry { index, reason } => {
+                write!(f, "the configuration entry at index {index}: {reason}")
+            }
         }
     }
 }
@@ -66,6 +66,12 @@ pub struct Raft {
     pub(super) role: Role,
     pub(super) leader: Option<NodeId>,
     pub(super) log: RaftLog,
+    /// The configuration in force: the latest in the log (committed or not),
+    /// else the snapshot's, else the bootstrap one (§4.1).
+    pub(super) membership: Membership,
+    /// The index of the `Config` entry `membership` comes from (0: the
+    /// snapshot's or the bootstrap configuration).
+    pub(super) membership_index: u64,
     /// Followers' progress (leader only; empty otherwise). The leader's own entry
     /// tracks what it persisted.
     pub(super) progress: BTreeMap<NodeId, Progress>,
@@ -110,11 +116,22 @@ impl Raft {
             return Err(RestoreError::EntriesDoNotFollowSnapshot);
         }
         let hs = restored.hard_state;
-        if let Some(vote) = hs.vote.filter(|v| !config.voters.contains(v)) {
-            return Err(RestoreError::VoteForStranger(vote));
+        for e in restored
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Config)
+        {
+            if let Err(e2) = Membership::decode(&e.data) {
+                return Err(RestoreError::BadConfigEntry {
+                    index: e.index,
+                    reason: e2.to_string(),
+                });
+            }
         }
         let log = RaftLog::restore_from(snapshot, restored.entries, hs.commit);
         let mut raft = Raft {
+            membership: config.bootstrap.clone(),
+            membership_index: 0,
             term: hs.term,
             vote: hs.vote,
             role: Role::Follower,
@@ -139,6 +156,7 @@ impl Raft {
             config,
         };
         raft.last_hard_state.commit = raft.log.committed();
+        raft.refresh_membership();
         raft.reset_election_timer();
         Ok(raft)
     }
@@ -149,6 +167,23 @@ impl Raft {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The configuration in force (the latest in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The index of the entry that set [`Raft::membership`] (0: the snapshot's
+    /// or the bootstrap configuration); it is committed once the commit index
+    /// reaches it.
+    pub fn membership_index(&self) -> u64 {
+        self.membership_index
+    }
+
+    /// Whether this node votes in the configuration in force.
+    pub fn is_voter(&self) -> bool {
+        self.membership.is_voter(self.config.id)
     }
 
     pub fn term(&self) -> u64 {
@@ -198,14 +233,157 @@ impl Raft {
         self.progress.get(&id)
     }
 
+    /// Every member but this node: voters and learners, all of whom a leader
+    /// replicates to.
     pub(super) fn peers(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.config
-            .voters
+        self.membership
+            .members()
             .iter()
-            .copied()
-            .filter(|&v| v != me)
+            .map(|m| m.id)
+            .filter(|&id| id != me)
             .collect()
+    }
+
+    /// Re-reads the configuration in force from the log (after an append that
+    /// carried or may have cut a `Config` entry, a snapshot, a restart) and
+    /// adjusts the leader's progress to the members.
+    pub(super) fn refresh_membership(&mut self) {
+        let mut found = None;
+        let first = self.log.first_index();
+        let mut index = self.log.last_index();
+        while index >= first && index > 0 {
+            let entry = self.log.entry(index).expect("first..=last is in the log");
+            if entry.kind == EntryKind::Config {
+                match Membership::decode(&entry.data) {
+                    Ok(m) => {
+                        found = Some((m, index));
+                        break;
+                    }
+                    // Only a leader's own encoding gets into a log (the runtime
+                    // authenticates every datagram); keep looking further back.
+                    Err(e) => log::error!(
+                        "node {} skips the configuration entry at index {index}: {e}",
+                        self.id()
+                    ),
+                }
+            }
+            index -= 1;
+        }
+        let (membership, at) = found.unwrap_or_else(|| {
+            let m = self.log.snapshot().membership.clone();
+            (m.unwrap_or_else(|| self.config.bootstrap.clone()), 0)
+        });
+        self.membership_index = at;
+        if membership != self.membership {
+            log::info!(
+                "node {} configuration (index {at}): {membership}",
+                self.id()
+            );
+            self.membership = membership;
+            self.on_membership_changed();
+        }
+    }
+
+    /// A new configuration is in force: a leader starts or stops replicating to
+    /// members that came or went, and forgets a transfer to a non-voter.
+    fn on_membership_changed(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.config.id;
+        let next = self.log.last_index() + 1;
+        let members: Vec<NodeId> = self.membership.members().iter().map(|m| m.id).collect();
+        self.progress
+            .retain(|id, _| *id == me || members.contains(id));
+        for id in members {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next));
+        }
+        if self
+            .transferee
+            .is_some_and(|t| !self.membership.is_voter(t))
+        {
+            self.transferee = None;
+        }
+    }
+
+    /// Proposes a single-server configuration change (leader only). Refused
+    /// while another change has not committed, before this leader committed an
+    /// entry of its term (§4.1: until then it cannot know whether an earlier
+    /// leader's change is pending), during a transfer, when a learner to promote
+    /// has not caught up, or when the change itself is invalid. Returns the
+    /// entry's index and term, as `propose` does; the new configuration is in
+    /// force at once.
+    pub fn propose_membership(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<(u64, u64), ChangeRefused> {
+        if self.role != Role::Leader {
+            return Err(ChangeRefused::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(ChangeRefused::TransferInProgress);
+        }
+        if self.membership_index > self.log.committed() {
+            return Err(ChangeRefused::Pending {
+                index: self.membership_index,
+            });
+        }
+        if self.log.term(self.log.committed()) != Some(self.term) {
+            return Err(ChangeRefused::NotReady);
+        }
+        let next = self
+            .membership
+            .apply(&change)
+            .map_err(ChangeRefused::Invalid)?;
+        if let MembershipChange::Promote(id) = change {
+            let matched = self.progress.get(&id).map_or(0, |pr| pr.match_index);
+            let last = self.log.last_index();
+            // Caught up: it lacks at most what one round of pipelined appends
+            // carries, so as a voter it will not hold commits back.
+            if last.saturating_sub(matched) > self.config.max_inflight_appends as u64 {
+                return Err(ChangeRefused::NotCaughtUp { id, matched, last });
+            }
+        }
+        let index = self.append_config(next);
+        self.check_invariants();
+        Ok((index, self.term))
+    }
+
+    /// Appends `membership` as a `Config` entry of this leader's term; it is in
+    /// force at once.
+    pub(super) fn append_config(&mut self, membership: Membership) -> u64 {
+        let index = self.log.last_index() + 1;
+        let entry = Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::Config,
+            data: membership.encode(),
+        };
+        self.log.append(vec![entry]);
+        self.refresh_membership();
+        self.append_pending = true;
+        index
+    }
+
+    /// A leader whose removal committed hands over: it steps down and, being no
+    /// member, never campaigns again (§4.2.2).
+    pub(super) fn step_down_if_removed(&mut self) {
+        if self.role == Role::Leader
+            && !self.membership.is_voter(self.config.id)
+            && self.log.committed() >= self.membership_index
+        {
+            log::info!(
+                "node {} steps down: the configuration without it committed",
+                self.id()
+            );
+            let term = self.term;
+            self.become_follower(term, None);
+        }
     }
 
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -260,14 +438,17 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.reset_election_timer();
         let next = self.log.last_index() + 1;
-        self.progress = self
-            .config
-            .voters
-            .iter()
-            .map(|&id| (id, Progress::new(next)))
-            .collect();
         let me = self.config.id;
-        let own = self.progress.get_mut(&me).expect("the leader is a voter");
+        self.progress = self
+            .membership
+            .members()
+            .iter()
+            .map(|m| (m.id, Progress::new(next)))
+            .collect();
+        let own = self
+            .progress
+            .entry(me)
+            .or_insert_with(|| Progress::new(next));
         own.match_index = self.log.persisted();
         own.become_replicate();
         own.recent_active = true;
@@ -280,6 +461,12 @@ impl Raft {
             data: Vec::new(),
         };
         self.log.append(vec![noop]);
+        // The first leader writes the bootstrap configuration into the log: from
+        // then on nodes.txt no longer decides who the members are.
+        if self.membership_index == 0 && self.log.snapshot().membership.is_none() {
+            let bootstrap = self.membership.clone();
+            self.append_config(bootstrap);
+        }
         self.bcast_append();
         self.maybe_commit();
     }
@@ -293,15 +480,15 @@ impl Raft {
         self.check_invariants();
     }
 
-    /// Takes one message from a peer. Messages from unknown nodes, addressed to
-    /// another node, or not well formed (absurd terms or indexes) are ignored (the runtime drops them
-    /// earlier and counts them).
+    /// Takes one message from a peer. Messages addressed to another node, or not
+    /// well formed (absurd terms or indexes), are ignored (the runtime drops
+    /// them earlier and counts them), and so are vote requests from nodes that
+    /// are not members: a removed node cannot disrupt the cluster it left.
     pub fn step(&mut self, m: Message) {
-        if !m.is_well_formed()
-            || m.to != self.config.id
-            || m.from == self.config.id
-            || !self.config.voters.contains(&m.from)
-        {
+        if !m.is_well_formed() || m.to != self.config.id || m.from == self.config.id {
+            return;
+        }
+        if matches!(m.body, MessageBody::RequestVote { .. }) && !self.membership.contains(m.from) {
             return;
         }
         if self.step_term(&m) {
@@ -339,10 +526,11 @@ impl Raft {
             }
             MessageBody::InstallSnapshot {
                 meta,
+                membership,
                 offset,
                 total_len,
                 chunk,
-            } => self.handle_snapshot_chunk(from, meta, offset, total_len, chunk),
+            } => self.handle_snapshot_chunk(from, meta, membership, offset, total_len, chunk),
             MessageBody::InstallSnapshotResponse {
                 snapshot_index,
                 next_offset,
@@ -444,7 +632,8 @@ impl Raft {
     /// machine's snapshot `data` taken there. Returns the snapshot for the caller
     /// to store, or None when `index` cannot be compacted.
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Option<Snapshot> {
-        let snapshot = self.log.compact(index, data);
+        let membership = self.log.membership_at(index);
+        let snapshot = self.log.compact(index, membership, data);
         self.check_invariants();
         snapshot
     }
@@ -456,17 +645,18 @@ impl Raft {
             return;
         }
         self.log.check_invariants();
-        if let Some(vote) = self.vote {
-            assert!(self.config.voters.contains(&vote), "voted for a stranger");
-        }
         if self.role == Role::Leader {
             assert_eq!(self.leader, Some(self.config.id));
             assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
         }
+        let me = self.config.id;
         assert!(self
             .progress
             .keys()
-            .all(|id| self.config.voters.contains(id)));
+            .all(|&id| id == me || self.membership.contains(id)));
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            assert!(self.is_voter(), "only a voter campaigns");
+        }
     }
 }
 
@@ -479,18 +669,19 @@ mod tests {
     }
 
     #[test]
-    fn a_vote_for_a_stranger_in_the_data_dir_is_refused() {
+    fn a_config_entry_that_does_not_decode_is_refused() {
         let restored = RestoredState {
-            hard_state: HardState {
-                term: 3,
-                vote: Some(9),
-                commit: 0,
-            },
+            entries: vec![Entry {
+                term: 1,
+                index: 1,
+                kind: EntryKind::Config,
+                data: vec![9, 9],
+            }],
             ..RestoredState::default()
         };
         let err = Raft::new(config(), restored, 1).unwrap_err();
-        assert_eq!(err, RestoreError::VoteForStranger(9));
-        assert!(err.to_string().contains("node 9"), "{err}");
+        assert!(matches!(err, RestoreError::BadConfigEntry { index: 1, .. }));
+        assert!(err.to_string().contains("index 1"), "{err}");
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Raft {
             ctx,
             acks,
         });
-        if self.config.quorum() == 1 {
+        if self.membership.is_quorum(&[self.id()]) {
             self.release_reads();
         } else {
             self.bcast_heartbeat(Some(seq));
@@ -119,12 +119,11 @@ impl Raft {
     }
 
     fn release_reads(&mut self) {
-        let quorum = self.config.quorum();
         while self
             .reads
             .pending
             .front()
-            .is_some_and(|r| r.acks.len() >= quorum)
+            .is_some_and(|r| self.membership.is_quorum(&r.acks))
         {
             let read = self.reads.pending.pop_front().expect("checked above");
             self.finish_read(read.requester, read.ctx, Some(read.index));

@@ -101,7 +101,14 @@ impl Raft {
             return; // a malformed append from a buggy or hostile peer: ignore it
         }
         let result = if self.log.matches(prev_log_index, prev_log_term) {
+            // A configuration entry in the append, or one that a conflict may
+            // have cut off: the configuration in force must be read again.
+            let recheck = self.membership_index > prev_log_index
+                || entries.iter().any(|e| e.kind == EntryKind::Config);
             let match_index = self.log.append_after(prev_log_index, entries);
+            if recheck {
+                self.refresh_membership();
+            }
             self.log.commit_to(leader_commit.min(match_index));
             AppendResult::Accepted { match_index }
         } else {
@@ -211,13 +218,18 @@ impl Raft {
         Some(pr)
     }
 
-    /// Commits the highest index held by a majority, if its entry is of the
-    /// current term: an older-term entry is never committed by counting replicas
-    /// (Figure 8), only indirectly by a later entry of this term.
+    /// Commits the highest index held by a majority of the voters in force, if
+    /// its entry is of the current term: an older-term entry is never committed
+    /// by counting replicas (Figure 8), only indirectly by a later entry of this
+    /// term. A leader that the configuration no longer has does not count itself.
     pub(super) fn maybe_commit(&mut self) -> bool {
-        let mut matched: Vec<u64> = self.progress.values().map(|pr| pr.match_index).collect();
+        let mut matched: Vec<u64> = self
+            .membership
+            .voters()
+            .map(|id| self.progress.get(&id).map_or(0, |pr| pr.match_index))
+            .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&index) = matched.get(self.config.quorum() - 1) else {
+        let Some(&index) = matched.get(self.membership.quorum() - 1) else {
             return false;
         };
         if index <= self.log.committed() || self.log.term(index) != Some(self.term) {
@@ -225,6 +237,10 @@ impl Raft {
         }
         self.log.commit_to(index);
         self.on_commit_in_term();
+        self.step_down_if_removed();
+        if self.role != Role::Leader {
+            return true;
+        }
         for peer in self.peers() {
             self.send_append(peer, true);
         }

@@ -2,6 +2,7 @@
 //! that each fit one message, one at a time, resumable from the offset the
 //! follower reports after a lost chunk, a leader change or a restart.
 
+use super::membership::Membership;
 use super::node::Raft;
 use super::progress::ProgressState;
 use super::types::*;
@@ -14,6 +15,7 @@ pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
     meta: SnapshotMeta,
+    membership: Option<Membership>,
     total_len: u64,
     data: Vec<u8>,
 }
@@ -29,13 +31,26 @@ impl Raft {
         };
         pr.become_snapshot(meta.index);
         let start = pr.snapshot_offset.min(total_len) as usize;
-        let end = (start + self.config.snapshot_chunk_bytes).min(total_len as usize);
+        // The configuration travels in the first chunk, which leaves it room.
+        let membership = if start == 0 {
+            snapshot.membership.clone()
+        } else {
+            None
+        };
+        let room = self
+            .config
+            .max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD_BYTES)
+            .saturating_sub(membership.as_ref().map_or(0, Membership::wire_bound));
+        let chunk_bytes = self.config.snapshot_chunk_bytes.min(room).max(1);
+        let end = (start + chunk_bytes).min(total_len as usize);
         let chunk = snapshot.data[start..end].to_vec();
         let offset = start as u64;
         self.send(
             to,
             MessageBody::InstallSnapshot {
                 meta,
+                membership,
                 offset,
                 total_len,
                 chunk,
@@ -48,6 +63,7 @@ impl Raft {
         &mut self,
         from: NodeId,
         meta: SnapshotMeta,
+        membership: Option<Membership>,
         offset: u64,
         total_len: u64,
         chunk: Vec<u8>,
@@ -73,6 +89,7 @@ impl Raft {
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta,
+                membership,
                 total_len,
                 data: Vec::new(),
             });
@@ -96,6 +113,7 @@ impl Raft {
         }
         self.install_snapshot(Snapshot {
             meta: complete.meta,
+            membership: complete.membership,
             data: complete.data,
         });
         self.answer_snapshot(from, meta.index, total_len, true);
@@ -129,6 +147,7 @@ impl Raft {
                 meta.term
             );
             self.log.restore(snapshot);
+            self.refresh_membership();
         }
     }
 

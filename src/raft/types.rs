@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::membership::Membership;
+
 /// A node's identity inside the core. The runtime maps its human names
 /// (`A`..`E` in nodes.txt) to these numbers.
 pub type NodeId = u64;
@@ -21,6 +23,9 @@ pub enum EntryKind {
     Noop,
     /// A command for the state machine, opaque to the core.
     Command,
+    /// A new configuration (`Membership::encode`), in force from the moment it
+    /// is appended. New kinds go last: the position is the tag on the wire.
+    Config,
 }
 
 /// One entry of the replicated log.
@@ -48,6 +53,12 @@ pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 40;
 /// Upper bound of a message's own fields (from, to, term, tags, indexes, commit).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 128;
 
+/// Upper bound of what the snapshot's configuration adds to a chunk's message
+/// (`Membership::wire_bound` of the largest configuration); the core cuts
+/// chunks smaller when the configuration needs the room.
+pub const MAX_SNAPSHOT_CONFIG_BYTES: usize =
+    super::membership::MAX_ENCODED_BYTES + super::membership::MAX_MEMBERS + 8;
+
 /// The state that must be durable before the node says anything that depends on it
 /// (Figure 2: currentTerm, votedFor; commit is kept so a restart can re-apply).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,10 +75,15 @@ pub struct SnapshotMeta {
     pub term: u64,
 }
 
-/// A state-machine snapshot with its position in the log.
+/// A state-machine snapshot with its position in the log and the
+/// configuration in force there.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    /// The configuration of the last `Config` entry the snapshot replaces; None
+    /// when it replaces none (the bootstrap configuration holds) or was written
+    /// by a version that did not record it (data dir format 1, which had none).
+    pub membership: Option<Membership>,
     pub data: Vec<u8>,
 }
 
@@ -171,10 +187,17 @@ impl Message {
                 Heartbeat { commit, .. } => ok(*commit),
                 InstallSnapshot {
                     meta,
+                    membership,
                     offset,
                     total_len,
                     ..
-                } => ok(meta.index) && ok(meta.term) && ok(*offset) && ok(*total_len),
+                } => {
+                    ok(meta.index)
+                        && ok(meta.term)
+                        && ok(*offset)
+                        && ok(*total_len)
+                        && membership.as_ref().is_none_or(|m| m.validate().is_ok())
+                }
                 InstallSnapshotResponse {
                     snapshot_index,
                     next_offset,
@@ -229,6 +252,10 @@ pub enum MessageBody {
     },
     InstallSnapshot {
         meta: SnapshotMeta,
+        /// The snapshot's configuration (see [`Snapshot::membership`]), in the
+        /// chunk at offset 0 only (None in the others): a snapshot's index and
+        /// term fix its configuration, so the follower keeps the first chunk's.
+        membership: Option<Membership>,
         /// Where `chunk` starts within the snapshot's data.
         offset: u64,
         /// The length of the whole snapshot's data.
@@ -331,6 +358,50 @@ pub enum ProposeError {
     /// The leader is handing leadership over and accepts nothing meanwhile.
     TransferInProgress,
 }
+
+/// Why a configuration change was refused (`Raft::propose_membership`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeRefused {
+    /// Only the leader changes the configuration.
+    NotLeader { leader: Option<NodeId> },
+    /// The previous change has not committed yet (one change at a time).
+    Pending { index: u64 },
+    /// The leader has not yet committed an entry of its own term, so it does
+    /// not know that no other change is pending (dissertation §4.1's fix).
+    NotReady,
+    /// The leader is handing leadership over.
+    TransferInProgress,
+    /// The learner to promote has not caught up with the leader's log.
+    NotCaughtUp { id: NodeId, matched: u64, last: u64 },
+    /// The change itself is invalid (unknown member, duplicate, last voter).
+    Invalid(super::membership::MembershipError),
+}
+
+impl std::fmt::Display for ChangeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeRefused::NotLeader { leader: Some(id) } => {
+                write!(f, "not the leader (node {id} is)")
+            }
+            ChangeRefused::NotLeader { leader: None } => f.write_str("no leader known"),
+            ChangeRefused::Pending { index } => write!(
+                f,
+                "another configuration change (index {index}) has not committed yet"
+            ),
+            ChangeRefused::NotReady => f.write_str(
+                "the leader has not committed an entry of its term yet; try again shortly",
+            ),
+            ChangeRefused::TransferInProgress => f.write_str("leadership transfer in progress"),
+            ChangeRefused::NotCaughtUp { id, matched, last } => write!(
+                f,
+                "node {id} has not caught up (it holds up to index {matched} of {last})"
+            ),
+            ChangeRefused::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ChangeRefused {}
 
 impl std::fmt::Display for ProposeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

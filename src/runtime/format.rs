@@ -2,9 +2,13 @@
 //! format N"), so that a node never misreads a data dir written by another
 //! version of itself.
 //!
-//! Format 1 is the layout described in `crate::storage` (`log`, `snapshot-*`)
-//! plus `epoch`. A data dir without the file was written before the version
-//! was recorded: the same layout (format 0), read as it is and recorded as 1.
+//! Format 2 is the layout described in `crate::storage` (`log`, `snapshot-*`)
+//! plus `epoch`, with configuration entries in the log and the configuration
+//! in each snapshot file (membership changes). Format 1 is the same without
+//! them: read as it is (its snapshots have their own magic) and recorded as 2,
+//! after which a version that knows only format 1 refuses the dir instead of
+//! misreading a configuration entry. A data dir without the file was written
+//! before the version was recorded: format 1's layout (format 0).
 //! A newer format than this binary knows is refused, naming both, before
 //! anything in the dir is read or written.
 
@@ -12,7 +16,7 @@ use super::start_error::DataDirProblem;
 use crate::storage::{replace_durably, Dir};
 
 /// The format this binary writes.
-pub(crate) const CURRENT: u32 = 1;
+pub(crate) const CURRENT: u32 = 2;
 /// The oldest format this binary reads.
 pub(crate) const OLDEST_READ: u32 = 0;
 
@@ -79,23 +83,33 @@ mod tests {
         let mut dir = MemDir::new();
         check_and_record(&mut dir).expect("a new dir");
         let recorded = dir.read(FORMAT_NAME, 100).expect("recorded");
-        assert_eq!(recorded, b"raftlb data dir format 1\n");
+        assert_eq!(recorded, b"raftlb data dir format 2\n");
         check_and_record(&mut dir).expect("and read back");
+    }
+
+    #[test]
+    fn a_format_1_dir_is_read_and_recorded_as_2() {
+        let mut dir = MemDir::new();
+        dir.write_new(FORMAT_NAME, b"raftlb data dir format 1\n")
+            .expect("write");
+        check_and_record(&mut dir).expect("format 1 is read");
+        let recorded = dir.read(FORMAT_NAME, 100).expect("recorded");
+        assert_eq!(recorded, b"raftlb data dir format 2\n");
     }
 
     #[test]
     fn a_newer_format_is_refused_naming_both() {
         let mut dir = MemDir::new();
-        dir.write_new(FORMAT_NAME, b"raftlb data dir format 2\n")
+        dir.write_new(FORMAT_NAME, b"raftlb data dir format 3\n")
             .expect("write");
         let message = check_and_record(&mut dir).expect_err("newer").to_string();
         assert!(
-            message.contains("format 2") && message.contains("format 1"),
+            message.contains("format 3") && message.contains("format 2"),
             "{message}"
         );
         assert_eq!(
             dir.read(FORMAT_NAME, 100).expect("kept"),
-            b"raftlb data dir format 2\n",
+            b"raftlb data dir format 3\n",
             "a refused dir is left as it was"
         );
     }

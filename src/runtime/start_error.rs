@@ -150,9 +150,9 @@ mod tests {
         let dir = PathBuf::from("data/A");
         let cases = [
             (
-                StartError::Flags(ConfigError::DuplicateVoter),
+                StartError::Flags(ConfigError::NotAMember(9)),
                 2,
-                "bad flags: duplicate voter id",
+                "bad flags: node 9 is not in the bootstrap configuration",
             ),
             (
                 StartError::Bind {

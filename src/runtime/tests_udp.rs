@@ -95,6 +95,7 @@ fn payloads() -> Vec<Vec<u8>> {
             transfer: false,
         }),
         raft(MessageBody::InstallSnapshot {
+            membership: None,
             meta: SnapshotMeta { index: 9, term: 7 },
             offset: 0,
             total_len: 16,

@@ -4,8 +4,8 @@
 //! A record is `magic u32 | payload length u32 | crc32(payload) u32 | payload`.
 //! The payload starts with a kind byte:
 //! - `1` hard state: `term u64 | vote u64 (0 = none; node ids are >= 1) | commit u64`;
-//! - `2` entry: `term u64 | index u64 | entry kind u8 (0 noop, 1 command) |
-//!   data length u32 | data`.
+//! - `2` entry: `term u64 | index u64 | entry kind u8 (0 noop, 1 command, 2
+//!   configuration, since data dir format 2) | data length u32 | data`.
 //!
 //! [`scan`] reads records until the first one that fails and says why and where;
 //! [`valid_frame_after`] tells whether any intact record follows that point, which
@@ -56,6 +56,7 @@ pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     out.push(match entry.kind {
         EntryKind::Noop => 0,
         EntryKind::Command => 1,
+        EntryKind::Config => 2,
     });
     out.extend_from_slice(&(entry.data.len() as u32).to_le_bytes());
     out.extend_from_slice(&entry.data);
@@ -180,6 +181,7 @@ fn decode_payload(payload: &[u8]) -> Result<Record, String> {
             let kind = match r.u8()? {
                 0 => EntryKind::Noop,
                 1 => EntryKind::Command,
+                2 => EntryKind::Config,
                 other => return Err(format!("unknown entry kind {other}")),
             };
             let len = r.u32()? as usize;

@@ -47,6 +47,7 @@ fn round_trip<D: Dir>(open: impl Fn() -> D) {
     assert_eq!(storage.last_index(), 5);
 
     let snapshot = Snapshot {
+        membership: None,
         meta: SnapshotMeta { index: 4, term: 2 },
         data: b"state".to_vec(),
     };
@@ -133,7 +134,11 @@ fn snapshot_with_a_matching_term_keeps_the_entries_after_it() {
     let (mut storage, _) = reopen(&dir);
     storage.append(&entries(1, 10, 1)).expect("append");
     let meta = SnapshotMeta { index: 7, term: 1 };
-    let snapshot = Snapshot { meta, data: vec![] };
+    let snapshot = Snapshot {
+        meta,
+        membership: None,
+        data: vec![],
+    };
     storage.apply_snapshot(&snapshot).expect("snapshot");
     assert_eq!(
         (storage.last_index(), storage.stored_entry_count()),
@@ -151,7 +156,11 @@ fn snapshot_conflicting_with_the_log_replaces_all_of_it() {
     storage.append(&entries(1, 10, 1)).expect("append");
     let meta = SnapshotMeta { index: 7, term: 3 };
     storage
-        .apply_snapshot(&Snapshot { meta, data: vec![] })
+        .apply_snapshot(&Snapshot {
+            meta,
+            membership: None,
+            data: vec![],
+        })
         .expect("snapshot from a newer leader");
     assert_eq!((storage.last_index(), storage.stored_entry_count()), (7, 0));
     storage.append(&entries(8, 8, 3)).expect("append after it");
@@ -167,7 +176,11 @@ fn older_snapshots_are_removed_and_stale_ones_refused() {
     for index in [3, 6] {
         let meta = SnapshotMeta { index, term: 1 };
         storage
-            .apply_snapshot(&Snapshot { meta, data: vec![] })
+            .apply_snapshot(&Snapshot {
+                meta,
+                membership: None,
+                data: vec![],
+            })
             .expect("snapshot");
     }
     assert_eq!(
@@ -175,6 +188,7 @@ fn older_snapshots_are_removed_and_stale_ones_refused() {
         vec!["log", "snapshot-00000000000000000006"]
     );
     let stale = Snapshot {
+        membership: None,
         meta: SnapshotMeta { index: 6, term: 1 },
         data: vec![],
     };

@@ -2,7 +2,7 @@
 //! restarts, partitions, lost and duplicated messages, transfers, writes and reads,
 //! each at a rate drawn per seed.
 
-use raftlb::raft::{NodeId, Rng, Role};
+use raftlb::raft::{MembershipChange, NodeId, Rng, Role};
 
 use super::Cluster;
 
@@ -25,6 +25,9 @@ pub struct Faults {
     pub propose_per_mille: u64,
     pub read_per_mille: u64,
     pub transfer_per_mille: u64,
+    /// Configuration changes asked of the leader (add a learner, promote,
+    /// remove, the leader included); 0 in the runs without spare nodes.
+    pub member_change_per_mille: u64,
 }
 
 impl Faults {
@@ -43,6 +46,7 @@ impl Faults {
             propose_per_mille: rng.range(100, 700),
             read_per_mille: rng.range(0, 200),
             transfer_per_mille: rng.range(0, 3),
+            member_change_per_mille: 0,
         }
     }
 }
@@ -100,6 +104,9 @@ impl Cluster {
                 self.read_at(id);
             }
         }
+        if self.rng.chance(f.member_change_per_mille, 1000) {
+            self.random_member_change();
+        }
         if self.rng.chance(f.transfer_per_mille, 1000) {
             if let Some(leader) = self.leader() {
                 let target = pick(&mut self.rng);
@@ -108,6 +115,49 @@ impl Cluster {
             }
         }
         self.tick();
+    }
+
+    /// Asks the leader for one random configuration change: promote a learner
+    /// or remove it, remove a member (the leader too), or add a node that is
+    /// not a member (a spare or one removed before, started if it is down) as
+    /// a learner. At least three voters are kept, so the faults' rates stay
+    /// survivable. The core may refuse (a change pending, a learner behind).
+    pub fn random_member_change(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let membership = self.raft(leader).membership().clone();
+        let learner = membership.members().iter().find(|m| !m.voter).map(|m| m.id);
+        let outsiders: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| !membership.contains(id))
+            .collect();
+        let voters: Vec<NodeId> = membership.voters().collect();
+        let change = match (learner, self.rng.range(0, 4)) {
+            (Some(id), 0..=2) => MembershipChange::Promote(id),
+            (Some(id), _) => MembershipChange::Remove(id),
+            (None, 0) if voters.len() > 3 => {
+                let id = voters[self.rng.range(0, voters.len() as u64) as usize];
+                MembershipChange::Remove(id)
+            }
+            (None, _) if !outsiders.is_empty() => {
+                let id = outsiders[self.rng.range(0, outsiders.len() as u64) as usize];
+                if !self.is_up(id) {
+                    self.start(id);
+                }
+                MembershipChange::AddLearner {
+                    id,
+                    name: id.to_string(),
+                    addr: id.to_string(),
+                }
+            }
+            _ => return,
+        };
+        if self.raft_mut(leader).propose_membership(change).is_ok() {
+            self.stats.changes_proposed += 1;
+        }
+        self.process_ready(leader);
     }
 
     /// A random partition: a minority or majority side, or one-way cuts.

@@ -37,6 +37,7 @@ impl Cluster {
             let everywhere = |c: &Cluster| {
                 c.reachable_from(leader)
                     .iter()
+                    .filter(|&&id| c.is_member(id))
                     .all(|&id| c.node(id).sm.contains(value))
             };
             self.run_until(deadline - self.now, |c| {
@@ -51,6 +52,22 @@ impl Cluster {
             self.seed,
             self.dump()
         )
+    }
+
+    /// Whether the current leader's configuration has `id` (every node counts
+    /// while there is no leader). A node removed from the cluster gets no new
+    /// entries, so the checks that every node applied a write skip it.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.leader()
+            .is_none_or(|l| self.raft(l).membership().contains(id))
+    }
+
+    /// The live nodes the current leader's configuration has.
+    pub fn members_up(&self) -> Vec<NodeId> {
+        self.up_ids()
+            .into_iter()
+            .filter(|&id| self.is_member(id))
+            .collect()
     }
 
     /// Starts a linearizable read at `id`.
@@ -87,7 +104,7 @@ impl Cluster {
         let took = self.now - started;
         let target = self.oracle.committed_len();
         self.run_until(max_ticks, |c| {
-            c.up_ids()
+            c.members_up()
                 .iter()
                 .all(|&id| c.node(id).sm.applied_index == target)
         })
@@ -98,7 +115,7 @@ impl Cluster {
                 self.dump()
             )
         });
-        let up = self.up_ids();
+        let up = self.members_up();
         let reference = self.node(up[0]).sm.chain;
         for id in up {
             let sm = &self.node(id).sm;

@@ -19,7 +19,9 @@ pub mod statemachine;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftlb::raft::{Config, Entry, HardState, Message, NodeId, Raft, Ready, Rng, Role};
+use raftlb::raft::{
+    Config, Entry, HardState, MembershipChange, Message, NodeId, Raft, Ready, Rng, Role,
+};
 use raftlb::storage::{MemDir, Storage};
 
 pub use chaos::Faults;
@@ -84,6 +86,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub compactions: u64,
     pub read_failures: u64,
+    /// Configuration changes proposed and accepted by a leader.
+    pub changes_proposed: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -94,6 +98,7 @@ impl std::ops::AddAssign for Stats {
         self.snapshots_installed += o.snapshots_installed;
         self.compactions += o.compactions;
         self.read_failures += o.read_failures;
+        self.changes_proposed += o.changes_proposed;
     }
 }
 
@@ -128,19 +133,44 @@ impl Cluster {
     }
 
     pub fn with_config(config: Config, seed: u64) -> Cluster {
-        let disks = config.voters.iter().map(|_| MemDir::new()).collect();
-        Cluster::build(config, seed, disks)
+        Cluster::with_spares(config, 0, seed)
     }
 
-    fn build(mut config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
+    /// A cluster bootstrapped with `config`'s voters (ids 1..=n) and `spares`
+    /// more nodes (ids n+1..) that are down and members of nothing until the
+    /// membership chaos adds them. A spare starts as the runtime starts a new
+    /// node: with a bootstrap configuration that lists it and the cluster's.
+    pub fn with_spares(config: Config, spares: u64, seed: u64) -> Cluster {
+        let count = config.bootstrap.voter_count() as u64 + spares;
+        let disks = (0..count).map(|_| MemDir::new()).collect();
+        let mut cluster = Cluster::build_down(config, seed, disks);
+        for id in cluster.bootstrap_ids() {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn build(config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
+        let mut cluster = Cluster::build_down(config, seed, disks);
+        for id in cluster.ids() {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    /// The bootstrap voters' ids.
+    pub fn bootstrap_ids(&self) -> Vec<NodeId> {
+        self.config_template.bootstrap.voters().collect()
+    }
+
+    fn build_down(mut config: Config, seed: u64, disks: Vec<MemDir>) -> Cluster {
         // As the runtime does with the load table: a snapshot its state machine
         // cannot read is refused before anything is written.
         config.snapshot_check = Counter::decodes;
-        let nodes = config
-            .voters
-            .iter()
+        let bootstrap = config.bootstrap.clone();
+        let nodes = (1..=disks.len() as NodeId)
             .zip(disks)
-            .map(|(&id, disk)| SimNode {
+            .map(|(id, disk)| SimNode {
                 id,
                 disk,
                 raft: None,
@@ -150,7 +180,7 @@ impl Cluster {
                 incarnation: 0,
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             seed,
             rng: Rng::new(seed),
             nodes,
@@ -160,18 +190,14 @@ impl Cluster {
             network: Vec::new(),
             next_order: 0,
             cut: BTreeSet::new(),
-            oracle: Oracle::default(),
+            oracle: Oracle::with_bootstrap(bootstrap),
             filter: None,
             trace: None,
             checks: true,
             next_value: 1,
             next_read_ctx: 1,
             stats: Stats::default(),
-        };
-        for id in cluster.ids() {
-            cluster.start(id);
         }
-        cluster
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -209,6 +235,17 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let mut config = self.config_template.clone();
         config.id = id;
+        if !config.bootstrap.contains(id) {
+            config.bootstrap = config
+                .bootstrap
+                .apply(&MembershipChange::AddLearner {
+                    id,
+                    name: id.to_string(),
+                    addr: id.to_string(),
+                })
+                .and_then(|m| m.apply(&MembershipChange::Promote(id)))
+                .expect("a spare's id is new");
+        }
         let node_seed = self.seed ^ (id << 32) ^ self.node(id).incarnation.wrapping_mul(7919);
         let node = self.node_mut(id);
         assert!(node.raft.is_none(), "node {id} is already up");
@@ -293,12 +330,15 @@ impl Cluster {
             .max_by_key(|&&id| self.raft(id).term())
             .copied()?;
         let term = self.raft(newest).term();
-        let agreed = self
+        let agreed: Vec<NodeId> = self
             .up_ids()
-            .iter()
-            .filter(|&&id| self.raft(id).term() == term && self.raft(id).leader() == Some(newest))
-            .count();
-        (agreed >= self.config_template.quorum()).then_some(newest)
+            .into_iter()
+            .filter(|&id| self.raft(id).term() == term && self.raft(id).leader() == Some(newest))
+            .collect();
+        self.raft(newest)
+            .membership()
+            .is_quorum(&agreed)
+            .then_some(newest)
     }
 
     pub fn wait_for_leader(&mut self, max_ticks: u64) -> NodeId {

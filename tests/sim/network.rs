@@ -36,7 +36,11 @@ impl Cluster {
         if let Some(trace) = self.trace.as_mut() {
             trace.push(msg.clone());
         }
-        if self.cut.contains(&(msg.from, msg.to)) || self.filter.as_ref().is_some_and(|f| !f(&msg))
+        // No such node (an answer to a forged sender): nowhere to deliver it.
+        let known = (1..=self.nodes.len() as NodeId).contains(&msg.to);
+        if !known
+            || self.cut.contains(&(msg.from, msg.to))
+            || self.filter.as_ref().is_some_and(|f| !f(&msg))
         {
             return;
         }

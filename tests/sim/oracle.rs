@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use raftlb::raft::{Entry, Message, MessageBody, NodeId, Raft, RestoredState, Role, Snapshot};
+use raftlb::raft::{
+    Entry, EntryKind, Membership, Message, MessageBody, NodeId, Raft, RestoredState, Role, Snapshot,
+};
 
 use super::statemachine::{entry_hash, mix, Counter};
 use super::Cluster;
@@ -33,9 +35,28 @@ pub struct Oracle {
     reads: HashMap<u64, u64>,
     pub reads_checked: u64,
     pub elections: u64,
+    /// The last configuration committed (applied anywhere); the bootstrap one
+    /// until then. Set by the cluster when it is built.
+    pub committed_config: Option<Membership>,
+    /// Configuration entries committed.
+    pub changes_committed: u64,
+}
+
+/// Voters in one configuration and not the other.
+fn voters_changed(a: &Membership, b: &Membership) -> usize {
+    let only = |x: &Membership, y: &Membership| x.voters().filter(|&v| !y.is_voter(v)).count();
+    only(a, b) + only(b, a)
 }
 
 impl Oracle {
+    /// An oracle for a cluster bootstrapped with `bootstrap`.
+    pub fn with_bootstrap(bootstrap: Membership) -> Oracle {
+        Oracle {
+            committed_config: Some(bootstrap),
+            ..Oracle::default()
+        }
+    }
+
     pub fn committed_len(&self) -> u64 {
         self.committed.len() as u64
     }
@@ -64,6 +85,34 @@ impl Oracle {
     /// Election safety and leader completeness, after every step.
     pub fn check_node(&mut self, id: NodeId, raft: &Raft, seed: u64) {
         let term = raft.term();
+        if let Some(committed) = &self.committed_config {
+            // Single-server changes: what a leader uses differs from the last
+            // committed configuration by one voter at most, so every majority
+            // of the one overlaps every majority of the other (§4.1).
+            if raft.role() == Role::Leader {
+                let changed = voters_changed(committed, raft.membership());
+                assert!(
+                    changed <= 1,
+                    "seed {seed}: leader {id} of term {term} uses {} while {committed} is committed ({changed} voters apart)",
+                    raft.membership()
+                );
+            }
+        }
+        // A leader whose removal is pending keeps leading until it commits
+        // (§4.2.2); otherwise only voters campaign or lead.
+        let removal_pending =
+            raft.role() == Role::Leader && raft.membership_index() > raft.commit_index();
+        if matches!(
+            raft.role(),
+            Role::Leader | Role::Candidate | Role::PreCandidate
+        ) && !removal_pending
+        {
+            assert!(
+                raft.is_voter(),
+                "seed {seed}: node {id} campaigns or leads without a vote in {}",
+                raft.membership()
+            );
+        }
         if raft.role() == Role::Leader {
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(
@@ -128,6 +177,18 @@ impl Oracle {
             let chain = mix(self.chains.last().copied().unwrap_or(0), &[seen.1], &[]);
             self.committed.push(seen);
             self.chains.push(chain);
+            if entry.kind == EntryKind::Config {
+                let next = Membership::decode(&entry.data)
+                    .unwrap_or_else(|e| panic!("a committed configuration does not decode: {e}"));
+                if let Some(previous) = &self.committed_config {
+                    assert!(
+                        voters_changed(previous, &next) <= 1,
+                        "committed configurations {previous} then {next} at {index} differ by more than one voter"
+                    );
+                }
+                self.committed_config = Some(next);
+                self.changes_committed += 1;
+            }
         }
         if let Some(&(proposer, value)) = self.proposals.get(&(index, entry.term)) {
             let data =
@@ -218,7 +279,7 @@ impl Oracle {
 
     /// No acknowledged write is lost: every live node holds every one.
     pub fn check_acknowledged(&self, cluster: &Cluster, seed: u64) {
-        for id in cluster.up_ids() {
+        for id in cluster.members_up() {
             let sm = &cluster.node(id).sm;
             for value in &self.acknowledged {
                 assert!(

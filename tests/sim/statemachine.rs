@@ -27,6 +27,7 @@ pub fn entry_hash(entry: &Entry) -> u64 {
     let kind = match entry.kind {
         EntryKind::Noop => 1,
         EntryKind::Command => 2,
+        EntryKind::Config => 3,
     };
     mix(0, &[entry.term, entry.index, kind], &entry.data)
 }
