@@ -35,9 +35,10 @@ pub struct Oracle {
     reads: HashMap<u64, u64>,
     pub reads_checked: u64,
     pub elections: u64,
-    /// The last configuration committed (applied anywhere); the bootstrap one
-    /// until then. Set by the cluster when it is built.
+    /// The bootstrap configuration, in force until a configuration commits.
     pub committed_config: Option<Membership>,
+    /// Every configuration committed, with its index, in log order.
+    committed_configs: Vec<(u64, Membership)>,
     /// Configuration entries committed.
     pub changes_committed: u64,
 }
@@ -85,16 +86,27 @@ impl Oracle {
     /// Election safety and leader completeness, after every step.
     pub fn check_node(&mut self, id: NodeId, raft: &Raft, seed: u64) {
         let term = raft.term();
-        if let Some(committed) = &self.committed_config {
-            // Single-server changes: what a leader uses differs from the last
-            // committed configuration by one voter at most, so every majority
-            // of the one overlaps every majority of the other (§4.1).
-            if raft.role() == Role::Leader {
+        if raft.role() == Role::Leader {
+            // Single-server changes: what a leader uses differs by one voter at
+            // most from the configuration its own committed prefix ends with,
+            // so every majority of the one overlaps every majority of the other
+            // (§4.1). (A deposed leader may lag the cluster's newest committed
+            // configuration; it can no longer commit anything.)
+            let commit = raft.commit_index();
+            let committed = self
+                .committed_configs
+                .iter()
+                .rev()
+                .find(|(index, _)| *index <= commit)
+                .map(|(_, m)| m)
+                .or(self.committed_config.as_ref());
+            if let Some(committed) = committed {
                 let changed = voters_changed(committed, raft.membership());
                 assert!(
                     changed <= 1,
-                    "seed {seed}: leader {id} of term {term} uses {} while {committed} is committed ({changed} voters apart)",
-                    raft.membership()
+                    "seed {seed}: leader {id} of term {term} uses {} (index {}, commit {commit}) while {committed} is committed ({changed} voters apart)",
+                    raft.membership(),
+                    raft.membership_index(),
                 );
             }
         }
@@ -180,13 +192,18 @@ impl Oracle {
             if entry.kind == EntryKind::Config {
                 let next = Membership::decode(&entry.data)
                     .unwrap_or_else(|e| panic!("a committed configuration does not decode: {e}"));
-                if let Some(previous) = &self.committed_config {
+                let previous = self
+                    .committed_configs
+                    .last()
+                    .map(|(_, m)| m)
+                    .or(self.committed_config.as_ref());
+                if let Some(previous) = previous {
                     assert!(
                         voters_changed(previous, &next) <= 1,
                         "committed configurations {previous} then {next} at {index} differ by more than one voter"
                     );
                 }
-                self.committed_config = Some(next);
+                self.committed_configs.push((index, next));
                 self.changes_committed += 1;
             }
         }
