@@ -37,6 +37,14 @@ pub struct NodeStatus {
     /// the leader hears from everyone; a follower knows itself and the leader.
     #[serde(default)]
     pub reachable: Option<bool>,
+    /// Whether it votes in the configuration in force (false: a learner).
+    /// Absent in a status from a version before membership changes: true.
+    #[serde(default = "voter_by_default")]
+    pub voter: bool,
+}
+
+fn voter_by_default() -> bool {
+    true
 }
 
 /// One server of the agreed load table.

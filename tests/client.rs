@@ -150,6 +150,7 @@ fn status(id: &str, role: &str, leader: Option<&str>) -> String {
             id: id.into(),
             addr: "x:1".into(),
             reachable: Some(true),
+            voter: true,
         }],
         servers: vec![
             ServerStatus {

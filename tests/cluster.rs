@@ -39,6 +39,9 @@ fn every_node_answers_primes_from_live_servers_after_electing_a_leader() {
         }
         let status = cluster.status(i).expect("status");
         assert_eq!(status.nodes.len(), 5);
+        // The configuration in force, from the log: five voters, no learner.
+        let (_, raw, _) = get(&cluster.url(i, "/status")).expect("node answers");
+        assert_eq!(raw.matches("\"voter\":true").count(), 5, "{raw}");
         assert!(status.servers.iter().all(|s| s.alive && s.cpu <= 100.0));
     }
 }

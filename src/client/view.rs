@@ -226,6 +226,7 @@ mod tests {
                 id: id.into(),
                 addr: "h:1".into(),
                 reachable: Some(true),
+                voter: true,
             }],
             servers: vec![ServerStatus {
                 id: format!("w-{id}"),

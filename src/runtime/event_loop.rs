@@ -522,6 +522,10 @@ impl<D: Dir> NodeLogic<D> {
             std::sync::atomic::Ordering::Relaxed,
         );
         self.fill_reachability(now, role, leader, &mut view.reachable);
+        let membership = self.raft.membership();
+        for (i, voter) in view.voters.iter_mut().enumerate() {
+            *voter = membership.is_voter(i as NodeId + 1);
+        }
     }
 
     fn log_transition(&mut self, now: Instant, role: Role, term: u64, leader: Option<NodeId>) {

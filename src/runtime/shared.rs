@@ -27,6 +27,9 @@ pub struct RaftView {
     /// None where this node has no reason to hear from it (a follower does not
     /// hear from other followers).
     pub reachable: Vec<Option<bool>>,
+    /// Per node (index = Raft id - 1): whether it votes in the configuration
+    /// in force (false: a learner, or no longer a member).
+    pub voters: Vec<bool>,
 }
 
 /// State shared by the event loop (writer) and the HTTP threads (readers).
@@ -75,6 +78,7 @@ impl Shared {
                 leader: None,
                 commit_index: 0,
                 applied_index: 0,
+                voters: vec![true; reachable.len()],
                 reachable,
             }),
             nodes,

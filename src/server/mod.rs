@@ -157,8 +157,9 @@ impl NodeHttp {
                 .nodes()
                 .entries()
                 .iter()
-                .zip(&view.reachable)
-                .map(|(e, reachable)| NodeStatus {
+                .zip(view.reachable.iter().zip(&view.voters))
+                .map(|(e, (reachable, voter))| NodeStatus {
+                    voter: *voter,
                     id: e.id.clone(),
                     addr: e.addr.clone(),
                     reachable: *reachable,
