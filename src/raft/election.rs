@@ -240,8 +240,10 @@ impl Raft {
             // Once this term's leader is known, nobody else gets our vote (§5.2).
             self.vote == Some(m.from) || (self.vote.is_none() && self.leader.is_none())
         };
-        // A learner never votes: it is not part of any majority.
-        let granted = can_vote && self.is_voter() && self.log.is_up_to_date(last_index, last_term);
+        // A learner answers too: the candidate may hold a newer configuration
+        // in which it votes (its promotion not yet here). Only the candidate's
+        // configuration decides whose votes count.
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
         if granted && !pre_vote {
             self.vote = Some(m.from);
             self.reset_election_timer();

@@ -482,12 +482,16 @@ impl Raft {
 
     /// Takes one message from a peer. Messages addressed to another node, or not
     /// well formed (absurd terms or indexes), are ignored (the runtime drops
-    /// them earlier and counts them), and so are vote requests from nodes that
-    /// are not members: a removed node cannot disrupt the cluster it left.
+    /// them earlier and counts them), and so are messages from node 0 (no node
+    /// has it) and vote requests from nodes that are not members.
     pub fn step(&mut self, m: Message) {
-        if !m.is_well_formed() || m.to != self.config.id || m.from == self.config.id {
+        if !m.is_well_formed() || m.to != self.config.id || m.from == self.config.id || m.from == 0
+        {
             return;
         }
+        // A removed node that never received its removal must not disrupt
+        // the cluster it left. (A node added by an entry we have not received
+        // yet is ignored too until it arrives; the others' votes elect meanwhile.)
         if matches!(m.body, MessageBody::RequestVote { .. }) && !self.membership.contains(m.from) {
             return;
         }

@@ -372,7 +372,7 @@ impl Cluster {
             };
             let log = r.log();
             out.push_str(&format!(
-                "node {}: {:?} term {} leader {:?} commit {} applied {} log {}..={} sm {}\n",
+                "node {}: {:?} term {} leader {:?} commit {} applied {} log {}..={} sm {} config {} (index {})\n",
                 node.id,
                 r.role(),
                 r.term(),
@@ -381,7 +381,9 @@ impl Cluster {
                 r.applied_index(),
                 log.first_index(),
                 log.last_index(),
-                node.sm.applied_index
+                node.sm.applied_index,
+                r.membership(),
+                r.membership_index()
             ));
             for id in self.ids() {
                 if let Some(p) = r.progress_of(id) {
