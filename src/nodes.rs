@@ -1,12 +1,15 @@
-//! nodes.txt: the fixed membership of the cluster.
+//! nodes.txt: the cluster's bootstrap membership, and the address book a node
+//! keeps of the members in force.
 //!
 //! One node per line, `ID HOST:PORT`; `#` starts a comment; blank lines are
 //! ignored. The file is hostile until parsed: a duplicate id or address, a line
 //! that does not parse, or an address that does not resolve is refused with the
 //! file name and line number, so a typo never starts a half-configured cluster.
 //!
-//! A node's Raft id is its position in the file plus one, so every node derives
-//! the same mapping from the same file without sending names over the wire.
+//! A node's Raft id is derived from its name alone ([`node_id`]), so every node,
+//! and a node added later with a nodes file of its own, derives the same id for
+//! the same name without sending names over the wire. (Data dir format 1 used
+//! the position in the file; `Nodes::legacy_name` maps those back.)
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -37,6 +40,23 @@ pub struct NodeEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nodes {
     entries: Vec<NodeEntry>,
+    /// `node_id` of each entry's name, in the same order.
+    ids: Vec<NodeId>,
+}
+
+/// The Raft id of the node named `name`: the first 8 bytes of SHA-256 over a
+/// fixed prefix and the name, in 1..2^62 (so never 0, and far from the small
+/// numbers format 1 used). Two names of one cluster sharing an id are refused
+/// where they meet (a nodes file, a configuration change).
+pub fn node_id(name: &str) -> NodeId {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"raftlb node id\0")
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(word) >> 2).max(1)
 }
 
 /// Why nodes.txt (or an id in it) was refused; `Display` is the one-line message.
@@ -119,7 +139,29 @@ impl Nodes {
                 file: file.to_string(),
             });
         }
-        Ok(Nodes { entries })
+        let nodes = Nodes::from_entries(entries);
+        if let Some(i) = (1..nodes.ids.len()).find(|&i| nodes.ids[..i].contains(&nodes.ids[i])) {
+            return Err(NodesError::Read {
+                file: file.to_string(),
+                reason: format!(
+                    "node id {} hashes like another node's; rename it",
+                    nodes.entries[i].id
+                ),
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// A book of `entries` (already checked), ids derived from their names.
+    pub(crate) fn from_entries(entries: Vec<NodeEntry>) -> Nodes {
+        let ids = entries.iter().map(|e| node_id(&e.id)).collect();
+        Nodes { entries, ids }
+    }
+
+    /// The name format 1's Raft id `id` (a position plus one) stood for.
+    pub(crate) fn legacy_name(&self, id: NodeId) -> Option<&str> {
+        let index = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.entries.get(index).map(|e| e.id.as_str())
     }
 
     /// All nodes in file order.
@@ -127,17 +169,13 @@ impl Nodes {
         &self.entries
     }
 
-    /// The Raft ids of all nodes: 1..=len.
-    pub(crate) fn raft_ids(&self) -> Vec<NodeId> {
-        (1..=self.entries.len() as NodeId).collect()
-    }
-
-    /// The Raft id of the node named `id`.
+    /// The Raft id of the node named `id`, if it is listed.
     pub(crate) fn raft_id_of(&self, id: &str) -> Option<NodeId> {
         self.entries
             .iter()
-            .position(|e| e.id == id)
-            .map(|i| i as NodeId + 1)
+            .zip(&self.ids)
+            .find(|(e, _)| e.id == id)
+            .map(|(_, &raft_id)| raft_id)
     }
 
     /// Like `Nodes::raft_id_of`, with the error `--id` wants.
@@ -150,7 +188,7 @@ impl Nodes {
 
     /// The entry of a Raft id.
     pub fn get(&self, raft_id: NodeId) -> Option<&NodeEntry> {
-        let index = usize::try_from(raft_id).ok()?.checked_sub(1)?;
+        let index = self.ids.iter().position(|&id| id == raft_id)?;
         self.entries.get(index)
     }
 
@@ -159,7 +197,12 @@ impl Nodes {
         self.entries
             .iter()
             .position(|e| e.socket == source)
-            .map(|i| i as NodeId + 1)
+            .map(|i| self.ids[i])
+    }
+
+    /// Each entry with its Raft id.
+    pub(crate) fn with_ids(&self) -> impl Iterator<Item = (NodeId, &NodeEntry)> {
+        self.ids.iter().copied().zip(&self.entries)
     }
 }
 
@@ -169,7 +212,14 @@ fn parse_line(content: &str) -> Result<NodeEntry, String> {
     let (Some(id), Some(addr), None) = (words.next(), words.next(), words.next()) else {
         return Err(format!("expected `ID HOST:PORT`, found {content:?}"));
     };
-    if id.len() > MAX_ID_BYTES
+    entry(id, addr)
+}
+
+/// A node entry for `id` at `addr`, checked as nodes.txt checks its lines: the
+/// id is 1 to 32 letters, digits, '-' or '_'; the address resolves.
+pub(crate) fn entry(id: &str, addr: &str) -> Result<NodeEntry, String> {
+    if id.is_empty()
+        || id.len() > MAX_ID_BYTES
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -220,13 +270,19 @@ mod tests {
         let text = "# cluster\n\nA localhost:34572\nB 127.0.0.1:34573  # second\n";
         let nodes = Nodes::parse(text, "nodes.txt").expect("valid file");
         assert_eq!(nodes.entries().len(), 2);
-        assert_eq!(nodes.raft_id_of("B"), Some(2));
-        assert_eq!(nodes.get(1).map(|e| e.id.as_str()), Some("A"));
+        assert_eq!(nodes.raft_id_of("B"), Some(node_id("B")));
+        assert_eq!(nodes.get(node_id("A")).map(|e| e.id.as_str()), Some("A"));
         assert_eq!(nodes.get(0), None);
-        assert_eq!(nodes.get(3), None);
-        let a = nodes.get(1).expect("A exists").socket;
+        assert_eq!(nodes.get(1), None);
+        assert_eq!(nodes.legacy_name(2), Some("B"));
+        assert_eq!(nodes.legacy_name(3), None);
+        // Ids depend on the name alone, are never 0, and differ between names.
+        assert_eq!(node_id("A"), node_id("A"));
+        assert_ne!(node_id("A"), node_id("B"));
+        assert!((1..1 << 62).contains(&node_id("")));
+        let a = nodes.get(node_id("A")).expect("A exists").socket;
         assert_eq!(a, "127.0.0.1:34572".parse().expect("literal address"));
-        assert_eq!(nodes.raft_id_at(a), Some(1));
+        assert_eq!(nodes.raft_id_at(a), Some(node_id("A")));
         assert_eq!(
             nodes.raft_id_at("127.0.0.1:1".parse().expect("literal")),
             None

@@ -19,6 +19,7 @@
 //! which runs five of them on `MemDir`s with virtual time, through the same
 //! code.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -29,11 +30,12 @@ use crossbeam_channel::{select, Receiver};
 use super::forget::{ForgetAction, ForgetReply, ForgetRequests};
 use super::intake::ReportIntake;
 use super::notes::{NodeState, NoteAction, NoteReply, NoteRequests};
-use super::shared::{LoopCounters, Shared};
+use super::shared::{LoopCounters, MemberView, Shared};
 use super::trim;
 use super::udp::{self, Inbound};
 use crate::locks;
-use crate::raft::{Entry, EntryKind, NodeId, Raft, Ready, Role};
+use crate::nodes::Nodes;
+use crate::raft::{Entry, EntryKind, Membership, NodeId, Raft, Ready, Role};
 use crate::report::Report;
 use crate::storage::{Dir, FsDir, Storage, StorageError};
 use crate::table::{Change, Command, LoadTable};
@@ -122,8 +124,11 @@ pub struct NodeLogic<D: Dir = FsDir> {
     /// When the last tick was given to the core, to give one per 10 ms of real
     /// time even when the ticker's messages were coalesced.
     pub(super) last_tick: Instant,
-    /// When a valid datagram last came from each node (index = Raft id - 1).
-    pub(super) heard_from: Vec<Option<Instant>>,
+    /// When a valid datagram last came from each node, by Raft id (only ids
+    /// of the address book reach the loop, so it stays bounded).
+    pub(super) heard_from: HashMap<NodeId, Instant>,
+    /// The configuration the address book and the view were last built from.
+    pub(super) known_membership: Membership,
     /// A node counts as reachable when heard from within this window.
     pub(super) reach_window: Duration,
     /// (role, term, leader) as last logged.
@@ -236,9 +241,7 @@ impl<D: Dir> NodeLogic<D> {
     }
 
     pub fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
-        if let Some(slot) = self.heard_from.get_mut((inbound.from - 1) as usize) {
-            *slot = Some(now);
-        }
+        self.heard_from.insert(inbound.from, now);
         match inbound.datagram {
             Datagram::Raft(message) => self.raft.step(message),
             Datagram::Reports { reports, .. } => {
@@ -511,6 +514,11 @@ impl<D: Dir> NodeLogic<D> {
         if (role, term, leader) != self.logged {
             self.log_transition(now, role, term, leader);
         }
+        // The book's lock is taken and released before the view's.
+        let members = (*self.raft.membership() != self.known_membership).then(|| {
+            self.known_membership = self.raft.membership().clone();
+            self.adopt_membership()
+        });
         let mut view = locks::write(&self.shared.view);
         view.role = role;
         view.term = term;
@@ -521,11 +529,70 @@ impl<D: Dir> NodeLogic<D> {
             self.raft.snapshots_refused(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.fill_reachability(now, role, leader, &mut view.reachable);
-        let membership = self.raft.membership();
-        for (i, voter) in view.voters.iter_mut().enumerate() {
-            *voter = membership.is_voter(i as NodeId + 1);
+        if let Some(members) = members {
+            view.members = members;
         }
+        self.fill_reachability(now, role, leader, &mut view.members);
+    }
+
+    /// A new configuration is in force: the address book becomes its members
+    /// (their addresses resolved) plus nodes.txt's nodes it does not name, and
+    /// the view lists its members. A member whose address does not resolve
+    /// keeps nodes.txt's address if it has one (and is logged).
+    fn adopt_membership(&self) -> Vec<MemberView> {
+        let membership = &self.known_membership;
+        let mut entries = Vec::new();
+        for m in membership.members() {
+            match crate::nodes::entry(&m.name, &m.addr) {
+                Ok(e) => entries.push(e),
+                Err(reason) => {
+                    log::warn!("member {}: {reason}", m.name);
+                    if let Some(e) = self.shared.nodes.entries().iter().find(|e| e.id == m.name) {
+                        entries.push(e.clone());
+                    }
+                }
+            }
+        }
+        for e in self.shared.nodes.entries() {
+            if membership.by_name(&e.id).is_none() {
+                entries.push(e.clone());
+            }
+        }
+        let differs: Vec<&str> = self
+            .shared
+            .nodes
+            .entries()
+            .iter()
+            .filter(|e| membership.by_name(&e.id).is_none_or(|m| m.addr != e.addr))
+            .map(|e| e.id.as_str())
+            .chain(
+                membership
+                    .members()
+                    .iter()
+                    .filter(|m| self.shared.nodes.raft_id_of(&m.name).is_none())
+                    .map(|m| m.name.as_str()),
+            )
+            .collect();
+        if differs.is_empty() {
+            log::info!("configuration: {membership}");
+        } else {
+            log::info!(
+                "configuration: {membership} (the log's; nodes.txt differs on {}: the log is followed)",
+                differs.join(", ")
+            );
+        }
+        *locks::write(&self.shared.book) = Nodes::from_entries(entries);
+        membership
+            .members()
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                name: m.name.clone(),
+                addr: m.addr.clone(),
+                voter: m.voter,
+                reachable: None,
+            })
+            .collect()
     }
 
     fn log_transition(&mut self, now: Instant, role: Role, term: u64, leader: Option<NodeId>) {
@@ -562,14 +629,16 @@ impl<D: Dir> NodeLogic<D> {
         now: Instant,
         role: Role,
         leader: Option<NodeId>,
-        out: &mut [Option<bool>],
+        out: &mut [MemberView],
     ) {
         let me = self.shared.me;
-        for (i, (slot, heard)) in out.iter_mut().zip(&self.heard_from).enumerate() {
-            let id = i as NodeId + 1;
-            let recent =
-                heard.is_some_and(|t| now.saturating_duration_since(t) < self.reach_window);
-            *slot = if id == me {
+        for member in out.iter_mut() {
+            let id = member.id;
+            let recent = self
+                .heard_from
+                .get(&id)
+                .is_some_and(|&t| now.saturating_duration_since(t) < self.reach_window);
+            member.reachable = if id == me {
                 Some(true)
             } else if role == Role::Leader || Some(id) == leader {
                 Some(recent)

@@ -26,9 +26,14 @@ const PREFIX: &str = "raftlb data dir format ";
 /// The file is one short line; anything longer is not ours.
 const FORMAT_FILE_BYTES_MAX: u64 = 64;
 
+/// The first format whose Raft ids are derived from node names
+/// (`nodes::node_id`); before it, an id was a position in nodes.txt.
+pub(crate) const NAMED_IDS: u32 = 2;
+
 /// Checks the data dir's format and records [`CURRENT`] (fsynced) if it was
-/// older or not recorded. A newer format's error names both versions.
-pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem> {
+/// older or not recorded; returns the format found (None: not recorded, a new
+/// dir or format 0). A newer format's error names both versions.
+pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<Option<u32>, DataDirProblem> {
     let fail = |what: &'static str| {
         move |source| DataDirProblem::Io {
             file: FORMAT_NAME,
@@ -56,7 +61,7 @@ pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem
         None
     };
     match found {
-        Some(CURRENT) => return Ok(()),
+        Some(CURRENT) => return Ok(found),
         Some(version) if version > CURRENT => {
             return Err(DataDirProblem::NewerFormat {
                 found: version,
@@ -70,7 +75,8 @@ pub(crate) fn check_and_record<D: Dir>(dir: &mut D) -> Result<(), DataDirProblem
     }
     let text = format!("{PREFIX}{CURRENT}\n");
     replace_durably(dir, FORMAT_TEMP_NAME, FORMAT_NAME, text.as_bytes())
-        .map_err(fail("cannot write"))
+        .map_err(fail("cannot write"))?;
+    Ok(found)
 }
 
 #[cfg(test)]

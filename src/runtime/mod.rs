@@ -45,6 +45,7 @@ pub mod logic {
     pub use super::udp::Inbound;
 }
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -57,7 +58,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Auth;
 use crate::nodes::Nodes;
-use crate::raft::{Config, Raft, Role};
+use crate::raft::{Config, ConfigError, Member, Membership, Raft, Role};
 use crate::storage::{Dir, FsDir, Storage};
 use crate::table::LoadTable;
 use event_loop::{EventLoop, LoopChannels, NodeLogic, RuntimeError, TICK};
@@ -212,10 +213,24 @@ impl<D: Dir> NodeLogic<D> {
             .map_err(StartError::Nodes)?;
         let data_dir = StartError::data_dir(&settings.data_dir);
         // Before anything else is read or written: a newer format is refused.
-        format::check_and_record(&mut dir).map_err(&data_dir)?;
+        let found = format::check_and_record(&mut dir).map_err(&data_dir)?;
         let epoch = epoch::next_epoch(&mut dir, now_us).map_err(&data_dir)?;
-        let (storage, restored) =
+        let (mut storage, mut restored) =
             Storage::open(dir).map_err(|e| data_dir(DataDirProblem::Storage(e)))?;
+        if found.is_none_or(|f| f < format::NAMED_IDS) {
+            // The vote names a node by its position in nodes.txt (format 1):
+            // name it by its derived id before anything can read it.
+            let hs = &mut restored.hard_state;
+            if let Some(name) = hs.vote.and_then(|p| nodes.legacy_name(p)) {
+                hs.vote = Some(crate::nodes::node_id(name));
+                storage
+                    .set_hard_state(*hs)
+                    .and_then(|()| storage.sync())
+                    .map_err(|e| data_dir(DataDirProblem::Storage(e)))?;
+                log::info!("data dir: the vote for {name} is now recorded by its derived id");
+            }
+            // (A vote no name maps still blocks other votes in its term.)
+        }
         let table = match &restored.snapshot {
             Some(snapshot) => LoadTable::restore(&snapshot.data, now)
                 .map_err(|e| data_dir(DataDirProblem::NotATable(e)))?,
@@ -244,7 +259,8 @@ impl<D: Dir> NodeLogic<D> {
             notes: notes::NoteRequests::new(me, seed),
             forgets: forget::ForgetRequests::default(),
             last_tick: now,
-            heard_from: vec![None; nodes.entries().len()],
+            heard_from: HashMap::new(),
+            known_membership: Membership::default(),
             reach_window: settings.election_max * 2,
             trim_due: false,
             last_trim: now,
@@ -255,7 +271,20 @@ impl<D: Dir> NodeLogic<D> {
 /// The core's settings from the node's flags, in ticks of [`TICK`].
 fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
     let ticks = |d: Duration| (d.as_millis() / TICK.as_millis()).max(1) as u64;
-    let mut config = Config::new(me, settings.nodes.raft_ids());
+    let bootstrap = Membership::new(
+        settings
+            .nodes
+            .with_ids()
+            .map(|(id, e)| Member {
+                id,
+                name: e.id.clone(),
+                addr: e.addr.clone(),
+                voter: true,
+            })
+            .collect(),
+    )
+    .map_err(|e| StartError::Flags(ConfigError::Bootstrap(e)))?;
+    let mut config = Config::with_bootstrap(me, bootstrap);
     config.heartbeat_ticks = ticks(settings.heartbeat);
     config.election_ticks_min = ticks(settings.election_min);
     config.election_ticks_max = ticks(settings.election_max);
@@ -303,6 +332,64 @@ fn seed() -> u64 {
 mod tests {
     use super::*;
 
+    fn settings() -> NodeSettings {
+        let nodes = Nodes::parse("A 127.0.0.1:1\nB 127.0.0.1:2\nC 127.0.0.1:3\n", "test")
+            .expect("valid nodes");
+        NodeSettings {
+            id: "A".into(),
+            nodes,
+            data_dir: PathBuf::from("unused"),
+            dead_after: Duration::from_secs(3),
+            forget_after: Duration::from_secs(86_400),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            max_n: 100,
+            snapshot_entries: 100,
+            auth: Auth::Insecure,
+        }
+    }
+
+    /// A format 1 data dir named the vote by the candidate's position in
+    /// nodes.txt; the node reads it by the candidate's name-derived id, and
+    /// writes it so before anything else can read it. Without the translation
+    /// the node would hold a vote for no node (and could vote again in that
+    /// term for the real candidate's rival, or refuse it).
+    #[test]
+    fn a_format_1_vote_by_position_is_translated_to_the_named_id_and_kept() {
+        use crate::raft::HardState;
+        use crate::storage::MemDir;
+        let mut disk = MemDir::new();
+        disk.write_new("format", b"raftlb data dir format 1\n")
+            .expect("memdir");
+        {
+            let (mut storage, _) = Storage::open(disk.clone()).expect("a new dir opens");
+            storage
+                .set_hard_state(HardState {
+                    term: 9,
+                    vote: Some(2),
+                    commit: 0,
+                })
+                .and_then(|()| storage.sync())
+                .expect("memdir");
+        }
+        let now = Instant::now();
+        let logic = NodeLogic::open(&settings(), disk.clone(), 1, 7, now).expect("opens");
+        let b = crate::nodes::node_id("B");
+        assert_eq!(logic.raft().vote(), Some(b));
+        assert_eq!(logic.raft().term(), 9);
+        drop(logic);
+        disk.crash(1);
+        let (_, restored) = Storage::open(disk.clone()).expect("reopens");
+        assert_eq!(restored.hard_state.vote, Some(b), "written and synced");
+        let logic = NodeLogic::open(&settings(), disk, 2, 7, now).expect("opens again");
+        assert_eq!(
+            logic.raft().vote(),
+            Some(b),
+            "format 2 is not translated twice"
+        );
+    }
+
     /// The core refuses what the load table cannot restore, so a forged
     /// snapshot never reaches the data dir (where it stopped the node from
     /// starting): the runtime must hand it the table's decoder.
@@ -323,7 +410,8 @@ mod tests {
             snapshot_entries: 100,
             auth: Auth::Insecure,
         };
-        let config = raft_config(&settings, 1).expect("valid settings");
+        let me = crate::nodes::node_id("A");
+        let config = raft_config(&settings, me).expect("valid settings");
         assert!(!(config.snapshot_check)(b"\x07garbage"));
         assert!((config.snapshot_check)(&LoadTable::new().snapshot()));
     }

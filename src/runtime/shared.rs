@@ -23,20 +23,33 @@ pub struct RaftView {
     pub leader: Option<NodeId>,
     pub commit_index: u64,
     pub applied_index: u64,
-    /// Per node (index = Raft id - 1): whether this node heard from it recently;
-    /// None where this node has no reason to hear from it (a follower does not
-    /// hear from other followers).
-    pub reachable: Vec<Option<bool>>,
-    /// Per node (index = Raft id - 1): whether it votes in the configuration
-    /// in force (false: a learner, or no longer a member).
-    pub voters: Vec<bool>,
+    /// The configuration in force, in id order, with what this node knows of
+    /// each member's reachability.
+    pub members: Vec<MemberView>,
+}
+
+/// One member of the configuration in force, as `/status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub name: String,
+    pub addr: String,
+    /// False for a learner.
+    pub voter: bool,
+    /// Whether this node heard from it recently; None where this node has no
+    /// reason to hear from it (a follower does not hear from other followers).
+    pub reachable: Option<bool>,
 }
 
 /// State shared by the event loop (writer) and the HTTP threads (readers).
 pub struct Shared {
-    /// This node's Raft id and the membership.
+    /// This node's Raft id and nodes.txt (the bootstrap membership).
     pub me: NodeId,
     pub nodes: Nodes,
+    /// Where the members in force and nodes.txt's nodes are: the only sources
+    /// datagrams are accepted from, and where they are sent. The event loop
+    /// rewrites it when the configuration changes.
+    pub book: RwLock<Nodes>,
     pub view: RwLock<RaftView>,
     pub table: RwLock<LoadTable>,
     pub counters: LoopCounters,
@@ -67,7 +80,16 @@ impl Shared {
             auth,
             epoch,
         } = settings;
-        let reachable = vec![None; nodes.entries().len()];
+        let members = nodes
+            .with_ids()
+            .map(|(id, e)| MemberView {
+                id,
+                name: e.id.clone(),
+                addr: e.addr.clone(),
+                voter: true,
+                reachable: None,
+            })
+            .collect();
         Shared {
             me,
             auth,
@@ -78,9 +100,9 @@ impl Shared {
                 leader: None,
                 commit_index: 0,
                 applied_index: 0,
-                voters: vec![true; reachable.len()],
-                reachable,
+                members,
             }),
+            book: RwLock::new(nodes.clone()),
             nodes,
             table: RwLock::new(table),
             counters: LoopCounters::default(),
@@ -96,9 +118,9 @@ impl Shared {
         crate::locks::read(&self.table)
     }
 
-    /// The nodes.txt name of a Raft id.
+    /// The name of a Raft id (a member in force, or a node of nodes.txt).
     pub(crate) fn name_of(&self, id: NodeId) -> Option<String> {
-        self.nodes.get(id).map(|e| e.id.clone())
+        crate::locks::read(&self.book).get(id).map(|e| e.id.clone())
     }
 }
 

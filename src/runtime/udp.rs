@@ -3,13 +3,14 @@
 //! loop sends with [`send`].
 //!
 //! Every datagram is hostile until checked, in this order: its source address
-//! must be a node's in nodes.txt; its frame's tag must verify under the cluster
+//! must be a node's in the address book (the members in force, nodes.txt's); its frame's tag must verify under the cluster
 //! key for that node as sender and this node as receiver (`auth::frame`); its
 //! epoch and counter must pass that peer's replay window; only then is its
 //! payload decoded, and its sender fields must agree with its source. Anything
 //! else is dropped and counted by reason, never a crash. No byte of a datagram
 //! is decoded before its tag is verified.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::shared::{LoopCounters, Shared};
 use crate::auth::frame::{self, Header};
 use crate::auth::replay::{Reject, ReplayWindow};
+use crate::nodes::Nodes;
 use crate::raft::NodeId;
 use crate::wire::{self, Datagram};
 
@@ -53,8 +55,7 @@ fn receive_loop(socket: &UdpSocket, shared: &Shared, tx: &Sender<Inbound>, stop:
     // as oversized rather than silently truncated into something that decodes.
     let mut buf = vec![0u8; wire::MAX_DATAGRAM_BYTES + 1];
     let metrics = &shared.counters;
-    // Index = Raft id - 1, like the view's `reachable`.
-    let mut windows = vec![ReplayWindow::default(); shared.nodes.entries().len()];
+    let mut windows = Windows::default();
     while !stop.load(Ordering::Relaxed) {
         let (len, source) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
@@ -107,26 +108,45 @@ impl Dropped {
     }
 }
 
+/// The replay window of each peer, by Raft id: only ids of the address book
+/// get one, and those of nodes that left the book are dropped when the map
+/// grows past what the book can hold, so it stays bounded.
+#[derive(Default)]
+pub struct Windows {
+    by_id: HashMap<NodeId, ReplayWindow>,
+}
+
+/// Most windows kept: the book holds at most nodes.txt's and the
+/// configuration's nodes (64 each).
+const MAX_WINDOWS: usize = 2 * crate::raft::MAX_MEMBERS;
+
+impl Windows {
+    fn get(&mut self, id: NodeId, book: &Nodes) -> &mut ReplayWindow {
+        if !self.by_id.contains_key(&id) && self.by_id.len() >= MAX_WINDOWS {
+            self.by_id.retain(|known, _| book.get(*known).is_some());
+        }
+        self.by_id.entry(id).or_default()
+    }
+}
+
 /// Every check a received datagram passes before the event loop sees it, in
-/// order: source, tag, replay window (`windows`, index = Raft id - 1), decode,
-/// sender fields. Nothing of `bytes` is decoded before its tag verified.
+/// order: source (a node of the address book), tag, that node's replay window,
+/// decode, sender fields. Nothing of `bytes` is decoded before its tag verified.
 pub fn check(
     shared: &Shared,
-    windows: &mut [ReplayWindow],
+    windows: &mut Windows,
     source: SocketAddr,
     bytes: &[u8],
 ) -> Result<Inbound, Dropped> {
-    let from = shared
-        .nodes
-        .raft_id_at(source)
-        .ok_or(Dropped::UnknownSource)?;
+    let book = crate::locks::read(&shared.book);
+    let from = book.raft_id_at(source).ok_or(Dropped::UnknownSource)?;
     let (header, payload) =
         frame::open(&shared.auth, from, shared.me, bytes).map_err(Dropped::Auth)?;
-    let window = usize::try_from(from - 1)
-        .ok()
-        .and_then(|i| windows.get_mut(i))
-        .expect("a raft id from nodes.txt has a window");
-    window.accept(header).map_err(Dropped::Replay)?;
+    windows
+        .get(from, &book)
+        .accept(header)
+        .map_err(Dropped::Replay)?;
+    drop(book);
     match wire::decode_datagram(payload) {
         Ok(datagram) if sender_matches(&datagram, from, shared.me) => {
             Ok(Inbound { from, datagram })
@@ -181,7 +201,7 @@ impl Outbound {
 /// Encodes, frames (signs) and sends one datagram to node `to`. Failures are
 /// logged at debug: UDP is lossy by contract and Raft retries.
 pub fn send(socket: &UdpSocket, shared: &Shared, to: NodeId, datagram: &Datagram) {
-    let Some(entry) = shared.nodes.get(to) else {
+    let Some(entry) = crate::locks::read(&shared.book).get(to).cloned() else {
         return;
     };
     let payload = match wire::encode_datagram(datagram) {

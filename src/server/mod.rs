@@ -153,16 +153,14 @@ impl NodeHttp {
             commit_index: view.commit_index,
             applied_index: view.applied_index,
             insecure: node.auth().is_insecure(),
-            nodes: node
-                .nodes()
-                .entries()
+            nodes: view
+                .members
                 .iter()
-                .zip(view.reachable.iter().zip(&view.voters))
-                .map(|(e, (reachable, voter))| NodeStatus {
-                    voter: *voter,
-                    id: e.id.clone(),
-                    addr: e.addr.clone(),
-                    reachable: *reachable,
+                .map(|m| NodeStatus {
+                    id: m.name.clone(),
+                    addr: m.addr.clone(),
+                    reachable: m.reachable,
+                    voter: m.voter,
                 })
                 .collect(),
             servers: table

@@ -137,7 +137,7 @@ fn request_start(me: NodeId, seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    (me << 56) | (z >> 8)
+    ((me & 0xFF) << 56) | (z >> 8)
 }
 
 /// How many recent forwarded requests a leader remembers, to propose each once
@@ -177,10 +177,12 @@ pub(crate) struct NoteRequests {
 impl NoteRequests {
     /// The request ids of node `me` start from `request_seed`, which must
     /// differ between runs of a node (a random number does). A write is known
-    /// by its id when it is applied, so ids must never meet: the node's id in
-    /// the top 8 bits keeps nodes apart, and the seed, mixed, places each run
-    /// at a random point of the other 2^56 (seeds that differ by a little,
-    /// as the simulator's do across restarts, land far apart).
+    /// by its id when it is applied, so ids must never meet: the low 8 bits of
+    /// the node's id on top keep most nodes apart (ids are hashes of names, so
+    /// two may share them), and the seed, mixed, places each run at a random
+    /// point of the other 2^56, where two runs' ranges of a few million writes
+    /// meet with odds of about 2^-34 (seeds that differ by a little, as the
+    /// simulator's do across restarts, land far apart).
     pub fn new(me: NodeId, request_seed: u64) -> NoteRequests {
         NoteRequests {
             next_request: request_start(me, request_seed),
