@@ -173,11 +173,12 @@ fn forged_datagrams_from_a_dead_nodes_address_change_nothing_and_count_as_auth()
         .map(|i| dropped(&cluster, *i, "auth"))
         .collect();
     let other_key = Auth::Keyed(Keys::new(Key::from_bytes([9; KEY_BYTES]), None));
-    let from = victim as u64 + 1;
+    let id = |i: usize| raftlb::nodes::node_id(&cluster.ids[i]);
+    let from = id(victim);
     let rounds = 20u64;
     for k in 0..rounds {
         for &i in &targets {
-            let to = i as u64 + 1;
+            let to = id(i);
             let payload = heartbeat(from, to, term + 1000 + k);
             let header = Header {
                 epoch: now_us(),
@@ -232,7 +233,8 @@ fn a_datagram_seen_twice_or_from_an_older_epoch_is_dropped_as_a_replay() {
     // A valid datagram of the victim's, as the cluster key makes it: a refusal
     // of a note request nobody made, which the target ignores.
     let keyed = Auth::Keyed(cluster.keys());
-    let (from, to) = (victim as u64 + 1, target as u64 + 1);
+    let id = |i: usize| raftlb::nodes::node_id(&cluster.ids[i]);
+    let (from, to) = (id(victim), id(target));
     let payload = wire::encode_datagram(&Datagram::NoteRefused {
         from,
         request: u64::MAX,

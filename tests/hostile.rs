@@ -589,11 +589,12 @@ fn forged_timeout_now_snapshot_and_far_terms_from_a_dead_nodes_port_change_nothi
     let probe = Probe::start(targets.iter().map(|&i| node_target(&cluster, i)).collect());
 
     let other_key = Auth::Keyed(Keys::new(Key::from_bytes([9; KEY_BYTES]), None));
-    let from = victim as u64 + 1;
+    let id = |i: usize| raftlb::nodes::node_id(&cluster.ids[i]);
+    let from = id(victim);
     let (rounds, mut sent) = (40u64, 0u64);
     for k in 0..rounds {
         for &i in &targets {
-            let to = i as u64 + 1;
+            let to = id(i);
             let header = Header {
                 epoch: now_us(),
                 counter: k,

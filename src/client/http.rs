@@ -102,6 +102,22 @@ pub(crate) fn post_signed_json(
     send_body(request, "application/json", body)
 }
 
+/// `POST url` as `post_signed_json`, with extra headers (a node forwarding
+/// an admin request to the leader marks it so).
+pub(crate) fn post_signed_json_with(
+    agent: &Agent,
+    url: &str,
+    body: &[u8],
+    tag: &str,
+    extra: &[(&str, &str)],
+) -> Result<Reply, CallError> {
+    let mut request = agent.post(url).header(crate::auth::AUTH_HEADER, tag);
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    send_body(request, "application/json", body)
+}
+
 /// `PUT url` with a text body.
 pub(crate) fn put_text(agent: &Agent, url: &str, body: &[u8]) -> Result<Reply, CallError> {
     send_body(agent.put(url), "text/plain; charset=utf-8", body)

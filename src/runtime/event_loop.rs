@@ -29,6 +29,7 @@ use crossbeam_channel::{select, Receiver};
 
 use super::forget::{ForgetAction, ForgetReply, ForgetRequests};
 use super::intake::ReportIntake;
+use super::members::{MemberJob, MemberOp, MemberOutcome, MemberReply};
 use super::notes::{NodeState, NoteAction, NoteReply, NoteRequests};
 use super::shared::{LoopCounters, MemberView, Shared};
 use super::trim;
@@ -70,6 +71,14 @@ pub enum LoopInput {
     Forget {
         server: String,
         reply: ForgetReply,
+        deadline: Instant,
+    },
+    /// `POST /admin/member` (`runtime::members`): answered on `reply` once
+    /// every step of the change committed, at once when it cannot start, or
+    /// by `deadline`.
+    ChangeMembers {
+        op: MemberOp,
+        reply: MemberReply,
         deadline: Instant,
     },
 }
@@ -129,6 +138,8 @@ pub struct NodeLogic<D: Dir = FsDir> {
     pub(super) heard_from: HashMap<NodeId, Instant>,
     /// The configuration the address book and the view were last built from.
     pub(super) known_membership: Membership,
+    /// The membership change being carried out (one at a time).
+    pub(super) member_job: Option<MemberJob>,
     /// A node counts as reachable when heard from within this window.
     pub(super) reach_window: Duration,
     /// (role, term, leader) as last logged.
@@ -284,6 +295,27 @@ impl<D: Dir> NodeLogic<D> {
                 let table = self.shared.table();
                 self.forgets.add(server, reply, deadline, &table);
             }
+            LoopInput::ChangeMembers {
+                op,
+                reply,
+                deadline,
+            } => {
+                if self.member_job.is_some() {
+                    let busy = "another membership change is in progress on this node".into();
+                    let _ = reply.try_send(MemberOutcome::Busy(busy));
+                    return;
+                }
+                match MemberJob::plan(&self.raft, op, reply, deadline) {
+                    Ok(mut job) => {
+                        if !job.progress(&mut self.raft, now) {
+                            self.member_job = Some(job);
+                        }
+                    }
+                    Err((reply, outcome)) => {
+                        let _ = reply.try_send(outcome);
+                    }
+                }
+            }
         }
     }
 
@@ -321,6 +353,11 @@ impl<D: Dir> NodeLogic<D> {
         }
         if !self.notes.is_empty() {
             self.notes.tick(now, &self.shared.counters);
+        }
+        if let Some(job) = self.member_job.as_mut() {
+            if job.progress(&mut self.raft, now) {
+                self.member_job = None;
+            }
         }
     }
 
@@ -582,7 +619,16 @@ impl<D: Dir> NodeLogic<D> {
             );
         }
         *locks::write(&self.shared.book) = Nodes::from_entries(entries);
-        membership
+        // nodes.txt's order first (what people wrote, and what the page and
+        // `raftlb status` showed before), then the members it lacks by name.
+        let position = |name: &str| {
+            let listed = self.shared.nodes.entries().iter();
+            listed
+                .clone()
+                .position(|e| e.id == name)
+                .unwrap_or(usize::MAX)
+        };
+        let mut members: Vec<MemberView> = membership
             .members()
             .iter()
             .map(|m| MemberView {
@@ -592,7 +638,9 @@ impl<D: Dir> NodeLogic<D> {
                 voter: m.voter,
                 reachable: None,
             })
-            .collect()
+            .collect();
+        members.sort_by(|a, b| (position(&a.name), &a.name).cmp(&(position(&b.name), &b.name)));
+        members
     }
 
     fn log_transition(&mut self, now: Instant, role: Role, term: u64, leader: Option<NodeId>) {

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::event_loop::LoopInput;
 use super::forget::ForgetOutcome;
+use super::members::{MemberOp, MemberOutcome};
 use super::notes::NoteOutcome;
 use super::shared::{LoopCounters, RaftView, Shared};
 use crate::auth::Auth;
@@ -157,6 +158,18 @@ impl NodeHandle {
                     "no answer from this node's event loop in time (stopping or overloaded)".into(),
                 )
             })
+    }
+
+    /// Changes the membership (`runtime::members`): waits until every step
+    /// committed, or the change could not start, or `deadline`.
+    pub fn change_members(&self, op: MemberOp, deadline: Instant) -> MemberOutcome {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let input = LoopInput::ChangeMembers {
+            op,
+            reply,
+            deadline,
+        };
+        self.ask(input, answer, deadline, MemberOutcome::Unavailable)
     }
 
     /// Removes `server` from the agreed table by a committed entry; waits until

@@ -20,6 +20,7 @@ mod forget;
 mod format;
 mod handle;
 mod intake;
+mod members;
 mod notes;
 mod shared;
 mod start_error;
@@ -31,6 +32,7 @@ pub use forget::{
     parse_forget_after, BadDuration, ForgetOutcome, FORGET_AFTER_MAX, FORGET_AFTER_MIN,
 };
 pub use handle::{NodeHandle, NotTaken};
+pub use members::{MemberOp, MemberOutcome};
 pub use notes::{NoteOutcome, NOTE_TIMEOUT};
 pub use shared::{LoopCounters, RaftView};
 pub use start_error::{DataDirProblem, StartError};
@@ -261,6 +263,7 @@ impl<D: Dir> NodeLogic<D> {
             last_tick: now,
             heard_from: HashMap::new(),
             known_membership: Membership::default(),
+            member_job: None,
             reach_window: settings.election_max * 2,
             trim_due: false,
             last_trim: now,

@@ -23,7 +23,8 @@ pub struct RaftView {
     pub leader: Option<NodeId>,
     pub commit_index: u64,
     pub applied_index: u64,
-    /// The configuration in force, in id order, with what this node knows of
+    /// The configuration in force (nodes.txt's order, then the others by
+    /// name), with what this node knows of
     /// each member's reachability.
     pub members: Vec<MemberView>,
 }

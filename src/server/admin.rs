@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::NodeHttp;
 use crate::http::{self, Reply, Request};
-use crate::runtime::ForgetOutcome;
+use crate::runtime::{ForgetOutcome, MemberOp, MemberOutcome};
 
 /// How far `at` may be from this node's clock, either way (SPEC: 30 s).
 pub(crate) const AT_WINDOW_MS: u64 = 30_000;
@@ -148,6 +148,152 @@ pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
             &format!("no server {:?} in the table", truncate(&parsed.server)),
         ),
         ForgetOutcome::Unavailable(reason) => http::error(503, &reason),
+    }
+}
+
+/// How long a membership change may take: a new node's catch-up included.
+/// `raftlb member` waits 60 s by default.
+pub(crate) const MEMBER_WAIT: Duration = Duration::from_secs(50);
+/// The header a follower sets when it forwards a member request to the
+/// leader, which then never forwards it again.
+const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
+
+/// The body of `POST /admin/member`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    op: String,
+    id: String,
+    addr: Option<String>,
+    old: Option<String>,
+    at: u64,
+}
+
+impl MemberBody {
+    /// The operation it asks for, its names and address checked as nodes.txt
+    /// checks its lines (the address must resolve here); the error is the
+    /// 400's reason.
+    fn op(&self) -> Result<MemberOp, String> {
+        let check = |id: &str, addr: &str| crate::nodes::entry(id, addr).map(|_| ());
+        let name_ok = |id: &str| check(id, "127.0.0.1:1");
+        match (self.op.as_str(), &self.addr, &self.old) {
+            ("add", Some(addr), None) => {
+                check(&self.id, addr)?;
+                Ok(MemberOp::Add {
+                    name: self.id.clone(),
+                    addr: addr.clone(),
+                })
+            }
+            ("remove", None, None) => {
+                name_ok(&self.id)?;
+                Ok(MemberOp::Remove {
+                    name: self.id.clone(),
+                })
+            }
+            ("replace", Some(addr), Some(old)) => {
+                check(&self.id, addr)?;
+                name_ok(old)?;
+                if *old == self.id {
+                    return Err("\"old\" and \"id\" name the same node; replace needs a new name (or remove, then add)".into());
+                }
+                Ok(MemberOp::Replace {
+                    old: old.clone(),
+                    name: self.id.clone(),
+                    addr: addr.clone(),
+                })
+            }
+            ("add" | "remove" | "replace", _, _) => Err(format!(
+                "op {:?} takes {}",
+                self.op,
+                match self.op.as_str() {
+                    "add" => "\"id\" and \"addr\"",
+                    "remove" => "\"id\" only",
+                    _ => "\"id\", \"addr\" and \"old\"",
+                }
+            )),
+            _ => Err(format!(
+                "unknown op {:?}: expected add, remove or replace",
+                truncate(&self.op)
+            )),
+        }
+    }
+}
+
+/// `POST /admin/member`: the checks of `forget` (tag, JSON, `at`, single
+/// use), then the change, carried out by the leader's event loop; a follower
+/// forwards the request, as signed, to the leader it knows (once).
+pub fn member(node: &NodeHttp, request: &Request) -> Reply {
+    let body = request.body();
+    let tag = request.header(crate::auth::AUTH_HEADER);
+    if let Err(reason) = node.handle.auth().verify_body(tag, body) {
+        return http::error(401, reason);
+    }
+    let parsed: MemberBody = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let reason = format!(
+                "bad member request: {e}; expected {{\"op\":\"add|remove|replace\",\"id\":\"F\",\"addr\":\"HOST:PORT\",\"old\":\"E\",\"at\":MS}}"
+            );
+            return http::error(400, &reason);
+        }
+    };
+    let op = match parsed.op() {
+        Ok(op) => op,
+        Err(reason) => return http::error(400, &format!("bad member request: {reason}")),
+    };
+    let now = now_ms();
+    if let Err(reason) = check_at(parsed.at, now) {
+        return http::error(401, &reason.to_string());
+    }
+    let admitted = node
+        .used_admin_requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(body, parsed.at, now);
+    if let Err((status, reason)) = admitted {
+        return http::error(status, reason);
+    }
+    match node.handle.change_members(op, Instant::now() + MEMBER_WAIT) {
+        MemberOutcome::Done(configuration) => {
+            http::text(200, format!("configuration: {configuration}\n"))
+        }
+        MemberOutcome::Busy(reason) => http::error(409, &reason),
+        MemberOutcome::Invalid(reason) => http::error(400, &reason),
+        MemberOutcome::Unavailable(reason) => http::error(503, &reason),
+        MemberOutcome::NotLeader(None) => {
+            http::error(503, "no leader known; try again once one is elected")
+        }
+        MemberOutcome::NotLeader(Some(_)) if request.header(FORWARDED_HEADER).is_some() => {
+            http::error(503, "this node no longer leads; try again")
+        }
+        MemberOutcome::NotLeader(Some((name, addr))) => {
+            forward(&name, &addr, body, tag.unwrap_or_default())
+        }
+    }
+}
+
+/// Sends a member request on to the leader and relays its answer.
+fn forward(name: &str, addr: &str, body: &[u8], tag: &str) -> Reply {
+    use crate::client::http as client;
+    let timeouts = client::Timeouts {
+        connect: Duration::from_secs(2),
+        total: MEMBER_WAIT + Duration::from_secs(5),
+    };
+    let agent = client::agent(timeouts, false);
+    let url = format!("http://{addr}/admin/member");
+    match client::post_signed_json_with(&agent, &url, body, tag, &[(FORWARDED_HEADER, "1")]) {
+        Ok(reply) => {
+            let text = reply.body.trim_end().to_string();
+            match reply.status {
+                200 => http::text(200, format!("{text}\n")),
+                status @ 400..=599 => http::error(status, &text),
+                status => http::error(502, &format!("leader {name} answered {status}: {text}")),
+            }
+        }
+        Err(e) => http::error(
+            503,
+            &format!("cannot reach the leader {name} at {addr}: {e}; the change may or may not have started"),
+        ),
     }
 }
 

@@ -97,11 +97,7 @@ impl NodeHttp {
             "/note" => (&["GET", "PUT", "POST"], NodeHttp::note),
             "/report" => (&["POST"], report::handle),
             "/admin/forget" => (&["POST"], admin::forget),
-            // Reserved for `raftlb member` (SPEC; membership change is not
-            // built yet); its handler goes here, with ADMIN_BODY_BYTES_MAX.
-            "/admin/member" => {
-                return http::error(404, &format!("{path} is not served by this version"))
-            }
+            "/admin/member" => (&["POST"], admin::member),
             _ if is_prime_path(path) => (&["GET"], |node, request| {
                 let path = request.path();
                 let n_text = path.strip_prefix("/prime/").unwrap_or(&path[1..]);

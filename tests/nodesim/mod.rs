@@ -187,6 +187,17 @@ pub struct NodeSim {
     pub stats: Stats,
 }
 
+/// The simulator numbers nodes 1..=NODES (cuts, leaders, promises); the
+/// nodes themselves know each other by ids derived from their names.
+fn real_id(sim_id: NodeId) -> NodeId {
+    raftlb::nodes::node_id(&((b'A' + (sim_id - 1) as u8) as char).to_string())
+}
+
+/// The simulator's number of a node's real id (None: no such node).
+fn sim_id(real: NodeId) -> Option<NodeId> {
+    (1..=NODES as NodeId).find(|&s| real_id(s) == real)
+}
+
 fn node_settings(i: usize, snapshot_entries: u64) -> NodeSettings {
     let text: String = (0..NODES)
         .map(|k| format!("{} 127.0.0.1:{}\n", (b'A' + k as u8) as char, 40_001 + k))
@@ -413,7 +424,7 @@ impl NodeSim {
                     logic.on_inbound(
                         now,
                         Inbound {
-                            from: d.from,
+                            from: real_id(d.from),
                             datagram: d.datagram,
                         },
                     );
@@ -431,6 +442,10 @@ impl NodeSim {
             };
             let from = i as NodeId + 1;
             for (to, datagram) in logic.take_outbox() {
+                let Some(to) = sim_id(to) else {
+                    self.stats.dropped += 1;
+                    continue;
+                };
                 if let Datagram::Raft(m) = &datagram {
                     // A pre-vote carries a term its sender has not taken.
                     let vote = match m.body {

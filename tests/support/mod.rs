@@ -304,6 +304,43 @@ impl Cluster {
         self.path("nodes.txt").display().to_string()
     }
 
+    /// The nodes file node i starts with: its own when it was added later
+    /// (`add_node_slot`), else the cluster's.
+    pub fn nodes_file_of(&self, i: usize) -> String {
+        let own = self.path(&format!("nodes-{}.txt", self.ids[i]));
+        if own.exists() {
+            own.display().to_string()
+        } else {
+            self.nodes_file()
+        }
+    }
+
+    /// Makes room for a new node `id` on a free port, not started: its own
+    /// nodes file lists every node so far and it, as a person adding a
+    /// machine writes one. Returns its index (`restart_node` starts it).
+    pub fn add_node_slot(&mut self, id: &str) -> usize {
+        let port = free_port();
+        self.ids.push(id.to_string());
+        self.ports.push(port);
+        self.nodes.push(None);
+        let text: String = (self.ids.iter().zip(&self.ports).enumerate())
+            .map(|(i, (id, port))| format!("{id} {}\n", addr(node_ip(&self.options, i), *port)))
+            .collect();
+        std::fs::write(self.path(&format!("nodes-{id}.txt")), text).expect("write its nodes file");
+        self.ids.len() - 1
+    }
+
+    /// `HOST:PORT` of node i, as nodes files write it.
+    pub fn node_addr(&self, i: usize) -> String {
+        addr(node_ip(&self.options, i), self.ports[i])
+    }
+
+    /// Node i's data dir.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        (self.options.data_dirs.get(i).cloned())
+            .unwrap_or_else(|| self.path(&format!("data-{}", self.ids[i])))
+    }
+
     /// The cluster key every node and daemon of this cluster gets with `--key`.
     pub fn key_file(&self) -> String {
         self.path(KEY_FILE).display().to_string()
@@ -341,13 +378,12 @@ impl Cluster {
 
     pub fn spawn_node(&mut self, i: usize) -> Proc {
         let id = self.ids[i].clone();
-        let data_dir = (self.options.data_dirs.get(i).cloned())
-            .unwrap_or_else(|| self.path(&format!("data-{id}")));
+        let data_dir = self.data_dir(i);
         let mut args = vec![
             "--id".into(),
             id.clone(),
             "--nodes".into(),
-            self.nodes_file(),
+            self.nodes_file_of(i),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--dead-after-ms".into(),

@@ -1,0 +1,255 @@
+//! Membership changes asked of this node (`POST /admin/member`): one at a
+//! time, each a short plan of single-server steps the leader's event loop
+//! carries out, waiting for each step's entry to commit before the next.
+//!
+//! - add F: F joins as a learner, catches up, then is promoted;
+//! - remove E: one step;
+//! - replace E with F: F joins as a learner and catches up, then E leaves and
+//!   F is promoted (E first, so a dead E does not stay in a larger majority);
+//!   when E is this leader itself, F is promoted first and E leaves last (the
+//!   leader steps down once its removal commits).
+//!
+//! A plan is refused at once (409) while another plan runs or a change is
+//! pending in the log, and answered 503 if this node stops leading or the
+//! deadline passes midway (the steps done stay done: `raftlb member list`
+//! shows where it stopped).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use crate::nodes::node_id;
+use crate::raft::{ChangeRefused, MembershipChange, NodeId, Raft, Role};
+
+/// What an operator asks for, with names as nodes.txt writes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberOp {
+    Add {
+        name: String,
+        addr: String,
+    },
+    Remove {
+        name: String,
+    },
+    Replace {
+        old: String,
+        name: String,
+        addr: String,
+    },
+}
+
+/// How a plan ended, for the HTTP answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberOutcome {
+    /// Every step committed (200): the configuration now in force.
+    Done(String),
+    /// Another change is running or pending (409).
+    Busy(String),
+    /// The request cannot be carried out (400): unknown member, already one.
+    Invalid(String),
+    /// This node does not lead; the leader's name and address if known.
+    NotLeader(Option<(String, String)>),
+    /// No leader, leadership lost midway, or the deadline passed (503).
+    Unavailable(String),
+}
+
+pub(crate) type MemberReply = Sender<MemberOutcome>;
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Change(MembershipChange),
+    /// Wait until the learner holds about all of the leader's log.
+    CaughtUp(NodeId),
+}
+
+/// The plan being carried out.
+pub(crate) struct MemberJob {
+    steps: VecDeque<Step>,
+    /// The entry of the step proposed last, until it commits.
+    waiting: Option<(u64, u64)>,
+    done: usize,
+    reply: MemberReply,
+    deadline: Instant,
+}
+
+/// A learner within this many entries of the leader's last one has caught up.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
+impl MemberJob {
+    /// The plan for `op` against the configuration in force, or why not (the
+    /// outcome to answer at once).
+    pub(crate) fn plan(
+        raft: &Raft,
+        op: MemberOp,
+        reply: MemberReply,
+        deadline: Instant,
+    ) -> Result<MemberJob, (MemberReply, MemberOutcome)> {
+        let membership = raft.membership();
+        let refuse = |reply, outcome| Err((reply, outcome));
+        if raft.role() != Role::Leader {
+            let leader = raft
+                .leader()
+                .and_then(|l| membership.get(l))
+                .map(|m| (m.name.clone(), m.addr.clone()));
+            return refuse(reply, MemberOutcome::NotLeader(leader));
+        }
+        if raft.membership_index() > raft.commit_index() {
+            return refuse(
+                reply,
+                MemberOutcome::Busy(format!(
+                    "a configuration change (entry {}) has not committed yet",
+                    raft.membership_index()
+                )),
+            );
+        }
+        let member = |name: &str| membership.by_name(name).map(|m| m.id);
+        let newcomer = |name: &str| -> Result<NodeId, String> {
+            if member(name).is_some() {
+                return Err(format!("node {name} is already a member"));
+            }
+            let id = node_id(name);
+            if membership.contains(id) {
+                return Err(format!(
+                    "node {name}'s id collides with a member's; pick another name"
+                ));
+            }
+            Ok(id)
+        };
+        let steps = match &op {
+            MemberOp::Add { name, addr } => match newcomer(name) {
+                Ok(id) => vec![
+                    Step::Change(MembershipChange::AddLearner {
+                        id,
+                        name: name.clone(),
+                        addr: addr.clone(),
+                    }),
+                    Step::CaughtUp(id),
+                    Step::Change(MembershipChange::Promote(id)),
+                ],
+                Err(reason) => return refuse(reply, MemberOutcome::Invalid(reason)),
+            },
+            MemberOp::Remove { name } => match member(name) {
+                Some(id) => vec![Step::Change(MembershipChange::Remove(id))],
+                None => {
+                    return refuse(
+                        reply,
+                        MemberOutcome::Invalid(format!("node {name} is not a member")),
+                    )
+                }
+            },
+            MemberOp::Replace { old, name, addr } => {
+                let Some(old_id) = member(old) else {
+                    return refuse(
+                        reply,
+                        MemberOutcome::Invalid(format!("node {old} is not a member")),
+                    );
+                };
+                let id = match newcomer(name) {
+                    Ok(id) => id,
+                    Err(reason) => return refuse(reply, MemberOutcome::Invalid(reason)),
+                };
+                let add = Step::Change(MembershipChange::AddLearner {
+                    id,
+                    name: name.clone(),
+                    addr: addr.clone(),
+                });
+                let promote = Step::Change(MembershipChange::Promote(id));
+                let remove = Step::Change(MembershipChange::Remove(old_id));
+                if old_id == raft.id() {
+                    vec![add, Step::CaughtUp(id), promote, remove]
+                } else {
+                    vec![add, Step::CaughtUp(id), remove, promote]
+                }
+            }
+        };
+        log::info!("membership change {op:?}: {} steps", steps.len());
+        Ok(MemberJob {
+            steps: steps.into(),
+            waiting: None,
+            done: 0,
+            reply,
+            deadline,
+        })
+    }
+
+    /// Moves the plan on as far as it can go now; returns true when it ended
+    /// (answered).
+    pub(crate) fn progress(&mut self, raft: &mut Raft, now: Instant) -> bool {
+        loop {
+            if let Some((index, term)) = self.waiting {
+                if raft.commit_index() < index {
+                    break;
+                }
+                if raft.log().term(index).is_some_and(|t| t != term) {
+                    return self.finish(MemberOutcome::Unavailable(format!(
+                        "step {} was lost to a leader change; check `raftlb member list` and ask again",
+                        self.done + 1
+                    )));
+                }
+                self.waiting = None;
+                self.done += 1;
+                self.steps.pop_front();
+            }
+            let Some(step) = self.steps.front().cloned() else {
+                return self.finish(MemberOutcome::Done(raft.membership().to_string()));
+            };
+            if raft.role() != Role::Leader {
+                return self.finish(self.partial("this node stopped leading"));
+            }
+            match step {
+                Step::CaughtUp(id) => {
+                    let matched = raft.progress_of(id).map_or(0, |p| p.match_index);
+                    if matched + CAUGHT_UP_ENTRIES < raft.log().last_index() || matched == 0 {
+                        break;
+                    }
+                    self.done += 1;
+                    self.steps.pop_front();
+                }
+                Step::Change(change) => match raft.propose_membership(change) {
+                    Ok(entry) => self.waiting = Some(entry),
+                    Err(
+                        ChangeRefused::NotReady
+                        | ChangeRefused::Pending { .. }
+                        | ChangeRefused::NotCaughtUp { .. }
+                        | ChangeRefused::TransferInProgress,
+                    ) => break,
+                    Err(ChangeRefused::NotLeader { .. }) => {
+                        return self.finish(self.partial("this node stopped leading"))
+                    }
+                    Err(ChangeRefused::Invalid(e)) => {
+                        let outcome = if self.done == 0 {
+                            MemberOutcome::Invalid(e.to_string())
+                        } else {
+                            self.partial(&e.to_string())
+                        };
+                        return self.finish(outcome);
+                    }
+                },
+            }
+        }
+        if now >= self.deadline {
+            let why = match self.steps.front() {
+                Some(Step::CaughtUp(_)) => "the new node did not catch up in time (is it running?)",
+                _ => "the change did not commit in time",
+            };
+            return self.finish(self.partial(why));
+        }
+        false
+    }
+
+    fn partial(&self, why: &str) -> MemberOutcome {
+        MemberOutcome::Unavailable(format!(
+            "{why}; {} of {} steps done: check `raftlb member list`",
+            self.done,
+            self.done + self.steps.len()
+        ))
+    }
+
+    fn finish(&self, outcome: MemberOutcome) -> bool {
+        log::info!("membership change ended: {outcome:?}");
+        let _ = self.reply.try_send(outcome);
+        true
+    }
+}

@@ -1,0 +1,351 @@
+//! Membership changes on a running cluster, with real processes on loopback:
+//! grow 3 -> 5 and shrink back under a stream of note writes and prime
+//! lookups, remove the leader (asked through a follower, which forwards the
+//! signed request), and replace a SIGKILLed node whose data dir is gone with a
+//! new one. After each, every live member agrees on the note and the last
+//! acknowledged write is there; `POST /admin/member`'s refusals are checked on
+//! the way (bad tag 401, bad fields 400, unknown member 400).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use support::{exclusive, get, send, wait_for, Cluster, Options};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// `POST /admin/member` to node `via`, signed with the cluster key (or with
+/// `tag` when given): (status, body). A change may wait for a learner to catch
+/// up, hence the minute.
+fn member(
+    cluster: &Cluster,
+    via: usize,
+    mut body: serde_json::Value,
+    tag: Option<&str>,
+) -> (u16, String) {
+    body["at"] = json!(now_ms());
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
+    let agent = support::client(Duration::from_secs(2), Duration::from_secs(60));
+    let mut resp = agent
+        .post(&cluster.url(via, "/admin/member"))
+        .header(raftlb::auth::AUTH_HEADER, &tag)
+        .send(&bytes[..])
+        .expect("the node answers");
+    let code = resp.status().as_u16();
+    (code, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// The configuration node i reports: (name, voter), in its order.
+fn configuration(cluster: &Cluster, i: usize) -> Option<Vec<(String, bool)>> {
+    let (code, body, _) = get(&cluster.url(i, "/status"))?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (code == 200).then(|| {
+        status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                let name = n["id"].as_str().unwrap_or_default().to_string();
+                (name, n["voter"].as_bool().unwrap_or(true))
+            })
+            .collect()
+    })
+}
+
+/// Waits until every live node reports exactly `voters` as voters and no learner.
+fn wait_for_voters(cluster: &Cluster, voters: &[&str]) {
+    let mut want: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
+    want.sort();
+    wait_for(&format!("voters {want:?} everywhere"), SETTLE, || {
+        cluster
+            .live()
+            .iter()
+            .all(|&i| {
+                configuration(cluster, i).is_some_and(|c| {
+                    let mut names: Vec<String> = c
+                        .iter()
+                        .filter(|(_, v)| *v)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    names.sort();
+                    names == want && c.iter().all(|(_, v)| *v)
+                })
+            })
+            .then_some(())
+    });
+}
+
+/// Note writes (each a new value, to any node that takes it) and prime
+/// lookups, from two threads, until stopped.
+struct Load {
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    primes_ok: Arc<AtomicU64>,
+    primes_failed: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster) -> Load {
+        let urls: Vec<String> = cluster.live().iter().map(|&i| cluster.url(i, "")).collect();
+        let mut load = Load {
+            urls: Arc::new(Mutex::new(urls)),
+            stop: Arc::new(AtomicBool::new(false)),
+            acked: Arc::new(Mutex::new(Vec::new())),
+            primes_ok: Arc::new(AtomicU64::new(0)),
+            primes_failed: Arc::new(AtomicU64::new(0)),
+            threads: Vec::new(),
+        };
+        let (urls, stop, acked) = (load.urls.clone(), load.stop.clone(), load.acked.clone());
+        load.threads.push(std::thread::spawn(move || {
+            let agent = support::client(Duration::from_millis(500), Duration::from_secs(4));
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let value = format!("write {n}");
+                let targets = urls.lock().expect("urls").clone();
+                for url in targets {
+                    let answer = agent
+                        .put(&format!("{url}/note"))
+                        .send(value.as_bytes())
+                        .map(|r| r.status().as_u16());
+                    if answer.is_ok_and(|code| code == 200) {
+                        acked.lock().expect("acked").push(value.clone());
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }));
+        let (urls, stop) = (load.urls.clone(), load.stop.clone());
+        let (ok, failed) = (load.primes_ok.clone(), load.primes_failed.clone());
+        load.threads.push(std::thread::spawn(move || {
+            let agent = support::client(Duration::from_millis(500), Duration::from_secs(4));
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let targets = urls.lock().expect("urls").clone();
+                let url = &targets[k % targets.len()];
+                match agent.get(&format!("{url}/10000")).call() {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }));
+        load
+    }
+
+    /// The nodes the load goes to from now on.
+    fn set_targets(&self, cluster: &Cluster) {
+        *self.urls.lock().expect("urls") =
+            cluster.live().iter().map(|&i| cluster.url(i, "")).collect();
+    }
+
+    /// Stops the threads; returns the acknowledged writes in order.
+    fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().expect("load thread");
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        let (ok, failed) = (
+            self.primes_ok.load(Ordering::Relaxed),
+            self.primes_failed.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "load: {} note writes acknowledged, primes {ok} ok / {failed} failed",
+            acked.len()
+        );
+        acked
+    }
+}
+
+/// Every live member holds the last acknowledged write (or a later one:
+/// a write whose answer was lost may have committed after it).
+fn check_last_write(cluster: &Cluster, acked: &[String]) {
+    let last = acked.last().expect("some writes were acknowledged");
+    let n = |v: &str| v.strip_prefix("write ").and_then(|d| d.parse::<u64>().ok());
+    let floor = n(last).expect("a value the writer made");
+    wait_for("the last acknowledged write everywhere", SETTLE, || {
+        cluster
+            .live()
+            .iter()
+            .all(|&i| {
+                get(&cluster.url(i, "/note")).is_some_and(|(code, body, _)| {
+                    code == 200 && n(&body).is_some_and(|v| v >= floor)
+                })
+            })
+            .then_some(())
+    });
+}
+
+#[test]
+fn grow_3_to_5_shrink_back_and_remove_the_leader_under_load() {
+    let _one = exclusive();
+    let mut cluster = Cluster::start(Options {
+        nodes: 3,
+        workers: 1,
+        ..Options::default()
+    });
+    let leader = cluster.wait_for_leader(SETTLE);
+    wait_for_voters(&cluster, &["A", "B", "C"]);
+    let load = Load::start(&cluster);
+
+    // The refusals, before anything changes.
+    let bad_tag = "00".repeat(32);
+    let (code, body) = member(
+        &cluster,
+        leader,
+        json!({"op":"remove","id":"C"}),
+        Some(&bad_tag),
+    );
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = member(&cluster, leader, json!({"op":"grow","id":"C"}), None);
+    assert!(code == 400 && body.contains("unknown op"), "{code} {body}");
+    let (code, body) = member(&cluster, leader, json!({"op":"add","id":"F"}), None);
+    assert!(code == 400 && body.contains("addr"), "{code} {body}");
+    let (code, body) = member(&cluster, leader, json!({"op":"remove","id":"Z"}), None);
+    assert!(
+        code == 400 && body.contains("not a member"),
+        "{code} {body}"
+    );
+    let (code, body) = member(
+        &cluster,
+        leader,
+        json!({"op":"replace","id":"C","old":"C","addr":"127.0.0.1:1"}),
+        None,
+    );
+    assert!(code == 400 && body.contains("same node"), "{code} {body}");
+
+    // Grow: D, then E, each started with a nodes file naming it, then added.
+    for id in ["D", "E"] {
+        // The leader before the new node runs: until it is added, the new
+        // node hears from nobody and names no leader.
+        let leader = cluster.wait_for_leader(SETTLE);
+        let i = cluster.add_node_slot(id);
+        cluster.restart_node(i);
+        let addr = cluster.node_addr(i);
+        let started = Instant::now();
+        let (code, body) = member(
+            &cluster,
+            leader,
+            json!({"op":"add","id":id,"addr":addr}),
+            None,
+        );
+        assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+        eprintln!("add {id}: {:?}, {}", started.elapsed(), body.trim());
+        load.set_targets(&cluster);
+    }
+    wait_for_voters(&cluster, &["A", "B", "C", "D", "E"]);
+
+    // Shrink: remove D and E (asked of a follower: it forwards to the leader).
+    for i in [3, 4] {
+        let leader = cluster.wait_for_leader(SETTLE);
+        let via = (0..3).find(|&k| k != leader).expect("a follower");
+        let id = cluster.ids[i].clone();
+        let (code, body) = member(&cluster, via, json!({"op":"remove","id":id}), None);
+        assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+        cluster.kill_node(i);
+        load.set_targets(&cluster);
+    }
+    wait_for_voters(&cluster, &["A", "B", "C"]);
+
+    // Remove the leader itself: it steps down once that commits; the other
+    // two elect one of them and go on.
+    let old = cluster.wait_for_leader(SETTLE);
+    let old_id = cluster.ids[old].clone();
+    let (code, body) = member(&cluster, old, json!({"op":"remove","id":old_id}), None);
+    assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+    cluster.kill_node(old);
+    load.set_targets(&cluster);
+    let new = cluster.wait_for_leader(SETTLE);
+    assert_ne!(new, old);
+    let rest: Vec<&str> = ["A", "B", "C"]
+        .into_iter()
+        .filter(|&n| n != old_id)
+        .collect();
+    wait_for_voters(&cluster, &rest);
+    std::thread::sleep(Duration::from_secs(1));
+    let acked = load.stop();
+    assert!(
+        acked.len() > 20,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    check_last_write(&cluster, &acked);
+    // The two remaining voters still commit: one more write.
+    let (code, _) = send("PUT", &cluster.url(new, "/note"), b"after").expect("answers");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
+    let _one = exclusive();
+    let mut cluster = Cluster::start(Options {
+        nodes: 3,
+        workers: 1,
+        ..Options::default()
+    });
+    let leader = cluster.wait_for_leader(SETTLE);
+    let load = Load::start(&cluster);
+    std::thread::sleep(Duration::from_secs(1));
+    // C dies with its disk.
+    let victim = (0..3).find(|&k| k != leader).expect("a follower");
+    let victim_id = cluster.ids[victim].clone();
+    cluster.kill_node(victim);
+    std::fs::remove_dir_all(cluster.data_dir(victim)).expect("the disk is gone");
+    load.set_targets(&cluster);
+    // F, a new machine, takes its place.
+    let f = cluster.add_node_slot("F");
+    cluster.restart_node(f);
+    let addr = cluster.node_addr(f);
+    let started = Instant::now();
+    let (code, body) = member(
+        &cluster,
+        leader,
+        json!({"op":"replace","old":victim_id,"id":"F","addr":addr}),
+        None,
+    );
+    assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+    eprintln!(
+        "replace {victim_id} with F: {:?}, {}",
+        started.elapsed(),
+        body.trim()
+    );
+    load.set_targets(&cluster);
+    let mut voters: Vec<&str> = ["A", "B", "C"]
+        .into_iter()
+        .filter(|&n| n != victim_id)
+        .collect();
+    voters.push("F");
+    wait_for_voters(&cluster, &voters);
+    std::thread::sleep(Duration::from_secs(1));
+    let acked = load.stop();
+    assert!(
+        acked.len() > 10,
+        "too few writes went through: {}",
+        acked.len()
+    );
+    check_last_write(&cluster, &acked);
+    // F votes: with the leader gone, F and the other survivor elect one.
+    let leader = cluster.wait_for_leader(SETTLE);
+    cluster.kill_node(leader);
+    let next = cluster.wait_for_leader(SETTLE);
+    assert_ne!(next, leader);
+    let (code, _) = send("PUT", &cluster.url(next, "/note"), b"after").expect("answers");
+    assert_eq!(code, 200, "two of three voters, F among them, commit");
+}
