@@ -80,8 +80,9 @@ enum Command {
         #[arg(long, value_parser = timeout_ms)]
         timeout_ms: Option<u64>,
     },
-    /// Print the nodes and the servers' load, then the leader or NO LEADER;
-    /// exit 1 when there is no leader.
+    /// Print the nodes (nodes.txt's, then the members a node's /status adds)
+    /// and the servers' load, then the leader or NO LEADER; exit 1 when there
+    /// is no leader.
     Status {
         /// Print the raw /status JSON of the first node that answers.
         #[arg(long)]
@@ -395,7 +396,7 @@ fn run() -> Result<(), Exit> {
             timeout_ms,
         } => {
             let found = find_nodes()?;
-            let views = view::fetch(
+            let views = view::fetch_with_members(
                 found.nodes.entries(),
                 timeouts(timeout_ms, STATUS_TIMEOUT_MS),
             );

@@ -210,6 +210,38 @@ fn a_pending_change_or_a_lost_verdict_is_exit_1_after_one_request() {
 }
 
 #[test]
+fn status_shows_a_member_that_nodes_txt_lacks() {
+    let (a, b) = (refusing_addr(), refusing_addr());
+    let added = FakeHttp::start(200, &status("F", "follower", "B", &[("A", a, true)]));
+    // B lists itself at an address of its own: nodes.txt's entry wins by id.
+    let members = [("A", a, true), ("B", b, true), ("F", added.addr, false)];
+    let leader = FakeHttp::start(200, &status("B", "leader", "B", &members));
+    let setup = Setup::new(&[a, leader.addr]);
+    let output = setup.raftlb(&["status"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    let ids: Vec<&str> = (out.lines().skip(1))
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            l.trim_start_matches('*')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(ids, ["A", "B", "F"], "{out}");
+    let f_row = out.lines().nth(3).unwrap_or("");
+    assert!(
+        f_row.contains(" up ") && f_row.contains("follower"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("leader B, term 7, 2 of 3 nodes up\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn bad_member_arguments_exit_2_before_any_request() {
     let node = FakeHttp::start(200, "ok\n");
     let setup = Setup::new(&[node.addr]);
