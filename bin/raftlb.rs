@@ -17,7 +17,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use raftlb::client::discover::{self, Found};
 use raftlb::client::failover::FailoverError;
 use raftlb::client::http::Timeouts;
-use raftlb::client::{admin, bench, note, prime, view};
+use raftlb::client::{admin, bench, member, note, prime, view};
 
 // Each default below is also written in its command's `--timeout-ms` help.
 
@@ -29,6 +29,9 @@ const STATUS_TIMEOUT_MS: u64 = 2_000;
 /// A node answers a note request within its 3 s deadline (see
 /// `runtime::notes::NOTE_TIMEOUT`); wait a little longer than that.
 const NOTE_TIMEOUT_MS: u64 = 5_000;
+/// A membership change answers once committed, and a `replace` first waits
+/// for the new node to catch up as a learner: wait long.
+const MEMBER_TIMEOUT_MS: u64 = 60_000;
 /// Connecting takes a round trip; more than this means the node is down.
 const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
 
@@ -77,8 +80,9 @@ enum Command {
         #[arg(long, value_parser = timeout_ms)]
         timeout_ms: Option<u64>,
     },
-    /// Print the nodes and the servers' load, then the leader or NO LEADER;
-    /// exit 1 when there is no leader.
+    /// Print the nodes (nodes.txt's, then the members a node's /status adds)
+    /// and the servers' load, then the leader or NO LEADER; exit 1 when there
+    /// is no leader.
     Status {
         /// Print the raw /status JSON of the first node that answers.
         #[arg(long)]
@@ -107,6 +111,13 @@ enum Command {
     Server {
         #[command(subcommand)]
         action: ServerAction,
+    },
+    /// Show or change the cluster's membership: committed configuration
+    /// changes, one at a time, signed with the cluster key; a new member
+    /// catches up as a non-voting learner first.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
     },
     /// Print this help, or the help of the given command (`raftlb help note set`).
     Help {
@@ -265,6 +276,50 @@ enum ServerAction {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum MemberAction {
+    /// Print the current configuration from the first node that answers:
+    /// each member's id, address, and voter or learner; `*` marks the leader.
+    List {
+        /// Give up on a node after this many ms [default: 2000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
+    },
+    /// Add node ID at HOST:PORT: it joins as a learner and votes once caught
+    /// up. Start it first with a nodes file that lists it and the members.
+    Add {
+        /// The new node's id (1-32 letters, digits, '-' or '_').
+        id: String,
+        /// Its address, HOST:PORT (UDP for Raft, TCP for HTTP).
+        addr: String,
+        /// Give up after this many ms (the node answers once the change
+        /// committed) [default: 60000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
+    },
+    /// Remove node ID from the configuration.
+    Remove {
+        /// The id of the node to remove.
+        id: String,
+        /// Give up after this many ms [default: 60000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
+    },
+    /// Replace node OLD by node NEW at HOST:PORT: NEW catches up as a
+    /// learner, then takes OLD's place.
+    Replace {
+        /// The node that leaves.
+        old: String,
+        /// The node that takes its place (another id).
+        new: String,
+        /// NEW's address, HOST:PORT.
+        addr: String,
+        /// Give up after this many ms (NEW must catch up first) [default: 60000]
+        #[arg(long, value_parser = timeout_ms)]
+        timeout_ms: Option<u64>,
+    },
+}
+
 /// How a command ended badly; each maps to an exit code.
 enum Exit {
     Usage(String),
@@ -341,7 +396,7 @@ fn run() -> Result<(), Exit> {
             timeout_ms,
         } => {
             let found = find_nodes()?;
-            let views = view::fetch(
+            let views = view::fetch_with_members(
                 found.nodes.entries(),
                 timeouts(timeout_ms, STATUS_TIMEOUT_MS),
             );
@@ -372,6 +427,7 @@ fn run() -> Result<(), Exit> {
             .map_err(|f| failure("server forget", f))?;
             println!("{answer} (via node {node})");
         }
+        Command::Member { action } => member_command(action, &cli.key, find_nodes, timeouts)?,
         Command::Keygen { file } => {
             raftlb::auth::keygen(&file).map_err(|e| Exit::Failed(vec![format!("keygen: {e}")]))?;
             println!("wrote a new cluster key to {}", file.display());
@@ -403,6 +459,84 @@ fn help(names: &[String]) -> Result<(), Exit> {
     target
         .print_help()
         .map_err(|e| Exit::Failed(vec![format!("help: cannot print: {e}")]))
+}
+
+/// `raftlb member list|add|remove|replace`: arguments are checked before the
+/// nodes and the key are looked for.
+fn member_command(
+    action: MemberAction,
+    key: &Option<PathBuf>,
+    find_nodes: impl Fn() -> Result<Found, Exit>,
+    timeouts: impl Fn(Option<u64>, u64) -> Timeouts,
+) -> Result<(), Exit> {
+    let usage = |command: &str, e: member::BadArgument| Exit::Usage(format!("{command}: {e}"));
+    let (command, change, timeout_ms) = match action {
+        MemberAction::List { timeout_ms } => {
+            let found = find_nodes()?;
+            let config = member::list(
+                found.nodes.entries(),
+                timeouts(timeout_ms, STATUS_TIMEOUT_MS),
+            )
+            .map_err(member_list_failure)?;
+            print!("{}", member::render(&config));
+            return Ok(());
+        }
+        MemberAction::Add {
+            id,
+            addr,
+            timeout_ms,
+        } => {
+            let change = member::Change::add(&id, &addr).map_err(|e| usage("member add", e))?;
+            ("member add", change, timeout_ms)
+        }
+        MemberAction::Remove { id, timeout_ms } => {
+            let change = member::Change::remove(&id).map_err(|e| usage("member remove", e))?;
+            ("member remove", change, timeout_ms)
+        }
+        MemberAction::Replace {
+            old,
+            new,
+            addr,
+            timeout_ms,
+        } => {
+            let change = member::Change::replace(&old, &new, &addr)
+                .map_err(|e| usage("member replace", e))?;
+            ("member replace", change, timeout_ms)
+        }
+    };
+    let found = find_nodes()?;
+    let keys = raftlb::client::auth::load(key.as_deref(), &found.key_beside)
+        .map_err(|e| Exit::Usage(format!("{command}: {e}")))?;
+    let timeouts = timeouts(timeout_ms, MEMBER_TIMEOUT_MS);
+    match member::change(found.nodes.entries(), &keys, &change, timeouts) {
+        Ok((node, answer)) => {
+            println!("{answer}");
+            eprintln!("raftlb: {command}: committed (via node {node})");
+            Ok(())
+        }
+        Err(member::ChangeError::Unreachable(failures)) => {
+            let mut lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            lines.push(format!(
+                "{command}: {}",
+                member::ChangeError::Unreachable(failures)
+            ));
+            Err(Exit::Failed(lines))
+        }
+        Err(e) => Err(Exit::Failed(vec![format!("{command}: {e}")])),
+    }
+}
+
+/// `member list` fails with exit 1 whatever the nodes said (a 4xx to a GET
+/// is not the user's usage), one line per node that failed.
+fn member_list_failure(failure: FailoverError) -> Exit {
+    match failure {
+        FailoverError::AllFailed(nodes) => {
+            let mut lines: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+            lines.push("member list: no node answered".to_string());
+            Exit::Failed(lines)
+        }
+        refused => Exit::Failed(vec![format!("member list: {refused}")]),
+    }
 }
 
 /// `raftlb note get|set`.

@@ -25,9 +25,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use raftlb::report::Report;
 use support::FakeHttp;
 
+/// The requests a fake node got at `/report`: the daemon also asks its
+/// `/status` now and then, for the configuration.
+fn report_requests(node: &FakeHttp) -> Vec<support::Recorded> {
+    (node.requests().into_iter())
+        .filter(|r| r.url == "/report")
+        .collect()
+}
+
+/// How many reports the fake node got.
+fn report_count(node: &FakeHttp) -> usize {
+    report_requests(node).len()
+}
+
 /// The fake node's reports, parsed.
 fn reports_of(node: &FakeHttp) -> Vec<Report> {
-    node.requests()
+    report_requests(node)
         .iter()
         .map(|r| Report::parse(&r.body).unwrap_or_else(|e| panic!("bad report {e}: {:?}", r.body)))
         .collect()
@@ -37,7 +50,7 @@ fn reports_of(node: &FakeHttp) -> Vec<Report> {
 /// under `key`.
 fn assert_signed_with(node: &FakeHttp, key: &std::path::Path) {
     let keys = raftlb::auth::Keys::new(raftlb::auth::read_key(key).expect("key"), None);
-    let requests = node.requests();
+    let requests = report_requests(node);
     assert!(!requests.is_empty());
     for r in requests {
         assert_eq!(
@@ -156,9 +169,9 @@ fn wait_ticks(worker: &FakeHttp, n: usize) {
 fn assert_no_reports_for_a_while(node: &FakeHttp, worker: &FakeHttp, why: &str) {
     wait_ticks(worker, 2);
     std::thread::sleep(Duration::from_millis(200));
-    let before = node.count();
+    let before = report_count(node);
     wait_ticks(worker, 5);
-    assert_eq!(node.count(), before, "{why}");
+    assert_eq!(report_count(node), before, "{why}");
 }
 
 #[test]
@@ -192,13 +205,13 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     ]);
 
     assert!(
-        wait_until(Duration::from_secs(10), || node.count() >= 1),
+        wait_until(Duration::from_secs(10), || report_count(&node) >= 1),
         "no first report"
     );
     // Had the silent node delayed the others, C would get one report per
     // 500 ms while the daemon ticks every 100 ms: about 2 out of 10.
     // Had the main loop waited for the nodes, 10 ticks would take 6 s.
-    let (reports_before, ticks_before) = (node.count(), worker.count());
+    let (reports_before, ticks_before) = (report_count(&node), worker.count());
     let started = Instant::now();
     wait_ticks(&worker, 10);
     assert!(
@@ -207,7 +220,7 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     );
     std::thread::sleep(Duration::from_millis(200));
     let ticks = worker.count() - ticks_before;
-    let reports = node.count() - reports_before;
+    let reports = report_count(&node) - reports_before;
     assert!(reports + 2 >= ticks, "{reports} reports in {ticks} ticks");
     assert_reports_are_sound(&reports_of(&node), &worker_url);
     assert_signed_with(&node, &dir.path().join("cluster.key"));
@@ -215,9 +228,9 @@ fn reports_flow_despite_dead_nodes_and_pause_while_the_worker_is_unhealthy() {
     worker.set_status(503);
     assert_no_reports_for_a_while(&node, &worker, "reports while /health answered 503");
 
-    let paused_at = node.count();
+    let paused_at = report_count(&node);
     worker.set_status(200);
-    let resumed = || node.count() >= paused_at + 3;
+    let resumed = || report_count(&node) >= paused_at + 3;
     assert!(wait_until(Duration::from_secs(10), resumed), "no resume");
     assert_reports_are_sound(&reports_of(&node), &worker_url);
 
@@ -259,7 +272,7 @@ fn reports_stop_when_the_measured_process_is_gone() {
         &pid,
     ]);
     assert!(
-        wait_until(Duration::from_secs(10), || node.count() >= 3),
+        wait_until(Duration::from_secs(10), || report_count(&node) >= 3),
         "no reports"
     );
     measured.0.kill().expect("kill sleep");
@@ -353,7 +366,7 @@ fn reports_follow_the_health_path_and_stop_while_it_fails() {
     let asked_before = worker.paths().len();
     let _ready = daemon(&[&common[..], &["--health-path", "/ready"]].concat());
     assert!(
-        wait_until(Duration::from_secs(10), || node.count() >= 3),
+        wait_until(Duration::from_secs(10), || report_count(&node) >= 3),
         "no reports while GET /ready answered 200"
     );
     let asked: Vec<String> = worker.paths().split_off(asked_before);

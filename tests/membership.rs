@@ -313,18 +313,24 @@ fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
     let f = cluster.add_node_slot("F");
     cluster.restart_node(f);
     let addr = cluster.node_addr(f);
+    // Through the CLI, as an operator would: it finds the leader and the key.
     let started = Instant::now();
-    let (code, body) = member(
-        &cluster,
-        leader,
-        json!({"op":"replace","old":victim_id,"id":"F","addr":addr}),
-        None,
-    );
-    assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(support::CLIENT)
+            .args(["--nodes", &cluster.nodes_file()])
+            .args(args)
+            .output()
+            .expect("run raftlb");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), text, err)
+    };
+    let (code, out, err) = cli(&["member", "replace", &victim_id, "F", &addr]);
+    assert_eq!(code, Some(0), "{out}{err}\n{}", cluster.logs());
     eprintln!(
-        "replace {victim_id} with F: {:?}, {}",
+        "replace {victim_id} with F (raftlb member replace): {:?}, {}",
         started.elapsed(),
-        body.trim()
+        out.trim()
     );
     load.set_targets(&cluster);
     let mut voters: Vec<&str> = ["A", "B", "C"]
@@ -333,6 +339,21 @@ fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
         .collect();
     voters.push("F");
     wait_for_voters(&cluster, &voters);
+    let (code, listed, err) = cli(&["member", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let first = |l: &str| l.split_whitespace().next().map(str::to_string);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("voter") && l.contains(" F ") || first(l).as_deref() == Some("F")),
+        "{listed}"
+    );
+    assert!(
+        !listed
+            .lines()
+            .any(|l| first(l).as_deref() == Some(victim_id.as_str())),
+        "{listed}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     let acked = load.stop();
     assert!(

@@ -1,7 +1,9 @@
 //! Trying the nodes until one answers: one after another (`first_answer`:
-//! `prime`, `status --json`, `server forget`), or all at once with the first
-//! answer winning (`race`: `note get`, whose every node may wait up to its
-//! 3 s deadline for a quorum, so that a user waits 3 s, not 3 s per node).
+//! `prime`, `status --json`, `server forget`, `member list`), or all at once
+//! with the first answer winning (`race`: `note get`, whose every node may
+//! wait up to its 3 s deadline for a quorum, so that a user waits 3 s, not 3 s
+//! per node). A write sent once (`note set`, `member add|remove|replace`) goes
+//! to the leader first (`leader_first`).
 //!
 //! A node that cannot be reached, times out, or answers 5xx is skipped: another
 //! node may well answer. A 4xx is final: it says the request itself is wrong
@@ -11,9 +13,11 @@
 use std::fmt;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::http::{self, Reply, Timeouts};
 use crate::nodes::NodeEntry;
+use crate::status::Status;
 
 /// Why one node gave no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +152,80 @@ pub(crate) fn first_body(
     Ok(reply.body)
 }
 
+/// How long a write waits for the nodes' `/status` to learn the leader: the
+/// nodes answer it from memory, so a node slower than this is down or paused.
+const LEADER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// The order in which to offer a write that must be sent once (`note set`,
+/// `member add`): every node's `/status` is asked at once (for at most
+/// `LEADER_LOOKUP_TIMEOUT`), then the leader a node named comes first, the
+/// nodes that answered next, the others last. The caller moves down the list
+/// only while a node cannot be reached.
+pub(crate) fn leader_first(nodes: &[NodeEntry], timeouts: Timeouts) -> Vec<&NodeEntry> {
+    let lookup = Timeouts {
+        connect: timeouts.connect.min(LEADER_LOOKUP_TIMEOUT),
+        total: timeouts.total.min(LEADER_LOOKUP_TIMEOUT),
+    };
+    write_order(nodes, &ask_leader(nodes, lookup))
+}
+
+/// What the nodes' `/status`, asked at once, said about the leader.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LeaderLookup {
+    /// The leader some node named (the first to name one).
+    leader: Option<String>,
+    /// The nodes that answered, in the order they did.
+    answered: Vec<String>,
+}
+
+/// Asks every node's `/status` at once; stops at the first answer that names
+/// a leader, or when every node answered or failed.
+fn ask_leader(nodes: &[NodeEntry], timeouts: Timeouts) -> LeaderLookup {
+    let agent = http::agent(timeouts, false);
+    let (done, answers) = mpsc::channel();
+    for node in nodes {
+        let (agent, done, node) = (agent.clone(), done.clone(), node.clone());
+        std::thread::spawn(move || {
+            let url = format!("{}/status", http::node_base_url(&node));
+            let status = http::get(&agent, &url)
+                .ok()
+                .filter(|reply| reply.status == 200)
+                .and_then(|reply| serde_json::from_str::<Status>(&reply.body).ok());
+            // Gone once a leader was found: nothing to tell.
+            let _ = done.send((node.id, status));
+        });
+    }
+    drop(done);
+    let mut lookup = LeaderLookup::default();
+    for (id, status) in answers {
+        let Some(status) = status else { continue };
+        lookup.answered.push(id);
+        if status.leader.is_some() {
+            lookup.leader = status.leader;
+            break;
+        }
+    }
+    lookup
+}
+
+/// The nodes to send a write to, one at a time: the leader, then the nodes
+/// that answered, then the others (which may just be slow), each once.
+fn write_order<'a>(nodes: &'a [NodeEntry], lookup: &LeaderLookup) -> Vec<&'a NodeEntry> {
+    let by_id = |id: &String| nodes.iter().find(|n| &n.id == id);
+    let mut order: Vec<&NodeEntry> = Vec::with_capacity(nodes.len());
+    let known = lookup
+        .leader
+        .iter()
+        .chain(&lookup.answered)
+        .filter_map(by_id);
+    for node in known.chain(nodes) {
+        if !order.iter().any(|n| n.id == node.id) {
+            order.push(node);
+        }
+    }
+    order
+}
+
 /// A 4xx other than 408 (timeout) and 429 (too many requests).
 fn is_final(status: u16) -> bool {
     (400..500).contains(&status) && status != 408 && status != 429
@@ -258,6 +336,40 @@ mod tests {
             refused,
             Err(FailoverError::Refused { status: 413, .. })
         ));
+    }
+
+    #[test]
+    fn a_write_goes_to_the_leader_then_to_the_nodes_that_answered() {
+        let nodes: Vec<NodeEntry> = ["A", "B", "C", "D"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| NodeEntry {
+                id: id.to_string(),
+                addr: format!("h:{}", i + 1),
+                socket: format!("127.0.0.1:{}", i + 1).parse().expect("literal"),
+            })
+            .collect();
+        let ids = |lookup: &LeaderLookup| -> Vec<String> {
+            write_order(&nodes, lookup)
+                .iter()
+                .map(|n| n.id.clone())
+                .collect()
+        };
+        let lookup = LeaderLookup {
+            leader: Some("C".into()),
+            answered: vec!["D".into(), "C".into()],
+        };
+        assert_eq!(ids(&lookup), ["C", "D", "A", "B"]);
+        let lookup = LeaderLookup {
+            leader: None,
+            answered: vec!["B".into()],
+        };
+        assert_eq!(ids(&lookup), ["B", "A", "C", "D"]);
+        let lookup = LeaderLookup {
+            leader: Some("Z".into()),
+            answered: vec![],
+        };
+        assert_eq!(ids(&lookup), ["A", "B", "C", "D"]);
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn agent(timeouts: Timeouts, keep_alive: bool) -> Agent {
 /// Why a call got no answer (any status is an answer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallError {
-    /// The call's time ran out.
+    /// No connection could be made (refused, unreachable, connect timed out):
+    /// the request was never sent, so sending it elsewhere cannot apply it twice.
+    NotConnected(String),
+    /// The call's time ran out after the connection was up: the request may
+    /// have been delivered.
     TimedOut,
     /// Connecting, sending or reading the answer's head failed, for this reason
     /// (connection refused, ...).
@@ -73,7 +77,7 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::TimedOut => f.write_str("timed out"),
-            CallError::Failed(reason) => f.write_str(reason),
+            CallError::NotConnected(reason) | CallError::Failed(reason) => f.write_str(reason),
             CallError::Body(reason) => write!(f, "reading the answer: {reason}"),
         }
     }
@@ -155,10 +159,30 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<Reply, C
     })
 }
 
-/// A ureq error as a call error with a short lowercase phrase.
+/// A ureq error as a call error with a short lowercase phrase. The errors
+/// ureq's TCP connector returns before a connection is up (see its
+/// `is_addr_specific_error` and `Timeout::Connect`) are `NotConnected`.
 fn describe(error: &ureq::Error) -> CallError {
+    use std::io::ErrorKind;
     match error {
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+            CallError::NotConnected("connect timed out".to_string())
+        }
         ureq::Error::Timeout(_) => CallError::TimedOut,
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
+            CallError::NotConnected(lowercase_first(&error.to_string()))
+        }
+        ureq::Error::Io(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            CallError::NotConnected(lowercase_first(&e.to_string()))
+        }
         ureq::Error::Io(e) => CallError::Failed(lowercase_first(&e.to_string())),
         other => CallError::Failed(lowercase_first(&other.to_string())),
     }
@@ -200,7 +224,7 @@ mod tests {
             false,
         );
         let err = get(&agent, "http://127.0.0.1:1/health").expect_err("nothing listens");
-        assert!(matches!(err, CallError::Failed(_)), "{err:?}");
+        assert!(matches!(err, CallError::NotConnected(_)), "{err:?}");
         let err = err.to_string();
         assert!(!err.is_empty() && !err.contains('\n'), "{err}");
     }

@@ -3,6 +3,8 @@
 //! - [`admin`]: `raftlb server forget ID`, signed.
 //! - [`auth`]: the cluster key of `raftlb --key`, signing admin request bodies.
 //! - [`discover`]: where the nodes are: `--nodes`, `RAFTLB_NODES`, `./nodes.txt`.
+//! - [`member`]: `raftlb member list|add|remove|replace`, signed, and the
+//!   configuration from `/status` merged into a node list.
 //! - [`http`]: ureq agents with timeouts and plain calls, shared with the daemon.
 //! - [`failover`]: try the nodes in order, or all at once, until one answers.
 //! - [`prime`]: `raftlb prime N`.
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod discover;
 pub mod failover;
 pub mod http;
+pub mod member;
 pub mod note;
 pub mod prime;
 pub mod view;

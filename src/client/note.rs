@@ -11,18 +11,10 @@
 //!   speaks for the cluster (no quorum), and a copy of the write sent to a
 //!   second node could commit later, over a newer write of another client.
 
-use std::sync::mpsc;
-use std::time::Duration;
-
 use super::failover::{self, FailoverError, NodeFailure};
 use super::http::{self, Timeouts};
 use crate::nodes::NodeEntry;
-use crate::status::Status;
 use crate::table::MAX_NOTE_BYTES;
-
-/// How long a write waits for the nodes' `/status` to learn the leader: the
-/// nodes answer it from memory, so a node slower than this is down or paused.
-const LEADER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// Checks a note before any network call.
 pub fn check_text(text: &str) -> Result<(), NoteTooLarge> {
@@ -66,11 +58,7 @@ pub fn set(
     text: &str,
     timeouts: Timeouts,
 ) -> Result<(String, String), FailoverError> {
-    let lookup = Timeouts {
-        connect: timeouts.connect.min(LEADER_LOOKUP_TIMEOUT),
-        total: timeouts.total.min(LEADER_LOOKUP_TIMEOUT),
-    };
-    let order = write_order(nodes, &ask_leader(nodes, lookup));
+    let order = failover::leader_first(nodes, timeouts);
     let agent = http::agent(timeouts, false);
     let mut failures = Vec::new();
     for node in order {
@@ -96,100 +84,9 @@ pub fn set(
     Err(FailoverError::AllFailed(failures))
 }
 
-/// What the nodes' `/status`, asked at once, said about the leader.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct LeaderLookup {
-    /// The leader some node named (the first to name one).
-    leader: Option<String>,
-    /// The nodes that answered, in the order they did.
-    answered: Vec<String>,
-}
-
-/// Asks every node's `/status` at once; stops at the first answer that names
-/// a leader, or when every node answered or failed.
-fn ask_leader(nodes: &[NodeEntry], timeouts: Timeouts) -> LeaderLookup {
-    let agent = http::agent(timeouts, false);
-    let (done, answers) = mpsc::channel();
-    for node in nodes {
-        let (agent, done, node) = (agent.clone(), done.clone(), node.clone());
-        std::thread::spawn(move || {
-            let url = format!("{}/status", http::node_base_url(&node));
-            let status = http::get(&agent, &url)
-                .ok()
-                .filter(|reply| reply.status == 200)
-                .and_then(|reply| serde_json::from_str::<Status>(&reply.body).ok());
-            // Gone once a leader was found: nothing to tell.
-            let _ = done.send((node.id, status));
-        });
-    }
-    drop(done);
-    let mut lookup = LeaderLookup::default();
-    for (id, status) in answers {
-        let Some(status) = status else { continue };
-        lookup.answered.push(id);
-        if status.leader.is_some() {
-            lookup.leader = status.leader;
-            break;
-        }
-    }
-    lookup
-}
-
-/// The nodes to send a write to, one at a time: the leader, then the nodes
-/// that answered, then the others (which may just be slow), each once.
-fn write_order<'a>(nodes: &'a [NodeEntry], lookup: &LeaderLookup) -> Vec<&'a NodeEntry> {
-    let by_id = |id: &String| nodes.iter().find(|n| &n.id == id);
-    let mut order: Vec<&NodeEntry> = Vec::with_capacity(nodes.len());
-    let known = lookup
-        .leader
-        .iter()
-        .chain(&lookup.answered)
-        .filter_map(by_id);
-    for node in known.chain(nodes) {
-        if !order.iter().any(|n| n.id == node.id) {
-            order.push(node);
-        }
-    }
-    order
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_write_goes_to_the_leader_then_to_the_nodes_that_answered() {
-        let nodes: Vec<NodeEntry> = ["A", "B", "C", "D"]
-            .iter()
-            .enumerate()
-            .map(|(i, id)| NodeEntry {
-                id: id.to_string(),
-                addr: format!("h:{}", i + 1),
-                socket: format!("127.0.0.1:{}", i + 1).parse().expect("literal"),
-            })
-            .collect();
-        let ids = |lookup: &LeaderLookup| -> Vec<String> {
-            write_order(&nodes, lookup)
-                .iter()
-                .map(|n| n.id.clone())
-                .collect()
-        };
-        let lookup = LeaderLookup {
-            leader: Some("C".into()),
-            answered: vec!["D".into(), "C".into()],
-        };
-        assert_eq!(ids(&lookup), ["C", "D", "A", "B"]);
-        let lookup = LeaderLookup {
-            leader: None,
-            answered: vec!["B".into()],
-        };
-        assert_eq!(ids(&lookup), ["B", "A", "C", "D"]);
-        let lookup = LeaderLookup {
-            leader: Some("Z".into()),
-            answered: vec![],
-        };
-        assert_eq!(ids(&lookup), ["A", "B", "C", "D"]);
-    }
 
     #[test]
     fn a_note_over_32_kib_is_refused_before_sending() {

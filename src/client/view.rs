@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 
 use super::failover::{self, FailoverError};
 use super::http::{self, Timeouts};
+use super::member::Member;
 use crate::nodes::NodeEntry;
 use crate::status::{ServerStatus, Status};
 
@@ -49,6 +50,30 @@ pub fn fetch(nodes: &[NodeEntry], timeouts: Timeouts) -> Vec<NodeView> {
             })
             .collect()
     })
+}
+
+/// Like [`fetch`], then asks the members that nodes.txt lacks too: those of
+/// the configuration in the leader's `/status` (else the first answer's), so
+/// that a node added by `raftlb member add` shows in the table. nodes.txt's
+/// nodes come first, in its order, all of them (see `member::merge_members`).
+pub fn fetch_with_members(nodes: &[NodeEntry], timeouts: Timeouts) -> Vec<NodeView> {
+    let mut views = fetch(nodes, timeouts);
+    let Some((_, status)) = servers_source(&views) else {
+        return views;
+    };
+    let members: Vec<Member> = (status.nodes.iter())
+        .map(|n| Member {
+            id: n.id.clone(),
+            addr: n.addr.clone(),
+            voter: true,
+        })
+        .collect();
+    let merged = super::member::merge_members(nodes, &members);
+    for skipped in &merged.skipped {
+        log::debug!("status: {skipped}");
+    }
+    views.extend(fetch(&merged.entries[nodes.len()..], timeouts));
+    views
 }
 
 fn fetch_one(agent: &ureq::Agent, node: &NodeEntry) -> Result<Status, String> {
@@ -170,12 +195,12 @@ fn servers_table(servers: &[ServerStatus]) -> String {
     aligned(&rows)
 }
 
-fn row(cells: &[&str]) -> Vec<String> {
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
 /// Left-aligned columns two spaces apart, trailing blanks trimmed.
-fn aligned(rows: &[Vec<String>]) -> String {
+pub(crate) fn aligned(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

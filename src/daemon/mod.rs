@@ -5,13 +5,15 @@
 //! `load.rs` turns them into `cpu` and `wait`), asks the worker's `GET` of
 //! `--health-path`, and, only when the worker answers 200 and the measured
 //! process or cgroup exists, queues one report for every node
-//! (`sender.rs`, one thread per node). Sending nothing while the worker is down
-//! is how the cluster learns it is dead: its reports stop, and after
+//! (`sender.rs`, one thread per node; the nodes are nodes.txt's plus the
+//! members a node's `/status` adds, `members.rs`). Sending nothing while the
+//! worker is down is how the cluster learns it is dead: its reports stop, and after
 //! `--dead-after-ms` the leader marks it dead. `seq` starts at the start time in
 //! ms since the epoch, so it keeps growing across restarts.
 
 pub mod cgroup;
 pub mod load;
+mod members;
 pub mod proctext;
 pub mod sample;
 pub mod sender;
@@ -176,7 +178,9 @@ type Pause = Option<String>;
 pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), DaemonError> {
     let mut sampler = Sampler::new(config.target.clone())?;
     let agent = http::agent(REPORT_TIMEOUTS, true);
-    let senders = sender::Senders::start(config.nodes.entries(), &agent)?;
+    let mut senders = sender::Senders::start(config.nodes.entries(), &agent)?;
+    let refresher =
+        members::Refresher::start(config.nodes.entries().to_vec(), members::REFRESH_INTERVAL)?;
     let health_agent = http::agent(HEALTH_TIMEOUTS, true);
     let health_url = format!("{}{}", config.worker, config.health_path);
     let mut seq = start_seq();
@@ -194,6 +198,11 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), DaemonError> {
     while let Err(RecvTimeoutError::Timeout) = stop.recv_deadline(next) {
         // After a stall (a slow health check), skip the missed ticks: no bursts.
         next = (next + config.interval).max(Instant::now());
+        if let Some(targets) = refresher.latest() {
+            let ids: Vec<&str> = targets.iter().map(|t| t.id.as_str()).collect();
+            info!("the configuration changed: reporting to {}", ids.join(", "));
+            senders.retarget(&targets, &agent);
+        }
         let pause = match (sampler.sample(), worker_health(&health_agent, &health_url)) {
             (Err(reason), _) => Some(reason.to_string()),
             (Ok(_), Err(reason)) => Some(reason),
@@ -210,6 +219,7 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Result<(), DaemonError> {
         paused = Some(pause);
     }
     info!("stopping");
+    refresher.stop();
     senders.stop();
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! and sends only the newest, because a node drops reports whose `seq` is not
 //! above the last one anyway. When the queue is full the report is skipped for
 //! that node alone. Each thread logs only when its node changes between
-//! accepting and failing, not per report.
+//! accepting and failing, not per report. The targets change with the
+//! configuration (`members.rs`): `Senders::retarget` keeps the threads of the
+//! nodes that stay.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,7 +35,10 @@ pub(crate) type Body = Arc<SignedReport>;
 
 /// The running sender threads.
 pub(crate) struct Senders {
-    queues: Vec<(String, Sender<Body>)>,
+    /// Each target and its thread's queue, in the targets' order.
+    queues: Vec<(NodeEntry, Sender<Body>)>,
+    /// Every thread not yet known finished, including those of targets
+    /// dropped by `retarget` (they end after their call in flight).
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -45,27 +50,52 @@ impl Senders {
             threads: Vec::with_capacity(nodes.len()),
         };
         for node in nodes {
-            let (tx, rx) = crossbeam_channel::bounded(QUEUE_REPORTS);
-            let url = format!("{}/report", http::node_base_url(node));
-            let (id, agent) = (node.id.clone(), agent.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("report-{}", node.id))
-                .spawn(move || post_reports(&id, &url, &agent, &rx))
-                .map_err(|e| {
-                    let id = &node.id;
-                    super::DaemonError::Report(format!(
-                        "cannot start the sender thread of node {id}: {e}"
-                    ))
-                })?;
-            senders.queues.push((node.id.clone(), tx));
-            senders.threads.push(thread);
+            senders.spawn(node, agent)?;
         }
         Ok(senders)
     }
 
+    /// Sends to `nodes` from now on: a node already served (same id and
+    /// address) keeps its thread, a new one gets a thread, a node no longer
+    /// listed has its queue closed. A thread that cannot start is logged and
+    /// its node skipped, to be tried with the next list.
+    pub fn retarget(&mut self, nodes: &[NodeEntry], agent: &ureq::Agent) {
+        let mut old = std::mem::take(&mut self.queues);
+        self.threads.retain(|t| !t.is_finished());
+        for node in nodes {
+            match old.iter().position(|(served, _)| served == node) {
+                Some(at) => self.queues.push(old.swap_remove(at)),
+                None => {
+                    if let Err(e) = self.spawn(node, agent) {
+                        warn!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, node: &NodeEntry, agent: &ureq::Agent) -> Result<(), super::DaemonError> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_REPORTS);
+        let url = format!("{}/report", http::node_base_url(node));
+        let (id, agent) = (node.id.clone(), agent.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("report-{}", node.id))
+            .spawn(move || post_reports(&id, &url, &agent, &rx))
+            .map_err(|e| {
+                let id = &node.id;
+                super::DaemonError::Report(format!(
+                    "cannot start the sender thread of node {id}: {e}"
+                ))
+            })?;
+        self.queues.push((node.clone(), tx));
+        self.threads.push(thread);
+        Ok(())
+    }
+
     /// Queues `body` for every node without waiting for any of them.
     pub fn send(&self, body: &Body) {
-        for (id, queue) in &self.queues {
+        for (node, queue) in &self.queues {
+            let id = &node.id;
             match queue.try_send(Arc::clone(body)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => debug!("node {id} is slow: report skipped"),
