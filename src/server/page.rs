@@ -53,7 +53,11 @@ pub fn render(status: &Status, note: &str) -> String {
             } else {
                 ""
             },
-            addr = escape(&node.addr),
+            addr = if node.voter {
+                escape(&node.addr)
+            } else {
+                format!("{} (learner)", escape(&node.addr))
+            },
             role = escape(&role),
             up_class = if is_me { "up" } else { "unknown" },
             me = escape(me),
