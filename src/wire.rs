@@ -154,6 +154,7 @@ mod tests {
     fn append_of(entries: Vec<Entry>) -> Datagram {
         Datagram::Raft(Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             term: u64::MAX / 2 - 1,
             body: MessageBody::AppendEntries {
@@ -227,6 +228,7 @@ mod tests {
         }
         let chunk = Datagram::Raft(Message {
             from: 1,
+            incarnation: 1,
             to: 2,
             term: u64::MAX / 2 - 1,
             body: MessageBody::InstallSnapshot {
@@ -239,6 +241,7 @@ mod tests {
                                     + &format!("{id:02}"),
                                 addr: "a".repeat(crate::raft::MAX_LABEL_BYTES),
                                 voter: true,
+                                incarnation: u64::MAX,
                             })
                             .collect(),
                     )

@@ -144,6 +144,7 @@ fn reports_need_the_tag_of_their_body() {
 fn heartbeat(from: u64, to: u64, term: u64) -> Vec<u8> {
     wire::encode_datagram(&Datagram::Raft(Message {
         from,
+        incarnation: 1,
         to,
         term,
         body: MessageBody::Heartbeat {

@@ -523,6 +523,7 @@ fn forged_messages(from: u64, to: u64, term: u64) -> Vec<Vec<u8>> {
     let message = |term, body| {
         wire::encode_datagram(&Datagram::Raft(Message {
             from,
+            incarnation: 1,
             to,
             term,
             body,

@@ -370,3 +370,88 @@ fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
     let (code, _) = send("PUT", &cluster.url(next, "/note"), b"after").expect("answers");
     assert_eq!(code, 200, "two of three voters, F among them, commit");
 }
+
+/// A note write through any live node, retried until `limit`: its status.
+fn write_note(cluster: &Cluster, text: &str, limit: Duration) -> u16 {
+    let start = Instant::now();
+    loop {
+        let codes: Vec<u16> = cluster
+            .live()
+            .iter()
+            .filter_map(|&i| send("PUT", &cluster.url(i, "/note"), text.as_bytes()).map(|a| a.0))
+            .collect();
+        if codes.contains(&200) || start.elapsed() >= limit {
+            return if codes.contains(&200) {
+                200
+            } else {
+                codes.first().copied().unwrap_or(0)
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_node_back_with_an_empty_data_dir_under_its_name_does_not_count_until_added_back() {
+    let _one = exclusive();
+    let mut cluster = Cluster::start(Options {
+        nodes: 3,
+        workers: 1,
+        ..Options::default()
+    });
+    let leader = cluster.wait_for_leader(SETTLE);
+    assert_eq!(write_note(&cluster, "before", SETTLE), 200);
+    // The leader binds each member to the data dir it heard from within a
+    // heartbeat or two of its first commit.
+    std::thread::sleep(Duration::from_secs(1));
+    let others: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+    let (lost, other) = (others[0], others[1]);
+    // `lost`'s disk is gone: it comes back empty, under its name.
+    cluster.kill_node(lost);
+    std::fs::remove_dir_all(cluster.data_dir(lost)).expect("the disk is gone");
+    cluster.restart_node(lost);
+    std::thread::sleep(Duration::from_secs(1));
+    // With the third node down, the leader and the empty node are no
+    // majority: the empty node forgot what it acknowledged and voted.
+    cluster.kill_node(other);
+    let code = write_note(&cluster, "with the empty node", Duration::from_secs(4));
+    assert_eq!(
+        code,
+        503,
+        "a majority counted a node that lost its disk\n{}",
+        cluster.logs()
+    );
+    // Back to a majority of real disks; the empty node is removed and added
+    // back, as a new incarnation: then it counts again.
+    cluster.restart_node(other);
+    assert_eq!(write_note(&cluster, "others back", SETTLE), 200);
+    let via = cluster.wait_for_leader(SETTLE);
+    let id = cluster.ids[lost].clone();
+    let (code, body) = member(&cluster, via, json!({"op":"remove","id":id}), None);
+    assert_eq!(code, 200, "{body}");
+    // (The empty node may have led: it can, with the others' votes, though
+    // it never counts itself. Ask whoever leads now, never it.)
+    let via = wait_for("a leader other than the removed node", SETTLE, || {
+        let s = cluster.status(other)?;
+        let l = cluster
+            .ids
+            .iter()
+            .position(|x| Some(x) == s.leader.as_ref())?;
+        (l != lost).then_some(l)
+    });
+    let addr = cluster.node_addr(lost);
+    let (code, body) = member(&cluster, via, json!({"op":"add","id":id,"addr":addr}), None);
+    assert_eq!(code, 200, "{body}\n{}", cluster.logs());
+    std::thread::sleep(Duration::from_secs(1));
+    let survivor = (0..3)
+        .find(|&k| k != lost && k != via)
+        .expect("a third node");
+    let stop = if via == other { via } else { survivor };
+    cluster.kill_node(stop);
+    assert_eq!(
+        write_note(&cluster, "added back", SETTLE),
+        200,
+        "the node added back counts again\n{}",
+        cluster.logs()
+    );
+}

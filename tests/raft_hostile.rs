@@ -130,6 +130,7 @@ fn garbage_messages_from_peers_never_crash_a_node() {
             };
             let msg = Message {
                 from,
+                incarnation: 1,
                 to,
                 term,
                 body: body(&mut rng),
@@ -180,6 +181,7 @@ fn a_snapshot_the_state_machine_cannot_decode_is_never_installed_or_written() {
         };
         let msg = Message {
             from: leader,
+            incarnation: 1,
             to: victim,
             term,
             body,
@@ -228,6 +230,7 @@ fn a_forged_term_just_under_the_bound_does_not_wedge_elections() {
         };
         let msg = Message {
             from,
+            incarnation: 1,
             to,
             term: forged_term,
             body,

@@ -22,6 +22,23 @@ fn three_and_spares() -> Cluster {
     Cluster::with_spares(config, 2, SEED)
 }
 
+/// A write committed, and the leader's own configuration entries (the
+/// bootstrap one, the incarnations it binds) committed too.
+fn settle(c: &mut Cluster) {
+    c.commit_one(ELECTION_BOUND);
+    c.run_until(ELECTION_BOUND, |c| {
+        c.leader().is_some_and(|l| {
+            let r = c.raft(l);
+            r.membership_index() <= r.commit_index()
+                && r.membership()
+                    .members()
+                    .iter()
+                    .all(|m| m.incarnation != 0 || !c.is_up(m.id))
+        })
+    })
+    .expect("the leader binds every live member");
+}
+
 fn add(id: NodeId) -> MembershipChange {
     MembershipChange::AddLearner {
         id,
@@ -110,7 +127,7 @@ fn a_new_node_catches_up_as_a_learner_then_votes() {
 fn a_change_is_refused_while_another_is_pending_and_before_the_first_commit_of_a_term() {
     let mut c = three_and_spares();
     let leader = c.wait_for_leader(ELECTION_BOUND);
-    c.commit_one(ELECTION_BOUND);
+    settle(&mut c);
     c.start(4);
     c.start(5);
     let (index, _) = c
@@ -198,7 +215,7 @@ fn a_learner_neither_votes_nor_campaigns() {
 fn a_removed_leader_steps_down_once_its_removal_commits_and_the_rest_go_on() {
     let mut c = three_and_spares();
     let leader = c.wait_for_leader(ELECTION_BOUND);
-    c.commit_one(ELECTION_BOUND);
+    settle(&mut c);
     let (index, _) = c
         .raft_mut(leader)
         .propose_membership(MembershipChange::Remove(leader))

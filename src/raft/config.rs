@@ -9,6 +9,9 @@ use super::types::{NodeId, ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES};
 pub struct Config {
     /// This node.
     pub id: NodeId,
+    /// This node's incarnation: drawn at random when its data dir was created,
+    /// carried by every message it sends (`membership` says why). Never 0.
+    pub incarnation: u64,
     /// The bootstrap configuration (nodes.txt): in force until the log or a
     /// snapshot holds a configuration. The first leader writes it into the log,
     /// so from then on the log alone says who the members are.
@@ -108,6 +111,7 @@ impl Config {
     pub fn with_bootstrap(id: NodeId, bootstrap: Membership) -> Config {
         Config {
             id,
+            incarnation: 1,
             bootstrap,
             heartbeat_ticks: 5,
             election_ticks_min: 15,
@@ -137,6 +141,9 @@ impl Config {
         }
         let bad =
             |setting: &'static str, rule: &'static str| Err(ConfigError::Setting { setting, rule });
+        if self.incarnation == 0 {
+            return bad("incarnation", "must not be 0");
+        }
         if self.heartbeat_ticks == 0 {
             return bad("heartbeat_ticks", "must be at least 1");
         }

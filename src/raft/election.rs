@@ -8,15 +8,18 @@ impl Raft {
     /// Follower and candidate clock: campaign when no leader was heard from for a
     /// randomized election timeout.
     pub(super) fn tick_election(&mut self) {
-        if !self.is_voter() {
-            // A learner, or a node the configuration no longer has: it never
-            // campaigns (nobody would count its votes).
-            self.election_elapsed = 0;
-            return;
-        }
+        // A learner's clock runs too: its leader lease must expire when the
+        // leader goes, or it would ignore every candidate (including the one
+        // whose configuration promoted it) for good.
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_ticks {
-            self.campaign(false);
+            if self.may_campaign() {
+                self.campaign(false);
+            } else {
+                // A learner, another incarnation, or a node the configuration
+                // no longer has: it never campaigns (nobody would count it).
+                self.election_elapsed = self.config.election_ticks_min;
+            }
         }
     }
 
@@ -46,6 +49,7 @@ impl Raft {
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat(None);
+            self.maybe_bind();
         }
     }
 
@@ -56,17 +60,17 @@ impl Raft {
         let mut active = Vec::new();
         for (&id, pr) in self.progress.iter_mut() {
             if id == me || pr.recent_active {
-                active.push(id);
+                active.push((id, pr.incarnation));
             }
             pr.recent_active = id == me;
         }
-        self.membership.is_quorum(&active)
+        self.membership.is_quorum_of(active)
     }
 
     /// Starts an election: a pre-vote round first when configured, unless this is a
     /// leadership transfer, which goes straight to a real vote.
     pub(super) fn campaign(&mut self, transfer: bool) {
-        if !self.is_voter() {
+        if !self.may_campaign() {
             return;
         }
         if !can_increment_term(self.term) {
@@ -109,7 +113,11 @@ impl Raft {
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let me = self.id();
-        self.votes.insert(me, true);
+        // Another incarnation of this id (a lost data dir) does not count
+        // its own vote: it may have given it to someone else before.
+        if self.is_voter() {
+            self.votes.insert(me, true);
+        }
         if self.won_election() {
             self.finish_election(pre_vote);
             return;
@@ -243,7 +251,11 @@ impl Raft {
         // A learner answers too: the candidate may hold a newer configuration
         // in which it votes (its promotion not yet here). Only the candidate's
         // configuration decides whose votes count.
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        // A node the configuration knows as another incarnation (its data dir
+        // was lost) has forgotten its votes: it grants none.
+        let granted = can_vote
+            && !self.is_stale_incarnation()
+            && self.log.is_up_to_date(last_index, last_term);
         if granted && !pre_vote {
             self.vote = Some(m.from);
             self.reset_election_timer();
@@ -275,6 +287,9 @@ impl Raft {
         };
         if !expected {
             return;
+        }
+        if !self.membership.counts(from, self.stepping_incarnation) {
+            return; // a learner's, or another incarnation's: it counts for nothing
         }
         self.votes.insert(from, granted);
         if self.won_election() {

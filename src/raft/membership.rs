@@ -12,6 +12,15 @@
 //!
 //! Learners (non-voting members) receive the log but count toward no majority;
 //! a new node joins as one, catches up, and is then promoted.
+//!
+//! Each member is also bound to one *incarnation*: a random number its data
+//! dir drew when it was created, which every message it sends carries. The
+//! leader binds a member (a `Bind` change) the first time it hears from it;
+//! from then on votes and acknowledgements from any other incarnation of that
+//! id count for nothing. A node whose disk was lost comes back as a new
+//! incarnation: it has forgotten its votes and the entries it acknowledged,
+//! so it must not count until it is removed and added back (dissertation
+//! §3.8 on lost storage).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +32,11 @@ pub const MAX_MEMBERS: usize = 64;
 pub const MAX_LABEL_BYTES: usize = 64;
 /// The largest [`Membership::encode`] output: the version byte, the count, and
 /// per member an id, a flag and two length-prefixed labels.
-pub const MAX_ENCODED_BYTES: usize = 1 + 2 + MAX_MEMBERS * (8 + 1 + 2 * (1 + MAX_LABEL_BYTES));
+pub const MAX_ENCODED_BYTES: usize = 1 + 2 + MAX_MEMBERS * (8 + 1 + 8 + 2 * (1 + MAX_LABEL_BYTES));
 
-/// The version byte that starts an encoded membership.
-const ENCODING_VERSION: u8 = 1;
+/// The version byte that starts an encoded membership (2: with incarnations;
+/// 1, read only, had none).
+const ENCODING_VERSION: u8 = 2;
 
 /// One member of a configuration. `name` and `addr` are the runtime's labels
 /// (the id people use and where the node listens); the core only carries them.
@@ -38,6 +48,9 @@ pub struct Member {
     /// False for a learner: it receives the log but does not vote and counts
     /// toward no majority.
     pub voter: bool,
+    /// The incarnation whose votes and acknowledgements count (0: none bound
+    /// yet, so the first one heard from is).
+    pub incarnation: u64,
 }
 
 /// A whole configuration: its members, sorted by id, each id once.
@@ -59,6 +72,9 @@ pub enum MembershipChange {
     Promote(NodeId),
     /// A member (voter or learner) leaves.
     Remove(NodeId),
+    /// Members not bound yet are bound to the incarnation heard from them
+    /// (the voters do not change).
+    Bind(Vec<(NodeId, u64)>),
 }
 
 /// Why a configuration, or a change of one, cannot be; `Display` is the reason.
@@ -80,6 +96,8 @@ pub enum MembershipError {
     AlreadyAMember(NodeId),
     /// The change promotes a node that already votes.
     AlreadyAVoter(NodeId),
+    /// The change binds a member already bound, or to incarnation 0.
+    AlreadyBound(NodeId),
     /// The bytes of a configuration entry do not decode.
     Malformed(&'static str),
 }
@@ -98,6 +116,9 @@ impl std::fmt::Display for MembershipError {
             MembershipError::NotAMember(id) => write!(f, "node {id} is not a member"),
             MembershipError::AlreadyAMember(id) => write!(f, "node {id} is already a member"),
             MembershipError::AlreadyAVoter(id) => write!(f, "node {id} already votes"),
+            MembershipError::AlreadyBound(id) => {
+                write!(f, "node {id} is already bound to an incarnation")
+            }
             MembershipError::Malformed(what) => write!(f, "malformed configuration: {what}"),
         }
     }
@@ -125,6 +146,7 @@ impl Membership {
                     name: id.to_string(),
                     addr: id.to_string(),
                     voter: true,
+                    incarnation: 0,
                 })
                 .collect(),
         )
@@ -140,6 +162,7 @@ impl Membership {
                 name: id.to_string(),
                 addr: id.to_string(),
                 voter: true,
+                incarnation: 0,
             })
             .collect();
         members.sort_by_key(|m| m.id);
@@ -221,6 +244,7 @@ impl Membership {
                     name: name.clone(),
                     addr: addr.clone(),
                     voter: false,
+                    incarnation: 0,
                 });
             }
             MembershipChange::Promote(id) => {
@@ -239,6 +263,18 @@ impl Membership {
                 }
                 members.retain(|m| m.id != *id);
             }
+            MembershipChange::Bind(bindings) => {
+                for (id, incarnation) in bindings {
+                    let member = members
+                        .iter_mut()
+                        .find(|m| m.id == *id)
+                        .ok_or(MembershipError::NotAMember(*id))?;
+                    if member.incarnation != 0 || *incarnation == 0 {
+                        return Err(MembershipError::AlreadyBound(*id));
+                    }
+                    member.incarnation = *incarnation;
+                }
+            }
         }
         Membership::new(members)
     }
@@ -250,9 +286,27 @@ impl Membership {
         self.encode().len() + self.members.len() + 8
     }
 
+    /// Whether a vote or an acknowledgement from incarnation `incarnation` of
+    /// node `id` counts: it is a voter and that incarnation is the one bound
+    /// (or none is yet).
+    pub fn counts(&self, id: NodeId, incarnation: u64) -> bool {
+        self.get(id)
+            .is_some_and(|m| m.voter && (m.incarnation == 0 || m.incarnation == incarnation))
+    }
+
+    /// Whether `ids` (each with the incarnation heard from it) hold a majority
+    /// of the voters, counting only the bound incarnations.
+    pub fn is_quorum_of(&self, heard: impl IntoIterator<Item = (NodeId, u64)>) -> bool {
+        heard
+            .into_iter()
+            .filter(|&(id, incarnation)| self.counts(id, incarnation))
+            .count()
+            >= self.quorum()
+    }
+
     /// The bytes of a configuration entry: a version byte, a u16 count, then per
-    /// member its id (u64), a voter flag and its name and address (u8 length
-    /// each), all big-endian.
+    /// member its id (u64), a voter flag, its incarnation (u64) and its name
+    /// and address (u8 length each), all big-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(3 + self.members.len() * 32);
         out.push(ENCODING_VERSION);
@@ -260,6 +314,7 @@ impl Membership {
         for m in &self.members {
             out.extend_from_slice(&m.id.to_be_bytes());
             out.push(u8::from(m.voter));
+            out.extend_from_slice(&m.incarnation.to_be_bytes());
             for label in [&m.name, &m.addr] {
                 out.push(label.len() as u8);
                 out.extend_from_slice(label.as_bytes());
@@ -272,7 +327,8 @@ impl Membership {
     /// in them sizes an allocation past the input, and the result is validated.
     pub fn decode(bytes: &[u8]) -> Result<Membership, MembershipError> {
         let mut r = Reader { bytes };
-        if r.take(1)? != [ENCODING_VERSION] {
+        let version = r.take(1)?[0];
+        if version != 1 && version != ENCODING_VERSION {
             return Err(MembershipError::Malformed("unknown version"));
         }
         let count = u16::from_be_bytes(r.array()?) as usize;
@@ -287,6 +343,11 @@ impl Membership {
                 [1] => true,
                 _ => return Err(MembershipError::Malformed("bad voter flag")),
             };
+            let incarnation = if version >= 2 {
+                u64::from_be_bytes(r.array()?)
+            } else {
+                0
+            };
             let name = r.label()?;
             let addr = r.label()?;
             members.push(Member {
@@ -294,6 +355,7 @@ impl Membership {
                 name,
                 addr,
                 voter,
+                incarnation,
             });
         }
         if !r.bytes.is_empty() {
@@ -444,6 +506,40 @@ mod tests {
     }
 
     #[test]
+    fn bindings_decide_whose_votes_count_and_version_1_reads_unbound() {
+        let m = five()
+            .apply(&MembershipChange::Bind(vec![(1, 11), (2, 22)]))
+            .unwrap();
+        assert!(
+            m.counts(1, 11) && !m.counts(1, 12),
+            "bound: only that incarnation"
+        );
+        assert!(m.counts(3, 99), "unbound: any incarnation");
+        assert!(m.is_quorum_of([(1, 11), (2, 22), (3, 7)]));
+        assert!(!m.is_quorum_of([(1, 12), (2, 23), (3, 7)]));
+        assert_eq!(
+            m.apply(&MembershipChange::Bind(vec![(1, 13)])),
+            Err(MembershipError::AlreadyBound(1))
+        );
+        assert_eq!(
+            m.apply(&MembershipChange::Bind(vec![(3, 0)])),
+            Err(MembershipError::AlreadyBound(3))
+        );
+        // Version 1 (no incarnations) reads as unbound members.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&7u64.to_be_bytes());
+        v1.push(1);
+        for label in ["A", "h:1"] {
+            v1.push(label.len() as u8);
+            v1.extend_from_slice(label.as_bytes());
+        }
+        let read = Membership::decode(&v1).unwrap();
+        assert_eq!(read.members()[0].incarnation, 0);
+        assert_eq!(read.members()[0].name, "A");
+    }
+
+    #[test]
     fn the_largest_configuration_fits_the_bound() {
         let members = (0..MAX_MEMBERS as u64)
             .map(|id| Member {
@@ -451,6 +547,7 @@ mod tests {
                 name: format!("{id:0>64}"),
                 addr: "a".repeat(MAX_LABEL_BYTES),
                 voter: true,
+                incarnation: u64::MAX,
             })
             .collect();
         let m = Membership::new(members).unwrap();

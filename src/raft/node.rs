@@ -95,6 +95,9 @@ pub struct Raft {
     pub(super) rng: Rng,
     /// Proposals were appended since the last `ready`: send them to followers then.
     pub(super) append_pending: bool,
+    /// The incarnation of the message being stepped (its sender's); the
+    /// handlers of answers count them by it.
+    pub(super) stepping_incarnation: u64,
     /// Output collected for the next `Ready`.
     pub(super) messages: Vec<Message>,
     pub(super) read_states: Vec<ReadState>,
@@ -148,6 +151,7 @@ impl Raft {
             incoming_snapshot: None,
             snapshots_refused: 0,
             append_pending: false,
+            stepping_incarnation: 0,
             rng: Rng::new(seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             messages: Vec::new(),
             read_states: Vec::new(),
@@ -181,9 +185,66 @@ impl Raft {
         self.membership_index
     }
 
-    /// Whether this node votes in the configuration in force.
+    /// Whether this node votes in the configuration in force: it is a voter
+    /// there, as this incarnation (a node that lost its data dir is another
+    /// incarnation, and does not vote until it is removed and added back).
     pub fn is_voter(&self) -> bool {
+        self.membership
+            .counts(self.config.id, self.config.incarnation)
+    }
+
+    /// Whether this node may campaign: it is a voter of the configuration in
+    /// force. A node that lost its data dir (another incarnation) may too: it
+    /// never counts its own vote or its own log toward a majority, so it can
+    /// only win, and commit, with a majority of the others behind it; without
+    /// it, a cluster whose newest entry only that node held had no leader.
+    pub fn may_campaign(&self) -> bool {
         self.membership.is_voter(self.config.id)
+    }
+
+    /// Whether the configuration binds this node's id to another incarnation
+    /// (this node's data dir is not the one the cluster knows).
+    pub fn is_stale_incarnation(&self) -> bool {
+        self.membership
+            .get(self.config.id)
+            .is_some_and(|m| m.incarnation != 0 && m.incarnation != self.config.incarnation)
+    }
+
+    /// Binds the members not bound yet that this leader has heard from (itself
+    /// included) to their incarnations, by one `Config` entry, when no change
+    /// is pending and this leader committed in its term.
+    pub(super) fn maybe_bind(&mut self) {
+        let committed = self.log.committed();
+        if self.membership_index > committed
+            || self.log.term(committed) != Some(self.term)
+            || self.transferee.is_some()
+        {
+            return;
+        }
+        let me = self.config.id;
+        let bindings: Vec<(NodeId, u64)> = self
+            .membership
+            .members()
+            .iter()
+            .filter(|m| m.incarnation == 0)
+            .filter_map(|m| {
+                let heard = if m.id == me {
+                    self.config.incarnation
+                } else {
+                    self.progress.get(&m.id).map_or(0, |pr| pr.incarnation)
+                };
+                (heard != 0).then_some((m.id, heard))
+            })
+            .collect();
+        if bindings.is_empty() {
+            return;
+        }
+        match self.membership.apply(&MembershipChange::Bind(bindings)) {
+            Ok(next) => {
+                self.append_config(next);
+            }
+            Err(e) => log::error!("node {me} cannot bind incarnations: {e}"),
+        }
     }
 
     pub fn term(&self) -> u64 {
@@ -309,6 +370,20 @@ impl Raft {
         }
     }
 
+    /// Whether a log ending at (`last_term`, `last_index`) is more up to date
+    /// than the entry our configuration comes from (the snapshot's position
+    /// when the configuration is the snapshot's or the bootstrap one).
+    fn newer_than_our_configuration(&self, last_term: u64, last_index: u64) -> bool {
+        let (term, index) = if self.membership_index > 0 {
+            let index = self.membership_index;
+            (self.log.term(index).unwrap_or(0), index)
+        } else {
+            let meta = self.log.snapshot_meta();
+            (meta.term, meta.index)
+        };
+        (last_term, last_index) > (term, index)
+    }
+
     /// Proposes a single-server configuration change (leader only). Refused
     /// while another change has not committed, before this leader committed an
     /// entry of its term (§4.1: until then it cannot know whether an earlier
@@ -393,8 +468,10 @@ impl Raft {
 
     pub(super) fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody) {
         let from = self.config.id;
+        let incarnation = self.config.incarnation;
         self.messages.push(Message {
             from,
+            incarnation,
             to,
             term,
             body,
@@ -449,6 +526,7 @@ impl Raft {
             .progress
             .entry(me)
             .or_insert_with(|| Progress::new(next));
+        own.incarnation = self.config.incarnation;
         own.match_index = self.log.persisted();
         own.become_replicate();
         own.recent_active = true;
@@ -490,11 +568,25 @@ impl Raft {
             return;
         }
         // A removed node that never received its removal must not disrupt
-        // the cluster it left. (A node added by an entry we have not received
-        // yet is ignored too until it arrives; the others' votes elect meanwhile.)
-        if matches!(m.body, MessageBody::RequestVote { .. }) && !self.membership.contains(m.from) {
-            return;
+        // the cluster it left: its vote requests are ignored, unless its log is
+        // ahead of the entry our configuration comes from, so that it may hold
+        // a newer configuration that added it (then ignoring it could leave
+        // the only up-to-date candidate without a majority). A removed node's
+        // log lacks its removal, so it is never ahead of it; CheckQuorum's
+        // lease covers the rest (dissertation §4.2.3).
+        if let MessageBody::RequestVote {
+            last_log_index,
+            last_log_term,
+            ..
+        } = m.body
+        {
+            if !self.membership.contains(m.from)
+                && !self.newer_than_our_configuration(last_log_term, last_log_index)
+            {
+                return;
+            }
         }
+        self.stepping_incarnation = m.incarnation;
         if self.step_term(&m) {
             self.step_role(m);
         }
@@ -659,7 +751,7 @@ impl Raft {
             .keys()
             .all(|&id| id == me || self.membership.contains(id)));
         if matches!(self.role, Role::Candidate | Role::PreCandidate) {
-            assert!(self.is_voter(), "only a voter campaigns");
+            assert!(self.may_campaign(), "only a voter campaigns");
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Progress {
     pub snapshot_offset: u64,
     /// Heard from since the last CheckQuorum round.
     pub recent_active: bool,
+    /// The incarnation last heard from (0: none yet). Its acknowledgements
+    /// count only while it is the one the member is bound to.
+    pub incarnation: u64,
 }
 
 impl Progress {
@@ -49,6 +52,7 @@ impl Progress {
             snapshot_index: 0,
             snapshot_offset: 0,
             recent_active: false,
+            incarnation: 0,
         }
     }
 

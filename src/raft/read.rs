@@ -81,7 +81,11 @@ impl Raft {
         }
         self.reads.last_seq += 1;
         let seq = self.reads.last_seq;
-        let acks = BTreeSet::from([self.id()]);
+        let acks: BTreeSet<NodeId> = if self.is_voter() {
+            BTreeSet::from([self.id()])
+        } else {
+            BTreeSet::new() // a leader being removed, or another incarnation
+        };
         let index = self.log.committed();
         self.reads.pending.push_back(PendingRead {
             seq,
@@ -90,7 +94,7 @@ impl Raft {
             ctx,
             acks,
         });
-        if self.membership.is_quorum(&[self.id()]) {
+        if self.is_voter() && self.membership.is_quorum(&[self.id()]) {
             self.release_reads();
         } else {
             self.bcast_heartbeat(Some(seq));
@@ -107,6 +111,9 @@ impl Raft {
     /// A follower answered a heartbeat carrying `read_seq`: it still followed us
     /// after every read up to that sequence number was registered.
     pub(super) fn ack_reads(&mut self, from: NodeId, read_seq: u64) {
+        if !self.membership.counts(from, self.stepping_incarnation) {
+            return;
+        }
         for read in self
             .reads
             .pending

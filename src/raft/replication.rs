@@ -213,7 +213,17 @@ impl Raft {
         if self.role != Role::Leader {
             return None;
         }
+        let incarnation = self.stepping_incarnation;
+        let next = self.log.last_index() + 1;
         let pr = self.progress.get_mut(&from)?;
+        if pr.incarnation != incarnation {
+            if pr.incarnation != 0 {
+                // Another incarnation (its data dir was replaced): what the old
+                // one held is gone; probe the new one from the end.
+                *pr = Progress::new(next);
+            }
+            pr.incarnation = incarnation;
+        }
         pr.recent_active = true;
         Some(pr)
     }
@@ -226,7 +236,12 @@ impl Raft {
         let mut matched: Vec<u64> = self
             .membership
             .voters()
-            .map(|id| self.progress.get(&id).map_or(0, |pr| pr.match_index))
+            .map(|id| {
+                self.progress
+                    .get(&id)
+                    .filter(|pr| self.membership.counts(id, pr.incarnation))
+                    .map_or(0, |pr| pr.match_index)
+            })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&index) = matched.get(self.membership.quorum() - 1) else {

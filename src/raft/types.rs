@@ -109,6 +109,9 @@ pub enum AppendResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
+    /// The sender's incarnation (`Config::incarnation`): its votes and
+    /// acknowledgements count only while it is the one its id is bound to.
+    pub incarnation: u64,
     pub to: NodeId,
     pub term: u64,
     pub body: MessageBody,

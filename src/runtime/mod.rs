@@ -19,6 +19,7 @@ mod event_loop;
 mod forget;
 mod format;
 mod handle;
+mod incarnation;
 mod intake;
 mod members;
 mod notes;
@@ -217,6 +218,8 @@ impl<D: Dir> NodeLogic<D> {
         // Before anything else is read or written: a newer format is refused.
         let found = format::check_and_record(&mut dir).map_err(&data_dir)?;
         let epoch = epoch::next_epoch(&mut dir, now_us).map_err(&data_dir)?;
+        let incarnation =
+            incarnation::load_or_create(&mut dir, seed ^ now_us).map_err(&data_dir)?;
         let (mut storage, mut restored) =
             Storage::open(dir).map_err(|e| data_dir(DataDirProblem::Storage(e)))?;
         if found.is_none_or(|f| f < format::NAMED_IDS) {
@@ -238,8 +241,10 @@ impl<D: Dir> NodeLogic<D> {
                 .map_err(|e| data_dir(DataDirProblem::NotATable(e)))?,
             None => LoadTable::new(),
         };
-        let raft = Raft::new(raft_config(settings, me)?, restored, seed)
-            .map_err(|e| data_dir(DataDirProblem::Restore(e)))?;
+        let mut config = raft_config(settings, me)?;
+        config.incarnation = incarnation;
+        let raft =
+            Raft::new(config, restored, seed).map_err(|e| data_dir(DataDirProblem::Restore(e)))?;
         let shared = Arc::new(Shared::new(
             SharedSettings {
                 me,
@@ -283,6 +288,7 @@ fn raft_config(settings: &NodeSettings, me: u64) -> Result<Config, StartError> {
                 name: e.id.clone(),
                 addr: e.addr.clone(),
                 voter: true,
+                incarnation: 0,
             })
             .collect(),
     )

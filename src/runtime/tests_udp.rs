@@ -71,6 +71,7 @@ fn payloads() -> Vec<Vec<u8>> {
     let raft = |body| {
         Datagram::Raft(Message {
             from: b(),
+            incarnation: 1,
             to: a(),
             term: 7,
             body,

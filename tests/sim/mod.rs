@@ -42,6 +42,9 @@ pub struct SimNode {
     pending_reads: BTreeMap<u64, u64>,
     /// How many times this node was started, so each start draws a new seed.
     incarnation: u64,
+    /// Its data dir's incarnation (`Config::incarnation`): new when the disk
+    /// is wiped.
+    pub data_incarnation: u64,
 }
 
 /// A message on the simulated wire.
@@ -88,6 +91,8 @@ pub struct Stats {
     pub read_failures: u64,
     /// Configuration changes proposed and accepted by a leader.
     pub changes_proposed: u64,
+    /// Disks lost (`wipe`).
+    pub wipes: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -99,6 +104,7 @@ impl std::ops::AddAssign for Stats {
         self.compactions += o.compactions;
         self.read_failures += o.read_failures;
         self.changes_proposed += o.changes_proposed;
+        self.wipes += o.wipes;
     }
 }
 
@@ -178,6 +184,7 @@ impl Cluster {
                 sm: Counter::default(),
                 pending_reads: BTreeMap::new(),
                 incarnation: 0,
+                data_incarnation: id,
             })
             .collect();
         Cluster {
@@ -235,6 +242,7 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let mut config = self.config_template.clone();
         config.id = id;
+        config.incarnation = self.node(id).data_incarnation;
         if !config.bootstrap.contains(id) {
             config.bootstrap = config
                 .bootstrap
@@ -270,6 +278,43 @@ impl Cluster {
         node.raft = None;
         node.storage = None;
         node.disk.crash(torn_seed);
+    }
+
+    /// The disk is lost: the node dies and comes back (at the next `start`)
+    /// with an empty data dir, as a new incarnation that remembers nothing it
+    /// voted or acknowledged.
+    pub fn wipe(&mut self, id: NodeId) {
+        if self.is_up(id) {
+            self.crash(id);
+        }
+        if std::env::var("RAFTLB_SIM_DEBUG").is_ok() {
+            let view: Vec<String> = self
+                .up_ids()
+                .iter()
+                .map(|&l| {
+                    let r = self.raft(l);
+                    format!(
+                        "node {l} {:?} {:?} cfg@{} commit {} last {}",
+                        r.role(),
+                        r.membership()
+                            .members()
+                            .iter()
+                            .map(|m| (m.id, m.voter, m.incarnation))
+                            .collect::<Vec<_>>(),
+                        r.membership_index(),
+                        r.commit_index(),
+                        r.log().last_index()
+                    )
+                })
+                .collect();
+            eprintln!("tick {}: wipe {id}; leader's view {view:?}", self.now);
+        }
+        let fresh = self.rng.next_u64() | 1 << 63;
+        let node = self.node_mut(id);
+        node.disk = MemDir::new();
+        node.data_incarnation = fresh;
+        self.oracle.forget_promises(id);
+        self.stats.wipes += 1;
     }
 
     /// One tick: every live node's clock, then the messages due now.

@@ -120,7 +120,7 @@ impl Oracle {
         ) && !removal_pending
         {
             assert!(
-                raft.is_voter(),
+                raft.may_campaign(),
                 "seed {seed}: node {id} campaigns or leads without a vote in {}",
                 raft.membership()
             );
@@ -255,6 +255,12 @@ impl Oracle {
         if vote.is_some() {
             promise.1 = vote;
         }
+    }
+
+    /// A node lost its disk: what it promised is gone with it (the cluster must
+    /// not count on it; the other checks say whether it does).
+    pub fn forget_promises(&mut self, id: NodeId) {
+        self.promises.remove(&id);
     }
 
     /// Durability: a restarted node remembers its term and the vote it cast.
