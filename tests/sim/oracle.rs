@@ -41,6 +41,9 @@ pub struct Oracle {
     committed_configs: Vec<(u64, Membership)>,
     /// Configuration entries committed.
     pub changes_committed: u64,
+    /// The term in which each index was first known committed, by the leader
+    /// that committed it ([i - 1] for index i, as far as leaders were seen).
+    commit_terms: Vec<u64>,
 }
 
 /// Voters in one configuration and not the other.
@@ -86,6 +89,14 @@ impl Oracle {
     /// Election safety and leader completeness, after every step.
     pub fn check_node(&mut self, id: NodeId, raft: &Raft, seed: u64) {
         let term = raft.term();
+        if raft.role() == Role::Leader {
+            // A leader is the first to know an index committed (followers learn
+            // it from a later message): it was committed in this term.
+            let commit = raft.commit_index() as usize;
+            while self.commit_terms.len() < commit {
+                self.commit_terms.push(term);
+            }
+        }
         if raft.role() == Role::Leader {
             // Single-server changes: what a leader uses differs by one voter at
             // most from the configuration its own committed prefix ends with,
@@ -148,19 +159,32 @@ impl Oracle {
         }
     }
 
-    /// Leader completeness (§5.4): a new leader holds every committed entry.
+    /// Leader completeness (§5.4): a new leader holds every entry committed in
+    /// an earlier term. (A candidate of an older term can still win late, with
+    /// votes cast before its voters saw a newer term; it owes nothing to the
+    /// newer terms, and can commit nothing that conflicts with them.)
     fn check_completeness(&self, id: NodeId, raft: &Raft, seed: u64) {
         let log = raft.log();
+        let term = raft.term();
+        let owed = self
+            .commit_terms
+            .iter()
+            .take(self.committed.len())
+            .take_while(|&&t| t < term)
+            .count() as u64;
         assert!(
-            log.last_index() >= self.committed_len(),
+            log.last_index() >= owed,
             "seed {seed}: leader {id} of term {} lacks committed entries (last {} < {})",
             raft.term(),
             log.last_index(),
-            self.committed_len()
+            owed
         );
-        for index in log.first_index()..=self.committed_len() {
+        for index in log.first_index()..=owed {
             let (term, hash) = self.committed[(index - 1) as usize];
             let entry = log.entry(index).expect("within the log");
+            if std::env::var("RAFTLB_SIM_DEBUG").is_ok() && entry.term != term {
+                eprintln!("index {index}: committed term {term}, leader {id} has term {} kind {:?}; leader config {} at {}", entry.term, entry.kind, raft.membership(), raft.membership_index());
+            }
             assert!(
                 entry.term == term && entry_hash(entry) == hash,
                 "seed {seed}: leader {id} of term {} has a different entry at committed index {index}",
@@ -186,6 +210,12 @@ impl Oracle {
                 len + 1,
                 "node {id} applied {index} past the known committed prefix {len}"
             );
+            if std::env::var("RAFTLB_SIM_DEBUG").is_ok() {
+                eprintln!(
+                    "first applied at {index}: by node {id}, term {}, {:?}",
+                    entry.term, entry.kind
+                );
+            }
             let chain = mix(self.chains.last().copied().unwrap_or(0), &[seen.1], &[]);
             self.committed.push(seen);
             self.chains.push(chain);
