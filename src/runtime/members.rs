@@ -253,3 +253,115 @@ impl MemberJob {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Config, Member, Membership, RestoredState};
+
+    /// Node "A" leading alone, with "B" a learner, every entry committed.
+    fn leader() -> Raft {
+        let member = |name: &str, voter| Member {
+            id: node_id(name),
+            name: name.into(),
+            addr: "127.0.0.1:1".into(),
+            voter,
+            incarnation: 0,
+        };
+        let bootstrap = Membership::new(vec![member("A", true), member("B", false)]).unwrap();
+        let config = Config::with_bootstrap(node_id("A"), bootstrap);
+        let mut raft = Raft::new(config, RestoredState::default(), 1).unwrap();
+        for _ in 0..200 {
+            raft.tick();
+            let _ = raft.ready();
+            raft.advance();
+            if raft.role() == Role::Leader && raft.membership_index() <= raft.commit_index() {
+                let _ = raft.ready();
+                raft.advance();
+                if raft
+                    .membership()
+                    .get(node_id("A"))
+                    .is_some_and(|m| m.incarnation != 0)
+                {
+                    return raft;
+                }
+            }
+        }
+        panic!("no settled leader");
+    }
+
+    fn plan(raft: &Raft, op: MemberOp) -> Result<Vec<Step>, MemberOutcome> {
+        let (reply, _answer) = crossbeam_channel::bounded(1);
+        let deadline = Instant::now();
+        MemberJob::plan(raft, op, reply, deadline)
+            .map(|job| job.steps.into_iter().collect())
+            .map_err(|(_, outcome)| outcome)
+    }
+
+    #[test]
+    fn replace_removes_the_old_node_before_the_new_one_votes_unless_it_leads() {
+        let raft = leader();
+        let (a, b, f) = (node_id("A"), node_id("B"), node_id("F"));
+        let add_f = Step::Change(MembershipChange::AddLearner {
+            id: f,
+            name: "F".into(),
+            addr: "127.0.0.1:2".into(),
+        });
+        let replace = |old: &str| MemberOp::Replace {
+            old: old.into(),
+            name: "F".into(),
+            addr: "127.0.0.1:2".into(),
+        };
+        assert_eq!(
+            plan(&raft, replace("B")).unwrap(),
+            vec![
+                add_f.clone(),
+                Step::CaughtUp(f),
+                Step::Change(MembershipChange::Remove(b)),
+                Step::Change(MembershipChange::Promote(f)),
+            ]
+        );
+        assert_eq!(
+            plan(&raft, replace("A")).unwrap(),
+            vec![
+                add_f,
+                Step::CaughtUp(f),
+                Step::Change(MembershipChange::Promote(f)),
+                Step::Change(MembershipChange::Remove(a)),
+            ],
+            "the leader leaves last"
+        );
+    }
+
+    #[test]
+    fn impossible_requests_are_refused_before_any_step() {
+        let raft = leader();
+        let refused = |op| match plan(&raft, op) {
+            Err(MemberOutcome::Invalid(reason)) => reason,
+            other => panic!("not refused: {other:?}"),
+        };
+        let add = |name: &str| MemberOp::Add {
+            name: name.into(),
+            addr: "127.0.0.1:2".into(),
+        };
+        assert!(refused(add("B")).contains("already a member"));
+        assert!(refused(MemberOp::Remove { name: "Z".into() }).contains("not a member"));
+        let replace = MemberOp::Replace {
+            old: "Z".into(),
+            name: "F".into(),
+            addr: "127.0.0.1:2".into(),
+        };
+        assert!(refused(replace).contains("not a member"));
+        // A follower names the leader instead.
+        let follower = Raft::new(
+            Config::new(node_id("A"), vec![node_id("A"), node_id("B")]),
+            RestoredState::default(),
+            1,
+        )
+        .unwrap();
+        assert!(matches!(
+            plan(&follower, add("F")),
+            Err(MemberOutcome::NotLeader(None))
+        ));
+    }
+}
