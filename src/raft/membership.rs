@@ -139,17 +139,7 @@ impl Membership {
     /// Voters with the given ids and their ids as names (the core's tests and
     /// simulator, which need no labels).
     pub fn of_voters(ids: &[NodeId]) -> Result<Membership, MembershipError> {
-        Membership::new(
-            ids.iter()
-                .map(|&id| Member {
-                    id,
-                    name: id.to_string(),
-                    addr: id.to_string(),
-                    voter: true,
-                    incarnation: 0,
-                })
-                .collect(),
-        )
+        Membership::new(Membership::unchecked(ids).members)
     }
 
     /// Voters named by their ids, unchecked, so that `Config::validate` can name

@@ -105,6 +105,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The checks every signed admin request passes after its tag and fields:
+/// `at` close to this node's clock (401) and the body not used before (401,
+/// or 503 when too many are remembered).
+fn fresh_and_unused(node: &NodeHttp, body: &[u8], at: u64) -> Result<(), Reply> {
+    let now = now_ms();
+    check_at(at, now).map_err(|reason| http::error(401, &reason.to_string()))?;
+    node.used_admin_requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(body, at, now)
+        .map_err(|(status, reason)| http::error(status, reason))
+}
+
 /// `POST /admin/forget`.
 pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
     let body = request.body();
@@ -123,17 +136,8 @@ pub fn forget(node: &NodeHttp, request: &Request) -> Reply {
     if parsed.server.is_empty() {
         return http::error(400, "bad forget request: \"server\" is empty");
     }
-    let now = now_ms();
-    if let Err(reason) = check_at(parsed.at, now) {
-        return http::error(401, &reason.to_string());
-    }
-    let admitted = node
-        .used_admin_requests
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .admit(body, parsed.at, now);
-    if let Err((status, reason)) = admitted {
-        return http::error(status, reason);
+    if let Err(refused) = fresh_and_unused(node, body, parsed.at) {
+        return refused;
     }
     match node
         .handle
@@ -241,17 +245,8 @@ pub fn member(node: &NodeHttp, request: &Request) -> Reply {
         Ok(op) => op,
         Err(reason) => return http::error(400, &format!("bad member request: {reason}")),
     };
-    let now = now_ms();
-    if let Err(reason) = check_at(parsed.at, now) {
-        return http::error(401, &reason.to_string());
-    }
-    let admitted = node
-        .used_admin_requests
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .admit(body, parsed.at, now);
-    if let Err((status, reason)) = admitted {
-        return http::error(status, reason);
+    if let Err(refused) = fresh_and_unused(node, body, parsed.at) {
+        return refused;
     }
     match node.handle.change_members(op, Instant::now() + MEMBER_WAIT) {
         MemberOutcome::Done(configuration) => {
