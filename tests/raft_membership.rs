@@ -259,3 +259,77 @@ fn a_removed_node_cut_off_before_its_removal_cannot_disrupt() {
     );
     assert_eq!(c.raft(leader).term(), term);
 }
+
+/// Three voters whose data dirs all started empty, as the runtime's do; node
+/// `cut` hears nothing until the first leader (of the other two) is elected.
+fn three_joining_one_cut(cut: NodeId) -> (Cluster, NodeId) {
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.joining = true;
+    let mut c = Cluster::with_config(config, SEED);
+    c.isolate(cut);
+    let leader = c.wait_for_leader(ELECTION_BOUND);
+    c.commit_one(ELECTION_BOUND);
+    (c, leader)
+}
+
+/// Hunt seed 104532308's shape: node `behind` is cut off while its log's
+/// configuration does not bind node `lost` yet; the others bind it and commit
+/// more; `lost`'s disk is then lost and the up-to-date node goes down. The
+/// empty node is joining: it refuses its vote to the node left behind, which
+/// would otherwise lead without the committed writes (the oracle would stop
+/// the run). With the up-to-date node back, the cluster goes on.
+#[test]
+fn a_node_whose_disk_was_lost_does_not_elect_a_voter_left_behind() {
+    let lost = 2;
+    let (mut c, leader) = three_joining_one_cut(lost);
+    let behind = c.ids().into_iter().find(|&id| id != lost && id != leader);
+    let behind = behind.expect("three nodes");
+    c.heal();
+    c.isolate(behind);
+    c.run_until(ELECTION_BOUND, |c| {
+        let r = c.raft(leader);
+        r.membership().get(lost).is_some_and(|m| m.incarnation != 0)
+            && r.membership_index() <= r.commit_index()
+    })
+    .expect("the leader binds the node it hears from at last");
+    assert!(
+        c.raft(behind)
+            .membership()
+            .get(lost)
+            .is_some_and(|m| m.incarnation == 0),
+        "the node left behind never saw the binding"
+    );
+    for _ in 0..3 {
+        c.commit_one(ELECTION_BOUND);
+    }
+    c.wipe(lost);
+    c.crash(leader);
+    c.heal();
+    c.start(lost);
+    c.run(ELECTION_BOUND * 3);
+    assert_eq!(c.leader(), None, "no leader without the up-to-date node");
+    assert!(c.raft(lost).is_joining());
+    c.start(leader);
+    c.commit_one(ELECTION_BOUND * 2);
+}
+
+/// A change that would leave the bound voters no majority is refused: a
+/// joining node votes only for a candidate that binds it, so such a cluster
+/// could elect nobody once its leader is gone. Removing the node never heard
+/// from is fine.
+#[test]
+fn a_change_that_would_leave_bound_voters_no_majority_is_refused() {
+    let silent = 3;
+    let (mut c, leader) = three_joining_one_cut(silent);
+    let bound = c.ids().into_iter().find(|&id| id != silent && id != leader);
+    let bound = bound.expect("three nodes");
+    match change(&mut c, MembershipChange::Remove(bound)) {
+        Err(ChangeRefused::Unbound {
+            bound: 1,
+            voters: 2,
+        }) => {}
+        other => panic!("removing a bound voter: {other:?}"),
+    }
+    change(&mut c, MembershipChange::Remove(silent)).expect("remove the node never heard from");
+    c.commit_one(ELECTION_BOUND);
+}

@@ -43,11 +43,13 @@ fn run_seed(seed: u64) -> (Stats, u64, u64) {
     // 100k hunt's seed 7008846 had both off: a removed node's campaigns,
     // relayed by a lagging learner's answers, deposed every leader.
     config.check_quorum = true;
+    // Every data dir starts empty, as in the runtime: joining until bound.
+    config.joining = true;
     let mut cluster = Cluster::with_spares(config, 2, seed);
     cluster.faults = Faults::chaos(&mut rng);
     cluster.faults.member_change_per_mille = rng.range(5, 60);
-    // One disk lost in most runs, once every node holds that node's binding
-    // (`Cluster::everyone_binds`): it comes back empty under its name. Only
+    // One disk lost in most runs, when `Cluster::may_lose_disk`: it comes
+    // back empty under its name (joining again, another incarnation). Only
     // in runs with PreVote on, as the runtime always has it: without it a
     // far-behind node's campaigns (it cannot win, the empty node's vote does
     // not count) kept the one electable node from winning after healing

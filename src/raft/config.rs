@@ -12,6 +12,16 @@ pub struct Config {
     /// This node's incarnation: drawn at random when its data dir was created,
     /// carried by every message it sends (`membership` says why). Never 0.
     pub incarnation: u64,
+    /// This node's data dir started empty (it drew its incarnation then): it
+    /// may be a member whose disk was lost, which has forgotten the votes it
+    /// gave and the entries it acknowledged, and whose log may lack entries
+    /// the cluster committed. Until its configuration binds it to its own
+    /// incarnation (`Raft::is_joining`), it grants a vote (its own included)
+    /// only to a candidate whose configuration binds it so, or to one whose
+    /// log is empty (a new cluster's first election): never to a candidate
+    /// that may be a voter left behind before the binding. The runtime sets it
+    /// for every new data dir; false for a data dir that held a log before.
+    pub joining: bool,
     /// The bootstrap configuration (nodes.txt): in force until the log or a
     /// snapshot holds a configuration. The first leader writes it into the log,
     /// so from then on the log alone says who the members are.
@@ -112,6 +122,7 @@ impl Config {
         Config {
             id,
             incarnation: 1,
+            joining: false,
             bootstrap,
             heartbeat_ticks: 5,
             election_ticks_min: 15,

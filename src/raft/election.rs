@@ -107,6 +107,7 @@ impl Raft {
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
+        self.voter_incarnations.clear();
         self.reset_election_timer();
         self.request_votes(false, transfer);
     }
@@ -114,8 +115,9 @@ impl Raft {
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let me = self.id();
         // Another incarnation of this id (a lost data dir) does not count
-        // its own vote: it may have given it to someone else before.
-        if self.is_voter() {
+        // its own vote: it may have given it to someone else before; nor does
+        // a joining node with entries (its log may lack committed ones).
+        if self.is_voter() && self.joining_may_grant(self.log.last_index(), 0) {
             self.votes.insert(me, true);
         }
         if self.won_election() {
@@ -125,11 +127,13 @@ impl Raft {
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.peers() {
+            let bound = self.membership.get(peer).map_or(0, |m| m.incarnation);
             let body = MessageBody::RequestVote {
                 pre_vote,
                 last_log_index,
                 last_log_term,
                 transfer,
+                bound,
             };
             self.send_with_term(peer, term, body);
         }
@@ -232,12 +236,26 @@ impl Raft {
         }
     }
 
+    /// Whether a joining node (`Config::joining`) may grant its vote to a
+    /// candidate whose last index is `last_index` and whose configuration
+    /// binds this node to `bound`: when the candidate's configuration knows
+    /// this node as this incarnation, or when the candidate's log is empty (a
+    /// new cluster's first election, in which every node is joining). A
+    /// candidate with entries that does not bind this node may be a voter
+    /// left behind before the cluster bound this id's lost incarnation: its
+    /// log may lack what that incarnation acknowledged (hunt seed 104532308).
+    /// Always true for a node that is not joining.
+    pub(super) fn joining_may_grant(&self, last_index: u64, bound: u64) -> bool {
+        !self.is_joining() || last_index == 0 || bound == self.config.incarnation
+    }
+
     pub(super) fn handle_request_vote(
         &mut self,
         m: &Message,
         pre_vote: bool,
         last_index: u64,
         last_term: u64,
+        bound: u64,
     ) {
         let can_vote = if pre_vote {
             // m.term is the term the pre-candidate would run in.
@@ -255,6 +273,7 @@ impl Raft {
         // was lost) has forgotten its votes: it grants none.
         let granted = can_vote
             && !self.is_stale_incarnation()
+            && self.joining_may_grant(last_index, bound)
             && self.log.is_up_to_date(last_index, last_term);
         if granted && !pre_vote {
             self.vote = Some(m.from);
@@ -292,6 +311,12 @@ impl Raft {
             return; // a learner's, or another incarnation's: it counts for nothing
         }
         self.votes.insert(from, granted);
+        if granted && !pre_vote {
+            // A new leader binds whom it heard from (the first one in the
+            // bootstrap configuration it writes).
+            self.voter_incarnations
+                .insert(from, self.stepping_incarnation);
+        }
         if self.won_election() {
             self.finish_election(pre_vote);
         } else if self.lost_election() {

@@ -211,6 +211,17 @@ impl Membership {
         self.members.iter().filter(|m| m.voter).count()
     }
 
+    /// The voters bound to an incarnation, and twice that minus the voters:
+    /// positive when the bound voters are a majority.
+    pub fn bound_margin(&self) -> (usize, i64) {
+        let bound = self
+            .members
+            .iter()
+            .filter(|m| m.voter && m.incarnation != 0)
+            .count();
+        (bound, 2 * bound as i64 - self.voter_count() as i64)
+    }
+
     /// How many voters make a majority.
     pub fn quorum(&self) -> usize {
         self.voter_count() / 2 + 1

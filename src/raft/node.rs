@@ -77,6 +77,8 @@ pub struct Raft {
     pub(super) progress: BTreeMap<NodeId, Progress>,
     /// Votes received in the current (pre-)election: voter -> granted.
     pub(super) votes: BTreeMap<NodeId, bool>,
+    /// The incarnations of the nodes that granted this candidacy's vote.
+    pub(super) voter_incarnations: BTreeMap<NodeId, u64>,
     /// Ticks since the last heartbeat sent (leader).
     pub(super) heartbeat_elapsed: u64,
     /// Ticks since we last heard from a leader or granted a vote (follower), since
@@ -142,6 +144,7 @@ impl Raft {
             log,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
+            voter_incarnations: BTreeMap::new(),
             heartbeat_elapsed: 0,
             election_elapsed: 0,
             randomized_election_ticks: 0,
@@ -202,6 +205,17 @@ impl Raft {
         self.membership.is_voter(self.config.id)
     }
 
+    /// Whether this node's data dir started empty (`Config::joining`) and its
+    /// configuration does not bind it to its own incarnation yet: it grants
+    /// votes only as `Config::joining` says.
+    pub fn is_joining(&self) -> bool {
+        self.config.joining
+            && self
+                .membership
+                .get(self.config.id)
+                .is_none_or(|m| m.incarnation != self.config.incarnation)
+    }
+
     /// Whether the configuration binds this node's id to another incarnation
     /// (this node's data dir is not the one the cluster knows).
     pub fn is_stale_incarnation(&self) -> bool {
@@ -221,9 +235,17 @@ impl Raft {
         {
             return;
         }
+        if let Some(next) = self.bound_as_heard(&self.membership) {
+            self.append_config(next);
+        }
+    }
+
+    /// `membership` with its members not bound yet bound to the incarnations
+    /// this leader heard from them (its own included); None when there are
+    /// none to bind.
+    fn bound_as_heard(&self, membership: &Membership) -> Option<Membership> {
         let me = self.config.id;
-        let bindings: Vec<(NodeId, u64)> = self
-            .membership
+        let bindings: Vec<(NodeId, u64)> = membership
             .members()
             .iter()
             .filter(|m| m.incarnation == 0)
@@ -237,14 +259,12 @@ impl Raft {
             })
             .collect();
         if bindings.is_empty() {
-            return;
+            return None;
         }
-        match self.membership.apply(&MembershipChange::Bind(bindings)) {
-            Ok(next) => {
-                self.append_config(next);
-            }
-            Err(e) => log::error!("node {me} cannot bind incarnations: {e}"),
-        }
+        membership
+            .apply(&MembershipChange::Bind(bindings))
+            .inspect_err(|e| log::error!("node {me} cannot bind incarnations: {e}"))
+            .ok()
     }
 
     pub fn term(&self) -> u64 {
@@ -415,6 +435,15 @@ impl Raft {
             .membership
             .apply(&change)
             .map_err(ChangeRefused::Invalid)?;
+        // Bound voters stay a majority (or do not shrink toward none): with
+        // joining nodes (`Config::joining`) they are who can elect a leader.
+        let (bound, margin) = next.bound_margin();
+        if margin <= 0 && margin < self.membership.bound_margin().1 {
+            return Err(ChangeRefused::Unbound {
+                bound,
+                voters: next.voter_count(),
+            });
+        }
         if let MembershipChange::Promote(id) = change {
             let matched = self.progress.get(&id).map_or(0, |pr| pr.match_index);
             let last = self.log.last_index();
@@ -500,6 +529,7 @@ impl Raft {
         self.leader = leader;
         self.progress.clear();
         self.votes.clear();
+        self.voter_incarnations.clear();
         self.transferee = None;
         self.reset_election_timer();
     }
@@ -530,6 +560,12 @@ impl Raft {
         own.match_index = self.log.persisted();
         own.become_replicate();
         own.recent_active = true;
+        for (id, &incarnation) in &self.voter_incarnations {
+            if let Some(pr) = self.progress.get_mut(id) {
+                pr.incarnation = incarnation;
+            }
+        }
+        self.voter_incarnations.clear();
         // §5.4.2 / §8: a no-op of the new term lets earlier entries commit and
         // tells the leader what is committed, so it can serve reads.
         let noop = Entry {
@@ -541,8 +577,14 @@ impl Raft {
         self.log.append(vec![noop]);
         // The first leader writes the bootstrap configuration into the log: from
         // then on nodes.txt no longer decides who the members are.
+        // It binds the nodes that elected it there and then: joining nodes
+        // (new data dirs) vote for candidates with entries only once bound, so
+        // a first leader that died before binding anyone would leave a
+        // cluster whose logs are not empty and in which nobody may vote.
         if self.membership_index == 0 && self.log.snapshot().membership.is_none() {
-            let bootstrap = self.membership.clone();
+            let bootstrap = self
+                .bound_as_heard(&self.membership)
+                .unwrap_or_else(|| self.membership.clone());
             self.append_config(bootstrap);
         }
         self.bcast_append();
@@ -600,8 +642,9 @@ impl Raft {
                 pre_vote,
                 last_log_index,
                 last_log_term,
+                bound,
                 ..
-            } => self.handle_request_vote(&m, pre_vote, last_log_index, last_log_term),
+            } => self.handle_request_vote(&m, pre_vote, last_log_index, last_log_term, bound),
             MessageBody::RequestVoteResponse { pre_vote, granted } => {
                 self.handle_vote_response(from, m.term, pre_vote, granted)
             }

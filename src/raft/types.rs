@@ -230,6 +230,10 @@ pub enum MessageBody {
         /// Set by a candidate campaigning on the leader's TimeoutNow: voters then
         /// grant even while they still hear from the (stepping down) leader.
         transfer: bool,
+        /// The incarnation the candidate's configuration binds the recipient
+        /// to (0: none): a joining node (`Config::joining`) grants its vote
+        /// when it is its own.
+        bound: u64,
     },
     RequestVoteResponse {
         pre_vote: bool,
@@ -376,6 +380,12 @@ pub enum ChangeRefused {
     TransferInProgress,
     /// The learner to promote has not caught up with the leader's log.
     NotCaughtUp { id: NodeId, matched: u64, last: u64 },
+    /// The change would leave fewer than a majority of the voters bound to an
+    /// incarnation (`Membership::bound_margin`) and fewer than before: a
+    /// joining node votes only for candidates that bind it, so a cluster whose
+    /// bound voters are no majority could not elect anyone (learners are bound
+    /// as soon as the leader hears from them).
+    Unbound { bound: usize, voters: usize },
     /// The change itself is invalid (unknown member, duplicate, last voter).
     Invalid(super::membership::MembershipError),
 }
@@ -398,6 +408,12 @@ impl std::fmt::Display for ChangeRefused {
             ChangeRefused::NotCaughtUp { id, matched, last } => write!(
                 f,
                 "node {id} has not caught up (it holds up to index {matched} of {last})"
+            ),
+            ChangeRefused::Unbound { bound, voters } => write!(
+                f,
+                "it would leave {bound} of {voters} voters bound (heard from by a leader since \
+                 their data dir began), not a majority: wait until the others answer, or \
+                 remove one that never did first"
             ),
             ChangeRefused::Invalid(e) => e.fmt(f),
         }

@@ -207,26 +207,40 @@ impl MemberJob {
                     self.done += 1;
                     self.steps.pop_front();
                 }
-                Step::Change(change) => match raft.propose_membership(change) {
-                    Ok(entry) => self.waiting = Some(entry),
-                    Err(
-                        ChangeRefused::NotReady
-                        | ChangeRefused::Pending { .. }
-                        | ChangeRefused::NotCaughtUp { .. }
-                        | ChangeRefused::TransferInProgress,
-                    ) => break,
-                    Err(ChangeRefused::NotLeader { .. }) => {
-                        return self.finish(self.partial("this node stopped leading"))
+                Step::Change(change) => {
+                    let promotes = matches!(change, MembershipChange::Promote(_));
+                    match raft.propose_membership(change) {
+                        Ok(entry) => self.waiting = Some(entry),
+                        Err(
+                            ChangeRefused::NotReady
+                            | ChangeRefused::Pending { .. }
+                            | ChangeRefused::NotCaughtUp { .. }
+                            | ChangeRefused::TransferInProgress,
+                        ) => break,
+                        // A learner is bound as soon as this leader hears from
+                        // it: its promotion waits for that like for its catch-up.
+                        Err(ChangeRefused::Unbound { .. }) if promotes => break,
+                        Err(e @ ChangeRefused::Unbound { .. }) => {
+                            let outcome = if self.done == 0 {
+                                MemberOutcome::Busy(e.to_string())
+                            } else {
+                                self.partial(&e.to_string())
+                            };
+                            return self.finish(outcome);
+                        }
+                        Err(ChangeRefused::NotLeader { .. }) => {
+                            return self.finish(self.partial("this node stopped leading"))
+                        }
+                        Err(ChangeRefused::Invalid(e)) => {
+                            let outcome = if self.done == 0 {
+                                MemberOutcome::Invalid(e.to_string())
+                            } else {
+                                self.partial(&e.to_string())
+                            };
+                            return self.finish(outcome);
+                        }
                     }
-                    Err(ChangeRefused::Invalid(e)) => {
-                        let outcome = if self.done == 0 {
-                            MemberOutcome::Invalid(e.to_string())
-                        } else {
-                            self.partial(&e.to_string())
-                        };
-                        return self.finish(outcome);
-                    }
-                },
+                }
             }
         }
         if now >= self.deadline {

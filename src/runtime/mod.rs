@@ -242,9 +242,19 @@ impl<D: Dir> NodeLogic<D> {
             None => LoadTable::new(),
         };
         let mut config = raft_config(settings, me)?;
-        config.incarnation = incarnation;
+        config.incarnation = incarnation.value;
+        config.joining = incarnation.joining;
         let raft =
             Raft::new(config, restored, seed).map_err(|e| data_dir(DataDirProblem::Restore(e)))?;
+        if raft.is_joining() {
+            log::info!(
+                "data dir {}: began empty and the cluster has not bound it yet: this node votes \
+                 in a new cluster's first election or for a leader that knows it (a node whose \
+                 disk was lost: `raftlb member remove {}`, then `add`)",
+                settings.data_dir.display(),
+                settings.id
+            );
+        }
         let shared = Arc::new(Shared::new(
             SharedSettings {
                 me,

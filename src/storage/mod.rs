@@ -26,7 +26,7 @@ mod dir;
 mod memdir;
 mod record;
 mod recover;
-mod snapshot_file;
+pub(crate) mod snapshot_file;
 mod wal;
 
 use std::fmt;

@@ -2,6 +2,8 @@
 //! restarts, partitions, lost and duplicated messages, transfers, writes and reads,
 //! each at a rate drawn per seed.
 
+use std::collections::BTreeSet;
+
 use raftlb::raft::{MembershipChange, NodeId, Rng, Role};
 
 use super::Cluster;
@@ -112,7 +114,7 @@ impl Cluster {
         }
         if self.stats.wipes < f.max_wipes && self.rng.chance(f.wipe_per_mille, 1000) {
             let id = pick(&mut self.rng);
-            if self.everyone_binds(id) {
+            if self.may_lose_disk() {
                 self.wipe(id);
             }
         }
@@ -194,25 +196,32 @@ impl Cluster {
         self.process_ready(leader);
     }
 
-    /// Whether every node is up, no configuration change is pending anywhere,
-    /// and every node holds `id` bound to its current data dir: the model of a
-    /// disk lost in a quiet cluster that knows the node. Not covered: a disk
-    /// lost while some voter's log predates the binding (that voter can be
-    /// elected with the empty node's vote: seed 104532308), or while a change
-    /// is pending (a removed leader that alone holds its removal can leave no
-    /// majority at all: seed 9007992); see issue 14's note.
-    pub fn everyone_binds(&self, id: NodeId) -> bool {
-        let incarnation = self.node(id).data_incarnation;
-        self.ids().iter().all(|&other| {
-            self.is_up(other) && {
-                let raft = self.raft(other);
-                raft.membership_index() <= raft.commit_index()
-                    && raft
-                        .membership()
-                        .get(id)
-                        .is_some_and(|m| m.incarnation == incarnation)
+    /// Whether a disk may be lost now: every member any node knows is up with
+    /// an entry in its data dir, and no configuration change is pending
+    /// anywhere. Not covered: a disk lost in a cluster's first moments, while
+    /// some voter's log is still empty (the core's joining rule lets an empty
+    /// log's candidate win a new cluster's first election: see
+    /// `Config::joining`), or while a change is pending (a removed leader that
+    /// alone holds its removal can leave no majority at all: seed 9007992).
+    /// A voter whose log predates the lost node's binding is covered (seed
+    /// 104532308): the empty node is joining and refuses it its vote.
+    pub fn may_lose_disk(&self) -> bool {
+        let up = self.up_ids();
+        let mut members = BTreeSet::new();
+        for &other in &up {
+            let raft = self.raft(other);
+            if raft.membership_index() > raft.commit_index() {
+                return false;
             }
-        })
+            members.extend(raft.membership().members().iter().map(|m| m.id));
+        }
+        !up.is_empty()
+            && members.iter().all(|&m| {
+                self.node(m)
+                    .storage
+                    .as_ref()
+                    .is_some_and(|storage| storage.last_index() >= 1)
+            })
     }
 
     /// A random partition: a minority or majority side, or one-way cuts.

@@ -45,6 +45,9 @@ pub struct SimNode {
     /// Its data dir's incarnation (`Config::incarnation`): new when the disk
     /// is wiped.
     pub data_incarnation: u64,
+    /// Its data dir started empty (`Config::joining`), as every new node's
+    /// and every wiped one's does in the runtime.
+    pub joining: bool,
 }
 
 /// A message on the simulated wire.
@@ -185,6 +188,7 @@ impl Cluster {
                 pending_reads: BTreeMap::new(),
                 incarnation: 0,
                 data_incarnation: id,
+                joining: config.joining,
             })
             .collect();
         Cluster {
@@ -243,6 +247,7 @@ impl Cluster {
         let mut config = self.config_template.clone();
         config.id = id;
         config.incarnation = self.node(id).data_incarnation;
+        config.joining = self.node(id).joining;
         if !config.bootstrap.contains(id) {
             config.bootstrap = config
                 .bootstrap
@@ -313,6 +318,7 @@ impl Cluster {
         let node = self.node_mut(id);
         node.disk = MemDir::new();
         node.data_incarnation = fresh;
+        node.joining = true;
         self.oracle.forget_promises(id);
         self.stats.wipes += 1;
     }
