@@ -17,6 +17,7 @@ mod support;
 
 mod cluster;
 mod load;
+mod membership;
 mod net;
 mod sockets;
 mod watch;
