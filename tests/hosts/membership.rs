@@ -140,7 +140,7 @@ fn grow_3_to_5_shrink_back_and_remove_the_leader_under_load_on_hosts() {
         // signed request); each is stopped once its removal committed.
         for id in ["D", "E"] {
             let asked = Instant::now();
-            let refusals = remove_through_a_follower(&cluster, id);
+            let (refusals, _) = remove_through_a_follower(&cluster, id);
             let took = asked.elapsed().as_secs_f64();
             timings.push(format!("remove {id} {took:.2} s{}", refused(refusals)));
             stop_node(&mut cluster, &clients, id);
@@ -150,7 +150,11 @@ fn grow_3_to_5_shrink_back_and_remove_the_leader_under_load_on_hosts() {
         // two elect one of them and go on.
         let old = wait_for("an agreed leader", SETTLE, || cluster.agreed_leader());
         let asked = Instant::now();
-        let refusals = remove_through_a_follower(&cluster, &old);
+        let (refusals, leading) = remove_through_a_follower(&cluster, &old);
+        assert_eq!(
+            leading, old,
+            "the leader changed before its removal was asked"
+        );
         // (The removed node hears from nobody now: it names no leader.)
         let mut rest = cluster.live_ids();
         rest.retain(|id| *id != old);
@@ -212,11 +216,13 @@ fn leader_other_than(cluster: &HostCluster, not: &str) -> String {
 }
 
 /// `POST /admin/member` removing `id`, sent to a running node that neither
-/// leads nor is `id`, until it answers 200 (committed); how many times it
-/// was refused for now.
-fn remove_through_a_follower(cluster: &HostCluster, id: &str) -> usize {
-    until_accepted(&format!("remove {id}"), cluster, || {
+/// leads nor is `id`, until it answers 200 (committed): how many times it
+/// was refused for now, and the leader every node named when it was asked.
+fn remove_through_a_follower(cluster: &HostCluster, id: &str) -> (usize, String) {
+    let mut leading = String::new();
+    let refusals = until_accepted(&format!("remove {id}"), cluster, || {
         let leader = wait_for("an agreed leader", SETTLE, || cluster.agreed_leader());
+        leading = leader.clone();
         let via = (cluster.live_ids().into_iter())
             .find(|x| *x != leader && x != id)
             .expect("a follower to ask");
@@ -225,7 +231,8 @@ fn remove_through_a_follower(cluster: &HostCluster, id: &str) -> usize {
             (200, _) => Ok(()),
             (code, body) => Err(format!("via {via}: {code} {body}")),
         }
-    })
+    });
+    (refusals, leading)
 }
 
 /// `raftlb member ARGS...` until it exits 0: its output, and how many times
