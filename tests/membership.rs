@@ -11,81 +11,13 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::membership::{cli, member, wait_for_voters};
 use support::{exclusive, get, send, wait_for, Cluster, Options};
 
 const SETTLE: Duration = Duration::from_secs(15);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64
-}
-
-/// `POST /admin/member` to node `via`, signed with the cluster key (or with
-/// `tag` when given): (status, body). A change may wait for a learner to catch
-/// up, hence the minute.
-fn member(
-    cluster: &Cluster,
-    via: usize,
-    mut body: serde_json::Value,
-    tag: Option<&str>,
-) -> (u16, String) {
-    body["at"] = json!(now_ms());
-    let bytes = serde_json::to_vec(&body).expect("json");
-    let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
-    let agent = support::client(Duration::from_secs(2), Duration::from_secs(60));
-    let mut resp = agent
-        .post(&cluster.url(via, "/admin/member"))
-        .header(raftlb::auth::AUTH_HEADER, &tag)
-        .send(&bytes[..])
-        .expect("the node answers");
-    let code = resp.status().as_u16();
-    (code, resp.body_mut().read_to_string().unwrap_or_default())
-}
-
-/// The configuration node i reports: (name, voter), in its order.
-fn configuration(cluster: &Cluster, i: usize) -> Option<Vec<(String, bool)>> {
-    let (code, body, _) = get(&cluster.url(i, "/status"))?;
-    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
-    (code == 200).then(|| {
-        status["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| {
-                let name = n["id"].as_str().unwrap_or_default().to_string();
-                (name, n["voter"].as_bool().unwrap_or(true))
-            })
-            .collect()
-    })
-}
-
-/// Waits until every live node reports exactly `voters` as voters and no learner.
-fn wait_for_voters(cluster: &Cluster, voters: &[&str]) {
-    let mut want: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
-    want.sort();
-    wait_for(&format!("voters {want:?} everywhere"), SETTLE, || {
-        cluster
-            .live()
-            .iter()
-            .all(|&i| {
-                configuration(cluster, i).is_some_and(|c| {
-                    let mut names: Vec<String> = c
-                        .iter()
-                        .filter(|(_, v)| *v)
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    names.sort();
-                    names == want && c.iter().all(|(_, v)| *v)
-                })
-            })
-            .then_some(())
-    });
-}
 
 /// Note writes (each a new value, to any node that takes it) and prime
 /// lookups, from two threads, until stopped.
@@ -315,17 +247,7 @@ fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
     let addr = cluster.node_addr(f);
     // Through the CLI, as an operator would: it finds the leader and the key.
     let started = Instant::now();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(support::CLIENT)
-            .args(["--nodes", &cluster.nodes_file()])
-            .args(args)
-            .output()
-            .expect("run raftlb");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        (out.status.code(), text, err)
-    };
-    let (code, out, err) = cli(&["member", "replace", &victim_id, "F", &addr]);
+    let (code, out, err) = cli(&cluster, &["member", "replace", &victim_id, "F", &addr]);
     assert_eq!(code, Some(0), "{out}{err}\n{}", cluster.logs());
     eprintln!(
         "replace {victim_id} with F (raftlb member replace): {:?}, {}",
@@ -339,7 +261,7 @@ fn a_sigkilled_node_whose_disk_is_gone_is_replaced_by_a_new_one_under_load() {
         .collect();
     voters.push("F");
     wait_for_voters(&cluster, &voters);
-    let (code, listed, err) = cli(&["member", "list"]);
+    let (code, listed, err) = cli(&cluster, &["member", "list"]);
     assert_eq!(code, Some(0), "{err}");
     let first = |l: &str| l.split_whitespace().next().map(str::to_string);
     assert!(

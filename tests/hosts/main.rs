@@ -5,28 +5,29 @@
 //! from the address it was given (nothing on 127.0.0.1), and that Raft keeps
 //! one leader per term and every acknowledged write under faults of single
 //! links: one-way drop and loss, a leader nobody hears while it hears them,
-//! a node cut off from the leader alone, links that flap.
+//! a node cut off from the leader alone, links that flap. `membership.rs`
+//! changes the members while clients run: a dead host replaced by a new one,
+//! growing and shrinking, the leader removed.
 //!
 //! Needs root, `ip` and `nft` (`make chaos-deps`); without them each test
-//! prints "skipped: <why>" and passes. Both tests together take about 20 s.
+//! prints "skipped: <why>" and passes.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod cluster;
+mod load;
+mod membership;
 mod net;
 mod sockets;
 mod watch;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use raftlb::lincheck::{check_register, lost_writes, Op, Verdict};
-
 use cluster::{server_id, HostCluster, NODE_IDS, SERVERS};
-use net::Link;
-use support::history::{NoteClient, Outcome, Tally};
+use load::Clients;
+use net::{Link, Unavailable};
 use support::wait_for;
 use watch::Watch;
 
@@ -37,15 +38,15 @@ const FAULT_HOLD: Duration = Duration::from_secs(3);
 /// How long a majority may go without an agreed leader under a fault: a few
 /// election timeouts (150-300 ms) on a busy two-core machine.
 const LEADER_BOUND: Duration = Duration::from_secs(6);
-/// Bounds on the clients' loops, besides the stop flag.
-const CLIENT_OPS_MAX: usize = 5_000;
+/// Bound on the observer's rounds, besides the stop flag.
 const OBSERVE_ROUNDS_MAX: u32 = 2_000;
 
-/// The cluster on hosts, or None after saying why this machine cannot.
-fn start_or_skip() -> Option<HostCluster> {
-    match HostCluster::start() {
+/// The cluster on hosts `started` (`HostCluster::start` or `start_with`), or
+/// None after saying why this machine cannot make hosts.
+fn start_or_skip(started: Result<HostCluster, Unavailable>) -> Option<HostCluster> {
+    match started {
         Ok(cluster) => Some(cluster),
-        Err(net::Unavailable(why)) => {
+        Err(Unavailable(why)) => {
             eprintln!("skipped: {why}");
             None
         }
@@ -55,7 +56,7 @@ fn start_or_skip() -> Option<HostCluster> {
 #[test]
 fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
     let _one = support::exclusive();
-    let Some(mut cluster) = start_or_skip() else {
+    let Some(mut cluster) = start_or_skip(HostCluster::start()) else {
         return;
     };
     let leader = wait_for("a leader all five nodes name", SETTLE, || {
@@ -101,15 +102,8 @@ fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
 
     // The CLI with the hosts' nodes file, as a user runs it.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(support::CLIENT)
-            .args(["--nodes", &cluster.nodes_file()])
-            .args(args)
-            .output()
-            .expect("run raftlb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let (code, out, _) = support::membership::cli(&cluster.inner, args);
+        (code, out)
     };
     assert_eq!(cli(&["prime", "10000"]), (Some(0), "104729\n".to_string()));
     let (code, text) = cli(&["status"]);
@@ -119,82 +113,31 @@ fn cluster_on_hosts_serves_the_machine_and_binds_only_its_hosts_addresses() {
         "raftlb status:\n{text}"
     );
 
-    // Every socket in every host is on that host's address: none on loopback,
-    // none on a wildcard, and each node listens on its nodes.txt address.
-    for (proc, host) in cluster.procs() {
-        let sockets = sockets::of(proc.pid());
-        let wrong: Vec<_> = sockets.iter().filter(|s| !s.is_on(host.ip)).collect();
-        assert!(
-            wrong.is_empty(),
-            "{} on host {} ({}) has sockets elsewhere: {wrong:?}",
-            proc.name,
-            host.name,
-            host.ip
-        );
-        if NODE_IDS.contains(&host.name.as_str()) {
-            let addr = cluster.addr(&host.name);
-            for udp in [false, true] {
-                assert!(
-                    sockets
-                        .iter()
-                        .any(|s| s.listens(udp) && format!("{}:{}", s.ip, s.port) == addr),
-                    "node {} does not listen on {addr} ({}): {sockets:?}",
-                    host.name,
-                    if udp { "udp" } else { "tcp" }
-                );
-            }
-        }
-    }
+    cluster.assert_sockets_on_their_hosts();
     assert_eq!(cluster.exited(), Vec::<String>::new());
-}
-
-/// What the clients saw and did, shared with the fault phases.
-struct Clients {
-    origin: Instant,
-    acked_writes: AtomicUsize,
-    stop: AtomicBool,
 }
 
 #[test]
 fn per_link_faults_keep_one_leader_per_term_and_every_acknowledged_write() {
     let _one = support::exclusive();
-    let Some(mut cluster) = start_or_skip() else {
+    let Some(mut cluster) = start_or_skip(HostCluster::start()) else {
         return;
     };
     let started = Instant::now();
     let watch = Watch::new(&cluster);
     let leader = watch.await_majority_leader(None, SETTLE);
     assert!(leader.is_some(), "no leader within {SETTLE:?}");
-    let clients = Clients {
-        origin: Instant::now(),
-        acked_writes: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-    };
-    let (cluster_ref, clients_ref) = (&cluster, &clients);
-    let (history, tally, faults) = std::thread::scope(|s| {
+    let clients = Clients::new(&cluster, &cluster.live_ids());
+    let (history, tally) = std::thread::scope(|s| {
         let observer = s.spawn(|| watch.observe(&clients.stop, OBSERVE_ROUNDS_MAX));
-        let writers: Vec<_> = (0..NODE_IDS.len())
-            .map(|node| s.spawn(move || write_loop(cluster_ref, clients_ref, node)))
-            .collect();
-        let reader = s.spawn(|| read_loop(cluster_ref, clients_ref));
-        let faults = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_faults(cluster_ref, &watch, clients_ref)
-        }));
-        clients.stop.store(true, Ordering::Relaxed);
-        let (mut history, mut tally) = reader.join().expect("reader thread");
-        for writer in writers {
-            let (writes, write_tally) = writer.join().expect("writer thread");
-            history.extend(writes);
-            tally.add(write_tally);
-        }
+        let load = load::under_load(&clients, NODE_IDS.len(), false, || {
+            run_faults(&cluster, &watch, &clients)
+        });
         observer.join().expect("observer thread");
-        (history, tally, faults)
+        load
     });
-    if let Err(panic) = faults {
-        std::panic::resume_unwind(panic);
-    }
-    let (final_value, mut history) = final_reads(&cluster, &clients, history);
-    history.sort_by_key(|op| op.invoked_ns);
+    let (final_value, history) =
+        load::final_reads(&cluster, &clients, &cluster.live_ids(), history);
     let (answers, terms) = watch.seen();
     eprintln!(
         "hosts: {} acknowledged writes, {} of unknown outcome, {} reads; {answers} (term, leader) answers over {terms} terms; {:.1} s",
@@ -208,29 +151,7 @@ fn per_link_faults_keep_one_leader_per_term_and_every_acknowledged_write() {
         Vec::<String>::new(),
         "one leader per term"
     );
-    assert_eq!(
-        tally.unexpected,
-        Vec::<String>::new(),
-        "answers outside the contract"
-    );
-    assert!(
-        tally.ok_writes >= 20,
-        "too few writes acknowledged to judge: {tally:?}"
-    );
-    let lost: Vec<&Op> = lost_writes(&history, &final_value)
-        .iter()
-        .map(|i| &history[*i])
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost (the note ends at {final_value:?}): {lost:?}"
-    );
-    match check_register("", &history).expect("the check finishes") {
-        Verdict::Linearizable { .. } => {}
-        Verdict::NotLinearizable { explanation } => {
-            panic!("the note's history is not linearizable: {explanation}")
-        }
-    }
+    load::assert_history(&tally, history, &final_value);
     assert_eq!(cluster.exited(), Vec::<String>::new());
 }
 
@@ -399,78 +320,4 @@ fn flap(links: &[Link]) -> Vec<u64> {
         std::thread::sleep(Duration::from_millis(200));
     }
     dropped
-}
-
-/// Writes unique values (`A0`, `A1`, ...) through node `NODE_IDS[node]`, 20 ms
-/// apart, until told to stop. One writer per node, so that writes through the
-/// nodes a fault spares go on while those through the others wait out their
-/// 3 s deadline.
-fn write_loop(cluster: &HostCluster, clients: &Clients, node: usize) -> (Vec<Op>, Tally) {
-    let id = NODE_IDS[node];
-    let client = NoteClient::new(10 + node, clients.origin, Duration::from_secs(4));
-    let (mut history, mut tally) = (Vec::new(), Tally::default());
-    let url = cluster.url(id, "/note");
-    for n in 0..CLIENT_OPS_MAX {
-        if clients.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let outcome = client.write(&url, format!("{id}{n}"), &mut tally.unexpected);
-        if let Outcome::Recorded(Op {
-            returned_ns: Some(_),
-            ..
-        }) = &outcome
-        {
-            clients.acked_writes.fetch_add(1, Ordering::Relaxed);
-        }
-        tally.record(outcome, &mut history);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (history, tally)
-}
-
-/// Reads the note through the nodes in turn, 50 ms apart, until told to stop.
-fn read_loop(cluster: &HostCluster, clients: &Clients) -> (Vec<Op>, Tally) {
-    let client = NoteClient::new(2, clients.origin, Duration::from_secs(4));
-    let (mut history, mut tally) = (Vec::new(), Tally::default());
-    for n in 0..CLIENT_OPS_MAX {
-        if clients.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let url = cluster.url(NODE_IDS[(n + 2) % NODE_IDS.len()], "/note");
-        let outcome = client.read(&url, &mut tally.unexpected);
-        tally.record(outcome, &mut history);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (history, tally)
-}
-
-/// Once the clients stopped and every fault healed: the note read through
-/// every node (each read linearizable), all the same; that value, and the
-/// history with those reads.
-fn final_reads(
-    cluster: &HostCluster,
-    clients: &Clients,
-    mut history: Vec<Op>,
-) -> (String, Vec<Op>) {
-    let client = NoteClient::new(3, clients.origin, Duration::from_secs(4));
-    let mut values = Vec::new();
-    for id in NODE_IDS {
-        let url = cluster.url(id, "/note");
-        let op = wait_for(&format!("a final read through node {id}"), SETTLE, || {
-            let mut unexpected = Vec::new();
-            match client.read(&url, &mut unexpected) {
-                Outcome::Recorded(op) => Some(op),
-                _ => None,
-            }
-        });
-        if let raftlb::lincheck::OpKind::Read(value) = &op.kind {
-            values.push(value.clone());
-        }
-        history.push(op);
-    }
-    assert!(
-        values.windows(2).all(|w| w[0] == w[1]),
-        "final reads differ: {values:?}"
-    );
-    (values[0].clone(), history)
 }

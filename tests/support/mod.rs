@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 pub mod history;
+pub mod membership;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
