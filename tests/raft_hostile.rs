@@ -28,7 +28,7 @@ fn body(rng: &mut Rng) -> MessageBody {
             last_log_index: value(rng),
             last_log_term: value(rng),
             transfer: flag(rng),
-            bound: if flag(rng) { 1 } else { value(rng) },
+            bound: flag(rng).then(|| if flag(rng) { 1 } else { value(rng) }),
         },
         1 => MessageBody::RequestVoteResponse {
             pre_vote: flag(rng),

@@ -18,8 +18,9 @@ pub struct Config {
     /// the cluster committed. Until its configuration binds it to its own
     /// incarnation (`Raft::is_joining`), it grants a vote (its own included)
     /// only to a candidate whose configuration binds it so, or to one whose
-    /// log is empty (a new cluster's first election): never to a candidate
-    /// that may be a voter left behind before the binding. The runtime sets it
+    /// log holds no configuration yet (a new cluster's first moments, before
+    /// the first leader wrote the bootstrap one): never to a candidate that
+    /// may be a voter left behind before the binding. The runtime sets it
     /// for every new data dir; false for a data dir that held a log before.
     pub joining: bool,
     /// The bootstrap configuration (nodes.txt): in force until the log or a

@@ -36,7 +36,7 @@ impl Raft {
         if self.election_elapsed >= self.config.election_ticks_min {
             self.election_elapsed = 0;
             if self.config.check_quorum && !self.quorum_recently_active() {
-                log::debug!(
+                log::info!(
                     "node {} steps down: no quorum heard in term {}",
                     self.id(),
                     self.term
@@ -117,7 +117,7 @@ impl Raft {
         // Another incarnation of this id (a lost data dir) does not count
         // its own vote: it may have given it to someone else before; nor does
         // a joining node with entries (its log may lack committed ones).
-        if self.is_voter() && self.joining_may_grant(self.log.last_index(), 0) {
+        if self.is_voter() && self.joining_may_grant(self.binding_of(me)) {
             self.votes.insert(me, true);
         }
         if self.won_election() {
@@ -127,7 +127,7 @@ impl Raft {
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.peers() {
-            let bound = self.membership.get(peer).map_or(0, |m| m.incarnation);
+            let bound = self.binding_of(peer);
             let body = MessageBody::RequestVote {
                 pre_vote,
                 last_log_index,
@@ -236,17 +236,24 @@ impl Raft {
         }
     }
 
+    /// The incarnation this node's configuration binds `id` to (`Some(0)`:
+    /// none), or None while its log holds no configuration (the first leader
+    /// writes the bootstrap one, binding every node it heard from).
+    pub(super) fn binding_of(&self, id: NodeId) -> Option<u64> {
+        self.configured()
+            .then(|| self.membership.get(id).map_or(0, |m| m.incarnation))
+    }
+
     /// Whether a joining node (`Config::joining`) may grant its vote to a
-    /// candidate whose last index is `last_index` and whose configuration
-    /// binds this node to `bound`: when the candidate's configuration knows
-    /// this node as this incarnation, or when the candidate's log is empty (a
-    /// new cluster's first election, in which every node is joining). A
-    /// candidate with entries that does not bind this node may be a voter
-    /// left behind before the cluster bound this id's lost incarnation: its
-    /// log may lack what that incarnation acknowledged (hunt seed 104532308).
-    /// Always true for a node that is not joining.
-    pub(super) fn joining_may_grant(&self, last_index: u64, bound: u64) -> bool {
-        !self.is_joining() || last_index == 0 || bound == self.config.incarnation
+    /// candidate whose configuration binds this node to `bound`: when it
+    /// binds it as this incarnation, or when the candidate's log holds no
+    /// configuration yet (a new cluster's first moments, in which every node
+    /// is joining). A candidate whose configuration does not bind this node
+    /// may be a voter left behind before the cluster bound this id's lost
+    /// incarnation: its log may lack what that incarnation acknowledged (hunt
+    /// seed 104532308). Always true for a node that is not joining.
+    pub(super) fn joining_may_grant(&self, bound: Option<u64>) -> bool {
+        !self.is_joining() || bound.is_none_or(|b| b == self.config.incarnation)
     }
 
     pub(super) fn handle_request_vote(
@@ -255,7 +262,7 @@ impl Raft {
         pre_vote: bool,
         last_index: u64,
         last_term: u64,
-        bound: u64,
+        bound: Option<u64>,
     ) {
         let can_vote = if pre_vote {
             // m.term is the term the pre-candidate would run in.
@@ -273,7 +280,7 @@ impl Raft {
         // was lost) has forgotten its votes: it grants none.
         let granted = can_vote
             && !self.is_stale_incarnation()
-            && self.joining_may_grant(last_index, bound)
+            && self.joining_may_grant(bound)
             && self.log.is_up_to_date(last_index, last_term);
         if granted && !pre_vote {
             self.vote = Some(m.from);

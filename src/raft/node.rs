@@ -205,6 +205,12 @@ impl Raft {
         self.membership.is_voter(self.config.id)
     }
 
+    /// Whether this node's log (or snapshot) holds a configuration: false
+    /// until the first leader's bootstrap configuration reaches it.
+    pub fn configured(&self) -> bool {
+        self.membership_index > 0 || self.log.snapshot().membership.is_some()
+    }
+
     /// Whether this node's data dir started empty (`Config::joining`) and its
     /// configuration does not bind it to its own incarnation yet: it grants
     /// votes only as `Config::joining` says.
@@ -235,7 +241,18 @@ impl Raft {
         {
             return;
         }
-        if let Some(next) = self.bound_as_heard(&self.membership) {
+        // The first leader writes the bootstrap configuration into the log
+        // (from then on nodes.txt no longer decides who the members are) at
+        // its first heartbeat after its no-op committed, so that it binds
+        // every node that answered by then, not only those that elected it:
+        // a joining node (a new data dir) votes for a candidate whose log
+        // holds a configuration only once that configuration binds it.
+        if self.binding_of(self.config.id).is_none() {
+            let bootstrap = self
+                .bound_as_heard(&self.membership)
+                .unwrap_or_else(|| self.membership.clone());
+            self.append_config(bootstrap);
+        } else if let Some(next) = self.bound_as_heard(&self.membership) {
             self.append_config(next);
         }
     }
@@ -428,7 +445,9 @@ impl Raft {
                 index: self.membership_index,
             });
         }
-        if self.log.term(self.log.committed()) != Some(self.term) {
+        if self.log.term(self.log.committed()) != Some(self.term)
+            || self.binding_of(self.config.id).is_none()
+        {
             return Err(ChangeRefused::NotReady);
         }
         let next = self
@@ -575,18 +594,6 @@ impl Raft {
             data: Vec::new(),
         };
         self.log.append(vec![noop]);
-        // The first leader writes the bootstrap configuration into the log: from
-        // then on nodes.txt no longer decides who the members are.
-        // It binds the nodes that elected it there and then: joining nodes
-        // (new data dirs) vote for candidates with entries only once bound, so
-        // a first leader that died before binding anyone would leave a
-        // cluster whose logs are not empty and in which nobody may vote.
-        if self.membership_index == 0 && self.log.snapshot().membership.is_none() {
-            let bootstrap = self
-                .bound_as_heard(&self.membership)
-                .unwrap_or_else(|| self.membership.clone());
-            self.append_config(bootstrap);
-        }
         self.bcast_append();
         self.maybe_commit();
     }

@@ -231,9 +231,11 @@ pub enum MessageBody {
         /// grant even while they still hear from the (stepping down) leader.
         transfer: bool,
         /// The incarnation the candidate's configuration binds the recipient
-        /// to (0: none): a joining node (`Config::joining`) grants its vote
-        /// when it is its own.
-        bound: u64,
+        /// to (`Some(0)`: none), or None while the candidate's log holds no
+        /// configuration yet (a new cluster's first moments): a joining node
+        /// (`Config::joining`) grants its vote in both cases but `Some` of
+        /// another incarnation than its own.
+        bound: Option<u64>,
     },
     RequestVoteResponse {
         pre_vote: bool,
@@ -402,7 +404,8 @@ impl std::fmt::Display for ChangeRefused {
                 "another configuration change (index {index}) has not committed yet"
             ),
             ChangeRefused::NotReady => f.write_str(
-                "the leader has not committed an entry of its term yet; try again shortly",
+                "the leader has not committed an entry of its term (or written the cluster's first \
+                 configuration) yet; try again shortly",
             ),
             ChangeRefused::TransferInProgress => f.write_str("leadership transfer in progress"),
             ChangeRefused::NotCaughtUp { id, matched, last } => write!(

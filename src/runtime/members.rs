@@ -9,10 +9,11 @@
 //!   when E is this leader itself, F is promoted first and E leaves last (the
 //!   leader steps down once its removal commits).
 //!
-//! A plan is refused at once (409) while another plan runs or a change is
-//! pending in the log, and answered 503 if this node stops leading or the
-//! deadline passes midway (the steps done stay done: `raftlb member list`
-//! shows where it stopped).
+//! A plan is refused at once (409) while another plan runs; a change pending
+//! in the log without one (the leader binding a member just added, or a
+//! change a previous leader began) is waited for. A plan is answered 503 if
+//! this node stops leading or the deadline passes midway (the steps done stay
+//! done: `raftlb member list` shows where it stopped).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -95,15 +96,10 @@ impl MemberJob {
                 .map(|m| (m.name.clone(), m.addr.clone()));
             return refuse(reply, MemberOutcome::NotLeader(leader));
         }
-        if raft.membership_index() > raft.commit_index() {
-            return refuse(
-                reply,
-                MemberOutcome::Busy(format!(
-                    "a configuration change (entry {}) has not committed yet",
-                    raft.membership_index()
-                )),
-            );
-        }
+        // A configuration entry still pending (this leader's binding of a
+        // member just added, or a change a previous leader began) is waited
+        // for by the plan's first step, not refused: the plan is checked
+        // against the configuration in force, which that entry already is.
         let member = |name: &str| membership.by_name(name).map(|m| m.id);
         let newcomer = |name: &str| -> Result<NodeId, String> {
             if member(name).is_some() {

@@ -249,7 +249,7 @@ impl<D: Dir> NodeLogic<D> {
         if raft.is_joining() {
             log::info!(
                 "data dir {}: began empty and the cluster has not bound it yet: this node votes \
-                 in a new cluster's first election or for a leader that knows it (a node whose \
+                 in a new cluster's first moments or for a candidate that knows it (a node whose \
                  disk was lost: `raftlb member remove {}`, then `add`)",
                 settings.data_dir.display(),
                 settings.id

@@ -102,7 +102,7 @@ fn payloads() -> Vec<Vec<u8>> {
             last_log_index: 4,
             last_log_term: 7,
             transfer: false,
-            bound: 3,
+            bound: Some(3),
         }),
         raft(MessageBody::InstallSnapshot {
             membership: None,

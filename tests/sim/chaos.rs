@@ -197,11 +197,14 @@ impl Cluster {
     }
 
     /// Whether a disk may be lost now: every member any node knows is up with
-    /// an entry in its data dir, and no configuration change is pending
-    /// anywhere. Not covered: a disk lost in a cluster's first moments, while
-    /// some voter's log is still empty (the core's joining rule lets an empty
-    /// log's candidate win a new cluster's first election: see
-    /// `Config::joining`), or while a change is pending (a removed leader that
+    /// a configuration in its log, the newest configuration any node has binds
+    /// every voter, and no configuration change is pending anywhere. Not
+    /// covered: a disk lost in a cluster's first moments, while some voter's
+    /// log holds no configuration yet (the core's joining rule lets such a
+    /// candidate win a new cluster's first elections: see `Config::joining`)
+    /// or before every voter is bound (unbound voters are joining: with one
+    /// bound voter's disk lost, the bound ones may be too few to elect anyone:
+    /// seed 705075846), or while a change is pending (a removed leader that
     /// alone holds its removal can leave no majority at all: seed 9007992).
     /// A voter whose log predates the lost node's binding is covered (seed
     /// 104532308): the empty node is joining and refuses it its vote.
@@ -215,13 +218,20 @@ impl Cluster {
             }
             members.extend(raft.membership().members().iter().map(|m| m.id));
         }
-        !up.is_empty()
-            && members.iter().all(|&m| {
-                self.node(m)
-                    .storage
-                    .as_ref()
-                    .is_some_and(|storage| storage.last_index() >= 1)
-            })
+        let newest = up
+            .iter()
+            .map(|&id| self.raft(id))
+            .max_by_key(|r| r.membership_index());
+        let all_bound = newest.is_some_and(|r| {
+            r.membership()
+                .members()
+                .iter()
+                .all(|m| !m.voter || m.incarnation != 0)
+        });
+        all_bound
+            && members
+                .iter()
+                .all(|&m| self.is_up(m) && self.raft(m).configured())
     }
 
     /// A random partition: a minority or majority side, or one-way cuts.
