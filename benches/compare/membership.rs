@@ -136,6 +136,9 @@ pub fn run(settings: &Settings, report: &mut Report) {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for t in 0..restarts {
         let trial = rolling::raftlb(&mut cluster, report);
+        if trial.is_err() {
+            eprintln!("{}", cluster.logs());
+        }
         keep(
             trial,
             &mut ours,
@@ -205,8 +208,7 @@ pub fn under_load(
         let _ = wait("the clients to succeed again", RECOVERY_MAX, recovered);
         Ok::<Span, String>(span)
     })?;
-    eprintln!("bench: membership: {}", span.detail);
-    let seen = loops
+    let seen: Vec<Seen> = loops
         .iter()
         .zip(&records)
         .map(|((name, _), r)| {
@@ -220,6 +222,17 @@ pub fn under_load(
             }
         })
         .collect();
+    let gaps: Vec<String> = (seen.iter())
+        .map(|s| {
+            format!(
+                "{} gap {:?} ms, {} failed",
+                s.name,
+                s.gap_ms.map(|g| g.round()),
+                s.failed
+            )
+        })
+        .collect();
+    eprintln!("bench: membership: {}; {}", span.detail, gaps.join(", "));
     Ok(Trial {
         ms: span.ended.duration_since(span.started).as_secs_f64() * 1000.0,
         seen,
@@ -252,8 +265,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// "p50 …, max … (n trials)" of the trials' times.
 fn times(trials: &[Trial]) -> String {
     let ms: Vec<f64> = trials.iter().map(|t| t.ms).collect();
+    let plural = if ms.len() == 1 { "" } else { "s" };
     format!(
-        "p50 {:.0} ms, max {:.0} ms ({} trials)",
+        "p50 {:.0} ms, max {:.0} ms ({} trial{plural})",
         percentile(&ms, 50),
         percentile(&ms, 100),
         ms.len()

@@ -31,7 +31,10 @@ use crate::table::Report;
 /// Bounds: a process to answer, a change to be done, a refused command retried.
 const START_MAX: Duration = Duration::from_secs(30);
 const CHANGE_MAX: Duration = Duration::from_secs(60);
-/// Between tries of an etcdctl command that etcd refused for now.
+/// How long `raftlb member replace` is run again after it failed (a node
+/// that knew no leader at that moment answers 503).
+const RERUN_MAX: Duration = Duration::from_secs(5);
+/// Between tries of a command that was refused for now.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The leader, then (a surviving member the clients go through, the follower
@@ -66,10 +69,15 @@ pub fn raftlb(cluster: &mut Cluster, report: &mut Report) -> Result<Trial, Strin
     let leader = wait("leader", START_MAX, || cluster.agreed_leader())?;
     let (via, old) = roles(&cluster.live(), leader)?;
     let loops = through(cluster.loops(via));
-    let mut shown = None;
-    let trial = under_load(loops, || replace_raftlb(cluster, old, &mut shown));
+    let (mut shown, mut refusals) = (None, Vec::new());
+    let trial = under_load(loops, || {
+        replace_raftlb(cluster, old, &mut shown, &mut refusals)
+    });
     if let Some(command) = shown.filter(|_| !report.commands.iter().any(|c| c.0 == SECTION)) {
         report.command(SECTION, command);
+    }
+    if !refusals.is_empty() {
+        report.note(format!("raftlb replacement: {}", refusals.join(", ")));
     }
     trial
 }
@@ -87,7 +95,10 @@ fn replace_raftlb(
     cluster: &mut Cluster,
     old: usize,
     shown: &mut Option<String>,
+    refusals: &mut Vec<String>,
 ) -> Result<Span, String> {
+    let term = |c: &Cluster| c.agreed_leader().and_then(|l| c.status(l)).map(|s| s.term);
+    let term_before = term(cluster);
     let disturbed = Instant::now();
     cluster.kill_node(old);
     let data = cluster.data_dir(old);
@@ -117,29 +128,42 @@ fn replace_raftlb(
         args.join(" ")
     ));
     let started = Instant::now();
-    let out = Command::new(CLIENT)
-        .arg("--nodes")
-        .arg(&cli_nodes)
-        .args(["--key", &key])
-        .args(args)
-        .output()
-        .map_err(|e| format!("raftlb member replace: {e}"))?;
-    let command_ms = started.elapsed().as_millis();
-    let said = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
-    if !out.status.success() {
+    let command = || {
+        let out = Command::new(CLIENT)
+            .arg("--nodes")
+            .arg(&cli_nodes)
+            .args(["--key", &key])
+            .args(args)
+            .output()
+            .map_err(|e| format!("raftlb member replace: {e}"))?;
+        let said = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
         let (stdout, stderr) = (said(&out.stdout), said(&out.stderr));
-        return Err(format!(
-            "raftlb member replace: {}: {stdout} {stderr}",
-            out.status
-        ));
+        match out.status.success() {
+            true => Ok(stdout),
+            false => Err(format!(
+                "raftlb member replace: {}: {stdout}{stderr}",
+                out.status
+            )),
+        }
+    };
+    // Sent once by design: a node that knows no leader at that moment
+    // answers 503 and the operator runs it again, as this does (the notes
+    // say so).
+    let said = retry("raftlb member replace", refusals, RERUN_MAX, command);
+    let command_ms = started.elapsed().as_millis();
+    if let Err(e) = said {
+        // Not a member: it would name no leader and stall the next trials.
+        cluster.kill_node(new);
+        return Err(e);
     }
     let what = format!("{new_id} a voter on every member in place of {old_id}, caught up");
     wait(&what, CHANGE_MAX, || replaced(cluster, &old_id, new))?;
     let ended = Instant::now();
     let detail = format!(
-        "raftlb replaced {old_id} with {new_id}: command returned in {command_ms} ms ({}), done in {} ms",
-        said(&out.stdout),
-        ended.duration_since(started).as_millis()
+        "raftlb replaced {old_id} with {new_id}: command returned in {command_ms} ms ({}), done in {} ms, term {term_before:?} → {:?}",
+        said.unwrap_or_default(),
+        ended.duration_since(started).as_millis(),
+        term(cluster)
     );
     Ok(Span {
         disturbed,
@@ -190,11 +214,12 @@ pub fn etcd(etcd: &mut Etcd, report: &mut Report) -> Result<Trial, String> {
     Ok(trial)
 }
 
-/// Runs `step` until it succeeds (at most CHANGE_MAX); adds to `refusals`
+/// Runs `step` until it succeeds (for at most `limit`); adds to `refusals`
 /// how often it was refused, and the last reason.
 fn retry<T>(
     what: &str,
     refusals: &mut Vec<String>,
+    limit: Duration,
     mut step: impl FnMut() -> Result<T, String>,
 ) -> Result<T, String> {
     let start = Instant::now();
@@ -207,7 +232,7 @@ fn retry<T>(
                 }
                 return Ok(v);
             }
-            Err(e) if start.elapsed() > CHANGE_MAX => return Err(format!("{what}: {e}")),
+            Err(e) if start.elapsed() > limit => return Err(format!("{what}: {e}")),
             Err(e) => refused = Some((refused.map_or(1, |(n, _)| n + 1), e)),
         }
         std::thread::sleep(RETRY_PAUSE);
@@ -221,11 +246,11 @@ fn replace_etcd(etcd: &mut Etcd, old: usize, refusals: &mut Vec<String>) -> Resu
     let data = etcd.data_dir(old);
     std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     let started = Instant::now();
-    retry("member remove", refusals, || {
+    retry("member remove", refusals, CHANGE_MAX, || {
         etcd.etcdctl(&["member", "remove", &old_hex])
     })?;
     let new = etcd.add_slot();
-    let new_hex = retry("member add", refusals, || etcd.add_learner(new))?;
+    let new_hex = retry("member add", refusals, CHANGE_MAX, || etcd.add_learner(new))?;
     etcd.restart(new)?;
     let caught_up = || {
         let leader = etcd.agreed_leader()?;
@@ -233,7 +258,7 @@ fn replace_etcd(etcd: &mut Etcd, old: usize, refusals: &mut Vec<String>) -> Resu
         (etcd.status(new)?.raft_index >= target).then_some(())
     };
     wait("the new etcd member to catch up", CHANGE_MAX, caught_up)?;
-    retry("member promote", refusals, || {
+    retry("member promote", refusals, CHANGE_MAX, || {
         etcd.etcdctl(&["member", "promote", &new_hex])
     })?;
     let serves = || etcd.linearizable_read(new).then_some(());
