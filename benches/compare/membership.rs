@@ -19,7 +19,8 @@
 //!
 //! Every call that failed is counted, from the loops' start to their stop;
 //! the gap is the longest wait between two successes, from the last success
-//! before the operation began to the first after it ended.
+//! before the operation began (or the loop's start, if none) to the first
+//! after it ended.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -132,7 +133,7 @@ pub fn run(settings: &Settings, report: &mut Report) {
         }
     }
     replace_rows(&ours, &theirs, report);
-    let restarts = if settings.quick { 1 } else { 2 };
+    let restarts = if settings.quick { 1 } else { 3 };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for t in 0..restarts {
         let trial = rolling::raftlb(&mut cluster, report);
@@ -192,6 +193,7 @@ pub fn under_load(
 ) -> Result<Trial, String> {
     let records: Vec<Record> = loops.iter().map(|_| Record::default()).collect();
     let stop = AtomicBool::new(false);
+    let begun = Instant::now();
     let span = std::thread::scope(|scope| {
         let _stop = StopOnDrop(&stop);
         for ((_, call), record) in loops.iter().zip(&records) {
@@ -213,9 +215,14 @@ pub fn under_load(
         .zip(&records)
         .map(|((name, _), r)| {
             let successes = lock(&r.successes);
+            // A loop with no success before the operation (a lead-in without
+            // a leader) waits from its start.
+            let since: Vec<Instant> = std::iter::once(begun)
+                .chain(successes.iter().copied())
+                .collect();
             Seen {
                 name,
-                gap_ms: gap_ms(&successes, span.disturbed, span.ended),
+                gap_ms: gap_ms(&since, span.disturbed, span.ended),
                 ok: successes.len(),
                 failed: r.failed.load(Ordering::Relaxed),
                 first_failure: lock(&r.first_failure).clone(),
