@@ -5,7 +5,9 @@
 //!
 //! Members are found by their `/v3/maintenance/status` (the gRPC gateway):
 //! `header.member_id` names the member that answered, `leader` the leader it
-//! follows, `raftIndex` how far its log goes.
+//! follows, `raftIndex` how far its log goes. Membership changes go through
+//! `etcdctl` (the membership section), as an operator makes them; a member
+//! added that way is started with `--initial-cluster-state existing`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,8 +34,14 @@ pub struct Etcd {
     pub client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
     pub members: Vec<Option<Guard>>,
-    /// `header.member_id` of member i, learned once it answered.
+    /// `header.member_id` of member i, learned once it answered (empty
+    /// until then).
     ids: Vec<String>,
+    /// The members the cluster was started with; the others were added later.
+    founders: usize,
+    /// `--initial-cluster` of each member added later, as `etcdctl member
+    /// add` printed it: the members then and itself (None for a founder).
+    joined: Vec<Option<String>>,
     agent: ureq::Agent,
     starts: usize,
 }
@@ -48,6 +56,8 @@ impl Etcd {
             peer_ports: (0..size).map(|_| free_port()).collect(),
             members: Vec::new(),
             ids: Vec::new(),
+            founders: size,
+            joined: vec![None; size],
             agent: http::agent(Duration::from_millis(500)),
             starts: 0,
         };
@@ -65,28 +75,43 @@ impl Etcd {
         Ok(etcd)
     }
 
-    fn name(i: usize) -> String {
+    pub fn name(i: usize) -> String {
         format!("m{i}")
+    }
+
+    fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.peer_ports[i])
+    }
+
+    /// `NAME=PEER-URL` of member i, as `--initial-cluster` lists it.
+    fn initial(&self, i: usize) -> String {
+        format!("{}={}", Etcd::name(i), self.peer_url(i))
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(Etcd::name(i))
     }
 
     /// The command line of member i; the same for its first start and its
     /// restarts (a member with a data dir ignores the `--initial-*` flags).
     pub fn args(&self, i: usize) -> Vec<String> {
-        let peer = |k: usize| format!("http://127.0.0.1:{}", self.peer_ports[k]);
         let client = format!("http://127.0.0.1:{}", self.client_ports[i]);
-        let cluster: Vec<String> = (0..self.client_ports.len())
-            .map(|k| format!("{}={}", Etcd::name(k), peer(k)))
-            .collect();
-        let data = self.dir.path().join(Etcd::name(i));
+        let (cluster, state) = match &self.joined[i] {
+            Some(cluster) => (cluster.clone(), "existing"),
+            None => {
+                let founders: Vec<String> = (0..self.founders).map(|k| self.initial(k)).collect();
+                (founders.join(","), "new")
+            }
+        };
         let flags = [
             ("--name", Etcd::name(i)),
-            ("--data-dir", data.display().to_string()),
+            ("--data-dir", self.data_dir(i).display().to_string()),
             ("--listen-client-urls", client.clone()),
             ("--advertise-client-urls", client),
-            ("--listen-peer-urls", peer(i)),
-            ("--initial-advertise-peer-urls", peer(i)),
-            ("--initial-cluster", cluster.join(",")),
-            ("--initial-cluster-state", "new".into()),
+            ("--listen-peer-urls", self.peer_url(i)),
+            ("--initial-advertise-peer-urls", self.peer_url(i)),
+            ("--initial-cluster", cluster),
+            ("--initial-cluster-state", state.into()),
             ("--initial-cluster-token", "raftlb-bench".into()),
             ("--heartbeat-interval", HEARTBEAT_MS.to_string()),
             ("--election-timeout", ELECTION_MS.to_string()),
@@ -168,11 +193,87 @@ impl Etcd {
         }
     }
 
+    /// Stops member i as an operator does: SIGTERM (a leader hands over
+    /// leadership before it stops), SIGKILL after the guard's grace.
+    pub fn stop(&mut self, i: usize) {
+        drop(self.members[i].take());
+    }
+
     /// Starts member i again from its data dir.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         assert!(self.members[i].is_none(), "etcd member {i} is running");
         let member = self.spawn(i)?;
         self.members[i] = Some(member);
         Ok(())
+    }
+}
+
+/// Membership changes, through `etcdctl` as an operator makes them.
+impl Etcd {
+    /// `etcdctl --endpoints LIVE ARGS…`: its stdout, or its exit and last
+    /// line of stderr. Bounded by etcdctl's own dial (2 s) and command (5 s)
+    /// timeouts.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let endpoints: Vec<String> = self.live().iter().map(|&i| self.url(i)).collect();
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(endpoints.join(","))
+            .args(args)
+            .output()
+            .map_err(|e| format!("etcdctl: {e}"))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").trim().to_string();
+        Err(format!(
+            "etcdctl {}: {} ({last})",
+            args.join(" "),
+            out.status
+        ))
+    }
+
+    /// Member i's id as etcdctl writes it (hex), once it answered.
+    pub fn hex_id(&self, i: usize) -> Option<String> {
+        let id: u64 = self.ids.get(i)?.parse().ok()?;
+        Some(format!("{id:x}"))
+    }
+
+    /// Makes room for a new member (new name, new ports), not started: its
+    /// `--initial-cluster` is the live members and it. Returns its index.
+    pub fn add_slot(&mut self) -> usize {
+        let i = self.size();
+        self.client_ports.push(free_port());
+        self.peer_ports.push(free_port());
+        self.members.push(None);
+        self.ids.push(String::new());
+        let mut cluster: Vec<String> = self.live().iter().map(|&k| self.initial(k)).collect();
+        cluster.push(self.initial(i));
+        self.joined.push(Some(cluster.join(",")));
+        i
+    }
+
+    /// `member add` for the slot made by `add_slot`, as a learner; its id (hex).
+    pub fn add_learner(&mut self, i: usize) -> Result<String, String> {
+        let peer = format!("--peer-urls={}", self.peer_url(i));
+        let out = self.etcdctl(&["member", "add", &Etcd::name(i), &peer, "--learner"])?;
+        // "Member 5f2b1c… added to cluster …"
+        let hex = out
+            .split_whitespace()
+            .skip_while(|w| *w != "Member")
+            .nth(1)
+            .ok_or_else(|| format!("member add: no id in {out:?}"))?;
+        let id = u64::from_str_radix(hex, 16).map_err(|e| format!("member add: {hex}: {e}"))?;
+        self.ids[i] = id.to_string();
+        Ok(hex.to_string())
+    }
+
+    /// Whether member i answers a linearizable read (a range without
+    /// `serializable`: it goes through the leader's read index).
+    pub fn linearizable_read(&self, i: usize) -> bool {
+        let url = format!("{}/v3/kv/range", self.url(i));
+        http::send(&self.agent, "POST", &url, br#"{"key":"Zm9v"}"#)
+            .is_some_and(|(code, _)| code == 200)
     }
 }

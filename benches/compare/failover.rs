@@ -31,7 +31,7 @@ use crate::Settings;
 /// Each client call's timeout; a failed or timed-out call is sent again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The members are polled this often while they elect.
-const POLL: Duration = Duration::from_millis(5);
+pub const POLL: Duration = Duration::from_millis(5);
 /// The client loops run this long before the kill, to have a success before it.
 const LEAD_IN: Duration = Duration::from_millis(300);
 /// Bounds: an election, a client loop's recovery, a restarted member's catch-up.
@@ -41,7 +41,7 @@ const CATCH_UP_MAX: Duration = Duration::from_secs(30);
 const CALLS_MAX: u64 = 1_000_000;
 
 /// A client loop's call: its k-th request; true when it succeeded.
-type Call = Box<dyn Fn(&ureq::Agent, u64) -> bool + Send + Sync>;
+pub type Call = Box<dyn Fn(&ureq::Agent, u64) -> bool + Send + Sync>;
 
 /// What a trial needs of a replicated system.
 pub trait Members {
@@ -56,7 +56,7 @@ pub trait Members {
 }
 
 /// 100 bytes unique to the call.
-fn value(k: u64) -> String {
+pub fn value(k: u64) -> String {
     format!("{k:>20} {}", "v".repeat(79))
 }
 
@@ -109,17 +109,23 @@ impl Members for Etcd {
     }
     fn loops(&self, via: usize) -> Vec<(&'static str, Call)> {
         let url = format!("{}/v3/kv/put", self.url(via));
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let write: Call = Box::new(move |agent, k| {
-            let body = format!(
-                r#"{{"key":"{}","value":"{}"}}"#,
-                b64("failover"),
-                b64(&value(k))
-            );
+            let body = put_body(k);
             http::send(agent, "POST", &url, body.as_bytes()).is_some_and(|(code, _)| code == 200)
         });
         vec![("writes", write)]
     }
+}
+
+/// The JSON of an etcd put (the gateway's base64) of `value(k)` at key
+/// "failover".
+pub fn put_body(k: u64) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        r#"{{"key":"{}","value":"{}"}}"#,
+        b64("failover"),
+        b64(&value(k))
+    )
 }
 
 /// One trial's figures, in ms: the failover and each loop's (name, gap).
@@ -257,7 +263,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The longest wait between consecutive successes from the last one before
 /// `killed_at` to the first one after `agreed_at`; None when either is missing.
-fn gap_ms(successes: &[Instant], killed_at: Instant, agreed_at: Instant) -> Option<f64> {
+pub fn gap_ms(successes: &[Instant], killed_at: Instant, agreed_at: Instant) -> Option<f64> {
     let first = successes.iter().rposition(|t| *t <= killed_at)?;
     let last = first + successes[first..].iter().position(|t| *t > agreed_at)?;
     successes[first..=last]
@@ -267,7 +273,11 @@ fn gap_ms(successes: &[Instant], killed_at: Instant, agreed_at: Instant) -> Opti
 }
 
 /// Polls `check` every POLL until it gives a value, at most `limit`.
-fn wait<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T, String> {
+pub fn wait<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {

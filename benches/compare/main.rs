@@ -15,6 +15,11 @@
 //! - slowloris (`balancing.rs`, the attacker in `slowloris.rs`): primes through
 //!   a node and through HAProxy while 1,000 slow connections from another
 //!   address are held against it, beside the same without them;
+//! - membership (`membership.rs`, `replace.rs`, `rolling.rs`): replacing a
+//!   dead member whose disk is gone (`raftlb member replace` beside etcdctl's
+//!   remove, add --learner, promote) and a rolling restart, leader last, each
+//!   with the client gap and failed requests; a raftlb cluster and a 5-member
+//!   etcd of their own, started after the others stop;
 //! - worker (`worker.rs`): p_N beside primesieve and primecount;
 //! - footprint (`footprint.rs`): a node's RSS and data dir.
 //!
@@ -42,9 +47,12 @@ mod key;
 mod loadgen;
 mod machine;
 mod machines;
+mod membership;
 mod procs;
 mod proxies;
+mod replace;
 mod replication;
+mod rolling;
 mod slowloris;
 mod table;
 mod worker;
@@ -114,6 +122,9 @@ fn main() {
     .any(|s| settings.runs(s))
     {
         systems(&settings, &mut report);
+    }
+    if settings.runs(membership::SECTION) {
+        membership::run(&settings, &mut report);
     }
     if settings.runs("machines") {
         machines::run(&settings, &mut report);

@@ -144,8 +144,9 @@ fn cell(text: &str) -> String {
 }
 
 /// The table's sections, in the issue's order (rows are measured in another).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "failover",
+    "membership",
     "replication",
     "key",
     "balancing",
@@ -214,6 +215,31 @@ const HOW_TO_READ: &str = "
   dies is lost with it and etcd answers it only at its own request timeout
   (seconds): then etcd's gap is the client's 1 s timeout. raftlb's follower
   sends a write again once it knows it was lost.
+- Membership: a raftlb cluster and a 5-member etcd of their own (a
+  replacement changes the members). Replace: SIGKILL of a follower and its
+  data dir deleted. raftlb's new node (new name, new port) is started with a
+  nodes file of the members and it, then `raftlb member replace OLD NEW
+  HOST:PORT` is run: timed from the command's start until every live
+  member's `/status` shows NEW a voter, OLD gone and no learner (the check
+  that the change happened), and NEW has applied what the leader had
+  committed. etcd: `etcdctl member remove`, `member add --learner`, the new
+  member started with `--initial-cluster-state existing`, caught up,
+  `member promote` (sent again until etcd finds the learner in sync): timed
+  from the first command until the new member answers a linearizable read.
+  Trials alternate, each at least 6 s after the same system's last change:
+  etcd refuses `member add` (`unhealthy cluster`) until its members have
+  been connected for 5 s, and without the pause its time was that wait. The
+  clients go through a surviving member as in the failover rows; the gap
+  runs from the kill to the end, and every failed call is counted. Rolling
+  restart: every member in turn, the leader last, stopped with SIGTERM (both
+  systems hand leadership over before a leader stops; the note says what the
+  raftlb leader's log said), started again on its data dir and caught up
+  before the next. raftlb's clients are the CLI's own failover (`raftlb note
+  set`: the leader first, the next node only when one cannot be reached;
+  `raftlb prime`: the next node on any failure; the CLI's default timeouts);
+  etcd's put goes to the next member when one cannot be reached, and any
+  answer but 200 is a failure, as for `raftlb note set`. The issue's goal is
+  no failed write and no failed prime.
 - Replication: both systems acknowledge a write only after a majority of the
   5 members fsynced it; writes go to the leader.
 - Machines: each worker and its daemon run in a cpu cgroup of their own

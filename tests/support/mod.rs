@@ -471,6 +471,21 @@ impl Cluster {
         kill(&mut self.nodes[i]);
     }
 
+    /// Stops node i the way an operator does, with SIGTERM (a leader hands
+    /// leadership over first, as `make rolling-restart`'s script relies on),
+    /// and leaves the slot empty. Its exit code; None when it was still
+    /// running after `limit` and had to be SIGKILLed.
+    pub fn stop_node(&mut self, i: usize, limit: Duration) -> Option<i32> {
+        let mut p = self.nodes[i].take()?;
+        p.signal("TERM");
+        let code = p.wait_exit(limit);
+        if code.is_none() {
+            p.signal("KILL");
+            p.wait_exit(Duration::from_secs(5));
+        }
+        code
+    }
+
     pub fn restart_node(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let p = self.spawn_node(i);
