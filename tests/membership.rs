@@ -11,19 +11,12 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{exclusive, get, send, wait_for, Cluster, Options};
 
 const SETTLE: Duration = Duration::from_secs(15);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64
-}
 
 /// `POST /admin/member` to node `via`, signed with the cluster key (or with
 /// `tag` when given): (status, body). A change may wait for a learner to catch
@@ -31,37 +24,11 @@ fn now_ms() -> u64 {
 fn member(
     cluster: &Cluster,
     via: usize,
-    mut body: serde_json::Value,
+    body: serde_json::Value,
     tag: Option<&str>,
 ) -> (u16, String) {
-    body["at"] = json!(now_ms());
-    let bytes = serde_json::to_vec(&body).expect("json");
-    let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
-    let agent = support::client(Duration::from_secs(2), Duration::from_secs(60));
-    let mut resp = agent
-        .post(&cluster.url(via, "/admin/member"))
-        .header(raftlb::auth::AUTH_HEADER, &tag)
-        .send(&bytes[..])
-        .expect("the node answers");
-    let code = resp.status().as_u16();
-    (code, resp.body_mut().read_to_string().unwrap_or_default())
-}
-
-/// The configuration node i reports: (name, voter), in its order.
-fn configuration(cluster: &Cluster, i: usize) -> Option<Vec<(String, bool)>> {
-    let (code, body, _) = get(&cluster.url(i, "/status"))?;
-    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
-    (code == 200).then(|| {
-        status["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| {
-                let name = n["id"].as_str().unwrap_or_default().to_string();
-                (name, n["voter"].as_bool().unwrap_or(true))
-            })
-            .collect()
-    })
+    support::post_member(cluster, via, body, tag, Duration::from_secs(60))
+        .expect("the node answers")
 }
 
 /// Waits until every live node reports exactly `voters` as voters and no learner.
@@ -73,7 +40,7 @@ fn wait_for_voters(cluster: &Cluster, voters: &[&str]) {
             .live()
             .iter()
             .all(|&i| {
-                configuration(cluster, i).is_some_and(|c| {
+                support::configuration(cluster, i).is_some_and(|c| {
                     let mut names: Vec<String> = c
                         .iter()
                         .filter(|(_, v)| *v)

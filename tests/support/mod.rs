@@ -604,6 +604,36 @@ impl Drop for Cluster {
     }
 }
 
+/// `POST /admin/member` to node `via` with `body` (its `at` set to now),
+/// signed with the cluster key (or sent with `tag` when given), as `raftlb
+/// member` does: (status, body), or None when no answer came within `limit`
+/// (a change may wait for a learner to catch up).
+pub fn post_member(
+    cluster: &Cluster,
+    via: usize,
+    mut body: serde_json::Value,
+    tag: Option<&str>,
+    limit: Duration,
+) -> Option<(u16, String)> {
+    body["at"] = serde_json::json!(raftlb::server::admin::now_ms());
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
+    let agent = client(Duration::from_secs(2), limit);
+    let mut resp = agent
+        .post(&cluster.url(via, "/admin/member"))
+        .header(raftlb::auth::AUTH_HEADER, &tag)
+        .send(&bytes[..])
+        .ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.body_mut().read_to_string().unwrap_or_default()))
+}
+
+/// The configuration node i reports in `/status`: (name, voter), in its order.
+pub fn configuration(cluster: &Cluster, i: usize) -> Option<Vec<(String, bool)>> {
+    let status = cluster.status(i)?;
+    Some(status.nodes.into_iter().map(|n| (n.id, n.voter)).collect())
+}
+
 /// One shared HTTP client for the tests: short timeouts, statuses as values.
 fn agent() -> &'static ureq::Agent {
     static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
