@@ -1,0 +1,474 @@
+//! The nemesis's membership changes, done as an operator does them: a signed
+//! `POST /admin/member` (as `raftlb member` sends it) to a random running
+//! voter, which forwards it to the leader when it does not lead. A voter is
+//! removed (and stopped), a node that is no member is added (a spare, or one
+//! removed earlier, its old data dir kept or wiped), a SIGKILLed voter whose
+//! disk is gone is replaced by a spare, and a voter comes back with an empty
+//! data dir under its id: that one does not count until it has been removed
+//! and added back, which the nemesis does before any other change (with three
+//! voters it replaces it instead, as three is the floor).
+//!
+//! The voters stay between three and five; a change is only asked when every
+//! configuration on its way (a replace removes the old node before the new
+//! one votes) keeps a majority of voters up, restarting killed voters first
+//! when that makes it so. After each change the configuration in force is
+//! read back from the leader: a change cut short (503, no answer) may have
+//! left a learner, which is removed, and a node that is no member any more is
+//! stopped. Sometimes a second operator sends the same change while the first
+//! is on its way: it must be refused (409 while the first is pending, 400 once
+//! it is done), never done twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{down_budget, Fault, Nemesis, FAILOVER_LIMIT};
+use crate::support::{post_member, Cluster};
+
+/// The spare nodes' ids: slots (and hosts) made at the start, no member.
+pub const SPARES: [&str; 2] = ["F", "G"];
+/// The voters are kept between these.
+const VOTERS_MIN: usize = 3;
+const VOTERS_MAX: usize = 5;
+/// A client-side bound on one change (the node's own is 50 s): a change in a
+/// healthy cluster takes about a second, a catch-up by snapshot included.
+const CHANGE_LIMIT: Duration = Duration::from_secs(20);
+/// A voter's disk is lost only this long after it joined: by then the leader
+/// has bound its incarnation (it does within a heartbeat or two), which is
+/// what makes the empty node not count (README: a disk lost before the
+/// binding is not covered).
+const BOUND_AFTER: Duration = Duration::from_secs(3);
+/// How many times the end of the run tries to repair a lost disk, and how many
+/// times a leftover learner's removal is asked.
+pub const REPAIR_TRIES: usize = 3;
+const LEARNER_TRIES: usize = 3;
+/// How long after the first operator a second one sends the same change, in ms.
+const SECOND_MS: (u64, u64) = (20, 400);
+
+/// The answers to the changes of one operation.
+#[derive(Default, Clone, Copy)]
+pub struct Answers {
+    /// 200: every step committed.
+    pub done: usize,
+    /// 409: another change was pending.
+    pub busy: usize,
+    /// Another 4xx (already a member, not a member).
+    pub refused: usize,
+    /// 503 (no leader, cut short midway) or no answer in time: the
+    /// configuration is read back.
+    pub unsure: usize,
+}
+
+impl Answers {
+    fn count(&mut self, answer: Option<u16>) {
+        match answer {
+            Some(200) => self.done += 1,
+            Some(409) => self.busy += 1,
+            Some(400..=499) => self.refused += 1,
+            _ => self.unsure += 1,
+        }
+    }
+}
+
+/// Every membership change asked, by what was asked ("remove", "add back
+/// after a lost disk", "second operator: add", ...).
+#[derive(Default)]
+pub struct MemberTally {
+    pub by_kind: BTreeMap<String, Answers>,
+}
+
+impl MemberTally {
+    fn count(&mut self, kind: &str, answer: Option<u16>) {
+        self.by_kind
+            .entry(kind.to_string())
+            .or_default()
+            .count(answer);
+    }
+}
+
+/// One change as JSON, for `POST /admin/member` (`at` is set when sent).
+fn remove(id: &str) -> serde_json::Value {
+    json!({"op": "remove", "id": id})
+}
+
+fn add(id: &str, addr: &str) -> serde_json::Value {
+    json!({"op": "add", "id": id, "addr": addr})
+}
+
+fn replace(old: &str, id: &str, addr: &str) -> serde_json::Value {
+    json!({"op": "replace", "old": old, "id": id, "addr": addr})
+}
+
+/// Empties a data dir, keeping the dir itself (a PowerFs mount point cannot go).
+fn wipe(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.unwrap_or_else(|e| panic!("wipe {}: {e}", path.display()));
+    }
+}
+
+/// One membership request: the answer's status, None when none came.
+fn ask(cluster: &Cluster, via: usize, change: &serde_json::Value) -> (Option<u16>, String) {
+    match post_member(cluster, via, change.clone(), None, CHANGE_LIMIT) {
+        Some((code, body)) => (Some(code), body.trim().to_string()),
+        None => (None, format!("no answer within {CHANGE_LIMIT:?}")),
+    }
+}
+
+impl Nemesis<'_> {
+    /// Nodes that are no voter: spares, and nodes removed earlier.
+    fn outsiders(&self) -> Vec<usize> {
+        (0..self.cluster.ids.len())
+            .filter(|i| !self.voters.contains(i))
+            .collect()
+    }
+
+    fn pick(&mut self, from: &[usize]) -> Option<usize> {
+        (!from.is_empty()).then(|| from[self.rng.range(0, from.len() as u64) as usize])
+    }
+
+    /// Whether `voters`, with `also_down` down too, keeps a majority up.
+    fn fits(&self, voters: &[usize], also_down: Option<usize>) -> bool {
+        let down = (voters.iter())
+            .filter(|&&i| {
+                self.cluster.nodes[i].is_none() || self.lost == Some(i) || also_down == Some(i)
+            })
+            .count();
+        down <= down_budget(voters.len())
+    }
+
+    /// Whether each configuration in `steps` keeps a majority up (`also_down`
+    /// goes down for the change), restarting the killed voters first when that
+    /// is what it takes, as an operator mends the cluster before changing it.
+    fn make_room(&mut self, steps: &[Vec<usize>], also_down: Option<usize>) -> bool {
+        let fit = |n: &Self| steps.iter().all(|v| n.fits(v, also_down));
+        if fit(self) {
+            return true;
+        }
+        for node in self.killed() {
+            self.cluster.restart_node(node);
+            self.say(&format!(
+                "node {} restarted before a membership change",
+                self.id(node)
+            ));
+        }
+        fit(self)
+    }
+
+    fn without(&self, node: usize) -> Vec<usize> {
+        (self.voters.iter().copied())
+            .filter(|i| *i != node)
+            .collect()
+    }
+
+    /// The membership faults; a lost disk is repaired first instead.
+    pub(super) fn member_fault(&mut self, fault: Fault) {
+        if self.lost.is_some() {
+            self.say("a lost disk is repaired before any other change");
+            return self.repair();
+        }
+        let skip = |n: &Self, why: &str| n.say(&format!("skipped: {} ({why})", fault.describe()));
+        let voters = self.voters.clone();
+        match fault {
+            Fault::RemoveMember => {
+                if voters.len() <= VOTERS_MIN {
+                    return skip(self, "three voters is the floor");
+                }
+                let node = self.pick(&voters).expect("voters");
+                if !self.make_room(&[self.without(node)], None) {
+                    return skip(self, "no majority would be left up");
+                }
+                self.remove_member(node);
+            }
+            Fault::AddMember => {
+                if voters.len() >= VOTERS_MAX {
+                    return skip(self, "five voters is the ceiling");
+                }
+                let node = self.pick(&self.outsiders()).expect("seven slots");
+                // A node removed earlier comes back with its old data dir, or
+                // as a new machine.
+                let fresh = self.rng.chance(1, 2);
+                self.add_member(node, fresh, "add");
+            }
+            Fault::ReplaceNode => {
+                let old = self.pick(&voters).expect("voters");
+                let steps = [self.without(old)];
+                if !self.make_room(&steps, Some(old)) {
+                    return skip(self, "no majority would be left up");
+                }
+                self.replace_node(old, Fault::ReplaceNode);
+            }
+            Fault::LoseDisk => {
+                let bound: Vec<usize> = (self.live().into_iter())
+                    .filter(|i| self.joined[*i].elapsed() >= BOUND_AFTER)
+                    .collect();
+                let Some(node) = self.pick(&bound) else {
+                    return skip(self, "no running voter joined long enough ago");
+                };
+                if !self.make_room(&[voters], Some(node)) {
+                    return skip(self, "no majority would be left up");
+                }
+                self.lose_disk(node);
+            }
+            _ => unreachable!("not a membership fault"),
+        }
+        *self.report.done.entry(fault).or_default() += 1;
+    }
+
+    /// `change` through a random running voter, and sometimes the same change
+    /// again from a second operator shortly after; the first's answer.
+    fn change(&mut self, kind: &str, change: serde_json::Value, second: bool) -> Option<u16> {
+        let live = self.live();
+        let via = self.pick(&live)?;
+        let other = self.pick(&live).unwrap_or(via);
+        let delay = Duration::from_millis(self.rng.range(SECOND_MS.0, SECOND_MS.1));
+        let cluster: &Cluster = self.cluster;
+        let started = Instant::now();
+        let ((code, body), again) = std::thread::scope(|scope| {
+            let again = second.then(|| {
+                scope.spawn(|| {
+                    std::thread::sleep(delay);
+                    ask(cluster, other, &change)
+                })
+            });
+            let first = ask(cluster, via, &change);
+            (first, again.map(|t| t.join().expect("the second operator")))
+        });
+        self.report.members.count(kind, code);
+        self.say(&format!(
+            "member {kind} via {}: {} after {} ms: {}",
+            self.id(via),
+            code.map_or("no answer".into(), |c| c.to_string()),
+            started.elapsed().as_millis(),
+            body.lines().next().unwrap_or("")
+        ));
+        if let Some((code2, body2)) = again {
+            self.report
+                .members
+                .count(&format!("same {kind} again (second operator)"), code2);
+            self.say(&format!(
+                "  the same change from a second operator via {} {} ms later: {}: {}",
+                self.id(other),
+                delay.as_millis(),
+                code2.map_or("no answer".into(), |c| c.to_string()),
+                body2.lines().next().unwrap_or("")
+            ));
+            if code == Some(200) && code2 == Some(200) {
+                self.watch.violation(format!(
+                    "member {kind} done twice: {change} was confirmed to both operators"
+                ));
+            }
+        }
+        code
+    }
+
+    /// Removes a voter (the leader too) and stops it once removed.
+    fn remove_member(&mut self, node: usize) {
+        let id = self.id(node).to_string();
+        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == node);
+        let started = Instant::now();
+        let code = self.change("remove", remove(&id), false);
+        self.reconcile();
+        if code == Some(200) {
+            if let Some((old, term)) = led {
+                let live = self.live();
+                self.failover(Fault::RemoveMember, old, term, &live, started);
+            }
+        }
+    }
+
+    /// Starts `node` (a new machine when `fresh`: empty data dir) with a nodes
+    /// file naming the voters and it, and adds it.
+    fn add_member(&mut self, node: usize, fresh: bool, kind: &str) {
+        if self.cluster.nodes[node].is_some() {
+            self.cluster.kill_node(node);
+        }
+        if fresh {
+            wipe(&self.cluster.data_dir(node));
+        }
+        self.start_outsider(node);
+        let (id, addr) = (self.id(node).to_string(), self.cluster.node_addr(node));
+        let second = self.rng.chance(1, 3);
+        let code = self.change(kind, add(&id, &addr), second);
+        self.reconcile();
+        if code == Some(200) {
+            self.joined[node] = Instant::now();
+        }
+    }
+
+    /// Writes `nodes-ID.txt` (the voters and `node`) and starts `node` with it.
+    fn start_outsider(&mut self, node: usize) {
+        let mut listed = self.voters.clone();
+        if !listed.contains(&node) {
+            listed.push(node);
+        }
+        let text: String = (listed.iter())
+            .map(|&i| format!("{} {}\n", self.id(i), self.cluster.node_addr(i)))
+            .collect();
+        let file = self.cluster.path(&format!("nodes-{}.txt", self.id(node)));
+        std::fs::write(file, text).expect("write a nodes file");
+        self.cluster.restart_node(node);
+    }
+
+    /// SIGKILLs voter `old` and wipes its disk (it goes to the spares, empty),
+    /// then puts a new machine (an outsider, wiped) in its place.
+    fn replace_node(&mut self, old: usize, fault: Fault) {
+        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == old);
+        let started = Instant::now();
+        if self.cluster.nodes[old].is_some() {
+            self.kill(old);
+        }
+        wipe(&self.cluster.data_dir(old));
+        self.say(&format!(
+            "node {} SIGKILLed and its disk wiped, to be replaced",
+            self.id(old)
+        ));
+        if self.lost == Some(old) {
+            self.lost = None;
+        }
+        if let Some((_, term)) = led {
+            let live = self.live();
+            self.failover(fault, old, term, &live, started);
+        }
+        let outsiders: Vec<usize> = self.outsiders();
+        let new = self.pick(&outsiders).expect("seven slots");
+        if self.cluster.nodes[new].is_some() {
+            self.cluster.kill_node(new);
+        }
+        wipe(&self.cluster.data_dir(new));
+        self.start_outsider(new);
+        let (old_id, id) = (self.id(old).to_string(), self.id(new).to_string());
+        let addr = self.cluster.node_addr(new);
+        let second = self.rng.chance(1, 3);
+        let kind = match fault {
+            Fault::LoseDisk => "replace a lost disk (three voters)",
+            _ => "replace",
+        };
+        let code = self.change(kind, replace(&old_id, &id, &addr), second);
+        self.reconcile();
+        if code == Some(200) {
+            self.joined[new] = Instant::now();
+        }
+        if self.voters.contains(&old) {
+            // Cut short before `old` left: a voter whose disk is gone.
+            self.lost = Some(old);
+            self.say(&format!(
+                "node {old_id} is still a voter, with its disk gone: a lost disk"
+            ));
+        }
+    }
+
+    /// SIGKILLs `node`, wipes its data dir and starts it again under its id.
+    fn lose_disk(&mut self, node: usize) {
+        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == node);
+        let started = Instant::now();
+        self.kill(node);
+        wipe(&self.cluster.data_dir(node));
+        if let Some((_, term)) = led {
+            let live = self.live();
+            self.failover(Fault::LoseDisk, node, term, &live, started);
+        }
+        self.start_outsider(node);
+        self.lost = Some(node);
+        self.say(&format!(
+            "node {} back with an empty data dir under its id: it does not count until repaired",
+            self.id(node)
+        ));
+    }
+
+    /// Repairs the lost disk: removes the node and adds it back (a new
+    /// incarnation, bound anew), or with three voters, replaces it.
+    pub(super) fn repair(&mut self) {
+        let Some(node) = self.lost else {
+            return;
+        };
+        if self.voters.len() <= VOTERS_MIN {
+            return self.replace_node(node, Fault::LoseDisk);
+        }
+        let id = self.id(node).to_string();
+        if self.voters.contains(&node) {
+            let code = self.change("remove a lost disk", remove(&id), false);
+            self.reconcile();
+            if code != Some(200) && self.voters.contains(&node) {
+                return;
+            }
+        }
+        self.lost = None;
+        // Its empty data dir (a new incarnation) is kept: it joins again.
+        self.add_member(node, false, "add back after a lost disk");
+    }
+
+    /// The leader's configuration (voters, learners), once the running nodes
+    /// name one leader and it shows the same configuration twice in a row.
+    fn read_configuration(&mut self) -> Option<(Vec<usize>, Vec<usize>)> {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < FAILOVER_LIMIT {
+            let running = self.cluster.live();
+            let leader = (running.iter())
+                .filter_map(|&i| self.watch.status(i))
+                .filter(|s| s.role == "leader")
+                .max_by_key(|s| s.term);
+            let seen = leader.and_then(|s| {
+                let mut voters = Vec::new();
+                let mut learners = Vec::new();
+                for n in &s.nodes {
+                    let i = self.watch.index_of(&n.id)?;
+                    match n.voter {
+                        true => voters.push(i),
+                        false => learners.push(i),
+                    }
+                }
+                voters.sort_unstable();
+                Some((s.id.clone(), s.term, voters, learners))
+            });
+            if seen.is_some() && seen == last {
+                let (_, _, voters, learners) = seen.expect("seen");
+                return Some((voters, learners));
+            }
+            last = seen;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.watch.violation(format!(
+            "no leader showed its configuration for {FAILOVER_LIMIT:?} after a membership change"
+        ));
+        None
+    }
+
+    /// Reads the configuration in force back: leftover learners are removed,
+    /// running nodes that are no member are stopped, the voters noted.
+    pub(super) fn reconcile(&mut self) {
+        for _ in 0..LEARNER_TRIES {
+            let Some((voters, learners)) = self.read_configuration() else {
+                return;
+            };
+            self.voters = voters;
+            if self.lost.is_some_and(|l| !self.voters.contains(&l)) {
+                self.lost = None;
+            }
+            for node in 0..self.cluster.ids.len() {
+                let member = self.voters.contains(&node) || learners.contains(&node);
+                if !member && self.cluster.nodes[node].is_some() {
+                    self.cluster.kill_node(node);
+                    self.say(&format!("node {} is no member: stopped", self.id(node)));
+                }
+            }
+            let Some(&learner) = learners.first() else {
+                return;
+            };
+            let id = self.id(learner).to_string();
+            self.say(&format!("node {id} was left a learner: removed"));
+            self.change("remove a leftover learner", remove(&id), false);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
