@@ -45,7 +45,7 @@ const BOUND_AFTER: Duration = Duration::from_secs(3);
 pub const REPAIR_TRIES: usize = 3;
 const LEARNER_TRIES: usize = 3;
 /// How long after the first operator a second one sends the same change, in ms.
-const SECOND_MS: (u64, u64) = (20, 400);
+const SECOND_MS: (u64, u64) = (0, 60);
 
 /// The answers to the changes of one operation.
 #[derive(Default, Clone, Copy)]
