@@ -67,6 +67,9 @@ pub enum Fault {
     /// A voter SIGKILLed and restarted with an empty data dir under its id: it
     /// does not count until it is removed and added back (the repair).
     LoseDisk,
+    /// The leader SIGKILLed while an add or a replace is on its way (part of
+    /// those two, never drawn alone).
+    KillLeaderMidChange,
 }
 
 /// Where network faults are done: by port, on loopback in a namespace of the
@@ -82,7 +85,11 @@ impl Fault {
     fn is_membership(self) -> bool {
         matches!(
             self,
-            Fault::RemoveMember | Fault::AddMember | Fault::ReplaceNode | Fault::LoseDisk
+            Fault::RemoveMember
+                | Fault::AddMember
+                | Fault::ReplaceNode
+                | Fault::LoseDisk
+                | Fault::KillLeaderMidChange
         )
     }
 
@@ -103,6 +110,7 @@ impl Fault {
             Fault::AddMember => "a node added to the configuration",
             Fault::ReplaceNode => "a voter SIGKILLed, its disk wiped, replaced by a spare",
             Fault::LoseDisk => "a voter back with an empty data dir under its id",
+            Fault::KillLeaderMidChange => "SIGKILL of the leader during a membership change",
         }
     }
 }
@@ -358,8 +366,9 @@ impl<'a> Nemesis<'a> {
         };
         if fault != Fault::KillWorker && fault != Fault::Loss && down + takes > budget {
             self.say(&format!(
-                "skipped: {} ({down} of the nodes down already)",
-                fault.describe()
+                "skipped: {} ({down} of {} voters down already, {budget} may be)",
+                fault.describe(),
+                self.voters.len()
             ));
             return;
         }
@@ -478,7 +487,11 @@ impl<'a> Nemesis<'a> {
             | Fault::LeaderUnheard
             | Fault::CutFromLeader
             | Fault::Flapping => self.link_fault(fault, leader, term),
-            Fault::RemoveMember | Fault::AddMember | Fault::ReplaceNode | Fault::LoseDisk => {
+            Fault::RemoveMember
+            | Fault::AddMember
+            | Fault::ReplaceNode
+            | Fault::LoseDisk
+            | Fault::KillLeaderMidChange => {
                 unreachable!("membership faults return above")
             }
         }

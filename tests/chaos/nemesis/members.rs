@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{down_budget, Fault, Nemesis, FAILOVER_LIMIT};
-use crate::support::{post_member, Cluster};
+use super::{down_budget, Failover, Fault, Nemesis, FAILOVER_LIMIT};
+use crate::support::{post_member, send_signal, Cluster};
 
 /// The spare nodes' ids: slots (and hosts) made at the start, no member.
 pub const SPARES: [&str; 2] = ["F", "G"];
@@ -44,7 +44,8 @@ const BOUND_AFTER: Duration = Duration::from_secs(3);
 /// times a leftover learner's removal is asked.
 pub const REPAIR_TRIES: usize = 3;
 const LEARNER_TRIES: usize = 3;
-/// How long after the first operator a second one sends the same change, in ms.
+/// How long after the first operator a second one sends the same change, or
+/// the leader is SIGKILLed, in ms: changes here commit in tens of ms.
 const SECOND_MS: (u64, u64) = (0, 60);
 
 /// The answers to the changes of one operation.
@@ -86,6 +87,16 @@ impl MemberTally {
             .or_default()
             .count(answer);
     }
+}
+
+/// What happens while a change is on its way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Disturb {
+    Nothing,
+    /// The same change from a second operator, a moment later.
+    SecondOperator,
+    /// The leader (index, term) SIGKILLed a moment later.
+    CrashLeader(usize, u64),
 }
 
 /// One change as JSON, for `POST /admin/member` (`at` is set when sent).
@@ -137,10 +148,10 @@ impl Nemesis<'_> {
     }
 
     /// Whether `voters`, with `also_down` down too, keeps a majority up.
-    fn fits(&self, voters: &[usize], also_down: Option<usize>) -> bool {
+    fn fits(&self, voters: &[usize], also_down: &[usize]) -> bool {
         let down = (voters.iter())
             .filter(|&&i| {
-                self.cluster.nodes[i].is_none() || self.lost == Some(i) || also_down == Some(i)
+                self.cluster.nodes[i].is_none() || self.lost == Some(i) || also_down.contains(&i)
             })
             .count();
         down <= down_budget(voters.len())
@@ -149,7 +160,7 @@ impl Nemesis<'_> {
     /// Whether each configuration in `steps` keeps a majority up (`also_down`
     /// goes down for the change), restarting the killed voters first when that
     /// is what it takes, as an operator mends the cluster before changing it.
-    fn make_room(&mut self, steps: &[Vec<usize>], also_down: Option<usize>) -> bool {
+    fn make_room(&mut self, steps: &[Vec<usize>], also_down: &[usize]) -> bool {
         let fit = |n: &Self| steps.iter().all(|v| n.fits(v, also_down));
         if fit(self) {
             return true;
@@ -184,7 +195,7 @@ impl Nemesis<'_> {
                     return skip(self, "three voters is the floor");
                 }
                 let node = self.pick(&voters).expect("voters");
-                if !self.make_room(&[self.without(node)], None) {
+                if !self.make_room(&[self.without(node)], &[]) {
                     return skip(self, "no majority would be left up");
                 }
                 self.remove_member(node);
@@ -202,7 +213,7 @@ impl Nemesis<'_> {
             Fault::ReplaceNode => {
                 let old = self.pick(&voters).expect("voters");
                 let steps = [self.without(old)];
-                if !self.make_room(&steps, Some(old)) {
+                if !self.make_room(&steps, &[old]) {
                     return skip(self, "no majority would be left up");
                 }
                 self.replace_node(old, Fault::ReplaceNode);
@@ -214,7 +225,7 @@ impl Nemesis<'_> {
                 let Some(node) = self.pick(&bound) else {
                     return skip(self, "no running voter joined long enough ago");
                 };
-                if !self.make_room(&[voters], Some(node)) {
+                if !self.make_room(&[voters], &[node]) {
                     return skip(self, "no majority would be left up");
                 }
                 self.lose_disk(node);
@@ -224,25 +235,63 @@ impl Nemesis<'_> {
         *self.report.done.entry(fault).or_default() += 1;
     }
 
-    /// `change` through a random running voter, and sometimes the same change
-    /// again from a second operator shortly after; the first's answer.
-    fn change(&mut self, kind: &str, change: serde_json::Value, second: bool) -> Option<u16> {
+    /// What disturbs an add or a replace on its way: with `steps` the
+    /// configurations it goes through, a crash of the leader only when each
+    /// keeps a majority up without it.
+    fn disturbance(&mut self, steps: &[Vec<usize>]) -> Disturb {
+        match self.rng.range(0, 12) {
+            0..=3 => Disturb::SecondOperator,
+            4..=6 => match self.watch.agreed_leader(&self.live()) {
+                Some((leader, term)) if steps.iter().all(|v| self.fits(v, &[leader])) => {
+                    Disturb::CrashLeader(leader, term)
+                }
+                _ => Disturb::Nothing,
+            },
+            _ => Disturb::Nothing,
+        }
+    }
+
+    /// `change` through a random running voter; `disturb` may send the same
+    /// change again from a second operator shortly after, or SIGKILL the
+    /// leader while it is on its way. The first operator's answer.
+    fn change(&mut self, kind: &str, change: serde_json::Value, disturb: Disturb) -> Option<u16> {
         let live = self.live();
         let via = self.pick(&live)?;
         let other = self.pick(&live).unwrap_or(via);
         let delay = Duration::from_millis(self.rng.range(SECOND_MS.0, SECOND_MS.1));
+        let second = disturb == Disturb::SecondOperator;
+        let crash = match disturb {
+            Disturb::CrashLeader(leader, term) => {
+                (self.cluster.nodes[leader].as_ref()).map(|p| (leader, term, p.pid()))
+            }
+            _ => None,
+        };
         let cluster: &Cluster = self.cluster;
         let started = Instant::now();
-        let ((code, body), again) = std::thread::scope(|scope| {
+        let ((code, body), again, crashed_at) = std::thread::scope(|scope| {
             let again = second.then(|| {
                 scope.spawn(|| {
                     std::thread::sleep(delay);
                     ask(cluster, other, &change)
                 })
             });
+            let crasher = crash.map(|(_, _, pid)| {
+                scope.spawn(move || {
+                    std::thread::sleep(delay);
+                    send_signal(pid, "KILL");
+                    Instant::now()
+                })
+            });
             let first = ask(cluster, via, &change);
-            (first, again.map(|t| t.join().expect("the second operator")))
+            (
+                first,
+                again.map(|t| t.join().expect("the second operator")),
+                crasher.map(|t| t.join().expect("the crasher")),
+            )
         });
+        if let (Some((leader, term, _)), Some(at)) = (crash, crashed_at) {
+            self.crashed_mid_change(leader, term, at, delay);
+        }
         self.report.members.count(kind, code);
         self.say(&format!(
             "member {kind} via {}: {} after {} ms: {}",
@@ -271,12 +320,50 @@ impl Nemesis<'_> {
         code
     }
 
+    /// The leader was SIGKILLed while a change was on its way: it is reaped
+    /// (its power cut with PowerFs), and the running voters must name one new
+    /// leader (maybe the node being added) within [`FAILOVER_LIMIT`].
+    fn crashed_mid_change(&mut self, leader: usize, term: u64, at: Instant, delay: Duration) {
+        let fault = Fault::KillLeaderMidChange;
+        *self.report.done.entry(fault).or_default() += 1;
+        self.kill(leader);
+        // The voters from before the change: each hears from the leader,
+        // while a node being added may not have been added at all.
+        let among = self.live();
+        let old_id = self.id(leader).to_string();
+        while at.elapsed() < FAILOVER_LIMIT {
+            let named: Option<Vec<String>> = (among.iter())
+                .map(|&i| self.watch.status(i).and_then(|s| s.leader))
+                .collect();
+            let mut named = named.unwrap_or_default();
+            named.dedup();
+            if let [new] = &named[..] {
+                if *new != old_id {
+                    let took = at.elapsed();
+                    self.say(&format!(
+                        "{} ({} ms after the request): {old_id} (term {term}) -> new leader {new} after {} ms",
+                        fault.describe(),
+                        delay.as_millis(),
+                        took.as_millis()
+                    ));
+                    self.report.failovers.push(Failover { fault, took });
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.watch.violation(format!(
+            "{} ({old_id}, term {term}): the running nodes named no one new leader within {FAILOVER_LIMIT:?}",
+            fault.describe()
+        ));
+    }
+
     /// Removes a voter (the leader too) and stops it once removed.
     fn remove_member(&mut self, node: usize) {
         let id = self.id(node).to_string();
         let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == node);
         let started = Instant::now();
-        let code = self.change("remove", remove(&id), false);
+        let code = self.change("remove", remove(&id), Disturb::Nothing);
         self.reconcile();
         if code == Some(200) {
             if let Some((old, term)) = led {
@@ -297,8 +384,10 @@ impl Nemesis<'_> {
         }
         self.start_outsider(node);
         let (id, addr) = (self.id(node).to_string(), self.cluster.node_addr(node));
-        let second = self.rng.chance(1, 3);
-        let code = self.change(kind, add(&id, &addr), second);
+        let mut grown = self.voters.clone();
+        grown.push(node);
+        let disturb = self.disturbance(&[self.voters.clone(), grown]);
+        let code = self.change(kind, add(&id, &addr), disturb);
         self.reconcile();
         if code == Some(200) {
             self.joined[node] = Instant::now();
@@ -348,12 +437,20 @@ impl Nemesis<'_> {
         self.start_outsider(new);
         let (old_id, id) = (self.id(old).to_string(), self.id(new).to_string());
         let addr = self.cluster.node_addr(new);
-        let second = self.rng.chance(1, 3);
+        let mut replaced = self.without(old);
+        let steps = [self.voters.clone(), replaced.clone(), {
+            replaced.push(new);
+            replaced
+        }];
+        let disturb = match fault {
+            Fault::ReplaceNode => self.disturbance(&steps),
+            _ => Disturb::Nothing,
+        };
         let kind = match fault {
             Fault::LoseDisk => "replace a lost disk (three voters)",
             _ => "replace",
         };
-        let code = self.change(kind, replace(&old_id, &id, &addr), second);
+        let code = self.change(kind, replace(&old_id, &id, &addr), disturb);
         self.reconcile();
         if code == Some(200) {
             self.joined[new] = Instant::now();
@@ -396,7 +493,7 @@ impl Nemesis<'_> {
         }
         let id = self.id(node).to_string();
         if self.voters.contains(&node) {
-            let code = self.change("remove a lost disk", remove(&id), false);
+            let code = self.change("remove a lost disk", remove(&id), Disturb::Nothing);
             self.reconcile();
             if code != Some(200) && self.voters.contains(&node) {
                 return;
@@ -467,7 +564,7 @@ impl Nemesis<'_> {
             };
             let id = self.id(learner).to_string();
             self.say(&format!("node {id} was left a learner: removed"));
-            self.change("remove a leftover learner", remove(&id), false);
+            self.change("remove a leftover learner", remove(&id), Disturb::Nothing);
             std::thread::sleep(Duration::from_millis(200));
         }
     }
