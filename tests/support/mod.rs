@@ -606,15 +606,15 @@ impl Drop for Cluster {
 
 /// `POST /admin/member` to node `via` with `body` (its `at` set to now),
 /// signed with the cluster key (or sent with `tag` when given), as `raftlb
-/// member` does: (status, body), or None when no answer came within `limit`
-/// (a change may wait for a learner to catch up).
+/// member` does: (status, body), or the error when no answer came within
+/// `limit` (a change may wait for a learner to catch up).
 pub fn post_member(
     cluster: &Cluster,
     via: usize,
     mut body: serde_json::Value,
     tag: Option<&str>,
     limit: Duration,
-) -> Option<(u16, String)> {
+) -> Result<(u16, String), ureq::Error> {
     body["at"] = serde_json::json!(raftlb::server::admin::now_ms());
     let bytes = serde_json::to_vec(&body).expect("json");
     let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
@@ -622,10 +622,9 @@ pub fn post_member(
     let mut resp = agent
         .post(&cluster.url(via, "/admin/member"))
         .header(raftlb::auth::AUTH_HEADER, &tag)
-        .send(&bytes[..])
-        .ok()?;
+        .send(&bytes[..])?;
     let code = resp.status().as_u16();
-    Some((code, resp.body_mut().read_to_string().unwrap_or_default()))
+    Ok((code, resp.body_mut().read_to_string().unwrap_or_default()))
 }
 
 /// The configuration node i reports in `/status`: (name, voter), in its order.

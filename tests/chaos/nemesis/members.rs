@@ -46,7 +46,9 @@ pub const REPAIR_TRIES: usize = 3;
 const LEARNER_TRIES: usize = 3;
 /// How long after the first operator a second one sends the same change, or
 /// the leader is SIGKILLed, in ms: changes here commit in tens of ms.
-const SECOND_MS: (u64, u64) = (0, 60);
+/// At least 2 ms: a change signed in the same ms is the same body, which
+/// the node refuses as a replay (401), rightly.
+const SECOND_MS: (u64, u64) = (2, 60);
 
 /// The answers to the changes of one operation.
 #[derive(Default, Clone, Copy)]
@@ -127,12 +129,42 @@ fn wipe(dir: &Path) {
     }
 }
 
-/// One membership request: the answer's status, None when none came.
-fn ask(cluster: &Cluster, via: usize, change: &serde_json::Value) -> (Option<u16>, String) {
-    match post_member(cluster, via, change.clone(), None, CHANGE_LIMIT) {
-        Some((code, body)) => (Some(code), body.trim().to_string()),
-        None => (None, format!("no answer within {CHANGE_LIMIT:?}")),
+/// Whether the request was never sent: the node could not be connected to
+/// (e.g. restarted a moment ago and not listening yet).
+fn not_connected(error: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(ureq::Timeout::Connect) => true,
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable
+        ),
+        _ => false,
     }
+}
+
+/// One membership request to the first of `vias` that can be connected to,
+/// as `raftlb member` goes on to another node when one cannot be: the node
+/// asked and its answer's status, None when none came.
+fn ask(
+    cluster: &Cluster,
+    vias: &[usize],
+    change: &serde_json::Value,
+) -> (usize, Option<u16>, String) {
+    let mut tried = Vec::new();
+    for &via in vias {
+        match post_member(cluster, via, change.clone(), None, CHANGE_LIMIT) {
+            Ok((code, body)) => return (via, Some(code), body.trim().to_string()),
+            Err(e) if not_connected(&e) => tried.push(format!("{}: {e}", cluster.ids[via])),
+            Err(e) => return (via, None, format!("no answer: {e}")),
+        }
+    }
+    let last = vias.last().copied().unwrap_or(0);
+    (
+        last,
+        None,
+        format!("no node could be connected to: {}", tried.join("; ")),
+    )
 }
 
 impl Nemesis<'_> {
@@ -255,9 +287,15 @@ impl Nemesis<'_> {
     /// change again from a second operator shortly after, or SIGKILL the
     /// leader while it is on its way. The first operator's answer.
     fn change(&mut self, kind: &str, change: serde_json::Value, disturb: Disturb) -> Option<u16> {
-        let live = self.live();
-        let via = self.pick(&live)?;
-        let other = self.pick(&live).unwrap_or(via);
+        let mut vias = self.live();
+        if vias.is_empty() {
+            return None;
+        }
+        for i in (1..vias.len()).rev() {
+            vias.swap(i, self.rng.range(0, i as u64 + 1) as usize);
+        }
+        let mut others = vias.clone();
+        others.rotate_left(self.rng.range(0, vias.len() as u64) as usize);
         let delay = Duration::from_millis(self.rng.range(SECOND_MS.0, SECOND_MS.1));
         let second = disturb == Disturb::SecondOperator;
         let crash = match disturb {
@@ -268,11 +306,11 @@ impl Nemesis<'_> {
         };
         let cluster: &Cluster = self.cluster;
         let started = Instant::now();
-        let ((code, body), again, crashed_at) = std::thread::scope(|scope| {
+        let ((via, code, body), again, crashed_at) = std::thread::scope(|scope| {
             let again = second.then(|| {
                 scope.spawn(|| {
                     std::thread::sleep(delay);
-                    ask(cluster, other, &change)
+                    ask(cluster, &others, &change)
                 })
             });
             let crasher = crash.map(|(_, _, pid)| {
@@ -282,7 +320,7 @@ impl Nemesis<'_> {
                     Instant::now()
                 })
             });
-            let first = ask(cluster, via, &change);
+            let first = ask(cluster, &vias, &change);
             (
                 first,
                 again.map(|t| t.join().expect("the second operator")),
@@ -300,7 +338,7 @@ impl Nemesis<'_> {
             started.elapsed().as_millis(),
             body.lines().next().unwrap_or("")
         ));
-        if let Some((code2, body2)) = again {
+        if let Some((other, code2, body2)) = again {
             self.report
                 .members
                 .count(&format!("same {kind} again (second operator)"), code2);
