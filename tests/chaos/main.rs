@@ -175,14 +175,14 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         let observer = scope.spawn(|| watch.observe(&stop_observing));
         let prime_clients: Vec<_> = (0..PRIME_CLIENTS)
             .map(|_| {
-                let (seed, nodes) = (rng.next_u64(), &nodes);
-                scope.spawn(move || load::primes(seed, nodes, origin, run))
+                let (seed, nodes, watch) = (rng.next_u64(), &nodes, &watch);
+                scope.spawn(move || load::primes(seed, nodes, watch, origin, run))
             })
             .collect();
         let note_clients: Vec<_> = (0..NOTE_CLIENTS)
             .map(|id| {
-                let (seed, nodes) = (rng.next_u64(), &nodes);
-                scope.spawn(move || load::notes(id, seed, nodes, origin, run))
+                let (seed, nodes, watch) = (rng.next_u64(), &nodes, &watch);
+                scope.spawn(move || load::notes(id, seed, nodes, watch, origin, run))
             })
             .collect();
         let nemesis = Nemesis::new(

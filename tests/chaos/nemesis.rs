@@ -182,6 +182,13 @@ impl<'a> Nemesis<'a> {
             joined: vec![Instant::now(); cluster.ids.len()],
             cluster,
         }
+        .with_members()
+    }
+
+    /// Tells the clients the members to send to.
+    fn with_members(self) -> Self {
+        self.watch.set_members(&self.voters);
+        self
     }
 
     /// Faults until `until` (from the origin), then undoes every one of them.

@@ -144,8 +144,9 @@ fn not_connected(error: &ureq::Error) -> bool {
 }
 
 /// One membership request to the first of `vias` that can be connected to,
-/// as `raftlb member` goes on to another node when one cannot be: the node
-/// asked and its answer's status, None when none came.
+/// as `raftlb member` goes on to another node when one cannot be (or knows
+/// no leader yet): the node asked and its answer's status, None when none
+/// came.
 fn ask(
     cluster: &Cluster,
     vias: &[usize],
@@ -154,6 +155,11 @@ fn ask(
     let mut tried = Vec::new();
     for &via in vias {
         match post_member(cluster, via, change.clone(), None, CHANGE_LIMIT) {
+            // Nothing was started: a node restarted a moment ago knows no
+            // leader yet.
+            Ok((503, body)) if body.contains("no leader known") => {
+                tried.push(format!("{}: {}", cluster.ids[via], body.trim()))
+            }
             Ok((code, body)) => return (via, Some(code), body.trim().to_string()),
             Err(e) if not_connected(&e) => tried.push(format!("{}: {e}", cluster.ids[via])),
             Err(e) => return (via, None, format!("no answer: {e}")),
@@ -399,7 +405,7 @@ impl Nemesis<'_> {
     /// Removes a voter (the leader too) and stops it once removed.
     fn remove_member(&mut self, node: usize) {
         let id = self.id(node).to_string();
-        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == node);
+        let led = self.leader().filter(|(l, _)| *l == node);
         let started = Instant::now();
         let code = self.change("remove", remove(&id), Disturb::Nothing);
         self.reconcile();
@@ -449,7 +455,7 @@ impl Nemesis<'_> {
     /// SIGKILLs voter `old` and wipes its disk (it goes to the spares, empty),
     /// then puts a new machine (an outsider, wiped) in its place.
     fn replace_node(&mut self, old: usize, fault: Fault) {
-        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == old);
+        let led = self.leader().filter(|(l, _)| *l == old);
         let started = Instant::now();
         if self.cluster.nodes[old].is_some() {
             self.kill(old);
@@ -504,7 +510,7 @@ impl Nemesis<'_> {
 
     /// SIGKILLs `node`, wipes its data dir and starts it again under its id.
     fn lose_disk(&mut self, node: usize) {
-        let led = (self.watch.agreed_leader(&self.live())).filter(|(l, _)| *l == node);
+        let led = self.leader().filter(|(l, _)| *l == node);
         let started = Instant::now();
         self.kill(node);
         wipe(&self.cluster.data_dir(node));
@@ -587,6 +593,7 @@ impl Nemesis<'_> {
                 return;
             };
             self.voters = voters;
+            self.watch.set_members(&self.voters);
             if self.lost.is_some_and(|l| !self.voters.contains(&l)) {
                 self.lost = None;
             }
