@@ -21,6 +21,7 @@ use crate::watch::Watch;
 
 mod links;
 pub mod members;
+pub mod operator;
 
 /// How many of `voters` voters may be down at once: the others are a majority.
 pub fn down_budget(voters: usize) -> usize {
@@ -135,7 +136,7 @@ pub struct Report {
     /// Kills that cut the node's power too (only with PowerFs disks).
     pub power_cuts: usize,
     /// The membership changes asked for, by operation and answer.
-    pub members: members::MemberTally,
+    pub members: operator::MemberTally,
     /// The voters of the configuration in force after the heal.
     pub final_voters: Vec<usize>,
 }

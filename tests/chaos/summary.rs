@@ -7,7 +7,7 @@ use std::time::Duration;
 use raftlb::lincheck::Verdict;
 
 use crate::load::PrimeTally;
-use crate::nemesis::members::MemberTally;
+use crate::nemesis::operator::MemberTally;
 use crate::nemesis::{Failover, Fault};
 use crate::support::history::Tally;
 
