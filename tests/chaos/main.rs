@@ -234,6 +234,9 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
     if let Err(e) = &converged {
         violations.push(e.clone());
     }
+    if let Err(e) = same_configuration(&cluster, &voters) {
+        violations.push(e);
+    }
     let final_value = final_reads(&cluster, &voters, origin, &mut history, &mut violations);
 
     let started = Instant::now();
@@ -338,6 +341,35 @@ fn converge(watch: &Watch, nodes: &[usize]) -> Result<u64, String> {
         None => format!("the healed cluster agreed on no leader within {SETTLE:?}"),
         Some(index) => format!("not every node applied index {index} within {SETTLE:?}"),
     })
+}
+
+/// Waits until every node of `voters` shows exactly them as the voters, and
+/// no learner, in its `/status`.
+fn same_configuration(cluster: &Cluster, voters: &[usize]) -> Result<(), String> {
+    let mut want: Vec<String> = voters.iter().map(|i| cluster.ids[*i].clone()).collect();
+    want.sort();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < SETTLE {
+        seen = (voters.iter())
+            .map(|&i| {
+                let mut config = support::configuration(cluster, i).unwrap_or_default();
+                config.sort();
+                (cluster.ids[i].clone(), config)
+            })
+            .collect();
+        let agree = (seen.iter()).all(|(_, config)| {
+            config.iter().all(|(_, voter)| *voter)
+                && config.iter().map(|(id, _)| id).eq(want.iter())
+        });
+        if agree {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "the final voters {want:?} do not all show that configuration: {seen:?}"
+    ))
 }
 
 /// Reads the note through every node of `voters` once the clients have

@@ -159,6 +159,9 @@ pub struct Nemesis<'a> {
     /// When each node last became a voter: its disk is lost only once the
     /// leader has surely bound it (see `members::BOUND_AFTER`).
     joined: Vec<Instant>,
+    /// When the faults end (from the origin): a membership change waits for
+    /// its answer only until shortly after.
+    until: Duration,
 }
 
 impl<'a> Nemesis<'a> {
@@ -181,6 +184,7 @@ impl<'a> Nemesis<'a> {
             voters: (0..cluster.options.nodes).collect(),
             lost: None,
             joined: vec![Instant::now(); cluster.ids.len()],
+            until: Duration::ZERO,
             cluster,
         }
         .with_members()
@@ -194,6 +198,7 @@ impl<'a> Nemesis<'a> {
 
     /// Faults until `until` (from the origin), then undoes every one of them.
     pub fn run(mut self, until: Duration) -> Report {
+        self.until = until;
         let mut round: Vec<Fault> = Vec::new();
         loop {
             std::thread::sleep(Duration::from_millis(self.rng.range(STEP_MS.0, STEP_MS.1)));

@@ -61,8 +61,12 @@ impl fmt::Display for Summary {
         for (kind, a) in &self.members.by_kind {
             writeln!(
                 f,
-                "  {:4} done {:4} busy {:4} refused {:4} unsure  {kind}",
-                a.done, a.busy, a.refused, a.unsure
+                "  {:4} done {:4} busy {:4} refused {:4} unsure  (slowest {:5} ms)  {kind}",
+                a.done,
+                a.busy,
+                a.refused,
+                a.unsure,
+                a.slowest.as_millis()
             )?;
         }
         writeln!(

@@ -16,9 +16,14 @@ use super::members::remove;
 use super::{Failover, Fault, Nemesis, FAILOVER_LIMIT};
 use crate::support::{post_member, send_signal, Cluster};
 
-/// A client-side bound on one change (the node's own is 50 s): a change in a
-/// healthy cluster takes about a second, a catch-up by snapshot included.
+/// Client-side bounds on one change (the node's own is 50 s): a change in a
+/// healthy cluster takes well under a second here, a catch-up by snapshot
+/// included. The wait ends at most [`CHANGE_AFTER_FAULTS`] after the faults
+/// do (and lasts that long in the heal), so that the run keeps its length:
+/// seed 1301's remove of a leader that then stopped leading went unanswered
+/// for its full 20 s, and the faults overran the run.
 const CHANGE_LIMIT: Duration = Duration::from_secs(20);
+const CHANGE_AFTER_FAULTS: Duration = Duration::from_secs(2);
 /// How many times a leftover learner's removal is asked.
 const LEARNER_TRIES: usize = 3;
 /// How long after the first operator a second one sends the same change, or
@@ -39,10 +44,13 @@ pub struct Answers {
     /// 503 (no leader, cut short midway) or no answer in time: the
     /// configuration is read back.
     pub unsure: usize,
+    /// The longest wait for an answer (or for none).
+    pub slowest: Duration,
 }
 
 impl Answers {
-    fn count(&mut self, answer: Option<u16>) {
+    fn count(&mut self, answer: Option<u16>, took: Duration) {
+        self.slowest = self.slowest.max(took);
         match answer {
             Some(200) => self.done += 1,
             Some(409) => self.busy += 1,
@@ -60,11 +68,11 @@ pub struct MemberTally {
 }
 
 impl MemberTally {
-    fn count(&mut self, kind: &str, answer: Option<u16>) {
+    fn count(&mut self, kind: &str, answer: Option<u16>, took: Duration) {
         self.by_kind
             .entry(kind.to_string())
             .or_default()
-            .count(answer);
+            .count(answer, took);
     }
 }
 
@@ -97,13 +105,14 @@ fn not_connected(error: &ureq::Error) -> bool {
 /// no leader yet): the node asked and its answer's status, None when none
 /// came.
 fn ask(
+    limit: Duration,
     cluster: &Cluster,
     vias: &[usize],
     change: &serde_json::Value,
 ) -> (usize, Option<u16>, String) {
     let mut tried = Vec::new();
     for &via in vias {
-        match post_member(cluster, via, change.clone(), None, CHANGE_LIMIT) {
+        match post_member(cluster, via, change.clone(), None, limit) {
             // Nothing was started: a node restarted a moment ago knows no
             // leader yet.
             Ok((503, body)) if body.contains("no leader known") => {
@@ -127,6 +136,9 @@ impl Nemesis<'_> {
     /// configurations it goes through, a crash of the leader only when each
     /// keeps a majority up without it.
     pub(super) fn disturbance(&mut self, steps: &[Vec<usize>]) -> Disturb {
+        if self.origin.elapsed() >= self.until {
+            return Disturb::Nothing; // the heal
+        }
         match self.rng.range(0, 12) {
             0..=3 => Disturb::SecondOperator,
             4..=6 => match self.watch.agreed_leader(&self.live()) {
@@ -165,13 +177,15 @@ impl Nemesis<'_> {
             }
             _ => None,
         };
+        let left = self.until.saturating_sub(self.origin.elapsed());
+        let limit = (left + CHANGE_AFTER_FAULTS).min(CHANGE_LIMIT);
         let cluster: &Cluster = self.cluster;
         let started = Instant::now();
         let ((via, code, body), again, crashed_at) = std::thread::scope(|scope| {
             let again = second.then(|| {
                 scope.spawn(|| {
                     std::thread::sleep(delay);
-                    ask(cluster, &others, &change)
+                    ask(limit, cluster, &others, &change)
                 })
             });
             let crasher = crash.map(|(_, _, pid)| {
@@ -181,7 +195,7 @@ impl Nemesis<'_> {
                     Instant::now()
                 })
             });
-            let first = ask(cluster, &vias, &change);
+            let first = ask(limit, cluster, &vias, &change);
             (
                 first,
                 again.map(|t| t.join().expect("the second operator")),
@@ -191,7 +205,7 @@ impl Nemesis<'_> {
         if let (Some((leader, term, _)), Some(at)) = (crash, crashed_at) {
             self.crashed_mid_change(leader, term, at, delay);
         }
-        self.report.members.count(kind, code);
+        self.report.members.count(kind, code, started.elapsed());
         self.say(&format!(
             "member {kind} via {}: {} after {} ms: {}",
             self.id(via),
@@ -200,9 +214,11 @@ impl Nemesis<'_> {
             body.lines().next().unwrap_or("")
         ));
         if let Some((other, code2, body2)) = again {
-            self.report
-                .members
-                .count(&format!("same {kind} again (second operator)"), code2);
+            self.report.members.count(
+                &format!("same {kind} again (second operator)"),
+                code2,
+                started.elapsed(),
+            );
             self.say(&format!(
                 "  the same change from a second operator via {} {} ms later: {}: {}",
                 self.id(other),
