@@ -160,6 +160,10 @@ impl Nemesis<'_> {
         change: serde_json::Value,
         disturb: Disturb,
     ) -> Option<u16> {
+        // As an operator looks at `raftlb status` first: right after a fault
+        // the nodes may be between leaders, and would all answer "no leader
+        // known" (seeds 1301 and 2002).
+        let _ = self.leader();
         let mut vias = self.live();
         if vias.is_empty() {
             return None;
