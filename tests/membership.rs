@@ -8,6 +8,11 @@
 
 mod support;
 
+// Dropping datagrams to one node, in a network namespace of the test's own.
+#[allow(dead_code)] // the chaos run uses the rest
+#[path = "chaos/netfault.rs"]
+mod netfault;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -376,4 +381,58 @@ fn a_node_back_with_an_empty_data_dir_under_its_name_does_not_count_until_added_
         "the node added back counts again\n{}",
         cluster.logs()
     );
+}
+
+/// A leader asked to remove itself that stops leading before it hears that
+/// the removal committed (here: it hears no one, so CheckQuorum steps it
+/// down) is no member any more, and no one sends it the outcome: it answers
+/// 503 at once, not after the 50 s wait (chaos seed 1301 waited for it).
+#[test]
+fn a_leader_that_steps_down_before_its_removal_commits_answers_at_once() {
+    let _one = exclusive();
+    let net = match netfault::NetFaults::enter() {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("skipped: cannot drop datagrams here: {why}");
+            return;
+        }
+    };
+    let cluster = Cluster::start(Options {
+        nodes: 3,
+        workers: 1,
+        ..Options::default()
+    });
+    let leader = cluster.wait_for_leader(SETTLE);
+    assert_eq!(write_note(&cluster, "before", SETTLE), 200);
+    // The leader binds each member's incarnation (a configuration change)
+    // within a heartbeat or two of its first commit: a remove meanwhile is 409.
+    std::thread::sleep(Duration::from_secs(1));
+    net.deafen(cluster.ports[leader]).expect("a drop rule");
+    let id = cluster.ids[leader].clone();
+    let started = Instant::now();
+    let (code, body) = member(&cluster, leader, json!({"op":"remove","id":id}), None);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "answered after {took:?}: {code} {body}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("whether its removal committed"), "{body}");
+    // The other two committed it: the configuration without the old leader.
+    let others: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+    let mut want: Vec<String> = others.iter().map(|&k| cluster.ids[k].clone()).collect();
+    want.sort();
+    wait_for("the others without the old leader", SETTLE, || {
+        others
+            .iter()
+            .all(|&k| {
+                support::membership::configuration(&cluster, k).is_some_and(|c| {
+                    let mut names: Vec<String> = c.into_iter().map(|(n, _)| n).collect();
+                    names.sort();
+                    names == want
+                })
+            })
+            .then_some(())
+    });
 }

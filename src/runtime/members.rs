@@ -176,6 +176,15 @@ impl MemberJob {
         loop {
             if let Some((index, term)) = self.waiting {
                 if raft.commit_index() < index {
+                    // A leader that stopped leading while its own removal was
+                    // in flight is no member of its configuration: no one
+                    // sends it entries any more, so it would never learn
+                    // whether the step committed (chaos seed 1301).
+                    if raft.role() != Role::Leader && !raft.membership().contains(raft.id()) {
+                        return self.finish(self.partial(
+                            "this node stopped leading before it learned whether its removal committed",
+                        ));
+                    }
                     break;
                 }
                 if raft.log().term(index).is_some_and(|t| t != term) {

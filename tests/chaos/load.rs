@@ -1,6 +1,9 @@
 //! The clients' load: prime lookups, and note writes and reads recorded for the
 //! linearizability check, through random nodes (dead, paused and cut-off ones
-//! included, as a real client would) until the run's end.
+//! included, as a real client would) until the run's end. Most go to a member
+//! of the configuration in force, as clients that learn the members from
+//! `/status` do; the others to any node slot, spares and removed nodes too, as
+//! a client with an old list does.
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -9,6 +12,7 @@ use raftlb::lincheck::Op;
 use raftlb::raft::Rng;
 
 use crate::support::history::{NoteClient, Tally};
+use crate::watch::Watch;
 
 /// Longer than a node's own note timeout (3 s), so a node's 503 arrives first.
 const NOTE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -18,6 +22,16 @@ const PRIME_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between a client's operations, in ms: a run of two minutes would
 /// otherwise record more note operations than it is useful to check.
 const PAUSE_MS: (u64, u64) = (2, 15);
+/// The base URL of the node an operation goes to: a member 3 times in 4.
+fn pick<'a>(rng: &mut Rng, nodes: &'a [String], watch: &Watch) -> &'a str {
+    let members = watch.members();
+    let i = match members.is_empty() || rng.chance(1, 4) {
+        true => rng.range(0, nodes.len() as u64) as usize,
+        false => members[rng.range(0, members.len() as u64) as usize],
+    };
+    &nodes[i]
+}
+
 /// N for the prime lookups: small, so that the workers' time is not what is
 /// measured, and checkable against the library.
 const MAX_N: u64 = 20_000;
@@ -48,10 +62,11 @@ impl PrimeTally {
 
 /// One prime client until `end` (from `origin`): its tally, and when (ms from
 /// the origin) each right answer came, to tell those after the last fault.
-/// `nodes` are the nodes' base URLs (`http://HOST:PORT`).
+/// `nodes` are the node slots' base URLs (`http://HOST:PORT`).
 pub fn primes(
     seed: u64,
     nodes: &[String],
+    watch: &Watch,
     origin: Instant,
     end: Duration,
 ) -> (PrimeTally, Vec<u64>) {
@@ -63,7 +78,7 @@ pub fn primes(
     while origin.elapsed() < end {
         std::thread::sleep(Duration::from_millis(rng.range(PAUSE_MS.0, PAUSE_MS.1)));
         let n = rng.range(1, MAX_N + 1);
-        let node = &nodes[rng.range(0, nodes.len() as u64) as usize];
+        let node = pick(&mut rng, nodes, watch);
         let url = format!("{node}/{n}");
         match agent.get(&url).call() {
             Ok(mut resp) => {
@@ -100,6 +115,7 @@ pub fn notes(
     id: usize,
     seed: u64,
     nodes: &[String],
+    watch: &Watch,
     origin: Instant,
     end: Duration,
 ) -> (Vec<Op>, Tally) {
@@ -110,7 +126,7 @@ pub fn notes(
     let mut n = 0u64;
     while origin.elapsed() < end {
         std::thread::sleep(Duration::from_millis(rng.range(PAUSE_MS.0, PAUSE_MS.1)));
-        let node = &nodes[rng.range(0, nodes.len() as u64) as usize];
+        let node = pick(&mut rng, nodes, watch);
         let url = format!("{node}/note");
         let outcome = if rng.chance(1, 2) {
             n += 1;

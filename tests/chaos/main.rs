@@ -15,6 +15,10 @@
 //! dir on a PowerFs of its own (tests/support/powerfs) and cuts the power on a
 //! node's disk (drops what it did not fsync) each time the nemesis SIGKILLs it;
 //! the power on all five at once is cut by tests/power_cut.rs.
+//!
+//! The nemesis changes the membership too (remove, add, replace, a disk lost
+//! and repaired), with two spare nodes F and G made at the start; the end
+//! checks the members of the final configuration.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -41,6 +45,7 @@ use raftlb::raft::Rng;
 
 use hostnet::Net;
 use load::PrimeTally;
+use nemesis::members::SPARES;
 use nemesis::{Nemesis, Network};
 use netfault::NetFaults;
 use powerfs::Disks;
@@ -61,23 +66,32 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// and sent to restarted nodes under the faults too.
 const SNAPSHOT_ENTRIES: u64 = 500;
 
-/// The hosts of CHAOS_HOSTS=1: nodes A-E, then each worker and its daemon.
+/// Node slots: the five of the cluster and the spares.
+fn node_slots() -> usize {
+    Options::default().nodes + SPARES.len()
+}
+
+/// The hosts of CHAOS_HOSTS=1: nodes A-E, the spares, then each worker and
+/// its daemon.
 fn host_names() -> Vec<&'static str> {
     let mut names = vec!["A", "B", "C", "D", "E"];
+    names.extend(SPARES);
     names.extend([
         "worker-1", "worker-2", "worker-3", "daemon-1", "daemon-2", "daemon-3",
     ]);
-    assert_eq!(
-        names.len(),
-        Options::default().nodes + 2 * Options::default().workers
-    );
+    assert_eq!(names.len(), node_slots() + 2 * Options::default().workers);
     names
 }
 
 /// Each program of the cluster on its host of `net`.
 fn placement(net: &Net) -> Placement {
     let names = host_names();
-    net.placement(&names[..5], &names[5..8], &names[8..])
+    let (nodes, workers) = (node_slots(), Options::default().workers);
+    net.placement(
+        &names[..nodes],
+        &names[nodes..nodes + workers],
+        &names[nodes + workers..],
+    )
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -128,7 +142,7 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         (None, Err(_)) => None,
     };
     let disks = match std::env::var("CHAOS_POWER").is_ok_and(|v| v == "1") {
-        true => Disks::mount(Options::default().nodes),
+        true => Disks::mount(node_slots()),
         false => Err("CHAOS_POWER=1 cuts it with every node kill".into()),
     };
     let power_line = match &disks {
@@ -147,6 +161,10 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
     });
     cluster.wait_for_leader(SETTLE);
     cluster.wait_for_servers(&[true, true, true], SETTLE);
+    // The spares' slots (ports, hosts, disks): not started, no members.
+    for id in SPARES {
+        cluster.add_node_slot(id);
+    }
     let nodes: Vec<String> = (0..cluster.ids.len()).map(|i| cluster.url(i, "")).collect();
     let watch = Watch::new(&cluster.ids, &nodes);
     let mut rng = Rng::new(seed);
@@ -157,14 +175,14 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         let observer = scope.spawn(|| watch.observe(&stop_observing));
         let prime_clients: Vec<_> = (0..PRIME_CLIENTS)
             .map(|_| {
-                let (seed, nodes) = (rng.next_u64(), &nodes);
-                scope.spawn(move || load::primes(seed, nodes, origin, run))
+                let (seed, nodes, watch) = (rng.next_u64(), &nodes, &watch);
+                scope.spawn(move || load::primes(seed, nodes, watch, origin, run))
             })
             .collect();
         let note_clients: Vec<_> = (0..NOTE_CLIENTS)
             .map(|id| {
-                let (seed, nodes) = (rng.next_u64(), &nodes);
-                scope.spawn(move || load::notes(id, seed, nodes, origin, run))
+                let (seed, nodes, watch) = (rng.next_u64(), &nodes, &watch);
+                scope.spawn(move || load::notes(id, seed, nodes, watch, origin, run))
             })
             .collect();
         let nemesis = Nemesis::new(
@@ -208,14 +226,18 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
         .filter(|op| op.returned_ns.is_some_and(|r| r > healed_ns))
         .count();
 
-    // The end: one leader, every node caught up, every node's read the same.
+    // The end: one leader, every voter of the final configuration caught up,
+    // every one's read the same.
     let mut violations = Vec::new();
-    let all: Vec<usize> = (0..cluster.ids.len()).collect();
-    let converged = converge(&watch, &all);
+    let voters = nemesis.final_voters.clone();
+    let converged = converge(&watch, &voters);
     if let Err(e) = &converged {
         violations.push(e.clone());
     }
-    let final_value = final_reads(&cluster, origin, &mut history, &mut violations);
+    if let Err(e) = same_configuration(&cluster, &voters) {
+        violations.push(e);
+    }
+    let final_value = final_reads(&cluster, &voters, origin, &mut history, &mut violations);
 
     let started = Instant::now();
     let verdict = check_register("", &history);
@@ -262,6 +284,8 @@ fn the_cluster_stays_safe_and_live_under_a_nemesis() {
             false => power_line,
         },
         done: nemesis.done,
+        members: nemesis.members,
+        final_voters: voters.iter().map(|i| cluster.ids[*i].clone()).collect(),
         failovers: nemesis.failovers,
         stepped_down: nemesis.stepped_down,
         primes: prime_tally,
@@ -319,10 +343,41 @@ fn converge(watch: &Watch, nodes: &[usize]) -> Result<u64, String> {
     })
 }
 
-/// Reads the note through every node once the clients have stopped, adds the
-/// reads to the history, and returns the value when they all agree.
+/// Waits until every node of `voters` shows exactly them as the voters, and
+/// no learner, in its `/status`.
+fn same_configuration(cluster: &Cluster, voters: &[usize]) -> Result<(), String> {
+    let mut want: Vec<String> = voters.iter().map(|i| cluster.ids[*i].clone()).collect();
+    want.sort();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < SETTLE {
+        seen = (voters.iter())
+            .map(|&i| {
+                let mut config = support::membership::configuration(cluster, i).unwrap_or_default();
+                config.sort();
+                (cluster.ids[i].clone(), config)
+            })
+            .collect();
+        let agree = (seen.iter()).all(|(_, config)| {
+            config.iter().all(|(_, voter)| *voter)
+                && config.iter().map(|(id, _)| id).eq(want.iter())
+        });
+        if agree {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "the final voters {want:?} do not all show that configuration: {seen:?}"
+    ))
+}
+
+/// Reads the note through every node of `voters` once the clients have
+/// stopped, adds the reads to the history, and returns the value when they
+/// all agree.
 fn final_reads(
     cluster: &Cluster,
+    voters: &[usize],
     origin: Instant,
     history: &mut Vec<Op>,
     violations: &mut Vec<String>,
@@ -330,7 +385,7 @@ fn final_reads(
     let client = NoteClient::new(usize::MAX, origin, Duration::from_secs(4));
     let mut values = Vec::new();
     let mut unexpected = Vec::new();
-    for i in 0..cluster.ids.len() {
+    for &i in voters {
         let url = cluster.url(i, "/note");
         let start = Instant::now();
         loop {

@@ -1,9 +1,12 @@
 //! The nemesis: every second or so it undoes some of what it did and does one
-//! more fault, never leaving more than two nodes down (killed, paused or cut
-//! off) so that three always make a majority. Faults come in shuffled rounds,
-//! so a short run still sees every kind. Whenever a fault takes the leader
-//! away, the time until the remaining nodes agree on a new one is a failover;
-//! a leader that was paused or cut off must step down once it is back.
+//! more fault, never leaving more voters down (killed, paused, cut off, or
+//! back with a lost disk) than leaves a majority of the voters up. Faults come
+//! in shuffled rounds, so a short run still sees every kind. Whenever a fault
+//! takes the leader away, the time until the remaining nodes agree on a new
+//! one is a failover; a leader that was paused or cut off must step down once
+//! it is back. Membership changes (`members`) are among the faults: the
+//! voters go between three and five, and the nodes are the members of the
+//! configuration in force, which the nemesis reads back after every change.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,9 +20,13 @@ use crate::support::Cluster;
 use crate::watch::Watch;
 
 mod links;
+pub mod members;
+pub mod operator;
 
-/// At most this many nodes down at once: the other three are a majority.
-pub const MAX_DOWN: usize = 2;
+/// How many of `voters` voters may be down at once: the others are a majority.
+pub fn down_budget(voters: usize) -> usize {
+    voters.saturating_sub(1) / 2
+}
 /// Time between two steps, in ms.
 const STEP_MS: (u64, u64) = (700, 1_500);
 /// How long a paused or cut-off leader stays away once a new leader is up, in
@@ -52,6 +59,18 @@ pub enum Fault {
     CutFromLeader,
     /// The leader's links to two followers down and up every 200 ms.
     Flapping,
+    /// A voter removed (`POST /admin/member` remove), then stopped.
+    RemoveMember,
+    /// A node that is no member (a spare, or one removed earlier) added.
+    AddMember,
+    /// A voter SIGKILLed, its disk wiped, and a spare put in its place (replace).
+    ReplaceNode,
+    /// A voter SIGKILLed and restarted with an empty data dir under its id: it
+    /// does not count until it is removed and added back (the repair).
+    LoseDisk,
+    /// The leader SIGKILLed while an add or a replace is on its way (part of
+    /// those two, never drawn alone).
+    KillLeaderMidChange,
 }
 
 /// Where network faults are done: by port, on loopback in a namespace of the
@@ -64,6 +83,17 @@ pub enum Network<'a> {
 }
 
 impl Fault {
+    fn is_membership(self) -> bool {
+        matches!(
+            self,
+            Fault::RemoveMember
+                | Fault::AddMember
+                | Fault::ReplaceNode
+                | Fault::LoseDisk
+                | Fault::KillLeaderMidChange
+        )
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Fault::KillLeader => "SIGKILL of the leader",
@@ -77,6 +107,11 @@ impl Fault {
             Fault::LeaderUnheard => "nobody hears the leader, it hears everyone",
             Fault::CutFromLeader => "a follower cut off from the leader alone",
             Fault::Flapping => "the leader's links to two followers flapping",
+            Fault::RemoveMember => "a voter removed from the configuration",
+            Fault::AddMember => "a node added to the configuration",
+            Fault::ReplaceNode => "a voter SIGKILLed, its disk wiped, replaced by a spare",
+            Fault::LoseDisk => "a voter back with an empty data dir under its id",
+            Fault::KillLeaderMidChange => "SIGKILL of the leader during a membership change",
         }
     }
 }
@@ -100,6 +135,10 @@ pub struct Report {
     pub healed_at: Duration,
     /// Kills that cut the node's power too (only with PowerFs disks).
     pub power_cuts: usize,
+    /// The membership changes asked for, by operation and answer.
+    pub members: operator::MemberTally,
+    /// The voters of the configuration in force after the heal.
+    pub final_voters: Vec<usize>,
 }
 
 pub struct Nemesis<'a> {
@@ -112,6 +151,17 @@ pub struct Nemesis<'a> {
     origin: Instant,
     net_fault_on: bool,
     report: Report,
+    /// The voters of the configuration in force, as last read from the leader.
+    voters: Vec<usize>,
+    /// The voter that came back with an empty data dir and was not repaired
+    /// yet (removed and added back): it counts as down. One at a time.
+    lost: Option<usize>,
+    /// When each node last became a voter: its disk is lost only once the
+    /// leader has surely bound it (see `members::BOUND_AFTER`).
+    joined: Vec<Instant>,
+    /// When the faults end (from the origin): a membership change waits for
+    /// its answer only until shortly after.
+    until: Duration,
 }
 
 impl<'a> Nemesis<'a> {
@@ -124,7 +174,6 @@ impl<'a> Nemesis<'a> {
         origin: Instant,
     ) -> Nemesis<'a> {
         Nemesis {
-            cluster,
             watch,
             net,
             disks,
@@ -132,11 +181,24 @@ impl<'a> Nemesis<'a> {
             origin,
             net_fault_on: false,
             report: Report::default(),
+            voters: (0..cluster.options.nodes).collect(),
+            lost: None,
+            joined: vec![Instant::now(); cluster.ids.len()],
+            until: Duration::ZERO,
+            cluster,
         }
+        .with_members()
+    }
+
+    /// Tells the clients the members to send to.
+    fn with_members(self) -> Self {
+        self.watch.set_members(&self.voters);
+        self
     }
 
     /// Faults until `until` (from the origin), then undoes every one of them.
     pub fn run(mut self, until: Duration) -> Report {
+        self.until = until;
         let mut round: Vec<Fault> = Vec::new();
         loop {
             std::thread::sleep(Duration::from_millis(self.rng.range(STEP_MS.0, STEP_MS.1)));
@@ -152,6 +214,7 @@ impl<'a> Nemesis<'a> {
         }
         self.heal();
         self.report.healed_at = self.origin.elapsed();
+        self.report.final_voters = self.voters.clone();
         self.report
     }
 
@@ -174,6 +237,12 @@ impl<'a> Nemesis<'a> {
                 Fault::Flapping,
             ]);
         }
+        faults.extend([
+            Fault::RemoveMember,
+            Fault::AddMember,
+            Fault::ReplaceNode,
+            Fault::LoseDisk,
+        ]);
         for i in (1..faults.len()).rev() {
             faults.swap(i, self.rng.range(0, i as u64 + 1) as usize);
         }
@@ -185,23 +254,39 @@ impl<'a> Nemesis<'a> {
         eprintln!("chaos: {t:7.3} s  {text}");
     }
 
+    /// The voters whose process is not running.
     fn killed(&self) -> Vec<usize> {
-        (0..self.cluster.nodes.len())
+        (self.voters.iter().copied())
             .filter(|i| self.cluster.nodes[*i].is_none())
             .collect()
+    }
+
+    /// The voters whose process runs (a lost disk's included).
+    fn live(&self) -> Vec<usize> {
+        (self.voters.iter().copied())
+            .filter(|i| self.cluster.nodes[*i].is_some())
+            .collect()
+    }
+
+    /// The voters that do not count now: killed, or back with a lost disk.
+    fn down(&self) -> usize {
+        let lost_running = self.lost.is_some_and(|i| self.cluster.nodes[i].is_some());
+        self.killed().len() + usize::from(lost_running)
     }
 
     fn id(&self, i: usize) -> &str {
         &self.cluster.ids[i]
     }
 
-    /// The start of a step: the network heals, dead workers come back, and a
-    /// killed node is restarted (always when two are down, else on a coin).
+    /// The start of a step: the network heals, dead workers come back, a
+    /// killed voter is restarted (always when as many are down as may be,
+    /// else on a coin), and a lost disk is repaired on a coin.
     fn undo_some(&mut self) {
         self.clear_net();
         self.restart_workers();
         let killed = self.killed();
-        if !killed.is_empty() && (killed.len() >= MAX_DOWN || self.rng.chance(1, 2)) {
+        let full = self.down() >= down_budget(self.voters.len());
+        if !killed.is_empty() && (full || self.rng.chance(1, 2)) {
             let node = killed[self.rng.range(0, killed.len() as u64) as usize];
             self.cluster.restart_node(node);
             self.say(&format!(
@@ -209,16 +294,34 @@ impl<'a> Nemesis<'a> {
                 self.id(node)
             ));
         }
+        if self.lost.is_some() && self.rng.chance(1, 3) {
+            self.repair();
+        }
     }
 
-    /// Undoes everything: the end of the faults.
+    /// Undoes everything: the end of the faults. A lost disk is repaired, and
+    /// every voter of the configuration in force runs.
     fn heal(&mut self) {
         self.clear_net();
         self.restart_workers();
         for node in self.killed() {
             self.cluster.restart_node(node);
         }
-        self.say("healed: every node and worker runs, the network is whole");
+        for _ in 0..members::REPAIR_TRIES {
+            if self.lost.is_none() {
+                break;
+            }
+            self.repair();
+        }
+        self.reconcile();
+        for node in self.killed() {
+            self.cluster.restart_node(node);
+        }
+        let voters: Vec<&str> = self.voters.iter().map(|i| self.id(*i)).collect();
+        self.say(&format!(
+            "healed: every voter ({}) and worker runs, the network is whole",
+            voters.join(" ")
+        ));
     }
 
     fn restart_workers(&mut self) {
@@ -250,7 +353,7 @@ impl<'a> Nemesis<'a> {
 
     /// The leader every live node agrees on, waiting for one if need be.
     fn leader(&mut self) -> Option<(usize, u64)> {
-        let live = self.cluster.live();
+        let live = self.live();
         let found = (self.watch).await_new_leader(None, &live, Instant::now(), FAILOVER_LIMIT);
         if let Some((leader, term, _)) = found {
             return Some((leader, term));
@@ -263,17 +366,22 @@ impl<'a> Nemesis<'a> {
     }
 
     fn inject(&mut self, fault: Fault) {
-        let down = self.killed().len();
+        if fault.is_membership() {
+            return self.member_fault(fault);
+        }
+        let down = self.down();
+        let budget = down_budget(self.voters.len());
         let leader_fault = !matches!(fault, Fault::KillNode | Fault::KillWorker | Fault::Loss);
         // A split and a flap take two nodes from the majority; the others one.
         let takes = match fault {
             Fault::SplitLeader | Fault::Flapping => 2,
             _ => 1,
         };
-        if fault != Fault::KillWorker && fault != Fault::Loss && down + takes > MAX_DOWN {
+        if fault != Fault::KillWorker && fault != Fault::Loss && down + takes > budget {
             self.say(&format!(
-                "skipped: {} ({down} of the nodes down already)",
-                fault.describe()
+                "skipped: {} ({down} of {} voters down already, {budget} may be)",
+                fault.describe(),
+                self.voters.len()
             ));
             return;
         }
@@ -289,28 +397,21 @@ impl<'a> Nemesis<'a> {
             Fault::KillLeader => {
                 let started = Instant::now();
                 self.kill(leader);
-                self.failover(fault, leader, term, &self.cluster.live(), started);
+                self.failover(fault, leader, term, &self.live(), started);
             }
             Fault::KillNode => {
-                let live = self.cluster.live();
+                let live = self.live();
                 let node = live[self.rng.range(0, live.len() as u64) as usize];
                 let led = self.watch.agreed_leader(&live).map(|(l, t)| (l == node, t));
                 let started = Instant::now();
                 self.kill(node);
                 match led {
-                    Some((true, term)) => {
-                        self.failover(fault, node, term, &self.cluster.live(), started)
-                    }
+                    Some((true, term)) => self.failover(fault, node, term, &self.live(), started),
                     _ => self.say(&format!("node {} killed", self.id(node))),
                 }
             }
             Fault::PauseLeader => {
-                let others: Vec<usize> = self
-                    .cluster
-                    .live()
-                    .into_iter()
-                    .filter(|i| *i != leader)
-                    .collect();
+                let others: Vec<usize> = self.live().into_iter().filter(|i| *i != leader).collect();
                 let node = self.cluster.nodes[leader]
                     .as_ref()
                     .expect("the leader is live");
@@ -335,7 +436,7 @@ impl<'a> Nemesis<'a> {
                 }
             }
             Fault::IsolateLeader | Fault::SplitLeader => {
-                let live = self.cluster.live();
+                let live = self.live();
                 let mut cut = vec![leader];
                 if fault == Fault::SplitLeader {
                     let followers: Vec<usize> =
@@ -399,13 +500,20 @@ impl<'a> Nemesis<'a> {
             | Fault::LeaderUnheard
             | Fault::CutFromLeader
             | Fault::Flapping => self.link_fault(fault, leader, term),
+            Fault::RemoveMember
+            | Fault::AddMember
+            | Fault::ReplaceNode
+            | Fault::LoseDisk
+            | Fault::KillLeaderMidChange => {
+                unreachable!("membership faults return above")
+            }
         }
     }
 
     /// SIGKILLs node i and, when its disk is a PowerFs, cuts its power.
     fn kill(&mut self, i: usize) {
         self.cluster.kill_node(i);
-        if let Some(disks) = self.disks {
+        if let Some(disks) = self.disks.filter(|d| i < d.disks.len()) {
             let cut = disks.cut_power(&[i]);
             self.report.power_cuts += 1;
             self.say(&format!(

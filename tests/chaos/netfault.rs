@@ -108,6 +108,12 @@ impl NetFaults {
         ))
     }
 
+    /// No Raft datagram to `port`: it sends, and hears no one.
+    #[allow(dead_code)] // tests/membership.rs uses it
+    pub fn deafen(&self, port: u16) -> Result<(), String> {
+        nft(&format!("add rule {TABLE} input udp dport {port} drop\n"))
+    }
+
     /// No Raft datagram between the two sides, either way.
     pub fn split(&self, one: &[u16], other: &[u16]) -> Result<(), String> {
         let (a, b) = (set(one), set(other));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use raftlb::lincheck::Verdict;
 
 use crate::load::PrimeTally;
+use crate::nemesis::operator::MemberTally;
 use crate::nemesis::{Failover, Fault};
 use crate::support::history::Tally;
 
@@ -16,6 +17,9 @@ pub struct Summary {
     pub net: String,
     pub power: String,
     pub done: BTreeMap<Fault, usize>,
+    pub members: MemberTally,
+    /// The voters of the configuration in force at the end.
+    pub final_voters: Vec<String>,
     pub failovers: Vec<Failover>,
     pub stepped_down: usize,
     pub primes: PrimeTally,
@@ -49,11 +53,32 @@ impl fmt::Display for Summary {
         for (fault, count) in &self.done {
             writeln!(f, "  {count:4}  {}", fault.describe())?;
         }
+        writeln!(
+            f,
+            "membership changes (done = 200; busy = 409, another change pending; \
+             refused = other 4xx; unsure = 503 or no answer, configuration read back):"
+        )?;
+        for (kind, a) in &self.members.by_kind {
+            writeln!(
+                f,
+                "  {:4} done {:4} busy {:4} refused {:4} unsure  (slowest {:5} ms)  {kind}",
+                a.done,
+                a.busy,
+                a.refused,
+                a.unsure,
+                a.slowest.as_millis()
+            )?;
+        }
+        writeln!(
+            f,
+            "final configuration: voters {}",
+            self.final_voters.join(" ")
+        )?;
         let p = &self.primes;
         let n = &self.notes;
         writeln!(
             f,
-            "operations (refused = sent to a killed node, never happened):"
+            "operations (refused = sent to a node not running: killed, or a spare or removed node; never happened):"
         )?;
         writeln!(
             f,

@@ -23,6 +23,9 @@ pub struct Watch {
     /// Whether a second node ever said it led a term that had a leader.
     two_leaders_seen: AtomicBool,
     violations: Mutex<Vec<String>>,
+    /// The voters of the configuration in force, as the nemesis last read
+    /// them: where the clients send most of their requests.
+    members: Mutex<Vec<usize>>,
 }
 
 impl Watch {
@@ -35,6 +38,7 @@ impl Watch {
             leaders: Mutex::new(BTreeMap::new()),
             two_leaders_seen: AtomicBool::new(false),
             violations: Mutex::new(Vec::new()),
+            members: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,6 +111,14 @@ impl Watch {
             std::thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    pub fn set_members(&self, voters: &[usize]) {
+        *self.members.lock().unwrap_or_else(|e| e.into_inner()) = voters.to_vec();
+    }
+
+    pub fn members(&self) -> Vec<usize> {
+        (self.members.lock().unwrap_or_else(|e| e.into_inner())).clone()
     }
 
     pub fn violation(&self, text: String) {

@@ -21,26 +21,37 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// `POST /admin/member` to node `via`, signed with the cluster key (or with
-/// `tag` when given): (status, body). A change may wait for a learner to catch
-/// up, hence the minute.
-pub fn member(
+/// `POST /admin/member` to node `via` with `body` (its `at` set to now),
+/// signed with the cluster key (or sent with `tag` when given), as `raftlb
+/// member` does: (status, body), or the error when no answer came within
+/// `limit` (a change may wait for a learner to catch up).
+pub fn post_member(
     cluster: &Cluster,
     via: usize,
     mut body: serde_json::Value,
     tag: Option<&str>,
-) -> (u16, String) {
+    limit: Duration,
+) -> Result<(u16, String), ureq::Error> {
     body["at"] = json!(now_ms());
     let bytes = serde_json::to_vec(&body).expect("json");
     let tag = tag.map_or_else(|| cluster.keys().sign_body(&bytes), str::to_string);
-    let agent = super::client(Duration::from_secs(2), Duration::from_secs(60));
+    let agent = super::client(Duration::from_secs(2), limit);
     let mut resp = agent
         .post(&cluster.url(via, "/admin/member"))
         .header(raftlb::auth::AUTH_HEADER, &tag)
-        .send(&bytes[..])
-        .expect("the node answers");
+        .send(&bytes[..])?;
     let code = resp.status().as_u16();
-    (code, resp.body_mut().read_to_string().unwrap_or_default())
+    Ok((code, resp.body_mut().read_to_string().unwrap_or_default()))
+}
+
+/// [`post_member`] with a minute to answer, which it must.
+pub fn member(
+    cluster: &Cluster,
+    via: usize,
+    body: serde_json::Value,
+    tag: Option<&str>,
+) -> (u16, String) {
+    post_member(cluster, via, body, tag, Duration::from_secs(60)).expect("the node answers")
 }
 
 /// `raftlb --nodes NODES ARGS...` with the cluster's nodes file (and so the

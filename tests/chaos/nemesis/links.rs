@@ -19,7 +19,7 @@ impl<'a> Nemesis<'a> {
         let Some(Network::Hosts(net)) = self.net else {
             unreachable!("per-link faults only on hosts");
         };
-        let live = self.cluster.live();
+        let live = self.live();
         let mut followers: Vec<usize> = live.iter().copied().filter(|i| *i != leader).collect();
         for i in (1..followers.len()).rev() {
             followers.swap(i, self.rng.range(0, i as u64 + 1) as usize);
