@@ -233,8 +233,8 @@ pub enum MessageBody {
         /// The incarnation the candidate's configuration binds the recipient
         /// to (`Some(0)`: none), or None while the candidate's log holds no
         /// configuration yet (a new cluster's first moments): a joining node
-        /// (`Config::joining`) grants its vote in both cases but `Some` of
-        /// another incarnation than its own.
+        /// (`Config::joining`) grants its vote only on None or on its own
+        /// incarnation.
         bound: Option<u64>,
     },
     RequestVoteResponse {
