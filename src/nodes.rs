@@ -215,15 +215,17 @@ fn parse_line(content: &str) -> Result<NodeEntry, String> {
     entry(id, addr)
 }
 
+/// Whether `id` follows nodes.txt's rule: 1 to 32 ASCII letters, digits, '-'
+/// or '_'.
+pub(crate) fn valid_id(id: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(allowed)
+}
+
 /// A node entry for `id` at `addr`, checked as nodes.txt checks its lines: the
 /// id is 1 to 32 letters, digits, '-' or '_'; the address resolves.
 pub(crate) fn entry(id: &str, addr: &str) -> Result<NodeEntry, String> {
-    if id.is_empty()
-        || id.len() > MAX_ID_BYTES
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !valid_id(id) {
         return Err(format!(
             "bad id {id:?}: use up to {MAX_ID_BYTES} letters, digits, '-' or '_'"
         ));

@@ -15,7 +15,6 @@
 //! then the members it lacks.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde::Deserialize;
 
@@ -62,8 +61,7 @@ impl std::error::Error for BadArgument {}
 /// Checks a node id with nodes.txt's rule (`nodes::parse_line`): 1 to 32
 /// ASCII letters, digits, `-` or `_`.
 pub fn check_id(id: &str) -> Result<(), BadArgument> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    if id.is_empty() || id.len() > MAX_ID_BYTES || !id.bytes().all(allowed) {
+    if !crate::nodes::valid_id(id) {
         return Err(BadArgument::Id { id: id.to_string() });
     }
     Ok(())
@@ -394,21 +392,18 @@ pub fn merge_members(known: &[NodeEntry], members: &[Member]) -> Merged {
                 .push(format!("member {}: more than {MAX_NODES} nodes", member.id));
             continue;
         }
-        let socket = check_id(&member.id)
-            .and_then(|()| check_addr(&member.addr))
+        // The CLI's address check (no blanks, '#', length), then nodes.txt's
+        // own (id rule, resolving).
+        let entry = check_addr(&member.addr)
             .map_err(|e| e.to_string())
-            .and_then(|()| resolve(&member.addr));
-        match socket {
-            Ok(socket) if merged.entries.iter().all(|e| e.socket != socket) => {
-                merged.entries.push(NodeEntry {
-                    id: member.id.clone(),
-                    addr: member.addr.clone(),
-                    socket,
-                })
+            .and_then(|()| crate::nodes::entry(&member.id, &member.addr));
+        match entry {
+            Ok(entry) if merged.entries.iter().all(|e| e.socket != entry.socket) => {
+                merged.entries.push(entry)
             }
-            Ok(socket) => merged.skipped.push(format!(
-                "member {}: address {socket} is another node's",
-                member.id
+            Ok(entry) => merged.skipped.push(format!(
+                "member {}: address {} is another node's",
+                member.id, entry.socket
             )),
             Err(reason) => merged
                 .skipped
@@ -416,18 +411,6 @@ pub fn merge_members(known: &[NodeEntry], members: &[Member]) -> Merged {
         }
     }
     merged
-}
-
-/// Resolves a checked `HOST:PORT`, IPv4 first, as nodes.txt's addresses are.
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    let candidates: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
-        .collect();
-    (candidates.iter().find(|a| a.is_ipv4()))
-        .or(candidates.first())
-        .copied()
-        .ok_or_else(|| format!("cannot resolve {addr:?}: no addresses"))
 }
 
 #[cfg(test)]
