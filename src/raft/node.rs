@@ -201,8 +201,40 @@ impl Raft {
     /// never counts its own vote or its own log toward a majority, so it can
     /// only win, and commit, with a majority of the others behind it; without
     /// it, a cluster whose newest entry only that node held had no leader.
+    ///
+    /// So may a voter of the previous configuration whose removal is in force
+    /// but not known to be committed (a leader that removed itself and lost
+    /// its lead before the removal committed): it may hold the newest
+    /// entries, and the voters that lack them may not elect anyone else
+    /// (hunt seeds 30142, 31200: with a voter that no leader ever heard from,
+    /// joining and so refusing its vote, nobody could be elected). It never
+    /// counts itself, so it wins only with a majority of the configuration
+    /// that removes it, commits the removal and steps down.
     pub fn may_campaign(&self) -> bool {
-        self.membership.is_voter(self.config.id)
+        let me = self.config.id;
+        self.membership.is_voter(me)
+            || (self.membership_index > self.log.committed()
+                && self.previous_membership().is_voter(me))
+    }
+
+    /// The configuration before the one in force: the previous `Config` entry
+    /// in the log, else the snapshot's, else the bootstrap one.
+    fn previous_membership(&self) -> Membership {
+        let first = self.log.first_index();
+        let mut index = self.membership_index;
+        while index > first {
+            index -= 1;
+            match self.log.entry(index) {
+                Some(entry) if entry.kind == EntryKind::Config => {
+                    if let Ok(m) = Membership::decode(&entry.data) {
+                        return m;
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        (self.log.snapshot().membership.clone()).unwrap_or_else(|| self.config.bootstrap.clone())
     }
 
     /// Whether this node's log (or snapshot) holds a configuration: false

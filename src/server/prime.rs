@@ -201,10 +201,12 @@ mod tests {
         url
     }
 
-    /// A loopback port nothing listens on (bound, then closed).
+    /// A loopback port nothing listens on: port 1 (tcpmux), below the
+    /// ephemeral range, so that no fake worker of a test running beside this
+    /// one can be given it (a port bound then closed could be: CI once saw
+    /// "fake1" answer with another test's fake worker behind it).
     fn closed_port_url() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", listener.local_addr().expect("bound"))
+        "http://127.0.0.1:1".to_string()
     }
 
     /// Issue 12: four fake servers at closed ports at the top of the order

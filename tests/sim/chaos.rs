@@ -196,10 +196,10 @@ impl Cluster {
         self.process_ready(leader);
     }
 
-    /// Whether a disk may be lost now: every member any node knows is up with
-    /// a configuration in its log, the newest configuration any node has binds
+    /// Whether a disk may be lost now: every member any node knows is up,
+    /// every node ever started is up with a configuration in its log, the newest configuration any node has binds
     /// every voter, and no configuration change is pending anywhere. Not
-    /// covered: a disk lost in a cluster's first moments, while some voter's
+    /// covered: a disk lost in a cluster's first moments, while some node's
     /// log holds no configuration yet (the core's joining rule lets such a
     /// candidate win a new cluster's first elections: see `Config::joining`)
     /// or before every voter is bound (unbound voters are joining: with one
@@ -228,10 +228,21 @@ impl Cluster {
                 .iter()
                 .all(|m| !m.voter || m.incarnation != 0)
         });
+        // Every node ever started, member or not: a node removed (or down)
+        // since before the first configuration reached it campaigns with
+        // nodes.txt's, in which the empty node is joining and may vote for it
+        // (seed 32002: two such nodes and the empty one elected a leader
+        // without the committed entries).
+        let started = self
+            .ids()
+            .into_iter()
+            .filter(|&id| self.node(id).incarnation > 0);
         all_bound
-            && members
+            && members.iter().all(|&m| self.is_up(m))
+            && started
+                .collect::<Vec<_>>()
                 .iter()
-                .all(|&m| self.is_up(m) && self.raft(m).configured())
+                .all(|&id| self.is_up(id) && self.raft(id).configured())
     }
 
     /// A random partition: a minority or majority side, or one-way cuts.

@@ -122,16 +122,16 @@ impl Oracle {
             }
         }
         // A leader whose removal is pending keeps leading until it commits
-        // (§4.2.2); otherwise only voters campaign or lead.
-        let removal_pending =
-            raft.role() == Role::Leader && raft.membership_index() > raft.commit_index();
+        // (§4.2.2), and a node whose removal it does not know committed may
+        // campaign (to finish it); otherwise only voters campaign or lead.
+        let removal_pending = raft.membership_index() > raft.commit_index();
         if matches!(
             raft.role(),
             Role::Leader | Role::Candidate | Role::PreCandidate
         ) && !removal_pending
         {
             assert!(
-                raft.may_campaign(),
+                raft.membership().is_voter(id),
                 "seed {seed}: node {id} campaigns or leads without a vote in {}",
                 raft.membership()
             );
