@@ -318,19 +318,25 @@ fn write_note(cluster: &Cluster, text: &str, limit: Duration) -> u16 {
     }
 }
 
-#[test]
-fn a_node_back_with_an_empty_data_dir_under_its_name_does_not_count_until_added_back() {
-    let _one = exclusive();
-    let mut cluster = Cluster::start(Options {
+/// Three nodes and a worker, a note written, and a second for the leader to
+/// bind each member to the data dir it heard from (a configuration entry a
+/// heartbeat or two after its first commit): the cluster and its leader.
+fn three_nodes_bound() -> (Cluster, usize) {
+    let cluster = Cluster::start(Options {
         nodes: 3,
         workers: 1,
         ..Options::default()
     });
     let leader = cluster.wait_for_leader(SETTLE);
     assert_eq!(write_note(&cluster, "before", SETTLE), 200);
-    // The leader binds each member to the data dir it heard from within a
-    // heartbeat or two of its first commit.
     std::thread::sleep(Duration::from_secs(1));
+    (cluster, leader)
+}
+
+#[test]
+fn a_node_back_with_an_empty_data_dir_under_its_name_does_not_count_until_added_back() {
+    let _one = exclusive();
+    let (mut cluster, leader) = three_nodes_bound();
     let others: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
     let (lost, other) = (others[0], others[1]);
     // `lost`'s disk is gone: it comes back empty, under its name.
@@ -397,16 +403,7 @@ fn a_leader_that_steps_down_before_its_removal_commits_answers_at_once() {
             return;
         }
     };
-    let cluster = Cluster::start(Options {
-        nodes: 3,
-        workers: 1,
-        ..Options::default()
-    });
-    let leader = cluster.wait_for_leader(SETTLE);
-    assert_eq!(write_note(&cluster, "before", SETTLE), 200);
-    // The leader binds each member's incarnation (a configuration change)
-    // within a heartbeat or two of its first commit: a remove meanwhile is 409.
-    std::thread::sleep(Duration::from_secs(1));
+    let (cluster, leader) = three_nodes_bound();
     net.deafen(cluster.ports[leader]).expect("a drop rule");
     let id = cluster.ids[leader].clone();
     let started = Instant::now();

@@ -262,14 +262,16 @@ fn a_removed_node_cut_off_before_its_removal_cannot_disrupt() {
 
 /// Three voters whose data dirs all started empty, as the runtime's do; node
 /// `cut` hears nothing until the first leader (of the other two) is elected.
-fn three_joining_one_cut(cut: NodeId) -> (Cluster, NodeId) {
+/// The cluster, its leader and the third node.
+fn three_joining_one_cut(cut: NodeId) -> (Cluster, NodeId, NodeId) {
     let mut config = Config::new(1, vec![1, 2, 3]);
     config.joining = true;
     let mut c = Cluster::with_config(config, SEED);
     c.isolate(cut);
     let leader = c.wait_for_leader(ELECTION_BOUND);
     c.commit_one(ELECTION_BOUND);
-    (c, leader)
+    let third = c.ids().into_iter().find(|&id| id != cut && id != leader);
+    (c, leader, third.expect("three nodes"))
 }
 
 /// Hunt seed 104532308's shape: node `behind` is cut off while its log's
@@ -281,9 +283,7 @@ fn three_joining_one_cut(cut: NodeId) -> (Cluster, NodeId) {
 #[test]
 fn a_node_whose_disk_was_lost_does_not_elect_a_voter_left_behind() {
     let lost = 2;
-    let (mut c, leader) = three_joining_one_cut(lost);
-    let behind = c.ids().into_iter().find(|&id| id != lost && id != leader);
-    let behind = behind.expect("three nodes");
+    let (mut c, leader, behind) = three_joining_one_cut(lost);
     c.heal();
     c.isolate(behind);
     c.run_until(ELECTION_BOUND, |c| {
@@ -320,9 +320,7 @@ fn a_node_whose_disk_was_lost_does_not_elect_a_voter_left_behind() {
 #[test]
 fn a_change_that_would_leave_bound_voters_no_majority_is_refused() {
     let silent = 3;
-    let (mut c, leader) = three_joining_one_cut(silent);
-    let bound = c.ids().into_iter().find(|&id| id != silent && id != leader);
-    let bound = bound.expect("three nodes");
+    let (mut c, _, bound) = three_joining_one_cut(silent);
     match change(&mut c, MembershipChange::Remove(bound)) {
         Err(ChangeRefused::Unbound {
             bound: 1,

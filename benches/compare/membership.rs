@@ -111,10 +111,8 @@ pub fn run(settings: &Settings, report: &mut Report) {
     let mut changed = [Instant::now(); 2];
     for t in 0..trials {
         settle(&mut changed[0]);
-        let trial = replace::raftlb(&mut cluster, report);
-        if trial.is_err() {
-            eprintln!("{}", cluster.logs());
-        }
+        let trial =
+            replace::raftlb(&mut cluster, report).inspect_err(|_| eprintln!("{}", cluster.logs()));
         keep(
             trial,
             &mut ours,
@@ -136,10 +134,8 @@ pub fn run(settings: &Settings, report: &mut Report) {
     let restarts = if settings.quick { 1 } else { 3 };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for t in 0..restarts {
-        let trial = rolling::raftlb(&mut cluster, report);
-        if trial.is_err() {
-            eprintln!("{}", cluster.logs());
-        }
+        let trial =
+            rolling::raftlb(&mut cluster, report).inspect_err(|_| eprintln!("{}", cluster.logs()));
         keep(
             trial,
             &mut ours,

@@ -140,14 +140,15 @@ fn restart_raftlb(cluster: &mut Cluster) -> Result<Span, String> {
             ));
         }
         cluster.restart_node(i);
-        let mut target = None;
-        wait(&format!("node {id} to catch up"), CATCH_UP_MAX, || {
-            if target.is_none() {
-                let leader = cluster.agreed_leader()?;
-                target = Some(cluster.status(leader)?.commit_index);
-            }
-            (cluster.status(i)?.applied_index >= target?).then_some(())
-        })?;
+        caught_up(
+            &format!("node {id} to catch up"),
+            || {
+                cluster
+                    .status(cluster.agreed_leader()?)
+                    .map(|s| s.commit_index)
+            },
+            || cluster.status(i).map(|s| s.applied_index),
+        )?;
     }
     let ended = Instant::now();
     let after = cluster
@@ -165,6 +166,22 @@ fn restart_raftlb(cluster: &mut Cluster) -> Result<Span, String> {
         started,
         ended,
         detail,
+    })
+}
+
+/// Waits (bounded) until `own` reaches what `leader` gave when first asked:
+/// the restarted member holds what the cluster had when it came back.
+fn caught_up(
+    what: &str,
+    mut leader: impl FnMut() -> Option<u64>,
+    mut own: impl FnMut() -> Option<u64>,
+) -> Result<(), String> {
+    let mut target = None;
+    wait(what, CATCH_UP_MAX, || {
+        if target.is_none() {
+            target = Some(leader()?);
+        }
+        (own()? >= target?).then_some(())
     })
 }
 
@@ -200,15 +217,11 @@ fn restart_etcd(etcd: &mut Etcd) -> Result<Span, String> {
     for &i in &order {
         etcd.stop(i);
         etcd.restart(i)?;
-        let mut target = None;
-        let what = format!("etcd {} to catch up", Etcd::name(i));
-        wait(&what, CATCH_UP_MAX, || {
-            if target.is_none() {
-                let leader = etcd.agreed_leader()?;
-                target = Some(etcd.status(leader)?.raft_index);
-            }
-            (etcd.status(i)?.raft_index >= target?).then_some(())
-        })?;
+        caught_up(
+            &format!("etcd {} to catch up", Etcd::name(i)),
+            || etcd.status(etcd.agreed_leader()?).map(|s| s.raft_index),
+            || etcd.status(i).map(|s| s.raft_index),
+        )?;
     }
     let ended = Instant::now();
     let detail = format!(
