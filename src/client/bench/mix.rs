@@ -80,22 +80,29 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Thread `thread`'s stream.
+    /// Thread `thread`'s stream: a generator of its own, not a shifted copy
+    /// of another thread's (with `seed ^ thread x step` thread k + 1 sent
+    /// thread k's N one request later, answered from the worker's cache: most
+    /// costly requests of a 100-thread open loop cost nothing).
     pub fn new(mix: Mix, thread: usize) -> Stream {
-        let salt = (thread as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Stream {
             mix,
-            rng: Rng::new(mix.seed ^ salt),
+            rng: Rng::derived(mix.seed, thread as u64),
         }
     }
 
-    pub(crate) fn next_n(&mut self) -> u64 {
-        let range = if self.rng.chance(self.mix.costly_per_mille, 1000) {
+    /// The next N, and whether it was drawn from the costly range.
+    pub(crate) fn next_n(&mut self) -> (u64, bool) {
+        let costly = self.rng.chance(self.mix.costly_per_mille, 1000);
+        let range = if costly {
             self.mix.costly
         } else {
             self.mix.cheap
         };
-        range.draw(&mut self.rng).saturating_add(self.mix.offset)
+        (
+            range.draw(&mut self.rng).saturating_add(self.mix.offset),
+            costly,
+        )
     }
 }
 
@@ -127,7 +134,14 @@ mod tests {
     #[test]
     fn a_tenth_is_costly_and_every_n_is_in_its_range() {
         let mut stream = Stream::new(mix(0), 0);
-        let draws: Vec<u64> = (0..10_000).map(|_| stream.next_n()).collect();
+        let pairs: Vec<(u64, bool)> = (0..10_000).map(|_| stream.next_n()).collect();
+        assert!(
+            pairs
+                .iter()
+                .all(|(n, costly)| *costly == (*n >= 300_000_000)),
+            "the flag says which range each N came from"
+        );
+        let draws: Vec<u64> = pairs.iter().map(|(n, _)| *n).collect();
         let costly = draws.iter().filter(|n| **n >= 300_000_000).count();
         assert!((800..1200).contains(&costly), "{costly} costly of 10,000");
         assert!(draws
@@ -139,10 +153,30 @@ mod tests {
     }
 
     #[test]
+    fn threads_do_not_send_each_others_n() {
+        // All costly, from a range of 7e8 values: 100 threads x 200 draws
+        // would repeat an N by chance about once in ten runs; shifted copies
+        // of one stream repeat most of them.
+        let all_costly = Mix {
+            costly_per_mille: 1000,
+            ..mix(0)
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut repeats = 0;
+        for thread in 0..100 {
+            let mut stream = Stream::new(all_costly, thread);
+            for _ in 0..200 {
+                repeats += usize::from(!seen.insert(stream.next_n().0));
+            }
+        }
+        assert!(repeats <= 2, "{repeats} N sent twice");
+    }
+
+    #[test]
     fn the_same_seed_and_thread_give_the_same_stream_and_the_offset_shifts_it() {
         let take = |mix: Mix, thread| {
             let mut s = Stream::new(mix, thread);
-            (0..100).map(|_| s.next_n()).collect::<Vec<u64>>()
+            (0..100).map(|_| s.next_n().0).collect::<Vec<u64>>()
         };
         assert_eq!(take(mix(0), 3), take(mix(0), 3));
         assert_ne!(take(mix(0), 3), take(mix(0), 4));
