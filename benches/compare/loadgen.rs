@@ -24,6 +24,36 @@ pub struct Load {
     pub p99_ms: f64,
     #[serde(default)]
     pub p999_ms: Option<f64>,
+    #[serde(default)]
+    pub mean_ms: Option<f64>,
+    /// A mixed load's cheap and costly requests apart.
+    #[serde(default)]
+    pub cheap: Option<Class>,
+    #[serde(default)]
+    pub costly: Option<Class>,
+}
+
+/// One class of a mixed load's requests (`raftlb bench`'s `cheap`, `costly`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Class {
+    pub ok: u64,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl Class {
+    /// "1,234 ok, mean 3.10 ms, p50 0.52 ms, p99 40.2 ms".
+    pub fn text(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".into(), ms);
+        format!(
+            "{} ok, mean {}, p50 {}, p99 {}",
+            thousands(self.ok as f64),
+            ms(self.mean_ms),
+            ms(self.p50_ms),
+            ms(self.p99_ms)
+        )
+    }
 }
 
 impl Load {

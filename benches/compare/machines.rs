@@ -320,6 +320,20 @@ impl Measured {
     }
 }
 
+/// A mixed load's classes and the requests in flight on average (req/s ×
+/// mean latency): "cheap 1,234 ok, mean …; costly …; in flight 31.9".
+fn classes(load: &loadgen::Load) -> String {
+    let class = |c: &Option<loadgen::Class>| c.as_ref().map_or("-".into(), loadgen::Class::text);
+    let in_flight = load
+        .mean_ms
+        .map_or("-".into(), |m| format!("{:.1}", load.per_sec * m / 1000.0));
+    format!(
+        "cheap {}; costly {}; in flight {in_flight}",
+        class(&load.cheap),
+        class(&load.costly)
+    )
+}
+
 /// Percent of each count in the total; "—" cannot happen: all zero gives 0s.
 fn percents(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
@@ -571,6 +585,14 @@ impl Bench<'_> {
                     .ratio(ours.load.p99_ms, t.load.p99_ms, "p99, raftlb ÷ ref"),
             );
         }
+        report.note(format!(
+            "machines, {what}: where the time went (closed loop: requests in flight = req/s × mean latency = the {CLIENTS} clients, Little's law, so a policy that answers cheap requests sooner leaves more of the clients' time to the costly ones): {}",
+            std::iter::once((format!("raftlb node {}", self.cluster.ids[self.node]), &ours))
+                .chain(theirs.iter().map(|(label, t)| (label.clone(), t)))
+                .map(|(label, m)| format!("{label}: {}", classes(&m.load)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
         let Some((best_label, best)) = theirs
             .iter()
             .min_by(|a, b| a.1.load.p99_ms.total_cmp(&b.1.load.p99_ms))
@@ -640,6 +662,11 @@ impl Bench<'_> {
                         format!("p99 ≤ {goal} × ref"),
                         ours.load.p99_ms <= goal * t.load.p99_ms,
                     );
+                report.note(format!(
+                    "machines, {what}: where the time went: raftlb: {}; {label}: {}",
+                    classes(&ours.load),
+                    classes(&t.load)
+                ));
             }
             Err(e) => row = row.against(format!("error: {e}")),
         }

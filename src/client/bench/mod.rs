@@ -33,7 +33,7 @@ use base64::Engine as _;
 
 use crate::http::conn::{Conn, NoAnswer};
 use mix::{Mix, Stream};
-use stats::{Summary, Tally};
+use stats::{Class, Summary, Tally};
 
 /// Each request's budget, from connecting to the last byte of its answer,
 /// unless `--timeout-ms` says otherwise.
@@ -318,7 +318,7 @@ fn drive(thread: usize, options: &Options, window: &Window) -> Tally {
         if !window.take(done) {
             break;
         }
-        tally.record(&result, done - sent);
+        tally.record(&result, done - sent, request.class());
     }
     tally
 }
@@ -359,6 +359,8 @@ struct Request {
     value: Vec<u8>,
     /// A mixed prime load's N, and the head after the path.
     stream: Option<(Stream, Vec<u8>)>,
+    /// Whether the last request's N came from the mix's costly range.
+    costly: bool,
 }
 
 impl Request {
@@ -401,6 +403,17 @@ impl Request {
                 Load::PrimeMix(mix) => Some((Stream::new(mix, thread), tail.into_bytes())),
                 _ => None,
             },
+            costly: false,
+        }
+    }
+
+    /// The class the last request is counted in: a mixed load's costly or
+    /// cheap N; every other load is one class.
+    fn class(&self) -> Class {
+        match (self.load, self.costly) {
+            (Load::PrimeMix(_), true) => Class::Costly,
+            (Load::PrimeMix(_), false) => Class::Cheap,
+            _ => Class::Only,
         }
     }
 
@@ -411,7 +424,9 @@ impl Request {
             Load::PrimeMix(_) => {
                 let (stream, tail) = self.stream.as_mut().expect("a mixed load has a stream");
                 self.bytes.truncate(self.fixed);
-                write!(self.bytes, "{}", stream.next_n()).expect("writing to a Vec cannot fail");
+                let (n, costly) = stream.next_n();
+                self.costly = costly;
+                write!(self.bytes, "{n}").expect("writing to a Vec cannot fail");
                 self.bytes.extend_from_slice(tail);
             }
             Load::Note { size_bytes } => {
@@ -508,9 +523,14 @@ mod tests {
         let mut stream = Stream::new(mix, 2);
         for seq in 1..50 {
             let text = String::from_utf8(request.next(seq).to_vec()).expect("ascii");
-            let want = format!("GET /{} HTTP/1.1\r\nHost: h:1\r\n\r\n", stream.next_n());
-            assert_eq!(text, want);
+            let (n, costly) = stream.next_n();
+            assert_eq!(text, format!("GET /{n} HTTP/1.1\r\nHost: h:1\r\n\r\n"));
+            let class = if costly { Class::Costly } else { Class::Cheap };
+            assert_eq!(request.class(), class, "N = {n} is counted in its class");
         }
+        let mut note = Request::new(Load::Note { size_bytes: 4 }, "h:1", 0);
+        note.next(1);
+        assert_eq!(note.class(), Class::Only);
     }
 
     #[test]

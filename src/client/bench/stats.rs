@@ -38,12 +38,30 @@ struct Failures {
     example: String,
 }
 
+/// Which requests a latency is counted with: a mixed prime load's cheap or
+/// costly N apart, so that a report shows where the latency went (in a
+/// closed loop the clients' time is a fixed budget, and a policy that
+/// answers cheap requests sooner leaves more of it to the costly ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Every load but a mix: one class.
+    Only,
+    Cheap,
+    Costly,
+}
+
 /// What one client thread saw in the measured window.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// The latency of each ok request in µs; u32 holds the 10 s request timeout
-    /// hundreds of times over, at half the memory of u64.
+    /// The latency of each ok request in µs but the costly ones; u32 holds
+    /// the 10 s request timeout hundreds of times over, at half the memory of
+    /// u64.
     latencies_us: Vec<u32>,
+    /// The latency of each ok costly request of a mix, in µs.
+    costly_us: Vec<u32>,
+    /// Whether any request was of a mix's class (then the summary has one
+    /// per class).
+    mixed: bool,
     failures: BTreeMap<FailureKind, Failures>,
 }
 
@@ -52,16 +70,20 @@ impl Tally {
     pub fn with_capacity(ok: usize) -> Tally {
         Tally {
             latencies_us: Vec::with_capacity(ok),
-            failures: BTreeMap::new(),
+            ..Tally::default()
         }
     }
 
     /// Counts one request's outcome; only a 200 is ok.
-    pub fn record(&mut self, result: &Result<u16, Error>, latency: Duration) {
+    pub fn record(&mut self, result: &Result<u16, Error>, latency: Duration, class: Class) {
+        self.mixed |= class != Class::Only;
         match result {
             Ok(200) => {
                 let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-                self.latencies_us.push(us);
+                match class {
+                    Class::Costly => self.costly_us.push(us),
+                    Class::Only | Class::Cheap => self.latencies_us.push(us),
+                }
             }
             Ok(status) => self.fail(FailureKind::Status(*status), || {
                 format!("the target answered {status}")
@@ -81,6 +103,8 @@ impl Tally {
     /// Adds another thread's tally to this one.
     pub fn merge(&mut self, other: Tally) {
         self.latencies_us.extend_from_slice(&other.latencies_us);
+        self.costly_us.extend_from_slice(&other.costly_us);
+        self.mixed |= other.mixed;
         for (kind, theirs) in other.failures {
             let ours = self.failures.entry(kind).or_default();
             if ours.count == 0 {
@@ -112,6 +136,15 @@ pub struct Summary {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// The mean of the ok requests' latencies: in a closed loop of c clients,
+    /// `per_sec x mean_ms / 1000` is about c (Little's law).
+    pub mean_ms: Option<f64>,
+    /// A mixed prime load's cheap requests alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cheap: Option<ClassSummary>,
+    /// A mixed prime load's costly requests alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub costly: Option<ClassSummary>,
     /// The most frequent failure with its first reason, for the stderr line
     /// when nothing succeeded.
     #[serde(skip)]
@@ -126,7 +159,19 @@ impl Summary {
         window: Duration,
         tally: Tally,
     ) -> Summary {
-        let mut latencies_us = tally.latencies_us;
+        let (mut cheap_us, mut costly_us) = (tally.latencies_us, tally.costly_us);
+        cheap_us.sort_unstable();
+        costly_us.sort_unstable();
+        let (cheap, costly) = if tally.mixed {
+            (
+                Some(ClassSummary::of(&cheap_us)),
+                Some(ClassSummary::of(&costly_us)),
+            )
+        } else {
+            (None, None)
+        };
+        let mut latencies_us = cheap_us;
+        latencies_us.extend_from_slice(&costly_us);
         latencies_us.sort_unstable();
         let ms = |per_mille| percentile(&latencies_us, per_mille).map(|us| f64::from(us) / 1e3);
         let ok = latencies_us.len() as u64;
@@ -153,6 +198,9 @@ impl Summary {
             p99_ms: ms(990),
             p999_ms: ms(999),
             max_ms: ms(1000),
+            mean_ms: mean_ms(&latencies_us),
+            cheap,
+            costly,
             worst_failure,
         }
     }
@@ -190,8 +238,57 @@ impl Summary {
             }
             .expect("writing to a String cannot fail");
         }
+        for (name, class) in [("cheap", &self.cheap), ("costly", &self.costly)] {
+            if let Some(class) = class {
+                write!(line, "; {name} {}", class.line()).expect("writing to a String cannot fail");
+            }
+        }
         line
     }
+}
+
+/// One class of a mixed load's ok requests.
+#[derive(Debug, Serialize)]
+pub struct ClassSummary {
+    pub ok: u64,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl ClassSummary {
+    fn of(sorted_us: &[u32]) -> ClassSummary {
+        let ms = |per_mille| percentile(sorted_us, per_mille).map(|us| f64::from(us) / 1e3);
+        ClassSummary {
+            ok: sorted_us.len() as u64,
+            mean_ms: mean_ms(sorted_us),
+            p50_ms: ms(500),
+            p99_ms: ms(990),
+        }
+    }
+
+    /// "1,234 ok mean 3.1 p50 0.52 p99 40.2".
+    fn line(&self) -> String {
+        let mut line = format!("{} ok", thousands(self.ok));
+        for (name, value) in [
+            ("mean", self.mean_ms),
+            ("p50", self.p50_ms),
+            ("p99", self.p99_ms),
+        ] {
+            match value {
+                Some(ms) => write!(line, " {name} {}", short_ms(ms)),
+                None => write!(line, " {name} -"),
+            }
+            .expect("writing to a String cannot fail");
+        }
+        line
+    }
+}
+
+/// The mean of latencies in µs, in ms; None for none.
+fn mean_ms(us: &[u32]) -> Option<f64> {
+    let sum: u64 = us.iter().map(|v| u64::from(*v)).sum();
+    (!us.is_empty()).then(|| sum as f64 / us.len() as f64 / 1e3)
 }
 
 /// The nearest-rank percentile of sorted values, `per_mille` in 1..=1000
@@ -261,10 +358,10 @@ mod tests {
     fn tally(ok_us: &[u64], statuses: &[u16]) -> Tally {
         let mut tally = Tally::default();
         for us in ok_us {
-            tally.record(&Ok(200), Duration::from_micros(*us));
+            tally.record(&Ok(200), Duration::from_micros(*us), Class::Only);
         }
         for status in statuses {
-            tally.record(&Ok(*status), Duration::ZERO);
+            tally.record(&Ok(*status), Duration::ZERO, Class::Only);
         }
         tally
     }
@@ -278,7 +375,7 @@ mod tests {
             failure: NoAnswer::Connect,
             detail: "connection refused".into(),
         };
-        refused.record(&Err(error), Duration::ZERO);
+        refused.record(&Err(error), Duration::ZERO, Class::Only);
         all.merge(refused);
         let summary = Summary::new("prime", "http://h:1".into(), 2, Duration::from_secs(2), all);
         assert_eq!((summary.ok, summary.failed), (3, 4));
@@ -316,5 +413,44 @@ mod tests {
             .ends_with("latency ms p50 - p90 - p99 - p99.9 - max -"));
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn a_mixed_load_is_summed_up_whole_and_per_class() {
+        let mut one = Tally::default();
+        for ms in [1, 2, 3] {
+            one.record(&Ok(200), Duration::from_millis(ms), Class::Cheap);
+        }
+        one.record(&Ok(502), Duration::ZERO, Class::Costly);
+        let mut two = Tally::default();
+        two.record(&Ok(200), Duration::from_millis(100), Class::Costly);
+        one.merge(two);
+        let summary = Summary::new("prime", "t".into(), 2, Duration::from_secs(1), one);
+        assert_eq!((summary.ok, summary.failed), (4, 1));
+        assert_eq!(summary.max_ms, Some(100.0), "the whole holds both classes");
+        assert_eq!(summary.mean_ms, Some(26.5));
+        let cheap = summary.cheap.as_ref().expect("a mix has classes");
+        let costly = summary.costly.as_ref().expect("a mix has classes");
+        assert_eq!(
+            (cheap.ok, cheap.mean_ms, cheap.p99_ms),
+            (3, Some(2.0), Some(3.0))
+        );
+        assert_eq!((costly.ok, costly.p50_ms), (1, Some(100.0)));
+        assert!(summary.line().ends_with(
+            "; cheap 3 ok mean 2.0 p50 2.0 p99 3.0; costly 1 ok mean 100 p50 100 p99 100"
+        ));
+        let json = serde_json::to_value(&summary).expect("serializes");
+        assert_eq!(json["costly"]["ok"], 1);
+        // One class: no per-class fields at all.
+        let plain = Summary::new(
+            "note",
+            "t".into(),
+            1,
+            Duration::from_secs(1),
+            tally(&[5], &[]),
+        );
+        let json = serde_json::to_value(&plain).expect("serializes");
+        assert!(json.get("cheap").is_none() && json.get("costly").is_none());
+        assert_eq!(json["mean_ms"], 0.005);
     }
 }
