@@ -92,6 +92,9 @@ pub struct Outcome {
     /// Latencies (ms) of the requests that arrived after the warmup; those
     /// still unanswered at the end count with their age then.
     pub latencies_ms: Vec<f64>,
+    /// Whether each of `latencies_ms` is of a costly request (the workload's
+    /// expensive class).
+    pub costly: Vec<bool>,
     pub answered: u64,
     pub seconds: f64,
     /// Requests sent to each server.
@@ -111,9 +114,48 @@ impl Outcome {
         self.answered as f64 / self.seconds
     }
 
+    pub fn mean_ms(&self) -> f64 {
+        self.latencies_ms.iter().sum::<f64>() / self.latencies_ms.len().max(1) as f64
+    }
+
+    /// Little's law's L = X x W: the mean number of requests in the system
+    /// (from arrival at a node to the answer there). A closed loop without
+    /// think time always holds one request per client, so this is the client
+    /// count, less the edges of the counted window.
+    pub fn in_system(&self) -> f64 {
+        self.throughput() * self.mean_ms() / 1000.0
+    }
+
+    /// The latencies of one class, sorted.
+    pub fn class_sorted(&self, costly: bool) -> Vec<f64> {
+        let mut sorted: Vec<f64> = self
+            .latencies_ms
+            .iter()
+            .zip(&self.costly)
+            .filter(|(_, &c)| c == costly)
+            .map(|(&l, _)| l)
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+
+    /// The share of all the latency (the closed loop's fixed budget) that the
+    /// costly requests take, in 0..1.
+    pub fn costly_share(&self) -> f64 {
+        let costly: f64 = self
+            .latencies_ms
+            .iter()
+            .zip(&self.costly)
+            .filter(|(_, &c)| c)
+            .map(|(&l, _)| l)
+            .sum();
+        costly / self.latencies_ms.iter().sum::<f64>().max(f64::MIN_POSITIVE)
+    }
+
     /// Adds another seed's run of the same scenario and policy.
     pub fn merge(&mut self, other: Outcome) {
         self.latencies_ms.extend(other.latencies_ms);
+        self.costly.extend(other.costly);
         self.answered += other.answered;
         self.seconds += other.seconds;
         for (a, b) in self.sent.iter_mut().zip(other.sent) {
@@ -141,6 +183,10 @@ struct Server {
     threads: usize,
     running: Vec<Job>,
     waiting: VecDeque<Job>,
+    /// Requests sent here and still on the network: (arrival ms, request,
+    /// work ms), in the order they arrive. Only the clairvoyant policy reads
+    /// it.
+    incoming: VecDeque<(f64, usize, f64)>,
     /// Since the last report: core-ms used, thread-ms runnable, thread-ms
     /// runnable but not running.
     used: f64,
@@ -205,6 +251,78 @@ impl Server {
         done
     }
 
+    /// When a job of `work_ms` reaching this server at `arrive_ms` would be
+    /// done, played forward from `now` under this model (threads, FIFO queue,
+    /// processor sharing with the neighbour) with the jobs running, waiting
+    /// and on their way, and the machine's `changes` to come (time order).
+    /// Requests not yet sent are unknown, so this is the completion time if
+    /// no other request came. What the clairvoyant policy compares.
+    fn finish_if_sent(&self, now: f64, arrive_ms: f64, work_ms: f64, changes: &[&Change]) -> f64 {
+        // (remaining ms, is the new job)
+        let mut running: Vec<(f64, bool)> = self
+            .running
+            .iter()
+            .map(|j| (j.remaining_ms, false))
+            .collect();
+        let mut waiting: VecDeque<(f64, bool)> = self
+            .waiting
+            .iter()
+            .map(|j| (j.remaining_ms, false))
+            .collect();
+        let mut arrivals: VecDeque<(f64, f64, bool)> = self
+            .incoming
+            .iter()
+            .map(|&(t, _, w)| (t, w, false))
+            .collect();
+        // Sent last, it arrives after those sent before at the same time.
+        arrivals.push_back((arrive_ms, work_ms, true));
+        let mut machine = self.machine;
+        let mut changes = changes.iter().peekable();
+        let mut t = now;
+        loop {
+            let threads = running.len() as f64 + machine.hog;
+            let rate = if threads == 0.0 {
+                0.0
+            } else {
+                (machine.capacity / threads).min(1.0)
+            };
+            let done_at = running
+                .iter()
+                .map(|&(r, _)| t + r.max(0.0) / rate)
+                .fold(f64::INFINITY, f64::min);
+            let arrive_at = arrivals.front().map_or(f64::INFINITY, |a| a.0);
+            let change_at = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
+            let next = done_at.min(arrive_at).min(change_at);
+            assert!(next.is_finite(), "the new job is always ahead");
+            for job in &mut running {
+                job.0 -= rate * (next - t);
+            }
+            t = next;
+            if done_at <= next {
+                let mut new_done = false;
+                running.retain(|&(r, new)| {
+                    let finished = r < 1e-7;
+                    new_done |= finished && new;
+                    !finished
+                });
+                if new_done {
+                    return t;
+                }
+            } else if arrive_at <= next {
+                let (_, w, new) = arrivals.pop_front().expect("peeked");
+                waiting.push_back((w, new));
+            } else {
+                machine = changes.next().expect("peeked").machine;
+            }
+            while running.len() < self.threads {
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
+                running.push(job);
+            }
+        }
+    }
+
     /// The daemon's report over the last `interval_ms`: (cpu, wait).
     fn report(&mut self, interval_ms: f64) -> (f64, f64) {
         let cpu = (100.0 * self.used / interval_ms).min(100.0);
@@ -217,6 +335,41 @@ impl Server {
         self.runnable = 0.0;
         self.not_running = 0.0;
         (cpu, wait)
+    }
+}
+
+/// What the clairvoyant policy is shown when it chooses: every server's true
+/// machine, its jobs' exact remaining work (every node's), the machines'
+/// changes to come, and the request's true work. The other policies are
+/// given none of it.
+pub struct Truth<'a> {
+    servers: &'a [Server],
+    changes: &'a [Change],
+    now_ms: f64,
+    work_ms: f64,
+}
+
+impl Truth<'_> {
+    /// When the request would be done at `server` if sent there now, were no
+    /// other request sent after it (its answer's way back is the same
+    /// everywhere, so left out).
+    pub fn finish_ms(&self, server: usize) -> f64 {
+        let mut changes: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.server == server && c.at_ms > self.now_ms)
+            .collect();
+        changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        self.servers[server].finish_if_sent(
+            self.now_ms,
+            self.now_ms + NETWORK_MS,
+            self.work_ms,
+            &changes,
+        )
+    }
+
+    pub fn servers(&self) -> usize {
+        self.servers.len()
     }
 }
 
@@ -252,6 +405,8 @@ struct Sim<'a> {
     servers: Vec<Server>,
     views: Vec<Vec<View>>,
     policies: Vec<Box<dyn Policy>>,
+    /// Whether the policies are shown the `Truth`.
+    clairvoyant: bool,
     requests: Vec<InFlight>,
     done: Vec<bool>,
     clients: Vec<workload::Client>,
@@ -275,6 +430,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
                 threads: scenario.threads,
                 running: Vec::new(),
                 waiting: VecDeque::new(),
+                incoming: VecDeque::new(),
                 used: 0.0,
                 runnable: 0.0,
                 not_running: 0.0,
@@ -284,12 +440,14 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         policies: (0..scenario.nodes)
             .map(|node| kind.make(node, servers, seed, params))
             .collect(),
+        clairvoyant: kind.clairvoyant(),
         requests: Vec::new(),
         done: Vec::new(),
         clients: Vec::new(),
         rng: Rng::new(seed ^ 0x5eed),
         outcome: Outcome {
             latencies_ms: Vec::new(),
+            costly: Vec::new(),
             answered: 0,
             seconds: (scenario.duration_ms - scenario.warmup_ms) / 1000.0,
             sent: vec![0; servers],
@@ -408,6 +566,12 @@ impl Sim<'_> {
             Event::AtServer(id) => {
                 let work = self.requests[id].request.work_ms;
                 let server = self.requests[id].server;
+                let incoming = &mut self.servers[server].incoming;
+                let at = incoming
+                    .iter()
+                    .position(|&(_, r, _)| r == id)
+                    .expect("sent before it arrives");
+                incoming.remove(at);
                 self.servers[server].admit(Job {
                     request: id,
                     remaining_ms: work,
@@ -444,9 +608,23 @@ impl Sim<'_> {
         let now = self.now;
         let request = self.requests[id].request;
         let node = request.node;
+        let truth = self.clairvoyant.then(|| Truth {
+            servers: &self.servers,
+            changes: &self.scenario.changes,
+            now_ms: now,
+            work_ms: request.work_ms,
+        });
         let policy = &mut self.policies[node];
-        let server = policy.choose(&self.views[node], request.cost_estimate_ms, now);
+        let server = policy.choose(
+            &self.views[node],
+            request.cost_estimate_ms,
+            now,
+            truth.as_ref(),
+        );
         policy.started(id as u64, server, request.cost_estimate_ms, now);
+        self.servers[server]
+            .incoming
+            .push_back((now + NETWORK_MS, id, request.work_ms));
         let r = &mut self.requests[id];
         r.server = server;
         r.sent_ms = now;
@@ -465,6 +643,7 @@ impl Sim<'_> {
         self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.latencies_ms.push(now - r.arrived_ms);
+            self.outcome.costly.push(r.request.costly);
         }
         if now >= self.scenario.warmup_ms {
             self.outcome.answered += 1;
@@ -480,6 +659,7 @@ impl Sim<'_> {
         for (r, done) in self.requests.iter().zip(&self.done) {
             if !done && r.arrived_ms >= self.scenario.warmup_ms && r.arrived_ms <= end {
                 self.outcome.latencies_ms.push(end - r.arrived_ms);
+                self.outcome.costly.push(r.request.costly);
             }
         }
     }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use raftlb::balance::{Balancer, Candidate, Params, Ticket};
 use raftlb::raft::Rng;
 
+use super::Truth;
+
 /// What a node's copy of the agreed table says of one server.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct View {
@@ -18,8 +20,9 @@ pub struct View {
 }
 
 pub trait Policy {
-    /// The server a request of `cost` goes to.
-    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize;
+    /// The server a request of `cost` goes to. `truth` is given to the
+    /// clairvoyant policy only (`Kind::clairvoyant`).
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, truth: Option<&Truth>) -> usize;
     fn started(&mut self, request: u64, server: usize, cost: f64, now_ms: f64);
     fn finished(&mut self, request: u64, server: usize, service_ms: f64, now_ms: f64);
 }
@@ -31,16 +34,23 @@ pub enum Kind {
     P2c,
     Today,
     Raftlb,
+    Oracle,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
         Kind::Today,
         Kind::Raftlb,
+        Kind::Oracle,
     ];
+
+    /// Whether the policy is shown the servers' true state (`Truth`).
+    pub fn clairvoyant(self) -> bool {
+        self == Kind::Oracle
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +59,7 @@ impl Kind {
             Kind::P2c => "p2c(conn)",
             Kind::Today => "cpu+wait(old)",
             Kind::Raftlb => "raftlb",
+            Kind::Oracle => "oracle",
         }
     }
 
@@ -75,6 +86,7 @@ impl Kind {
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
             }),
+            Kind::Oracle => Box::new(Oracle),
         }
     }
 }
@@ -84,7 +96,7 @@ struct RoundRobin {
 }
 
 impl Policy for RoundRobin {
-    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, views: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let chosen = self.next % views.len();
         self.next = chosen + 1;
         chosen
@@ -101,7 +113,7 @@ struct LeastConn {
 }
 
 impl Policy for LeastConn {
-    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let n = self.conns.len();
         let least = *self.conns.iter().min().expect("servers");
         let chosen = (0..n)
@@ -126,7 +138,7 @@ struct P2c {
 }
 
 impl Policy for P2c {
-    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let n = self.conns.len() as u64;
         let a = self.rng.range(0, n) as usize;
         let b = (a + 1 + self.rng.range(0, n - 1) as usize) % n as usize;
@@ -157,7 +169,7 @@ fn in_flight_points(cost_ms: f64) -> f64 {
 }
 
 impl Policy for Today {
-    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, views: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         (0..views.len())
             .min_by(|&a, &b| {
                 let load = |i: usize| views[i].cpu + views[i].wait + self.points[i];
@@ -182,7 +194,7 @@ struct Raftlb {
 }
 
 impl Policy for Raftlb {
-    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize {
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, _: Option<&Truth>) -> usize {
         let candidates: Vec<Candidate> = views
             .iter()
             .zip(&self.ids)
@@ -204,4 +216,25 @@ impl Policy for Raftlb {
         let ticket = self.tickets.remove(&request).expect("started");
         self.balancer.finished(ticket, service_ms, true, now_ms);
     }
+}
+
+/// Clairvoyant and not deployable: shown every server's true capacity,
+/// neighbour and the exact remaining work of every job (every node's), it
+/// sends each request where the request itself would finish first, played
+/// forward under the server's model. Greedy for the request at hand: it does
+/// not weigh the delay it adds to the jobs already there, nor the requests to
+/// come. It shows how far choosing a server alone can go.
+struct Oracle;
+
+impl Policy for Oracle {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, truth: Option<&Truth>) -> usize {
+        let truth = truth.expect("the oracle is shown the truth");
+        (0..truth.servers())
+            .map(|s| (truth.finish_ms(s), s))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("servers")
+            .1
+    }
+    fn started(&mut self, _: u64, _: usize, _: f64, _: f64) {}
+    fn finished(&mut self, _: u64, _: usize, _: f64, _: f64) {}
 }

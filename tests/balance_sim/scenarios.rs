@@ -4,7 +4,7 @@
 use raftlb::balance::Params;
 
 use super::policies::Kind;
-use super::{run, Change, Load, Machine, Outcome, Scenario};
+use super::{percentile_of_sorted, run, Change, Load, Machine, Outcome, Scenario};
 
 const FULL: Machine = Machine {
     capacity: 1.0,
@@ -161,6 +161,144 @@ pub fn print(rows: &[Row]) {
             r.outcome.percentile(99.0),
             r.outcome.percentile(99.9),
             shares.join("/")
+        );
+    }
+}
+
+/// Where each policy spends the latency: the mean, Little's L = X x W (a
+/// closed loop's client count), the costly requests' share of all the
+/// latency, and each class's percentiles. In a closed loop without think
+/// time W = clients / X, and X is about the same for every policy that keeps
+/// the machines busy, so the mean is a fixed budget: what one class gains,
+/// the other pays.
+pub fn print_classes(rows: &[Row]) {
+    println!(
+        "{:<8} {:<10} {:<14} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "scenario",
+        "load",
+        "policy",
+        "mean ms",
+        "X*W",
+        "costly%",
+        "cheap50",
+        "cheap99",
+        "cost50",
+        "cost90",
+        "cost99"
+    );
+    for r in rows {
+        let o = &r.outcome;
+        let (cheap, costly) = (o.class_sorted(false), o.class_sorted(true));
+        println!(
+            "{:<8} {:<10} {:<14} {:>7.1} {:>6.2} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
+            r.scenario,
+            r.load,
+            r.policy,
+            o.mean_ms(),
+            o.in_system(),
+            100.0 * o.costly_share(),
+            percentile_of_sorted(&cheap, 50.0),
+            percentile_of_sorted(&cheap, 99.0),
+            percentile_of_sorted(&costly, 50.0),
+            percentile_of_sorted(&costly, 90.0),
+            percentile_of_sorted(&costly, 99.0),
+        );
+    }
+}
+
+/// Per scenario and load: raftlb's and the clairvoyant oracle's p99 over the
+/// better of leastconn's and P2C's (issue 13's goal: at most 0.5).
+pub fn print_goal(rows: &[Row]) {
+    println!(
+        "{:<8} {:<10} {:>14} {:>14} {:>14}",
+        "scenario", "load", "best ref p99", "raftlb/best", "oracle/best"
+    );
+    for group in rows.chunk_by(|a, b| a.scenario == b.scenario && a.load == b.load) {
+        let p99 = |name: &str| {
+            group
+                .iter()
+                .find(|r| r.policy == name)
+                .map(|r| r.outcome.percentile(99.0))
+        };
+        let (Some(lc), Some(p2c), Some(raftlb), Some(oracle)) = (
+            p99(Kind::LeastConn.name()),
+            p99(Kind::P2c.name()),
+            p99(Kind::Raftlb.name()),
+            p99(Kind::Oracle.name()),
+        ) else {
+            continue;
+        };
+        let best = lc.min(p2c);
+        println!(
+            "{:<8} {:<10} {:>11.1} ms {:>14.2} {:>14.2}",
+            group[0].scenario,
+            group[0].load,
+            best,
+            raftlb / best,
+            oracle / best
+        );
+    }
+}
+
+/// raftlb's policy with the daemons reporting every `fast_ms` against every
+/// `slow_ms` (the report delay unchanged), in every scenario: p99 and p99.9
+/// over all `seeds`, and the range of the per-seed p99 ratios (fast / slow)
+/// to tell a gain from noise.
+pub fn print_interval(
+    scenarios: &[Scenario],
+    seeds: &[u64],
+    params: &Params,
+    fast_ms: f64,
+    slow_ms: f64,
+) {
+    println!(
+        "{:<8} {:<10} {:>9} {:>9} {:>6} {:>11} {:>11} {:>6}  per-seed p99 ratio",
+        "scenario",
+        "load",
+        format!("p99@{slow_ms:.0}"),
+        format!("p99@{fast_ms:.0}"),
+        "ratio",
+        format!("p99.9@{slow_ms:.0}"),
+        format!("p99.9@{fast_ms:.0}"),
+        "ratio"
+    );
+    for s in scenarios {
+        let with = |interval| Scenario {
+            report_interval_ms: interval,
+            ..s.clone()
+        };
+        let (fast, slow) = (with(fast_ms), with(slow_ms));
+        let per_seed: Vec<(Outcome, Outcome)> = seeds
+            .iter()
+            .map(|&seed| {
+                (
+                    run(&fast, Kind::Raftlb, seed, params),
+                    run(&slow, Kind::Raftlb, seed, params),
+                )
+            })
+            .collect();
+        let ratios: Vec<f64> = per_seed
+            .iter()
+            .map(|(f, s)| f.percentile(99.0) / s.percentile(99.0))
+            .collect();
+        let mut merged = per_seed.into_iter();
+        let (mut f, mut sl) = merged.next().expect("at least one seed");
+        for (a, b) in merged {
+            f.merge(a);
+            sl.merge(b);
+        }
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:<8} {:<10} {:>9.1} {:>9.1} {:>6.2} {:>11.1} {:>11.1} {:>6.2}  {lo:.2}..{hi:.2}",
+            s.name,
+            load_name(s.load),
+            sl.percentile(99.0),
+            f.percentile(99.0),
+            f.percentile(99.0) / sl.percentile(99.0),
+            sl.percentile(99.9),
+            f.percentile(99.9),
+            f.percentile(99.9) / sl.percentile(99.9),
         );
     }
 }

@@ -18,6 +18,8 @@ pub struct Request {
     pub work_ms: f64,
     /// The balancer node it arrives at (five doors: DNS round robin).
     pub node: usize,
+    /// Drawn from the expensive class (a large N), for per-class figures.
+    pub costly: bool,
 }
 
 pub fn uniform(rng: &mut Rng) -> f64 {
@@ -27,7 +29,8 @@ pub fn uniform(rng: &mut Rng) -> f64 {
 /// Most requests are cheap (0.05..1 ms, log-uniform: small N), a tenth cost
 /// 10..50 ms (N in the hundreds of millions).
 pub fn draw(rng: &mut Rng, nodes: usize) -> Request {
-    let cost_estimate_ms = if rng.chance(EXPENSIVE_PER_MILLE, 1000) {
+    let costly = rng.chance(EXPENSIVE_PER_MILLE, 1000);
+    let cost_estimate_ms = if costly {
         10.0 + 40.0 * uniform(rng)
     } else {
         0.05 * 20f64.powf(uniform(rng))
@@ -38,6 +41,7 @@ pub fn draw(rng: &mut Rng, nodes: usize) -> Request {
         cost_estimate_ms,
         work_ms,
         node,
+        costly,
     }
 }
 
