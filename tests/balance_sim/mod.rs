@@ -178,6 +178,12 @@ struct Job {
     remaining_ms: f64,
 }
 
+/// A server played forward (`Server::play`).
+struct Played {
+    new_done_ms: f64,
+    others_done_sum_ms: f64,
+}
+
 struct Server {
     machine: Machine,
     threads: usize,
@@ -251,13 +257,20 @@ impl Server {
         done
     }
 
-    /// When a job of `work_ms` reaching this server at `arrive_ms` would be
-    /// done, played forward from `now` under this model (threads, FIFO queue,
-    /// processor sharing with the neighbour) with the jobs running, waiting
-    /// and on their way, and the machine's `changes` to come (time order).
-    /// Requests not yet sent are unknown, so this is the completion time if
-    /// no other request came. What the clairvoyant policy compares.
-    fn finish_if_sent(&self, now: f64, arrive_ms: f64, work_ms: f64, changes: &[&Change]) -> f64 {
+    /// Plays this server forward from `now` under its model (threads, FIFO
+    /// queue, processor sharing with the neighbour) with the jobs running,
+    /// waiting and on their way, the machine's `changes` to come (time order)
+    /// and perhaps a new job (arrival ms, work ms), as if no other request
+    /// came. Returns when the new job is done and the sum of the others'
+    /// completion times; with `until_new`, stops when the new job is done (the
+    /// sum is then partial). What the clairvoyant policies compare.
+    fn play(
+        &self,
+        now: f64,
+        new: Option<(f64, f64)>,
+        changes: &[&Change],
+        until_new: bool,
+    ) -> Played {
         // (remaining ms, is the new job)
         let mut running: Vec<(f64, bool)> = self
             .running
@@ -275,11 +288,17 @@ impl Server {
             .map(|&(t, _, w)| (t, w, false))
             .collect();
         // Sent last, it arrives after those sent before at the same time.
-        arrivals.push_back((arrive_ms, work_ms, true));
+        if let Some((arrive_ms, work_ms)) = new {
+            arrivals.push_back((arrive_ms, work_ms, true));
+        }
+        let mut played = Played {
+            new_done_ms: f64::INFINITY,
+            others_done_sum_ms: 0.0,
+        };
         let mut machine = self.machine;
         let mut changes = changes.iter().peekable();
         let mut t = now;
-        loop {
+        while !(running.is_empty() && arrivals.is_empty()) {
             let threads = running.len() as f64 + machine.hog;
             let rate = if threads == 0.0 {
                 0.0
@@ -293,20 +312,22 @@ impl Server {
             let arrive_at = arrivals.front().map_or(f64::INFINITY, |a| a.0);
             let change_at = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
             let next = done_at.min(arrive_at).min(change_at);
-            assert!(next.is_finite(), "the new job is always ahead");
             for job in &mut running {
                 job.0 -= rate * (next - t);
             }
             t = next;
             if done_at <= next {
-                let mut new_done = false;
                 running.retain(|&(r, new)| {
                     let finished = r < 1e-7;
-                    new_done |= finished && new;
+                    if finished && new {
+                        played.new_done_ms = t;
+                    } else if finished {
+                        played.others_done_sum_ms += t;
+                    }
                     !finished
                 });
-                if new_done {
-                    return t;
+                if until_new && played.new_done_ms.is_finite() {
+                    break;
                 }
             } else if arrive_at <= next {
                 let (_, w, new) = arrivals.pop_front().expect("peeked");
@@ -321,6 +342,7 @@ impl Server {
                 running.push(job);
             }
         }
+        played
     }
 
     /// The daemon's report over the last `interval_ms`: (cpu, wait).
@@ -354,18 +376,33 @@ impl Truth<'_> {
     /// other request sent after it (its answer's way back is the same
     /// everywhere, so left out).
     pub fn finish_ms(&self, server: usize) -> f64 {
+        let new = Some((self.now_ms + NETWORK_MS, self.work_ms));
+        self.servers[server]
+            .play(self.now_ms, new, &self.changes_of(server), true)
+            .new_done_ms
+    }
+
+    /// What sending the request to `server` costs all requests, in ms: its own
+    /// time to completion plus the delay it adds to every job already there or
+    /// on its way (processor sharing slows them all; a queue it joins first
+    /// holds them back), were no other request sent after it.
+    pub fn total_delay_ms(&self, server: usize) -> f64 {
+        let changes = self.changes_of(server);
+        let s = &self.servers[server];
+        let new = Some((self.now_ms + NETWORK_MS, self.work_ms));
+        let with = s.play(self.now_ms, new, &changes, false);
+        let without = s.play(self.now_ms, None, &changes, false);
+        with.new_done_ms - self.now_ms + with.others_done_sum_ms - without.others_done_sum_ms
+    }
+
+    fn changes_of(&self, server: usize) -> Vec<&Change> {
         let mut changes: Vec<&Change> = self
             .changes
             .iter()
             .filter(|c| c.server == server && c.at_ms > self.now_ms)
             .collect();
         changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
-        self.servers[server].finish_if_sent(
-            self.now_ms,
-            self.now_ms + NETWORK_MS,
-            self.work_ms,
-            &changes,
-        )
+        changes
     }
 
     pub fn servers(&self) -> usize {

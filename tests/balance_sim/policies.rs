@@ -35,21 +35,23 @@ pub enum Kind {
     Today,
     Raftlb,
     Oracle,
+    OracleSum,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
         Kind::Today,
         Kind::Raftlb,
         Kind::Oracle,
+        Kind::OracleSum,
     ];
 
     /// Whether the policy is shown the servers' true state (`Truth`).
     pub fn clairvoyant(self) -> bool {
-        self == Kind::Oracle
+        matches!(self, Kind::Oracle | Kind::OracleSum)
     }
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Today => "cpu+wait(old)",
             Kind::Raftlb => "raftlb",
             Kind::Oracle => "oracle",
+            Kind::OracleSum => "oracle(sum)",
         }
     }
 
@@ -86,7 +89,8 @@ impl Kind {
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
             }),
-            Kind::Oracle => Box::new(Oracle),
+            Kind::Oracle => Box::new(Oracle { total: false }),
+            Kind::OracleSum => Box::new(Oracle { total: true }),
         }
     }
 }
@@ -220,17 +224,28 @@ impl Policy for Raftlb {
 
 /// Clairvoyant and not deployable: shown every server's true capacity,
 /// neighbour and the exact remaining work of every job (every node's), it
-/// sends each request where the request itself would finish first, played
-/// forward under the server's model. Greedy for the request at hand: it does
-/// not weigh the delay it adds to the jobs already there, nor the requests to
+/// sends each request where the request itself would finish first (`oracle`),
+/// or where it costs all requests least, its own time plus the delay it adds
+/// to the jobs already there (`oracle(sum)`), played forward under the
+/// server's model. Greedy for the request at hand: blind to the requests to
 /// come. It shows how far choosing a server alone can go.
-struct Oracle;
+struct Oracle {
+    /// Weigh the delay added to the others (`Truth::total_delay_ms`).
+    total: bool,
+}
 
 impl Policy for Oracle {
     fn choose(&mut self, _: &[View], _: f64, _: f64, truth: Option<&Truth>) -> usize {
         let truth = truth.expect("the oracle is shown the truth");
         (0..truth.servers())
-            .map(|s| (truth.finish_ms(s), s))
+            .map(|s| {
+                let cost = if self.total {
+                    truth.total_delay_ms(s)
+                } else {
+                    truth.finish_ms(s)
+                };
+                (cost, s)
+            })
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .expect("servers")
             .1

@@ -206,37 +206,37 @@ pub fn print_classes(rows: &[Row]) {
     }
 }
 
-/// Per scenario and load: raftlb's and the clairvoyant oracle's p99 over the
+/// Per scenario and load: raftlb's and the clairvoyant oracles' p99 over the
 /// better of leastconn's and P2C's (issue 13's goal: at most 0.5).
 pub fn print_goal(rows: &[Row]) {
-    println!(
-        "{:<8} {:<10} {:>14} {:>14} {:>14}",
-        "scenario", "load", "best ref p99", "raftlb/best", "oracle/best"
-    );
+    const OVER: [Kind; 3] = [Kind::Raftlb, Kind::Oracle, Kind::OracleSum];
+    print!("{:<8} {:<10} {:>15}", "scenario", "load", "best ref p99");
+    for kind in OVER {
+        print!(" {:>17}", format!("{}/best", kind.name()));
+    }
+    println!();
     for group in rows.chunk_by(|a, b| a.scenario == b.scenario && a.load == b.load) {
-        let p99 = |name: &str| {
+        let p99 = |kind: Kind| {
             group
                 .iter()
-                .find(|r| r.policy == name)
+                .find(|r| r.policy == kind.name())
                 .map(|r| r.outcome.percentile(99.0))
         };
-        let (Some(lc), Some(p2c), Some(raftlb), Some(oracle)) = (
-            p99(Kind::LeastConn.name()),
-            p99(Kind::P2c.name()),
-            p99(Kind::Raftlb.name()),
-            p99(Kind::Oracle.name()),
-        ) else {
+        let (Some(lc), Some(p2c)) = (p99(Kind::LeastConn), p99(Kind::P2c)) else {
             continue;
         };
         let best = lc.min(p2c);
-        println!(
-            "{:<8} {:<10} {:>11.1} ms {:>14.2} {:>14.2}",
-            group[0].scenario,
-            group[0].load,
-            best,
-            raftlb / best,
-            oracle / best
+        print!(
+            "{:<8} {:<10} {:>12.1} ms",
+            group[0].scenario, group[0].load, best
         );
+        for kind in OVER {
+            match p99(kind) {
+                Some(p) => print!(" {:>17.2}", p / best),
+                None => print!(" {:>17}", "-"),
+            }
+        }
+        println!();
     }
 }
 
