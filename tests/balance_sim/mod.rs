@@ -369,6 +369,7 @@ pub struct Truth<'a> {
     changes: &'a [Change],
     now_ms: f64,
     work_ms: f64,
+    costly: bool,
 }
 
 impl Truth<'_> {
@@ -403,6 +404,11 @@ impl Truth<'_> {
             .collect();
         changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
         changes
+    }
+
+    /// Whether the request is of the workload's costly class.
+    pub fn costly(&self) -> bool {
+        self.costly
     }
 
     pub fn servers(&self) -> usize {
@@ -650,6 +656,7 @@ impl Sim<'_> {
             changes: &self.scenario.changes,
             now_ms: now,
             work_ms: request.work_ms,
+            costly: request.costly,
         });
         let policy = &mut self.policies[node];
         let server = policy.choose(

@@ -36,10 +36,11 @@ pub enum Kind {
     Raftlb,
     Oracle,
     OracleSum,
+    OracleHold,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
@@ -47,11 +48,12 @@ impl Kind {
         Kind::Raftlb,
         Kind::Oracle,
         Kind::OracleSum,
+        Kind::OracleHold,
     ];
 
     /// Whether the policy is shown the servers' true state (`Truth`).
     pub fn clairvoyant(self) -> bool {
-        matches!(self, Kind::Oracle | Kind::OracleSum)
+        matches!(self, Kind::Oracle | Kind::OracleSum | Kind::OracleHold)
     }
 
     pub fn name(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Raftlb => "raftlb",
             Kind::Oracle => "oracle",
             Kind::OracleSum => "oracle(sum)",
+            Kind::OracleHold => "oracle(hold)",
         }
     }
 
@@ -89,8 +92,9 @@ impl Kind {
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
             }),
-            Kind::Oracle => Box::new(Oracle { total: false }),
-            Kind::OracleSum => Box::new(Oracle { total: true }),
+            Kind::Oracle => Box::new(Oracle { aim: Aim::Own }),
+            Kind::OracleSum => Box::new(Oracle { aim: Aim::Total }),
+            Kind::OracleHold => Box::new(Oracle { aim: Aim::Hold }),
         }
     }
 }
@@ -224,14 +228,25 @@ impl Policy for Raftlb {
 
 /// Clairvoyant and not deployable: shown every server's true capacity,
 /// neighbour and the exact remaining work of every job (every node's), it
-/// sends each request where the request itself would finish first (`oracle`),
-/// or where it costs all requests least, its own time plus the delay it adds
-/// to the jobs already there (`oracle(sum)`), played forward under the
-/// server's model. Greedy for the request at hand: blind to the requests to
-/// come. It shows how far choosing a server alone can go.
+/// plays each server forward under its model and sends the request by its
+/// `Aim`. Greedy for the request at hand: blind to the requests to come. It
+/// shows how far choosing a server alone can go.
 struct Oracle {
-    /// Weigh the delay added to the others (`Truth::total_delay_ms`).
-    total: bool,
+    aim: Aim,
+}
+
+enum Aim {
+    /// Where the request itself would finish first (`oracle`).
+    Own,
+    /// Where it costs all requests least: its own time plus the delay it adds
+    /// to the jobs already there (`oracle(sum)`).
+    Total,
+    /// As `Total` for a costly request, but a cheap one where it would finish
+    /// last (`oracle(hold)`): a closed loop's mean latency is fixed (Little's
+    /// law), so holding cheap requests in a queue leaves fewer clients in
+    /// costly ones at once, and those share the CPU with fewer. It tests
+    /// whether the closed loop's p99 can be bought with the cheap requests'.
+    Hold,
 }
 
 impl Policy for Oracle {
@@ -239,10 +254,11 @@ impl Policy for Oracle {
         let truth = truth.expect("the oracle is shown the truth");
         (0..truth.servers())
             .map(|s| {
-                let cost = if self.total {
-                    truth.total_delay_ms(s)
-                } else {
-                    truth.finish_ms(s)
+                let cost = match self.aim {
+                    Aim::Own => truth.finish_ms(s),
+                    Aim::Total => truth.total_delay_ms(s),
+                    Aim::Hold if truth.costly() => truth.total_delay_ms(s),
+                    Aim::Hold => -truth.finish_ms(s),
                 };
                 (cost, s)
             })

@@ -2,6 +2,8 @@
 //! (open loop at a fixed mean rate, or closed-loop clients' sequences), drawn
 //! once per seed so every policy replays the same ones.
 
+use std::sync::OnceLock;
+
 use raftlb::raft::Rng;
 
 /// Share of requests that are expensive (a large N), in parts per thousand.
@@ -45,11 +47,15 @@ pub fn draw(rng: &mut Rng, nodes: usize) -> Request {
     }
 }
 
-/// The mean work of a request, measured on many draws (for open-loop rates).
+/// The mean work of a request, measured on many draws (for open-loop rates)
+/// once per process.
 pub fn mean_work_ms() -> f64 {
-    let mut rng = Rng::new(12345);
-    let draws = 200_000;
-    (0..draws).map(|_| draw(&mut rng, 1).work_ms).sum::<f64>() / draws as f64
+    static MEAN: OnceLock<f64> = OnceLock::new();
+    *MEAN.get_or_init(|| {
+        let mut rng = Rng::new(12345);
+        let draws = 200_000;
+        (0..draws).map(|_| draw(&mut rng, 1).work_ms).sum::<f64>() / draws as f64
+    })
 }
 
 /// Open loop: Poisson arrivals at `rate_per_ms` until `duration_ms`.
