@@ -708,3 +708,106 @@ impl Sim<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a server with its own methods (as `Sim::run_to_end` does) until
+    /// every job is done: each arrival (ms, request, work) and change on time.
+    /// Returns each request's completion time.
+    fn drive(
+        mut server: Server,
+        mut arrivals: VecDeque<(f64, usize, f64)>,
+        changes: &[&Change],
+    ) -> Vec<(usize, f64)> {
+        let mut changes = changes.iter().peekable();
+        let mut now = 0.0;
+        let mut done = Vec::new();
+        while !(server.running.is_empty() && server.waiting.is_empty() && arrivals.is_empty()) {
+            let next_done = server.next_completion(now);
+            let next_arrival = arrivals.front().map_or(f64::INFINITY, |a| a.0);
+            let next_change = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
+            let t = next_done.min(next_arrival).min(next_change);
+            server.advance(t - now);
+            now = t;
+            if next_done <= t {
+                for job in &mut server.running {
+                    if job.remaining_ms < 1e-7 {
+                        job.remaining_ms = 0.0;
+                    }
+                }
+                done.extend(server.complete().into_iter().map(|r| (r, now)));
+            } else if next_arrival <= t {
+                let (_, request, remaining_ms) = arrivals.pop_front().expect("peeked");
+                server.admit(Job {
+                    request,
+                    remaining_ms,
+                });
+            } else {
+                server.machine = changes.next().expect("peeked").machine;
+            }
+        }
+        done
+    }
+
+    fn busy_server() -> Server {
+        let job = |request, remaining_ms| Job {
+            request,
+            remaining_ms,
+        };
+        Server {
+            machine: Machine {
+                capacity: 0.5,
+                hog: 1.0,
+            },
+            threads: 2,
+            running: vec![job(0, 5.0), job(1, 1.0)],
+            waiting: VecDeque::from([job(2, 3.0), job(3, 0.5)]),
+            incoming: VecDeque::from([(0.1, 4, 2.0)]),
+            used: 0.0,
+            runnable: 0.0,
+            not_running: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_oracles_look_ahead_is_what_the_server_then_does() {
+        // Threads, a FIFO queue, a neighbour, a job on its way, and the
+        // neighbour leaving midway: the clairvoyant policies' forecast must be
+        // the simulator's own outcome, or their bound means nothing.
+        let change = Change {
+            at_ms: 6.0,
+            server: 0,
+            machine: Machine {
+                capacity: 1.0,
+                hog: 0.0,
+            },
+        };
+        let server = busy_server();
+        let new = (0.1, 4.0);
+        let played = server.play(0.0, Some(new), &[&change], false);
+        let mut arrivals = server.incoming.clone();
+        arrivals.push_back((new.0, 99, new.1));
+        let done = drive(busy_server(), arrivals, &[&change]);
+        let new_done = done.iter().find(|d| d.0 == 99).expect("the new job done").1;
+        let others: f64 = done.iter().filter(|d| d.0 != 99).map(|d| d.1).sum();
+        assert!(
+            (played.new_done_ms - new_done).abs() < 1e-6,
+            "{} != {new_done}",
+            played.new_done_ms
+        );
+        assert!(
+            (played.others_done_sum_ms - others).abs() < 1e-6,
+            "{} != {others}",
+            played.others_done_sum_ms
+        );
+        assert_eq!(done.len(), 6);
+        // Without the new job, the others finish sooner: the delay it adds.
+        let alone = server.play(0.0, None, &[&change], false);
+        let done = drive(busy_server(), busy_server().incoming, &[&change]);
+        let others_alone: f64 = done.iter().map(|d| d.1).sum();
+        assert!((alone.others_done_sum_ms - others_alone).abs() < 1e-6);
+        assert!(others_alone < others);
+    }
+}
