@@ -20,6 +20,9 @@
 //! - Open loop: Poisson arrivals at a fraction of the scenario's capacity.
 //!   Closed loop: clients that send their next request as soon as the last
 //!   is answered. Five doors: arrivals spread over five nodes at random.
+//! - The policies see the agreed table and their own requests; only the
+//!   clairvoyant ones are also shown the servers' true state (`Truth`),
+//!   which they play forward under this model (`Server::play`).
 //!
 //! Everything runs from one seed and no clock, so a run replays exactly.
 
@@ -99,6 +102,8 @@ pub struct Outcome {
     pub seconds: f64,
     /// Requests sent to each server.
     pub sent: Vec<u64>,
+    /// Costly requests sent to each server.
+    pub sent_costly: Vec<u64>,
     /// (arrival ms, server) of every counted request, for shares over time.
     pub choices: Vec<(f64, usize)>,
 }
@@ -158,6 +163,9 @@ impl Outcome {
         self.costly.extend(other.costly);
         self.answered += other.answered;
         self.seconds += other.seconds;
+        for (a, b) in self.sent_costly.iter_mut().zip(other.sent_costly) {
+            *a += b;
+        }
         for (a, b) in self.sent.iter_mut().zip(other.sent) {
             *a += b;
         }
@@ -494,6 +502,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
             answered: 0,
             seconds: (scenario.duration_ms - scenario.warmup_ms) / 1000.0,
             sent: vec![0; servers],
+            sent_costly: vec![0; servers],
             choices: Vec::new(),
         },
     };
@@ -674,6 +683,9 @@ impl Sim<'_> {
         r.sent_ms = now;
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.sent[server] += 1;
+            if request.costly {
+                self.outcome.sent_costly[server] += 1;
+            }
             self.outcome.choices.push((r.arrived_ms, server));
         }
         self.at(now + NETWORK_MS, Event::AtServer(id));

@@ -1,7 +1,9 @@
 //! The policies compared, each one instance per balancer node with that node's
 //! own counts: round robin, least connections, power of two choices on
 //! connections, raftlb's choice before issue 13 (lowest `cpu + wait` plus
-//! in-flight points), and raftlb's policy (`raftlb::balance`).
+//! in-flight points), and raftlb's policy (`raftlb::balance`); and three
+//! clairvoyant ones, not deployable, shown the servers' true state (`Truth`)
+//! to bound what choosing a server alone can do.
 
 use std::collections::BTreeMap;
 

@@ -170,19 +170,22 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
         .collect()
 }
 
+/// Each server's share of `sent`, as `33%/33%/34%`.
+fn shares(sent: &[u64]) -> String {
+    let total: u64 = sent.iter().sum();
+    let shares: Vec<String> = sent
+        .iter()
+        .map(|&n| format!("{:.0}%", 100.0 * n as f64 / total.max(1) as f64))
+        .collect();
+    shares.join("/")
+}
+
 pub fn print(rows: &[Row]) {
     println!(
         "{:<8} {:<10} {:<14} {:>8} {:>8} {:>8} {:>8}  share per server",
         "scenario", "load", "policy", "req/s", "p50 ms", "p99 ms", "p99.9 ms"
     );
     for r in rows {
-        let total: u64 = r.outcome.sent.iter().sum();
-        let shares: Vec<String> = r
-            .outcome
-            .sent
-            .iter()
-            .map(|&n| format!("{:.0}%", 100.0 * n as f64 / total.max(1) as f64))
-            .collect();
         println!(
             "{:<8} {:<10} {:<14} {:>8.0} {:>8.1} {:>8.1} {:>8.1}  {}",
             r.scenario,
@@ -192,7 +195,7 @@ pub fn print(rows: &[Row]) {
             r.outcome.percentile(50.0),
             r.outcome.percentile(99.0),
             r.outcome.percentile(99.9),
-            shares.join("/")
+            shares(&r.outcome.sent)
         );
     }
 }
@@ -205,7 +208,7 @@ pub fn print(rows: &[Row]) {
 /// the other pays.
 pub fn print_classes(rows: &[Row]) {
     println!(
-        "{:<8} {:<10} {:<14} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:<8} {:<10} {:<14} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  costly share per server",
         "scenario",
         "load",
         "policy",
@@ -222,7 +225,7 @@ pub fn print_classes(rows: &[Row]) {
         let o = &r.outcome;
         let (cheap, costly) = (o.class_sorted(false), o.class_sorted(true));
         println!(
-            "{:<8} {:<10} {:<14} {:>7.1} {:>6.2} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}",
+            "{:<8} {:<10} {:<14} {:>7.1} {:>6.2} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1}  {}",
             r.scenario,
             r.load,
             r.policy,
@@ -234,6 +237,7 @@ pub fn print_classes(rows: &[Row]) {
             percentile_of_sorted(&costly, 50.0),
             percentile_of_sorted(&costly, 90.0),
             percentile_of_sorted(&costly, 99.0),
+            shares(&o.sent_costly),
         );
     }
 }
