@@ -2,10 +2,13 @@
 //! same seeded arrivals in each scenario of issue 13 (even, weak machine, noisy
 //! neighbour, the neighbour shifting halfway, five doors), closed loop and open
 //! loop at 70 % of capacity; p50/p99/p99.9 over three seeds. Beside the
-//! deployable policies, a clairvoyant oracle (shown every server's true state)
-//! bounds what choosing a server alone can do. Then three more tables: where
+//! deployable policies, three clairvoyant oracles (shown every server's true
+//! state: the request's own completion, all requests' delay, and holding cheap
+//! requests back) probe what choosing a server alone can do; they skip five
+//! doors, where they ignore the node and replay the weak rows. Then three
+//! more tables: where
 //! each policy spends the latency (Little's law and per-class percentiles),
-//! raftlb's and the oracle's p99 over the best reference's (issue 13's goal),
+//! raftlb's and the oracles' p99 over the best reference's (issue 13's goal),
 //! and raftlb with reports every 250 ms against every 1000 ms.
 //!
 //! For tuning: `BALANCE_PARAMS=peak=1,table=0` changes raftlb's `Params`
@@ -63,7 +66,7 @@ fn main() {
     println!("\nWhere the latency goes (ms; X*W = Little's L, a closed loop's clients; costly% = costly requests' share of all latency):");
     scenarios::print_classes(&rows);
     println!(
-        "\np99 over the better of leastconn and p2c (goal: <= 0.50; the oracle is clairvoyant):"
+        "\np99 over the better of leastconn and p2c (goal: <= 0.50; the oracles are clairvoyant; they skip five doors, where they replay weak):"
     );
     scenarios::print_goal(&rows);
     println!("\nraftlb, report interval {INTERVAL_FAST_MS:.0} ms against {INTERVAL_SLOW_MS:.0} ms (ms; ratio < 1: faster reports pay):");
