@@ -20,6 +20,9 @@
 //! - Open loop: Poisson arrivals at a fraction of the scenario's capacity.
 //!   Closed loop: clients that send their next request as soon as the last
 //!   is answered. Five doors: arrivals spread over five nodes at random.
+//! - The policies see the agreed table and their own requests; only the
+//!   clairvoyant ones are also shown the servers' true state (`Truth`),
+//!   which they play forward under this model (`Server::play`).
 //!
 //! Everything runs from one seed and no clock, so a run replays exactly.
 
@@ -92,10 +95,15 @@ pub struct Outcome {
     /// Latencies (ms) of the requests that arrived after the warmup; those
     /// still unanswered at the end count with their age then.
     pub latencies_ms: Vec<f64>,
+    /// Whether each of `latencies_ms` is of a costly request (the workload's
+    /// expensive class).
+    pub costly: Vec<bool>,
     pub answered: u64,
     pub seconds: f64,
     /// Requests sent to each server.
     pub sent: Vec<u64>,
+    /// Costly requests sent to each server.
+    pub sent_costly: Vec<u64>,
     /// (arrival ms, server) of every counted request, for shares over time.
     pub choices: Vec<(f64, usize)>,
 }
@@ -111,11 +119,53 @@ impl Outcome {
         self.answered as f64 / self.seconds
     }
 
+    pub fn mean_ms(&self) -> f64 {
+        self.latencies_ms.iter().sum::<f64>() / self.latencies_ms.len().max(1) as f64
+    }
+
+    /// Little's law's L = X x W: the mean number of requests in the system
+    /// (from arrival at a node to the answer there). A closed loop without
+    /// think time always holds one request per client, so this is the client
+    /// count, less the edges of the counted window.
+    pub fn in_system(&self) -> f64 {
+        self.throughput() * self.mean_ms() / 1000.0
+    }
+
+    /// The latencies of one class, sorted.
+    pub fn class_sorted(&self, costly: bool) -> Vec<f64> {
+        let mut sorted: Vec<f64> = self
+            .latencies_ms
+            .iter()
+            .zip(&self.costly)
+            .filter(|(_, &c)| c == costly)
+            .map(|(&l, _)| l)
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+
+    /// The share of all the latency (the closed loop's fixed budget) that the
+    /// costly requests take, in 0..1.
+    pub fn costly_share(&self) -> f64 {
+        let costly: f64 = self
+            .latencies_ms
+            .iter()
+            .zip(&self.costly)
+            .filter(|(_, &c)| c)
+            .map(|(&l, _)| l)
+            .sum();
+        costly / self.latencies_ms.iter().sum::<f64>().max(f64::MIN_POSITIVE)
+    }
+
     /// Adds another seed's run of the same scenario and policy.
     pub fn merge(&mut self, other: Outcome) {
         self.latencies_ms.extend(other.latencies_ms);
+        self.costly.extend(other.costly);
         self.answered += other.answered;
         self.seconds += other.seconds;
+        for (a, b) in self.sent_costly.iter_mut().zip(other.sent_costly) {
+            *a += b;
+        }
         for (a, b) in self.sent.iter_mut().zip(other.sent) {
             *a += b;
         }
@@ -136,11 +186,21 @@ struct Job {
     remaining_ms: f64,
 }
 
+/// A server played forward (`Server::play`).
+struct Played {
+    new_done_ms: f64,
+    others_done_sum_ms: f64,
+}
+
 struct Server {
     machine: Machine,
     threads: usize,
     running: Vec<Job>,
     waiting: VecDeque<Job>,
+    /// Requests sent here and still on the network: (arrival ms, request,
+    /// work ms), in the order they arrive. Only the clairvoyant policy reads
+    /// it.
+    incoming: VecDeque<(f64, usize, f64)>,
     /// Since the last report: core-ms used, thread-ms runnable, thread-ms
     /// runnable but not running.
     used: f64,
@@ -205,6 +265,94 @@ impl Server {
         done
     }
 
+    /// Plays this server forward from `now` under its model (threads, FIFO
+    /// queue, processor sharing with the neighbour) with the jobs running,
+    /// waiting and on their way, the machine's `changes` to come (time order)
+    /// and perhaps a new job (arrival ms, work ms), as if no other request
+    /// came. Returns when the new job is done and the sum of the others'
+    /// completion times; with `until_new`, stops when the new job is done (the
+    /// sum is then partial). What the clairvoyant policies compare.
+    fn play(
+        &self,
+        now: f64,
+        new: Option<(f64, f64)>,
+        changes: &[&Change],
+        until_new: bool,
+    ) -> Played {
+        // (remaining ms, is the new job)
+        let mut running: Vec<(f64, bool)> = self
+            .running
+            .iter()
+            .map(|j| (j.remaining_ms, false))
+            .collect();
+        let mut waiting: VecDeque<(f64, bool)> = self
+            .waiting
+            .iter()
+            .map(|j| (j.remaining_ms, false))
+            .collect();
+        let mut arrivals: VecDeque<(f64, f64, bool)> = self
+            .incoming
+            .iter()
+            .map(|&(t, _, w)| (t, w, false))
+            .collect();
+        // Sent last, it arrives after those sent before at the same time.
+        if let Some((arrive_ms, work_ms)) = new {
+            arrivals.push_back((arrive_ms, work_ms, true));
+        }
+        let mut played = Played {
+            new_done_ms: f64::INFINITY,
+            others_done_sum_ms: 0.0,
+        };
+        let mut machine = self.machine;
+        let mut changes = changes.iter().peekable();
+        let mut t = now;
+        while !(running.is_empty() && arrivals.is_empty()) {
+            let threads = running.len() as f64 + machine.hog;
+            let rate = if threads == 0.0 {
+                0.0
+            } else {
+                (machine.capacity / threads).min(1.0)
+            };
+            let done_at = running
+                .iter()
+                .map(|&(r, _)| t + r.max(0.0) / rate)
+                .fold(f64::INFINITY, f64::min);
+            let arrive_at = arrivals.front().map_or(f64::INFINITY, |a| a.0);
+            let change_at = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
+            let next = done_at.min(arrive_at).min(change_at);
+            for job in &mut running {
+                job.0 -= rate * (next - t);
+            }
+            t = next;
+            if done_at <= next {
+                running.retain(|&(r, new)| {
+                    let finished = r < 1e-7;
+                    if finished && new {
+                        played.new_done_ms = t;
+                    } else if finished {
+                        played.others_done_sum_ms += t;
+                    }
+                    !finished
+                });
+                if until_new && played.new_done_ms.is_finite() {
+                    break;
+                }
+            } else if arrive_at <= next {
+                let (_, w, new) = arrivals.pop_front().expect("peeked");
+                waiting.push_back((w, new));
+            } else {
+                machine = changes.next().expect("peeked").machine;
+            }
+            while running.len() < self.threads {
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
+                running.push(job);
+            }
+        }
+        played
+    }
+
     /// The daemon's report over the last `interval_ms`: (cpu, wait).
     fn report(&mut self, interval_ms: f64) -> (f64, f64) {
         let cpu = (100.0 * self.used / interval_ms).min(100.0);
@@ -217,6 +365,62 @@ impl Server {
         self.runnable = 0.0;
         self.not_running = 0.0;
         (cpu, wait)
+    }
+}
+
+/// What the clairvoyant policy is shown when it chooses: every server's true
+/// machine, its jobs' exact remaining work (every node's), the machines'
+/// changes to come, and the request's true work. The other policies are
+/// given none of it.
+pub struct Truth<'a> {
+    servers: &'a [Server],
+    changes: &'a [Change],
+    now_ms: f64,
+    work_ms: f64,
+    costly: bool,
+}
+
+impl Truth<'_> {
+    /// When the request would be done at `server` if sent there now, were no
+    /// other request sent after it (its answer's way back is the same
+    /// everywhere, so left out).
+    pub fn finish_ms(&self, server: usize) -> f64 {
+        let new = Some((self.now_ms + NETWORK_MS, self.work_ms));
+        self.servers[server]
+            .play(self.now_ms, new, &self.changes_of(server), true)
+            .new_done_ms
+    }
+
+    /// What sending the request to `server` costs all requests, in ms: its own
+    /// time to completion plus the delay it adds to every job already there or
+    /// on its way (processor sharing slows them all; a queue it joins first
+    /// holds them back), were no other request sent after it.
+    pub fn total_delay_ms(&self, server: usize) -> f64 {
+        let changes = self.changes_of(server);
+        let s = &self.servers[server];
+        let new = Some((self.now_ms + NETWORK_MS, self.work_ms));
+        let with = s.play(self.now_ms, new, &changes, false);
+        let without = s.play(self.now_ms, None, &changes, false);
+        with.new_done_ms - self.now_ms + with.others_done_sum_ms - without.others_done_sum_ms
+    }
+
+    fn changes_of(&self, server: usize) -> Vec<&Change> {
+        let mut changes: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.server == server && c.at_ms > self.now_ms)
+            .collect();
+        changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        changes
+    }
+
+    /// Whether the request is of the workload's costly class.
+    pub fn costly(&self) -> bool {
+        self.costly
+    }
+
+    pub fn servers(&self) -> usize {
+        self.servers.len()
     }
 }
 
@@ -252,6 +456,8 @@ struct Sim<'a> {
     servers: Vec<Server>,
     views: Vec<Vec<View>>,
     policies: Vec<Box<dyn Policy>>,
+    /// Whether the policies are shown the `Truth`.
+    clairvoyant: bool,
     requests: Vec<InFlight>,
     done: Vec<bool>,
     clients: Vec<workload::Client>,
@@ -275,6 +481,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
                 threads: scenario.threads,
                 running: Vec::new(),
                 waiting: VecDeque::new(),
+                incoming: VecDeque::new(),
                 used: 0.0,
                 runnable: 0.0,
                 not_running: 0.0,
@@ -284,15 +491,18 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         policies: (0..scenario.nodes)
             .map(|node| kind.make(node, servers, seed, params))
             .collect(),
+        clairvoyant: kind.clairvoyant(),
         requests: Vec::new(),
         done: Vec::new(),
         clients: Vec::new(),
         rng: Rng::new(seed ^ 0x5eed),
         outcome: Outcome {
             latencies_ms: Vec::new(),
+            costly: Vec::new(),
             answered: 0,
             seconds: (scenario.duration_ms - scenario.warmup_ms) / 1000.0,
             sent: vec![0; servers],
+            sent_costly: vec![0; servers],
             choices: Vec::new(),
         },
     };
@@ -408,6 +618,12 @@ impl Sim<'_> {
             Event::AtServer(id) => {
                 let work = self.requests[id].request.work_ms;
                 let server = self.requests[id].server;
+                let incoming = &mut self.servers[server].incoming;
+                let at = incoming
+                    .iter()
+                    .position(|&(_, r, _)| r == id)
+                    .expect("sent before it arrives");
+                incoming.remove(at);
                 self.servers[server].admit(Job {
                     request: id,
                     remaining_ms: work,
@@ -444,14 +660,32 @@ impl Sim<'_> {
         let now = self.now;
         let request = self.requests[id].request;
         let node = request.node;
+        let truth = self.clairvoyant.then(|| Truth {
+            servers: &self.servers,
+            changes: &self.scenario.changes,
+            now_ms: now,
+            work_ms: request.work_ms,
+            costly: request.costly,
+        });
         let policy = &mut self.policies[node];
-        let server = policy.choose(&self.views[node], request.cost_estimate_ms, now);
+        let server = policy.choose(
+            &self.views[node],
+            request.cost_estimate_ms,
+            now,
+            truth.as_ref(),
+        );
         policy.started(id as u64, server, request.cost_estimate_ms, now);
+        self.servers[server]
+            .incoming
+            .push_back((now + NETWORK_MS, id, request.work_ms));
         let r = &mut self.requests[id];
         r.server = server;
         r.sent_ms = now;
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.sent[server] += 1;
+            if request.costly {
+                self.outcome.sent_costly[server] += 1;
+            }
             self.outcome.choices.push((r.arrived_ms, server));
         }
         self.at(now + NETWORK_MS, Event::AtServer(id));
@@ -465,6 +699,7 @@ impl Sim<'_> {
         self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.latencies_ms.push(now - r.arrived_ms);
+            self.outcome.costly.push(r.request.costly);
         }
         if now >= self.scenario.warmup_ms {
             self.outcome.answered += 1;
@@ -480,7 +715,111 @@ impl Sim<'_> {
         for (r, done) in self.requests.iter().zip(&self.done) {
             if !done && r.arrived_ms >= self.scenario.warmup_ms && r.arrived_ms <= end {
                 self.outcome.latencies_ms.push(end - r.arrived_ms);
+                self.outcome.costly.push(r.request.costly);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a server with its own methods (as `Sim::run_to_end` does) until
+    /// every job is done: each arrival (ms, request, work) and change on time.
+    /// Returns each request's completion time.
+    fn drive(
+        mut server: Server,
+        mut arrivals: VecDeque<(f64, usize, f64)>,
+        changes: &[&Change],
+    ) -> Vec<(usize, f64)> {
+        let mut changes = changes.iter().peekable();
+        let mut now = 0.0;
+        let mut done = Vec::new();
+        while !(server.running.is_empty() && server.waiting.is_empty() && arrivals.is_empty()) {
+            let next_done = server.next_completion(now);
+            let next_arrival = arrivals.front().map_or(f64::INFINITY, |a| a.0);
+            let next_change = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
+            let t = next_done.min(next_arrival).min(next_change);
+            server.advance(t - now);
+            now = t;
+            if next_done <= t {
+                for job in &mut server.running {
+                    if job.remaining_ms < 1e-7 {
+                        job.remaining_ms = 0.0;
+                    }
+                }
+                done.extend(server.complete().into_iter().map(|r| (r, now)));
+            } else if next_arrival <= t {
+                let (_, request, remaining_ms) = arrivals.pop_front().expect("peeked");
+                server.admit(Job {
+                    request,
+                    remaining_ms,
+                });
+            } else {
+                server.machine = changes.next().expect("peeked").machine;
+            }
+        }
+        done
+    }
+
+    fn busy_server() -> Server {
+        let job = |request, remaining_ms| Job {
+            request,
+            remaining_ms,
+        };
+        Server {
+            machine: Machine {
+                capacity: 0.5,
+                hog: 1.0,
+            },
+            threads: 2,
+            running: vec![job(0, 5.0), job(1, 1.0)],
+            waiting: VecDeque::from([job(2, 3.0), job(3, 0.5)]),
+            incoming: VecDeque::from([(0.1, 4, 2.0)]),
+            used: 0.0,
+            runnable: 0.0,
+            not_running: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_oracles_look_ahead_is_what_the_server_then_does() {
+        // Threads, a FIFO queue, a neighbour, a job on its way, and the
+        // neighbour leaving midway: the clairvoyant policies' forecast must be
+        // the simulator's own outcome, or their bound means nothing.
+        let change = Change {
+            at_ms: 6.0,
+            server: 0,
+            machine: Machine {
+                capacity: 1.0,
+                hog: 0.0,
+            },
+        };
+        let server = busy_server();
+        let new = (0.1, 4.0);
+        let played = server.play(0.0, Some(new), &[&change], false);
+        let mut arrivals = server.incoming.clone();
+        arrivals.push_back((new.0, 99, new.1));
+        let done = drive(busy_server(), arrivals, &[&change]);
+        let new_done = done.iter().find(|d| d.0 == 99).expect("the new job done").1;
+        let others: f64 = done.iter().filter(|d| d.0 != 99).map(|d| d.1).sum();
+        assert!(
+            (played.new_done_ms - new_done).abs() < 1e-6,
+            "{} != {new_done}",
+            played.new_done_ms
+        );
+        assert!(
+            (played.others_done_sum_ms - others).abs() < 1e-6,
+            "{} != {others}",
+            played.others_done_sum_ms
+        );
+        assert_eq!(done.len(), 6);
+        // Without the new job, the others finish sooner: the delay it adds.
+        let alone = server.play(0.0, None, &[&change], false);
+        let done = drive(busy_server(), busy_server().incoming, &[&change]);
+        let others_alone: f64 = done.iter().map(|d| d.1).sum();
+        assert!((alone.others_done_sum_ms - others_alone).abs() < 1e-6);
+        assert!(others_alone < others);
     }
 }

@@ -1,12 +1,16 @@
 //! The policies compared, each one instance per balancer node with that node's
 //! own counts: round robin, least connections, power of two choices on
 //! connections, raftlb's choice before issue 13 (lowest `cpu + wait` plus
-//! in-flight points), and raftlb's policy (`raftlb::balance`).
+//! in-flight points), and raftlb's policy (`raftlb::balance`); and three
+//! clairvoyant ones, not deployable, shown the servers' true state (`Truth`)
+//! to bound what choosing a server alone can do.
 
 use std::collections::BTreeMap;
 
 use raftlb::balance::{Balancer, Candidate, Params, Ticket};
 use raftlb::raft::Rng;
+
+use super::Truth;
 
 /// What a node's copy of the agreed table says of one server.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,8 +22,9 @@ pub struct View {
 }
 
 pub trait Policy {
-    /// The server a request of `cost` goes to.
-    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize;
+    /// The server a request of `cost` goes to. `truth` is given to the
+    /// clairvoyant policy only (`Kind::clairvoyant`).
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, truth: Option<&Truth>) -> usize;
     fn started(&mut self, request: u64, server: usize, cost: f64, now_ms: f64);
     fn finished(&mut self, request: u64, server: usize, service_ms: f64, now_ms: f64);
 }
@@ -31,16 +36,27 @@ pub enum Kind {
     P2c,
     Today,
     Raftlb,
+    Oracle,
+    OracleSum,
+    OracleHold,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
         Kind::Today,
         Kind::Raftlb,
+        Kind::Oracle,
+        Kind::OracleSum,
+        Kind::OracleHold,
     ];
+
+    /// Whether the policy is shown the servers' true state (`Truth`).
+    pub fn clairvoyant(self) -> bool {
+        matches!(self, Kind::Oracle | Kind::OracleSum | Kind::OracleHold)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +65,9 @@ impl Kind {
             Kind::P2c => "p2c(conn)",
             Kind::Today => "cpu+wait(old)",
             Kind::Raftlb => "raftlb",
+            Kind::Oracle => "oracle",
+            Kind::OracleSum => "oracle(sum)",
+            Kind::OracleHold => "oracle(hold)",
         }
     }
 
@@ -75,6 +94,9 @@ impl Kind {
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
             }),
+            Kind::Oracle => Box::new(Oracle { aim: Aim::Own }),
+            Kind::OracleSum => Box::new(Oracle { aim: Aim::Total }),
+            Kind::OracleHold => Box::new(Oracle { aim: Aim::Hold }),
         }
     }
 }
@@ -84,7 +106,7 @@ struct RoundRobin {
 }
 
 impl Policy for RoundRobin {
-    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, views: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let chosen = self.next % views.len();
         self.next = chosen + 1;
         chosen
@@ -101,7 +123,7 @@ struct LeastConn {
 }
 
 impl Policy for LeastConn {
-    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let n = self.conns.len();
         let least = *self.conns.iter().min().expect("servers");
         let chosen = (0..n)
@@ -126,7 +148,7 @@ struct P2c {
 }
 
 impl Policy for P2c {
-    fn choose(&mut self, _: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         let n = self.conns.len() as u64;
         let a = self.rng.range(0, n) as usize;
         let b = (a + 1 + self.rng.range(0, n - 1) as usize) % n as usize;
@@ -157,7 +179,7 @@ fn in_flight_points(cost_ms: f64) -> f64 {
 }
 
 impl Policy for Today {
-    fn choose(&mut self, views: &[View], _: f64, _: f64) -> usize {
+    fn choose(&mut self, views: &[View], _: f64, _: f64, _: Option<&Truth>) -> usize {
         (0..views.len())
             .min_by(|&a, &b| {
                 let load = |i: usize| views[i].cpu + views[i].wait + self.points[i];
@@ -182,7 +204,7 @@ struct Raftlb {
 }
 
 impl Policy for Raftlb {
-    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64) -> usize {
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, _: Option<&Truth>) -> usize {
         let candidates: Vec<Candidate> = views
             .iter()
             .zip(&self.ids)
@@ -204,4 +226,48 @@ impl Policy for Raftlb {
         let ticket = self.tickets.remove(&request).expect("started");
         self.balancer.finished(ticket, service_ms, true, now_ms);
     }
+}
+
+/// Clairvoyant and not deployable: shown every server's true capacity,
+/// neighbour and the exact remaining work of every job (every node's), it
+/// plays each server forward under its model and sends the request by its
+/// `Aim`. Greedy for the request at hand: blind to the requests to come. It
+/// shows how far choosing a server alone can go.
+struct Oracle {
+    aim: Aim,
+}
+
+enum Aim {
+    /// Where the request itself would finish first (`oracle`).
+    Own,
+    /// Where it costs all requests least: its own time plus the delay it adds
+    /// to the jobs already there (`oracle(sum)`).
+    Total,
+    /// As `Total` for a costly request, but a cheap one where it would finish
+    /// last (`oracle(hold)`): a closed loop's mean latency is fixed (Little's
+    /// law), so holding cheap requests in a queue leaves fewer clients in
+    /// costly ones at once, and those share the CPU with fewer. It tests
+    /// whether the closed loop's p99 can be bought with the cheap requests'.
+    Hold,
+}
+
+impl Policy for Oracle {
+    fn choose(&mut self, _: &[View], _: f64, _: f64, truth: Option<&Truth>) -> usize {
+        let truth = truth.expect("the oracle is shown the truth");
+        (0..truth.servers())
+            .map(|s| {
+                let cost = match self.aim {
+                    Aim::Own => truth.finish_ms(s),
+                    Aim::Total => truth.total_delay_ms(s),
+                    Aim::Hold if truth.costly() => truth.total_delay_ms(s),
+                    Aim::Hold => -truth.finish_ms(s),
+                };
+                (cost, s)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("servers")
+            .1
+    }
+    fn started(&mut self, _: u64, _: usize, _: f64, _: f64) {}
+    fn finished(&mut self, _: u64, _: usize, _: f64, _: f64) {}
 }

@@ -2,6 +2,8 @@
 //! (open loop at a fixed mean rate, or closed-loop clients' sequences), drawn
 //! once per seed so every policy replays the same ones.
 
+use std::sync::OnceLock;
+
 use raftlb::raft::Rng;
 
 /// Share of requests that are expensive (a large N), in parts per thousand.
@@ -18,6 +20,8 @@ pub struct Request {
     pub work_ms: f64,
     /// The balancer node it arrives at (five doors: DNS round robin).
     pub node: usize,
+    /// Drawn from the expensive class (a large N), for per-class figures.
+    pub costly: bool,
 }
 
 pub fn uniform(rng: &mut Rng) -> f64 {
@@ -27,7 +31,8 @@ pub fn uniform(rng: &mut Rng) -> f64 {
 /// Most requests are cheap (0.05..1 ms, log-uniform: small N), a tenth cost
 /// 10..50 ms (N in the hundreds of millions).
 pub fn draw(rng: &mut Rng, nodes: usize) -> Request {
-    let cost_estimate_ms = if rng.chance(EXPENSIVE_PER_MILLE, 1000) {
+    let costly = rng.chance(EXPENSIVE_PER_MILLE, 1000);
+    let cost_estimate_ms = if costly {
         10.0 + 40.0 * uniform(rng)
     } else {
         0.05 * 20f64.powf(uniform(rng))
@@ -38,14 +43,19 @@ pub fn draw(rng: &mut Rng, nodes: usize) -> Request {
         cost_estimate_ms,
         work_ms,
         node,
+        costly,
     }
 }
 
-/// The mean work of a request, measured on many draws (for open-loop rates).
+/// The mean work of a request, measured on many draws (for open-loop rates)
+/// once per process.
 pub fn mean_work_ms() -> f64 {
-    let mut rng = Rng::new(12345);
-    let draws = 200_000;
-    (0..draws).map(|_| draw(&mut rng, 1).work_ms).sum::<f64>() / draws as f64
+    static MEAN: OnceLock<f64> = OnceLock::new();
+    *MEAN.get_or_init(|| {
+        let mut rng = Rng::new(12345);
+        let draws = 200_000;
+        (0..draws).map(|_| draw(&mut rng, 1).work_ms).sum::<f64>() / draws as f64
+    })
 }
 
 /// Open loop: Poisson arrivals at `rate_per_ms` until `duration_ms`.
