@@ -20,10 +20,13 @@
 //!   the request's own cost). It moves with every decision, so between two
 //!   reports a burst spreads instead of landing where a report looked good.
 //! - `slowdown` is milliseconds of answer time per unit of the request's own
-//!   cost, an EWMA of this node's own answers whose weight decays with time,
-//!   as Finagle's and Linkerd's peak EWMA (which also jump up at once on a slow
-//!   answer; here the jump is a knob, `slowdown_peak`, off by default: see
-//!   `Params`). An answer's time includes the queue it met, so the score is
+//!   cost over this node's recent answers: the ratio of their answer times'
+//!   sum to their costs' sum, both decaying with time, so that an answer
+//!   counts as much as its cost (a cheap answer's queue wait divided by its
+//!   tiny cost is noise a thousand times the signal). It is an average of
+//!   recent answers as Finagle's and Linkerd's peak EWMA (which also jump up
+//!   at once on a slow answer; here the jump is a knob, `slowdown_peak`, off
+//!   by default: see `Params`). An answer's time includes the queue it met, so the score is
 //!   their `latency x (pending + 1)` generalised to costs: it learns a
 //!   machine's speed, a neighbour taking its CPU, and the other nodes'
 //!   requests there, none of which this
@@ -54,7 +57,7 @@ pub mod observed;
 use std::collections::BTreeMap;
 
 use crate::raft::Rng;
-use observed::{Observed, PeakEwma};
+use observed::{Observed, Slowdown};
 
 /// One live-or-dead server as the agreed table shows it.
 #[derive(Clone, Debug)]
@@ -211,15 +214,16 @@ impl Balancer {
         // trip, the HTTP exchange; all of it for a cheap N), and dividing that
         // by the work ahead made a busy server look faster the busier it was,
         // so one server drew most of the load (89 % of N=100's in the bench).
-        let sample = service_ms.max(0.0) / ticket.cost;
+        let service_ms = service_ms.max(0.0);
         match &mut observed.slowdown {
             Some(s) => s.observe(
-                sample,
+                service_ms,
+                ticket.cost,
                 now_ms,
                 params.slowdown_decay_ms,
                 params.slowdown_peak,
             ),
-            None => observed.slowdown = Some(PeakEwma::new(sample, now_ms)),
+            None => observed.slowdown = Some(Slowdown::new(service_ms, ticket.cost, now_ms)),
         }
     }
 
@@ -230,7 +234,7 @@ impl Balancer {
             .iter()
             .filter(|c| c.alive)
             .filter_map(|c| self.servers.get(c.id)?.slowdown.as_ref())
-            .map(PeakEwma::value)
+            .map(Slowdown::value)
             .min_by(f64::total_cmp)
             .unwrap_or(1.0)
     }

@@ -3,42 +3,53 @@
 //! penalty. Time is passed in as milliseconds on any monotonic scale the caller
 //! keeps; nothing here reads a clock.
 
-/// A value that jumps up on a higher sample and otherwise follows the samples
-/// as an exponentially weighted average whose weight decays with the time
-/// between samples: the "peak EWMA" of Finagle's `PeakEwma` and Linkerd's
-/// balancer. Jumping up at once makes a server that turned slow look slow at
-/// its first slow answer; easing down makes one fast answer not undo it.
+/// A server's slowdown: milliseconds of answer time per unit of cost, the
+/// ratio of two sums that decay exponentially with time, of answer times and
+/// of costs. So each answer counts in proportion to its cost: the mean of
+/// per-answer ratios let a cheap request (0.1 units) that waited 400 ms
+/// behind costly ones weigh 4,000 against a costly one's 12, and one such
+/// answer made a server look a hundred times slower than the others, which
+/// then took all the load while it idled (the machines bench, even scenario:
+/// 500 req/s against HAProxy leastconn's 654).
+///
+/// `peak` makes a slower answer than the average count at once, part of the
+/// way (Finagle's and Linkerd's peak EWMA jump all the way); off by default.
 #[derive(Clone, Debug)]
-pub(crate) struct PeakEwma {
-    value: f64,
+pub(crate) struct Slowdown {
+    service_ms: f64,
+    cost: f64,
     at_ms: f64,
 }
 
-impl PeakEwma {
-    pub fn new(sample: f64, now_ms: f64) -> PeakEwma {
-        PeakEwma {
-            value: sample,
+impl Slowdown {
+    pub fn new(service_ms: f64, cost: f64, now_ms: f64) -> Slowdown {
+        Slowdown {
+            service_ms,
+            cost,
             at_ms: now_ms,
         }
     }
 
-    /// Folds in `sample`; `decay_ms` is the time constant of the average,
-    /// `peak` how far a higher sample moves the value at once (0..=1).
-    pub fn observe(&mut self, sample: f64, now_ms: f64, decay_ms: f64, peak: f64) {
+    /// Folds in an answer of `service_ms` to a request of `cost`; `decay_ms`
+    /// is the sums' time constant, `peak` how far a slower answer moves the
+    /// value at once (0..=1).
+    pub fn observe(&mut self, service_ms: f64, cost: f64, now_ms: f64, decay_ms: f64, peak: f64) {
         let elapsed_ms = (now_ms - self.at_ms).max(0.0);
         let keep = (-elapsed_ms / decay_ms).exp();
-        self.value = self.value * keep + sample * (1.0 - keep);
-        if sample > self.value {
-            self.value += (sample - self.value) * peak;
+        self.service_ms = self.service_ms * keep + service_ms;
+        self.cost = self.cost * keep + cost;
+        let (value, sample) = (self.value(), service_ms / cost);
+        if sample > value {
+            self.service_ms = self.cost * (value + (sample - value) * peak);
         }
         self.at_ms = self.at_ms.max(now_ms);
     }
 
     pub fn value(&self) -> f64 {
-        self.value
+        self.service_ms / self.cost
     }
 
-    /// Milliseconds since the last sample.
+    /// Milliseconds since the last answer.
     pub fn age_ms(&self, now_ms: f64) -> f64 {
         (now_ms - self.at_ms).max(0.0)
     }
@@ -69,9 +80,9 @@ pub(crate) struct Observed {
     /// Costs of this node's requests in flight there. A node has at most its
     /// HTTP threads' worth of requests in flight, which bounds this list.
     pub in_flight: Vec<f64>,
-    /// Milliseconds of service per unit of work ahead of a request (see
-    /// `work_ahead`); `None` until the first answer.
-    pub slowdown: Option<PeakEwma>,
+    /// Milliseconds of answer time per unit of cost; `None` until the first
+    /// answer.
+    pub slowdown: Option<Slowdown>,
     pub errors: Decaying,
 }
 
@@ -103,17 +114,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peak_ewma_jumps_up_and_eases_down() {
-        let mut e = PeakEwma::new(1.0, 0.0);
-        e.observe(4.0, 10.0, 1000.0, 1.0);
-        assert_eq!(e.value(), 4.0, "a slow sample counts at once");
-        e.observe(1.0, 1010.0, 1000.0, 1.0);
-        let v = e.value();
-        assert!(v > 1.0 && v < 4.0, "one fast sample does not undo it: {v}");
-        for t in 2..20 {
-            e.observe(1.0, 1010.0 + 1000.0 * t as f64, 1000.0, 1.0);
+    fn slowdown_weighs_each_answer_by_its_cost() {
+        // Three costly answers at 10 ms per unit, then a cheap one (0.1 units)
+        // that waited 400 ms in a queue: the server is not 4,000x slower.
+        let mut s = Slowdown::new(300.0, 30.0, 0.0);
+        s.observe(300.0, 30.0, 0.0, 1000.0, 0.0);
+        s.observe(300.0, 30.0, 0.0, 1000.0, 0.0);
+        s.observe(400.0, 0.1, 0.0, 1000.0, 0.0);
+        let v = s.value();
+        assert!(v > 10.0 && v < 15.0, "{v}");
+        // Old answers fade: the newest dominate.
+        for t in 1..20 {
+            s.observe(20.0, 1.0, 1000.0 * f64::from(t), 1000.0, 0.0);
         }
-        assert!((e.value() - 1.0).abs() < 0.01, "{}", e.value());
+        assert!((s.value() - 20.0).abs() < 0.1, "{}", s.value());
+    }
+
+    #[test]
+    fn a_peak_slowdown_counts_a_slow_answer_at_once() {
+        let mut s = Slowdown::new(10.0, 10.0, 0.0);
+        s.observe(40.0, 10.0, 10.0, 1000.0, 1.0);
+        assert_eq!(s.value(), 4.0, "a slow answer counts at once");
+        s.observe(10.0, 10.0, 1010.0, 1000.0, 1.0);
+        let v = s.value();
+        assert!(v > 1.0 && v < 4.0, "one fast answer does not undo it: {v}");
     }
 
     #[test]
