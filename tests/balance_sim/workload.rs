@@ -88,7 +88,7 @@ impl Client {
     /// Client `index` of a run with `seed`, at node `index % nodes`.
     pub fn new(seed: u64, index: usize, nodes: usize) -> Client {
         Client {
-            rng: Rng::new(seed ^ 0xc1e7 ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            rng: Rng::derived(seed ^ 0xc1e7, index as u64),
             node: index % nodes,
         }
     }
