@@ -23,8 +23,12 @@
 //! Each scenario first checks that it changes what it claims: a lone 50 ms
 //! request is timed on each machine directly, and raftlb's run samples what
 //! the daemons reported. Closed loops (`CLIENTS`) for every system, then an
-//! open loop at 70 % of the best closed-loop rate for raftlb and the
-//! reference with the lowest p99. Each proxy runs only during its own load,
+//! open loop at 70 % of the closed loops' rate (the median of the rounds
+//! below) for raftlb and the
+//! reference with the lowest p99. The goal rows compare the medians of
+//! `ROUNDS` loads of raftlb and of that reference, taking turns; the notes
+//! say where each system's time went (cheap and costly requests apart, and
+//! Little's law). Each proxy runs only during its own load,
 //! so that no idle connection pool of one is left on the workers for the next.
 //!
 //! Where the host cannot make cgroups (not root, no cpu controller) the
@@ -72,11 +76,15 @@ const OPEN_LOOP_SHARE: f64 = 0.7;
 /// fell behind whenever answers took over 64 ms). Below a node's 128 per
 /// source address, as the load tool connects from one.
 const OPEN_LOOP_CLIENTS: usize = 100;
-/// The longest load: the section runs 25 of them (6 systems closed loop, 2
-/// open loop, 3 scenarios, the five doors), about 4 minutes at 7 s and the
-/// warm-up with the shift's 30 s (5.2 minutes at 8 s: over the issue's
-/// budget for the section).
+/// The longest load: the section runs 37 of them (6 systems closed loop, 2
+/// open loop, 2 more rounds of raftlb and the best reference in each loop,
+/// 3 scenarios, the five doors), about 6 minutes at 7 s and the warm-up with
+/// the shift's 30 s.
 const LOAD_SECS_MAX: u64 = 7;
+/// Loads of raftlb and of the reference a goal is judged against, taking
+/// turns, for each goal row: one 7 s load on a shared 2-core host can differ
+/// from the next by 2x, so the goal compares medians.
+const ROUNDS: usize = 3;
 /// Warm-up of every load: the daemons report once a second, and raftlb's
 /// table must hold a report taken under load before the window opens.
 const WARMUP_SECS: u64 = 2;
@@ -311,13 +319,51 @@ struct Measured {
 impl Measured {
     /// "312 req/s, p50 …, p99 …, p99.9 …; machines 1/2/3: 40/40/20 %".
     fn text(&self) -> String {
-        let shares: Vec<String> = self.shares.iter().map(|s| format!("{s:.0}")).collect();
         format!(
-            "{}; machines 1/2/3: {} %",
+            "{}; machines 1/2/3: {}",
             self.load.summary_with_tail(),
-            shares.join("/")
+            self.shares_text()
         )
     }
+
+    /// "40/40/20 %".
+    fn shares_text(&self) -> String {
+        let shares: Vec<String> = self.shares.iter().map(|s| format!("{s:.0}")).collect();
+        format!("{} %", shares.join("/"))
+    }
+}
+
+/// The median of `f` over `loads` (the upper one of an even count); 0 for
+/// none.
+fn median_of(loads: &[loadgen::Load], f: impl Fn(&loadgen::Load) -> f64) -> f64 {
+    let mut values: Vec<f64> = loads.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// "p99 408 ms (398, 408, 430), 634 req/s (…), p50 …, failed 1": the
+/// medians of the rounds, each round's p99 and req/s in the order run.
+fn rounds_text(loads: &[loadgen::Load]) -> String {
+    let each = |f: fn(&loadgen::Load) -> f64, show: fn(f64) -> String| {
+        loads
+            .iter()
+            .map(|l| show(f(l)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let failed: u64 = loads.iter().map(|l| l.failed).sum();
+    let mut text = format!(
+        "p99 {} ({}), {} req/s ({}), p50 {}",
+        loadgen::ms(median_of(loads, |l| l.p99_ms)),
+        each(|l| l.p99_ms, |v| format!("{v:.0}")),
+        thousands(median_of(loads, |l| l.per_sec)),
+        each(|l| l.per_sec, |v| format!("{v:.0}")),
+        loadgen::ms(median_of(loads, |l| l.p50_ms)),
+    );
+    if failed > 0 {
+        text += &format!(", {failed} failed in all");
+    }
+    text
 }
 
 /// A mixed load's classes and the requests in flight on average (req/s ×
@@ -485,10 +531,11 @@ impl Bench<'_> {
     }
 
     /// raftlb's load through the follower, its shares from the node's
-    /// forward counters, and what the daemons reported in the middle of it.
+    /// forward counters, and (a closed loop of `scenario`) what the daemons
+    /// reported in the middle of it.
     fn ours(
         &mut self,
-        scenario: Scenario,
+        scenario: Option<Scenario>,
         rate: Option<f64>,
         report: &mut Report,
     ) -> Result<Measured, String> {
@@ -514,7 +561,7 @@ impl Bench<'_> {
                 after.get(&id).unwrap_or(&0) - before.get(&id).unwrap_or(&0)
             })
             .collect();
-        if let Some(status) = reports.filter(|_| rate.is_none()) {
+        if let (Some(status), Some(scenario)) = (reports.filter(|_| rate.is_none()), scenario) {
             let shown: Vec<String> = (status.servers.iter())
                 .map(|s| format!("{} cpu {:.0} wait {:.0}", s.id, s.cpu, s.wait))
                 .collect();
@@ -566,7 +613,7 @@ impl Bench<'_> {
             scenario.name(),
             scenario.describe()
         );
-        let ours = self.ours(scenario, None, report)?;
+        let ours = self.ours(Some(scenario), None, report)?;
         let mut theirs: Vec<(String, Measured)> = Vec::new();
         for reference in REFERENCES {
             match self.theirs(reference, None, report) {
@@ -603,33 +650,77 @@ impl Bench<'_> {
             .iter()
             .max_by(|a, b| a.1.load.per_sec.total_cmp(&b.1.load.per_sec))
             .expect("theirs is not empty");
-        let goal = scenario.p99_goal();
-        let met = ours.load.p99_ms <= goal * best.load.p99_ms
-            && ours.load.per_sec >= fastest.load.per_sec;
-        report.row(
-            Row::new(
-                SECTION,
-                format!("{what}: vs the best reference"),
-                ours.load.summary_with_tail(),
-            )
-            .against(format!(
-                "lowest p99: {best_label}, {}; most req/s: {fastest_label}, {} req/s",
-                loadgen::ms(best.load.p99_ms),
-                thousands(fastest.load.per_sec)
-            ))
-            .ratio(ours.load.p99_ms, best.load.p99_ms, "p99, raftlb ÷ best")
-            .goal(format!("p99 ≤ {goal} × best, req/s ≥ most"), met),
-        );
-        let capacity = theirs
-            .iter()
-            .map(|t| t.1.load.per_sec)
-            .fold(ours.load.per_sec, f64::max);
         let best_reference = *REFERENCES
             .iter()
             .find(|r| format!("{} {}", r.0, r.1) == *best_label)
             .expect("the best is one of the references");
+        let (best_label, fastest_label) = (best_label.clone(), fastest_label.clone());
+        let fastest_per_sec = fastest.load.per_sec;
+        let (mine, refs) = self.rounds(
+            (ours.load.clone(), best.load.clone()),
+            best_reference,
+            None,
+            report,
+        );
+        // The fastest reference's req/s: its median when it is the best one
+        // too (measured each round), else its one load.
+        let most = if fastest_label == best_label {
+            median_of(&refs, |l| l.per_sec)
+        } else {
+            fastest_per_sec
+        };
+        let (p99, best_p99) = (
+            median_of(&mine, |l| l.p99_ms),
+            median_of(&refs, |l| l.p99_ms),
+        );
+        let per_sec = median_of(&mine, |l| l.per_sec);
+        let goal = scenario.p99_goal();
+        let met = p99 <= goal * best_p99 && per_sec >= most;
+        report.row(
+            Row::new(
+                SECTION,
+                format!("{what}: vs the best reference, medians of {ROUNDS} rounds"),
+                rounds_text(&mine),
+            )
+            .against(format!(
+                "lowest p99: {best_label}: {}; most req/s: {fastest_label}, {} req/s",
+                rounds_text(&refs),
+                thousands(most)
+            ))
+            .ratio(p99, best_p99, "p99, raftlb ÷ best, medians")
+            .goal(format!("p99 ≤ {goal} × best, req/s ≥ most"), met),
+        );
+        // What the machines serve: the median of the closed loops of the
+        // rounds (the most of any single load was 15-25 % above it on this
+        // host, and 70 % of that ran the open loop at the edge of a queue).
+        let all: Vec<loadgen::Load> = mine.iter().chain(&refs).cloned().collect();
+        let capacity = median_of(&all, |l| l.per_sec);
         self.open_loop(scenario, capacity * OPEN_LOOP_SHARE, best_reference, report);
         Ok(ours)
+    }
+
+    /// `ROUNDS` loads of raftlb and of `reference` each, taking turns, the
+    /// first of each (`first`) already measured; `rate` for an open loop. A
+    /// load that fails is left out, and said in a note.
+    fn rounds(
+        &mut self,
+        first: (loadgen::Load, loadgen::Load),
+        reference: (&str, &'static str),
+        rate: Option<f64>,
+        report: &mut Report,
+    ) -> (Vec<loadgen::Load>, Vec<loadgen::Load>) {
+        let (mut mine, mut refs) = (vec![first.0], vec![first.1]);
+        for _ in 1..ROUNDS {
+            match self.ours(None, rate, report) {
+                Ok(m) => mine.push(m.load),
+                Err(e) => report.note(format!("machines: a round of raftlb failed: {e}")),
+            }
+            match self.theirs(reference, rate, report) {
+                Ok((_, t)) => refs.push(t.load),
+                Err(e) => report.note(format!("machines: a round of the reference failed: {e}")),
+            }
+        }
+        (mine, refs)
     }
 
     /// raftlb and the reference with the lowest closed-loop p99 at a fixed
@@ -642,31 +733,42 @@ impl Bench<'_> {
         report: &mut Report,
     ) {
         let what = format!(
-            "{}: open loop at {} req/s ({:.0} % of the best closed loop's), {OPEN_LOOP_CLIENTS} connections",
+            "{}: open loop at {} req/s ({:.0} % of the closed loops' median), {OPEN_LOOP_CLIENTS} connections",
             scenario.name(),
             thousands(rate),
             OPEN_LOOP_SHARE * 100.0
         );
-        let ours = match self.ours(scenario, Some(rate), report) {
+        let ours = match self.ours(Some(scenario), Some(rate), report) {
             Ok(o) => o,
             Err(e) => return report.row(Row::error(SECTION, what, &e)),
         };
         let mut row = Row::new(SECTION, what.clone(), ours.text());
         match self.theirs(reference, Some(rate), report) {
             Ok((label, t)) => {
-                let goal = scenario.p99_goal();
-                row = Row::new(SECTION, format!("{what}: vs {label}"), ours.text())
-                    .against(format!("{label}: {}", t.text()))
-                    .ratio(ours.load.p99_ms, t.load.p99_ms, "p99, raftlb ÷ ref")
-                    .goal(
-                        format!("p99 ≤ {goal} × ref"),
-                        ours.load.p99_ms <= goal * t.load.p99_ms,
-                    );
                 report.note(format!(
                     "machines, {what}: where the time went: raftlb: {}; {label}: {}",
                     classes(&ours.load),
                     classes(&t.load)
                 ));
+                let shares = format!(
+                    "; machines 1/2/3 (first round): raftlb {}, {label} {}",
+                    ours.shares_text(),
+                    t.shares_text()
+                );
+                let (mine, refs) = self.rounds((ours.load, t.load), reference, Some(rate), report);
+                let (p99, ref_p99) = (
+                    median_of(&mine, |l| l.p99_ms),
+                    median_of(&refs, |l| l.p99_ms),
+                );
+                let goal = scenario.p99_goal();
+                row = Row::new(
+                    SECTION,
+                    format!("{what}: vs {label}, medians of {ROUNDS} rounds"),
+                    rounds_text(&mine) + &shares,
+                )
+                .against(format!("{label}: {}", rounds_text(&refs)))
+                .ratio(p99, ref_p99, "p99, raftlb ÷ ref, medians")
+                .goal(format!("p99 ≤ {goal} × ref"), p99 <= goal * ref_p99);
             }
             Err(e) => row = row.against(format!("error: {e}")),
         }

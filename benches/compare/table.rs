@@ -246,8 +246,11 @@ const HOW_TO_READ: &str = "
   with a quota (0.4 CPU per 100 ms period), a server's machine as far as CPU
   goes; the daemons report their cgroup (`--cgroup`). The load is one seeded
   stream of N for every system (a tenth costing 10-50 ms of worker CPU, the
-  rest at most 1 ms; the N measured at the start of the run), 32 closed-loop
-  clients, then an open loop at 70 % of the best closed-loop rate for raftlb
+  rest at most 1 ms; the N measured at the start of the run; each client
+  thread a generator of its own, so no N is sent twice and no worker answers
+  from its cache), 32 closed-loop
+  clients, then an open loop at 70 % of the closed loops' rate (the median of
+  the goal rounds) for raftlb
   and the reference with the lowest p99 (100 connections, latency counted
   from when each request was due; a rate a system cannot keep up with shows
   as fewer req/s than asked). Shares are the requests each machine answered, warm-up
@@ -255,7 +258,14 @@ const HOW_TO_READ: &str = "
   stats page, nginx's from an access log of `$upstream_addr`. The notes
   show, for each scenario, a lone 50 ms request timed on each machine and
   the agreed table in the middle of raftlb's run: the check that the
-  scenario changes what it claims. Shift: raftlb alone, six closed loops of
+  scenario changes what it claims, and where each system's time went: the
+  cheap and the costly requests apart, and the requests in flight (req/s ×
+  mean latency: in a closed loop the 32 clients, by Little's law, so the
+  mean latency is the same for every system that keeps the machines busy,
+  and answering cheap requests sooner leaves more of it to the costly ones).
+  The goal rows compare medians of 3 rounds of raftlb and the reference,
+  taking turns (a single 7 s load differs from the next by up to 2x here).
+  Shift: raftlb alone, six closed loops of
   5 s back to back; the neighbour's loops are moved from machine 3's cgroup
   to machine 1's at 15 s, and the node's forward counters are read every
   250 ms. Five doors: the weak machine's closed loop with the client threads
