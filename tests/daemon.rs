@@ -468,6 +468,17 @@ fn a_cgroup_at_its_quota_reads_full_and_waiting_and_an_idle_one_reads_low() {
     );
     assert!(idle_cpu <= 10.0, "an idle cgroup: cpu {idle_cpu}");
     assert!(idle_wait <= 20.0, "an idle cgroup: wait {idle_wait}");
+    // What the machines bench reads to say how busy each machine was: the
+    // busy loop has used its quota's share of the seconds it ran.
+    let (busy_us, idle_us) = (busy_cgroup.usage_us(), idle_cgroup.usage_us());
+    assert!(
+        busy_us.is_some_and(|us| us > 500_000),
+        "busy: {busy_us:?} µs"
+    );
+    assert!(
+        idle_us.is_some_and(|us| us < 100_000),
+        "idle: {idle_us:?} µs"
+    );
     assert_signed_with(&node, &dir.path().join("cluster.key"));
 }
 

@@ -31,6 +31,10 @@ pub struct Load {
     pub cheap: Option<Class>,
     #[serde(default)]
     pub costly: Option<Class>,
+    /// Each machine's CPU use over the load, in percent of its quota, where
+    /// the caller measured it (not `raftlb bench`'s).
+    #[serde(skip)]
+    pub busy: Vec<f64>,
 }
 
 /// One class of a mixed load's requests (`raftlb bench`'s `cheap`, `costly`).

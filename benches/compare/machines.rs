@@ -138,6 +138,8 @@ struct Bench<'a> {
     offset: u64,
     /// Speed probes made so far.
     probes: u64,
+    /// Each machine's quota now, µs per 100 ms.
+    quota_us: Vec<u64>,
     settings: &'a Settings,
 }
 
@@ -175,6 +177,7 @@ pub fn run(settings: &Settings, report: &mut Report) {
         probe_n,
         offset: 0,
         probes: 0,
+        quota_us: vec![QUOTA_US; machines.len()],
         settings,
     };
     report.note(format!(
@@ -373,10 +376,12 @@ fn classes(load: &loadgen::Load) -> String {
     let in_flight = load
         .mean_ms
         .map_or("-".into(), |m| format!("{:.1}", load.per_sec * m / 1000.0));
+    let busy: Vec<String> = load.busy.iter().map(|b| format!("{b:.0}")).collect();
     format!(
-        "cheap {}; costly {}; in flight {in_flight}",
+        "cheap {}; costly {}; in flight {in_flight}; machines busy {} % of their quota",
         class(&load.cheap),
-        class(&load.costly)
+        class(&load.costly),
+        busy.join("/")
     )
 }
 
@@ -413,7 +418,7 @@ impl Bench<'_> {
 
     fn scenario(&mut self, scenario: Scenario, report: &mut Report) -> Result<(), String> {
         let weak = if scenario == Scenario::Weak { 4 } else { 1 };
-        set_quota(&self.machines[0], QUOTA_US / weak)?;
+        self.set_quota(0, QUOTA_US / weak)?;
         let neighbours = if scenario == Scenario::Noisy {
             self.neighbours(2, report)?
         } else {
@@ -525,9 +530,33 @@ impl Bench<'_> {
         if let Some(rate) = rate {
             args.extend(["--rate".into(), format!("{rate:.0}")]);
         }
+        let before = self.usage();
+        let started = Instant::now();
         let (result, command) = loadgen::run(&args, label);
+        let wall_us = started.elapsed().as_secs_f64() * 1e6;
         report.command(SECTION, command);
-        result
+        let busy = (before.iter().zip(self.usage()).zip(&self.quota_us))
+            .map(|((b, a), quota)| match (b, a) {
+                (Some(b), Some(a)) => {
+                    let quota = *quota as f64 / 100_000.0;
+                    a.saturating_sub(*b) as f64 * 100.0 / (wall_us * quota)
+                }
+                _ => f64::NAN,
+            })
+            .collect();
+        result.map(|load| Load { busy, ..load })
+    }
+
+    /// Each machine's CPU time so far, µs.
+    fn usage(&self) -> Vec<Option<u64>> {
+        self.machines.iter().map(TestCgroup::usage_us).collect()
+    }
+
+    /// Sets machine `i`'s quota and remembers it.
+    fn set_quota(&mut self, i: usize, quota_us: u64) -> Result<(), String> {
+        set_quota(&self.machines[i], quota_us)?;
+        self.quota_us[i] = quota_us;
+        Ok(())
     }
 
     /// raftlb's load through the follower, its shares from the node's

@@ -61,6 +61,24 @@ impl TestCgroup {
         &self.dirs[0].0
     }
 
+    /// CPU time used by the cgroup's processes so far, in µs: v2's
+    /// `cpu.stat` `usage_usec`, else v1's `cpuacct.usage` (ns); None when
+    /// unreadable.
+    pub fn usage_us(&self) -> Option<u64> {
+        for (dir, _) in &self.dirs {
+            if let Ok(stat) = std::fs::read_to_string(dir.join("cpu.stat")) {
+                let usage = stat.lines().find_map(|l| l.strip_prefix("usage_usec "));
+                if let Some(us) = usage.and_then(|v| v.trim().parse().ok()) {
+                    return Some(us);
+                }
+            }
+            if let Ok(ns) = std::fs::read_to_string(dir.join("cpuacct.usage")) {
+                return ns.trim().parse::<u64>().ok().map(|ns| ns / 1000);
+            }
+        }
+        None
+    }
+
     /// Moves process `pid` into the cgroup (in every hierarchy).
     pub fn add(&self, pid: u32) -> Result<(), String> {
         for (dir, _) in &self.dirs {

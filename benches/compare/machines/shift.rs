@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{set_quota, Bench, CLIENTS, NEIGHBOUR_LOOPS, QUOTA_US, SECTION, WARMUP_SECS};
+use super::{Bench, CLIENTS, NEIGHBOUR_LOOPS, QUOTA_US, SECTION, WARMUP_SECS};
 use crate::loadgen::{self, Load};
 use crate::support::Cluster;
 use crate::table::{Report, Row};
@@ -28,7 +28,7 @@ type Sample = (f64, [u64; 3]);
 
 impl Bench<'_> {
     pub(super) fn shift(&mut self, report: &mut Report) -> Result<(), String> {
-        set_quota(&self.machines[0], QUOTA_US)?;
+        self.set_quota(0, QUOTA_US)?;
         let neighbours = self.neighbours(2, report)?;
         std::thread::sleep(Duration::from_millis(
             3 * self.cluster.options.report_interval_ms,
