@@ -26,11 +26,11 @@
 //!   tiny cost is noise a thousand times the signal). It is an average of
 //!   recent answers as Finagle's and Linkerd's peak EWMA (which also jump up
 //!   at once on a slow answer; here the jump is a knob, `slowdown_peak`, off
-//!   by default: see `Params`). An answer's time includes the queue it met, so the score is
-//!   their `latency x (pending + 1)` generalised to costs: it learns a
-//!   machine's speed, a neighbour taking its CPU, and the other nodes'
-//!   requests there, none of which this
-//!   node's in-flight count shows. It is the inverse of Envoy's client-side
+//!   by default: see `Params`). An answer's time includes the queue it met,
+//!   so the score is their `latency x (pending + 1)` generalised to costs: it
+//!   learns a machine's speed, a neighbour taking its CPU, and the other
+//!   nodes' requests there, none of which this node's in-flight count shows.
+//!   It is the inverse of Envoy's client-side
 //!   weighted round robin weight fed by ORCA (`qps / utilization`), and of
 //!   LVS's `weight`, measured instead of configured. As its last answer ages
 //!   it relaxes toward the best server's slowdown, so a server that was slow
