@@ -22,14 +22,13 @@
 //!
 //! Each scenario first checks that it changes what it claims: a lone 50 ms
 //! request is timed on each machine directly, and raftlb's run samples what
-//! the daemons reported. Closed loops (`CLIENTS`) for every system, then an
-//! open loop at 70 % of the closed loops' rate (the median of the rounds
-//! below) for raftlb and the
-//! reference with the lowest p99. The goal rows compare the medians of
-//! `ROUNDS` loads of raftlb and of that reference, taking turns; the notes
-//! say where each system's time went (cheap and costly requests apart, and
-//! Little's law). Each proxy runs only during its own load,
-//! so that no idle connection pool of one is left on the workers for the next.
+//! the daemons reported. Closed loops (`CLIENTS`) for every system; the goal
+//! rows compare the medians of `ROUNDS` loads of raftlb and of the reference
+//! with the lowest p99, taking turns; then the same two in an open loop at
+//! 70 % of the median closed-loop rate of those rounds. The notes say where
+//! each system's time went (cheap and costly requests apart, Little's law,
+//! how busy each machine was). Each proxy runs only during its own load, so
+//! that no idle connection pool of one is left on the workers for the next.
 //!
 //! Where the host cannot make cgroups (not root, no cpu controller) the
 //! section says so in the notes and measures nothing. `BENCH_MACHINES=weak,shift`
@@ -344,8 +343,8 @@ fn median_of(loads: &[loadgen::Load], f: impl Fn(&loadgen::Load) -> f64) -> f64 
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// "p99 408 ms (398, 408, 430), 634 req/s (…), p50 …, failed 1": the
-/// medians of the rounds, each round's p99 and req/s in the order run.
+/// "p99 408 ms (398, 408, 430), 634 req/s (…), p50 …, 1 failed in all":
+/// the medians of the rounds, each round's p99 and req/s in the order run.
 fn rounds_text(loads: &[loadgen::Load]) -> String {
     let each = |f: fn(&loadgen::Load) -> f64, show: fn(f64) -> String| {
         loads
@@ -369,8 +368,9 @@ fn rounds_text(loads: &[loadgen::Load]) -> String {
     text
 }
 
-/// A mixed load's classes and the requests in flight on average (req/s ×
-/// mean latency): "cheap 1,234 ok, mean …; costly …; in flight 31.9".
+/// A mixed load's classes, the requests in flight on average (req/s × mean
+/// latency) and how busy each machine was: "cheap 1,234 ok, mean …; costly
+/// …; in flight 31.9; machines busy 99/98/100 % of their quota".
 fn classes(load: &loadgen::Load) -> String {
     let class = |c: &Option<loadgen::Class>| c.as_ref().map_or("-".into(), loadgen::Class::text);
     let in_flight = load
