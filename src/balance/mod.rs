@@ -313,6 +313,28 @@ mod tests {
     }
 
     #[test]
+    fn one_cheap_answer_that_waited_long_does_not_make_a_server_shunned() {
+        // Every server answers costly requests at 10 ms per unit; then a's
+        // cheap request (0.1 units) comes back after 400 ms, queued behind
+        // costly ones. b and c each have a costly request in flight, a none:
+        // the next costly request belongs on a. (A mean of per-answer ratios
+        // read a 4,000 there and sent everything elsewhere while a idled.)
+        let mut b = Balancer::new(Params::default(), 1);
+        let servers = three();
+        for (i, server) in ["a", "b", "c"].into_iter().enumerate() {
+            for k in 0..3 {
+                let t = b.started(server, 30.0);
+                b.finished(t, 300.0, true, f64::from(100 * k + i as u32));
+            }
+        }
+        let t = b.started("a", 0.1);
+        b.finished(t, 400.0, true, 400.0);
+        b.started("b", 30.0);
+        b.started("c", 30.0);
+        assert_eq!(b.rank(&servers, 30.0, 410.0)[0], 0);
+    }
+
+    #[test]
     fn dead_servers_are_skipped_and_failures_push_a_server_down() {
         let mut b = Balancer::new(Params::default(), 1);
         let mut servers = three();
