@@ -8,9 +8,9 @@
 /// of costs. So each answer counts in proportion to its cost: the mean of
 /// per-answer ratios let a cheap request (0.1 units) that waited 400 ms
 /// behind costly ones weigh 4,000 against a costly one's 12, and one such
-/// answer made a server look a hundred times slower than the others, which
-/// then took all the load while it idled (the machines bench, even scenario:
-/// 500 req/s against HAProxy leastconn's 654).
+/// answer made a server look a hundred times slower than the others, so it
+/// was sent nothing new until that news aged (the machines bench, even
+/// scenario: 500 req/s against HAProxy leastconn's 654).
 ///
 /// `peak` makes a slower answer than the average count at once, part of the
 /// way (Finagle's and Linkerd's peak EWMA jump all the way); off by default.

@@ -17,7 +17,7 @@ impl Rng {
     /// Generator number `stream` of `seed`, for several generators from one
     /// seed (one per client thread, say). Both are hashed into the start: two
     /// starts that differ by a multiple of the step would be one sequence
-    /// shifted (`seed ^ stream x step`, with a small seed, is that: stream
+    /// shifted (`seed ^ stream x step`, with a small seed, is often that: stream
     /// k + 1 repeated stream k one draw later).
     pub fn derived(seed: u64, stream: u64) -> Rng {
         let hashed = Rng::new(seed).next_u64();
