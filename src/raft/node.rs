@@ -223,21 +223,8 @@ impl Raft {
     /// The configuration before the one in force: the previous `Config` entry
     /// in the log, else the snapshot's, else the bootstrap one.
     fn previous_membership(&self) -> Membership {
-        let first = self.log.first_index();
-        let mut index = self.membership_index;
-        while index > first {
-            index -= 1;
-            match self.log.entry(index) {
-                Some(entry) if entry.kind == EntryKind::Config => {
-                    if let Ok(m) = Membership::decode(&entry.data) {
-                        return m;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-        (self.log.snapshot().membership.clone()).unwrap_or_else(|| self.config.bootstrap.clone())
+        self.config_at_or_before(self.membership_index.saturating_sub(1))
+            .0
     }
 
     /// Whether this node's log (or snapshot) holds a configuration: false
@@ -382,17 +369,28 @@ impl Raft {
     /// carried or may have cut a `Config` entry, a snapshot, a restart) and
     /// adjusts the leader's progress to the members.
     pub(super) fn refresh_membership(&mut self) {
-        let mut found = None;
+        let (membership, at) = self.config_at_or_before(self.log.last_index());
+        self.membership_index = at;
+        if membership != self.membership {
+            log::info!(
+                "node {} configuration (index {at}): {membership}",
+                self.id()
+            );
+            self.membership = membership;
+            self.on_membership_changed();
+        }
+    }
+
+    /// The newest configuration in the log at or before `index`, and its
+    /// index; else the snapshot's, else the bootstrap one (index 0).
+    fn config_at_or_before(&self, index: u64) -> (Membership, u64) {
         let first = self.log.first_index();
-        let mut index = self.log.last_index();
+        let mut index = index.min(self.log.last_index());
         while index >= first && index > 0 {
             let entry = self.log.entry(index).expect("first..=last is in the log");
             if entry.kind == EntryKind::Config {
                 match Membership::decode(&entry.data) {
-                    Ok(m) => {
-                        found = Some((m, index));
-                        break;
-                    }
+                    Ok(m) => return (m, index),
                     // Only a leader's own encoding gets into a log (the runtime
                     // authenticates every datagram); keep looking further back.
                     Err(e) => log::error!(
@@ -403,19 +401,8 @@ impl Raft {
             }
             index -= 1;
         }
-        let (membership, at) = found.unwrap_or_else(|| {
-            let m = self.log.snapshot().membership.clone();
-            (m.unwrap_or_else(|| self.config.bootstrap.clone()), 0)
-        });
-        self.membership_index = at;
-        if membership != self.membership {
-            log::info!(
-                "node {} configuration (index {at}): {membership}",
-                self.id()
-            );
-            self.membership = membership;
-            self.on_membership_changed();
-        }
+        let m = self.log.snapshot().membership.clone();
+        (m.unwrap_or_else(|| self.config.bootstrap.clone()), 0)
     }
 
     /// A new configuration is in force: a leader starts or stops replicating to
