@@ -37,27 +37,20 @@ pub struct Load {
     pub busy: Vec<f64>,
 }
 
-/// One class of a mixed load's requests (`raftlb bench`'s `cheap`, `costly`).
-#[derive(Clone, Debug, Deserialize)]
-pub struct Class {
-    pub ok: u64,
-    pub mean_ms: Option<f64>,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
+/// One class of a mixed load's requests (`raftlb bench`'s `cheap`,
+/// `costly`), read back into the type that wrote it.
+pub use raftlb::client::bench::stats::ClassSummary as Class;
 
-impl Class {
-    /// "1,234 ok, mean 3.10 ms, p50 0.52 ms, p99 40.2 ms".
-    pub fn text(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or("-".into(), ms);
-        format!(
-            "{} ok, mean {}, p50 {}, p99 {}",
-            thousands(self.ok as f64),
-            ms(self.mean_ms),
-            ms(self.p50_ms),
-            ms(self.p99_ms)
-        )
-    }
+/// "1,234 ok, mean 3.10 ms, p50 0.52 ms, p99 40.2 ms".
+pub fn class_text(class: &Class) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".into(), ms);
+    format!(
+        "{} ok, mean {}, p50 {}, p99 {}",
+        thousands(class.ok as f64),
+        ms(class.mean_ms),
+        ms(class.p50_ms),
+        ms(class.p99_ms)
+    )
 }
 
 impl Load {

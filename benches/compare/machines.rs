@@ -372,7 +372,7 @@ fn rounds_text(loads: &[loadgen::Load]) -> String {
 /// latency) and how busy each machine was: "cheap 1,234 ok, mean …; costly
 /// …; in flight 31.9; machines busy 99/98/100 % of their quota".
 fn classes(load: &loadgen::Load) -> String {
-    let class = |c: &Option<loadgen::Class>| c.as_ref().map_or("-".into(), loadgen::Class::text);
+    let class = |c: &Option<loadgen::Class>| c.as_ref().map_or("-".into(), loadgen::class_text);
     let in_flight = load
         .mean_ms
         .map_or("-".into(), |m| format!("{:.1}", load.per_sec * m / 1000.0));

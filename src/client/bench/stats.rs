@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::conn::{Error, NoAnswer};
 
@@ -247,8 +247,8 @@ impl Summary {
     }
 }
 
-/// One class of a mixed load's ok requests.
-#[derive(Debug, Serialize)]
+/// One class of a mixed load's ok requests (the benchmarks read it back).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassSummary {
     pub ok: u64,
     pub mean_ms: Option<f64>,
