@@ -5,8 +5,11 @@
 //! deployable policies, three clairvoyant oracles (shown every server's true
 //! state: the request's own completion, all requests' delay, and holding cheap
 //! requests back) probe what choosing a server alone can do; they skip five
-//! doors, where they ignore the node and replay the weak rows. Then three
-//! more tables: where
+//! doors, where they ignore the node and replay the weak rows. And a queue
+//! at the node (`raftlb+queue1/2`, `leastconn+q1/2`: at most 1 or 2 requests
+//! in flight per server and node, the rest held in arrival order; HAProxy's
+//! maxconn), which shows what halves a closed loop. Then three more tables:
+//! where
 //! each policy spends the latency (Little's law and per-class percentiles),
 //! raftlb's and the oracles' p99 over the best reference's (issue 13's goal),
 //! and raftlb with reports every 250 ms against every 1000 ms.

@@ -20,6 +20,9 @@
 //! - Open loop: Poisson arrivals at a fraction of the scenario's capacity.
 //!   Closed loop: clients that send their next request as soon as the last
 //!   is answered. Five doors: arrivals spread over five nodes at random.
+//! - With a limit (`Kind::slots`), a node keeps at most that many of its
+//!   requests in flight at one server and holds the rest in arrival order;
+//!   each answer lets the oldest held request go to a server with room.
 //! - The policies see the agreed table and their own requests; only the
 //!   clairvoyant ones are also shown the servers' true state (`Truth`),
 //!   which they play forward under this model (`Server::play`).
@@ -106,6 +109,10 @@ pub struct Outcome {
     pub sent_costly: Vec<u64>,
     /// (arrival ms, server) of every counted request, for shares over time.
     pub choices: Vec<(f64, usize)>,
+    /// The most requests one node had in flight at one server at once.
+    pub most_in_flight: usize,
+    /// Requests still held at their node at the end, never sent.
+    pub held_at_end: usize,
 }
 
 impl Outcome {
@@ -170,6 +177,8 @@ impl Outcome {
             *a += b;
         }
         self.choices.extend(other.choices);
+        self.most_in_flight = self.most_in_flight.max(other.most_in_flight);
+        self.held_at_end += other.held_at_end;
     }
 }
 
@@ -458,11 +467,18 @@ struct Sim<'a> {
     policies: Vec<Box<dyn Policy>>,
     /// Whether the policies are shown the `Truth`.
     clairvoyant: bool,
+    /// Requests each node keeps in flight at one server at most, the rest
+    /// held at the node in arrival order (`Kind::slots`; 0: no limit).
+    slots: usize,
     requests: Vec<InFlight>,
     done: Vec<bool>,
     clients: Vec<workload::Client>,
     rng: Rng,
     outcome: Outcome,
+    /// Per node: requests held for a slot (with `slots`), and its requests
+    /// in flight at each server.
+    held: Vec<VecDeque<usize>>,
+    in_flight: Vec<Vec<usize>>,
 }
 
 /// Runs `scenario` under `kind` with the arrivals of `seed`.
@@ -492,6 +508,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
             .map(|node| kind.make(node, servers, seed, params))
             .collect(),
         clairvoyant: kind.clairvoyant(),
+        slots: kind.slots(),
         requests: Vec::new(),
         done: Vec::new(),
         clients: Vec::new(),
@@ -504,7 +521,11 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
             sent: vec![0; servers],
             sent_costly: vec![0; servers],
             choices: Vec::new(),
+            most_in_flight: 0,
+            held_at_end: 0,
         },
+        held: vec![VecDeque::new(); scenario.nodes],
+        in_flight: vec![vec![0; servers]; scenario.nodes],
     };
     sim.schedule_start(seed);
     sim.run_to_end();
@@ -597,6 +618,7 @@ impl Sim<'_> {
             }
         }
         self.count_unanswered(end);
+        self.outcome.held_at_end = self.held.iter().map(VecDeque::len).sum();
     }
 
     fn complete(&mut self, server: usize) {
@@ -667,13 +689,34 @@ impl Sim<'_> {
             work_ms: request.work_ms,
             costly: request.costly,
         });
+        let slots = self.slots;
         let policy = &mut self.policies[node];
-        let server = policy.choose(
-            &self.views[node],
-            request.cost_estimate_ms,
-            now,
-            truth.as_ref(),
-        );
+        let server = if slots == 0 {
+            policy.choose(
+                &self.views[node],
+                request.cost_estimate_ms,
+                now,
+                truth.as_ref(),
+            )
+        } else {
+            let free: Vec<bool> = self.in_flight[node].iter().map(|&n| n < slots).collect();
+            if !free.iter().any(|&f| f) {
+                self.held[node].push_back(id);
+                return;
+            }
+            policy.choose_free(
+                &self.views[node],
+                request.cost_estimate_ms,
+                now,
+                truth.as_ref(),
+                &free,
+            )
+        };
+        self.in_flight[node][server] += 1;
+        self.outcome.most_in_flight = self
+            .outcome
+            .most_in_flight
+            .max(self.in_flight[node][server]);
         policy.started(id as u64, server, request.cost_estimate_ms, now);
         self.servers[server]
             .incoming
@@ -697,6 +740,7 @@ impl Sim<'_> {
         let r = &self.requests[id];
         let (node, server, client) = (r.request.node, r.server, r.client);
         self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
+        self.in_flight[node][server] -= 1;
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.latencies_ms.push(now - r.arrived_ms);
             self.outcome.costly.push(r.request.costly);
@@ -706,6 +750,9 @@ impl Sim<'_> {
         }
         if let Some(c) = client {
             self.client_sends(c, now);
+        }
+        if let Some(held) = self.held[node].pop_front() {
+            self.dispatch(held);
         }
     }
 

@@ -27,6 +27,22 @@ pub trait Policy {
     fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, truth: Option<&Truth>) -> usize;
     fn started(&mut self, request: u64, server: usize, cost: f64, now_ms: f64);
     fn finished(&mut self, request: u64, server: usize, service_ms: f64, now_ms: f64);
+    /// As `choose`, among the servers with `free[s]` only (one at least).
+    fn choose_free(
+        &mut self,
+        views: &[View],
+        cost: f64,
+        now_ms: f64,
+        truth: Option<&Truth>,
+        free: &[bool],
+    ) -> usize {
+        let chosen = self.choose(views, cost, now_ms, truth);
+        if free[chosen] {
+            chosen
+        } else {
+            (0..free.len()).find(|&s| free[s]).expect("a free server")
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,10 +55,18 @@ pub enum Kind {
     Oracle,
     OracleSum,
     OracleHold,
+    /// raftlb's policy, but each node keeps at most this many requests in
+    /// flight at a server and holds the rest, first come first served, until
+    /// one of its requests is answered: HAProxy's per-server `maxconn` with
+    /// its queue, the choice made late among the servers with room.
+    RaftlbHold(u8),
+    /// The same limit and queue with least connections (what HAProxy
+    /// `leastconn` with `maxconn` does).
+    LeastConnHold(u8),
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 12] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
@@ -51,11 +75,23 @@ impl Kind {
         Kind::Oracle,
         Kind::OracleSum,
         Kind::OracleHold,
+        Kind::RaftlbHold(1),
+        Kind::RaftlbHold(2),
+        Kind::LeastConnHold(1),
+        Kind::LeastConnHold(2),
     ];
 
     /// Whether the policy is shown the servers' true state (`Truth`).
     pub fn clairvoyant(self) -> bool {
         matches!(self, Kind::Oracle | Kind::OracleSum | Kind::OracleHold)
+    }
+
+    /// How many requests a node keeps in flight at one server (0: no limit).
+    pub fn slots(self) -> usize {
+        match self {
+            Kind::RaftlbHold(k) | Kind::LeastConnHold(k) => usize::from(k),
+            _ => 0,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -68,6 +104,12 @@ impl Kind {
             Kind::Oracle => "oracle",
             Kind::OracleSum => "oracle(sum)",
             Kind::OracleHold => "oracle(hold)",
+            Kind::RaftlbHold(1) => "raftlb+queue1",
+            Kind::RaftlbHold(2) => "raftlb+queue2",
+            Kind::RaftlbHold(_) => "raftlb+queue",
+            Kind::LeastConnHold(1) => "leastconn+q1",
+            Kind::LeastConnHold(2) => "leastconn+q2",
+            Kind::LeastConnHold(_) => "leastconn+q",
         }
     }
 
@@ -77,7 +119,7 @@ impl Kind {
             Kind::RoundRobin => Box::new(RoundRobin {
                 next: node % servers,
             }),
-            Kind::LeastConn => Box::new(LeastConn {
+            Kind::LeastConn | Kind::LeastConnHold(_) => Box::new(LeastConn {
                 conns: vec![0; servers],
                 next: node % servers,
             }),
@@ -89,7 +131,7 @@ impl Kind {
                 points: vec![0.0; servers],
                 costs: BTreeMap::new(),
             }),
-            Kind::Raftlb => Box::new(Raftlb {
+            Kind::Raftlb | Kind::RaftlbHold(_) => Box::new(Raftlb {
                 balancer: Balancer::new(params.clone(), seed),
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
@@ -217,6 +259,31 @@ impl Policy for Raftlb {
             })
             .collect();
         self.balancer.rank(&candidates, cost, now_ms)[0]
+    }
+    fn choose_free(
+        &mut self,
+        views: &[View],
+        cost: f64,
+        now_ms: f64,
+        _: Option<&Truth>,
+        free: &[bool],
+    ) -> usize {
+        let candidates: Vec<Candidate> = views
+            .iter()
+            .zip(&self.ids)
+            .map(|(v, id)| Candidate {
+                id,
+                alive: true,
+                cpu: v.cpu,
+                wait: v.wait,
+                report_age_ms: now_ms - v.applied_at_ms,
+            })
+            .collect();
+        self.balancer
+            .rank(&candidates, cost, now_ms)
+            .into_iter()
+            .find(|&s| free[s])
+            .expect("a free server")
     }
     fn started(&mut self, request: u64, server: usize, cost: f64, _: f64) {
         let ticket = self.balancer.started(&self.ids[server], cost);

@@ -245,11 +245,14 @@ pub fn print_classes(rows: &[Row]) {
 /// Per scenario and load: raftlb's and the clairvoyant oracles' p99 over the
 /// better of leastconn's and P2C's (issue 13's goal: at most 0.5).
 pub fn print_goal(rows: &[Row]) {
-    const OVER: [Kind; 4] = [
+    const OVER: [Kind; 7] = [
         Kind::Raftlb,
         Kind::Oracle,
         Kind::OracleSum,
         Kind::OracleHold,
+        Kind::RaftlbHold(1),
+        Kind::RaftlbHold(2),
+        Kind::LeastConnHold(2),
     ];
     print!("{:<8} {:<10} {:>15}", "scenario", "load", "best ref p99");
     for kind in OVER {
