@@ -2,7 +2,8 @@
 //!
 //! `GET /N` answers the N-th prime (just the digits), `GET /health` answers `ok`.
 //! Each connection is served on its own thread (`raftlb::http`); at most
-//! `--threads` primes are computed at once, the others wait for a place.
+//! `--threads` primes are computed at once, the others wait for a place; an N
+//! answered recently comes from the cache at once, without a place.
 //! Routing follows the nodes': a path of one segment is a prime request, so `/abc`
 //! and `/` (empty N) are 400 with a one-line reason, as SPEC "Numbers" says; a path of
 //! more segments is 404; a method other than GET or HEAD on those paths is 405 with
@@ -155,6 +156,11 @@ impl Worker {
             Ok(n) => n,
             Err(bad) => return http::error(400, &bad.to_string()),
         };
+        // A repeat is a lookup: it takes no computing place, so it never waits
+        // behind the slow N that hold them all.
+        if let Some(p) = self.cache.get(n) {
+            return http::text(200, p.to_string());
+        }
         let Some(_place) = self.wait_for_place() else {
             return http::error(503, "worker busy: every computing place taken, try again");
         };

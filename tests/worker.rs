@@ -134,6 +134,48 @@ fn primes_from_spec_are_answered_as_plain_digits() {
     assert_eq!(get(&worker, "/health"), (200, "ok".to_string()));
 }
 
+/// Slow N computed one at a time ahead of a cached one.
+const SLOW_REQUESTS: usize = 8;
+
+#[test]
+fn a_cached_answer_does_not_wait_behind_slow_computations() {
+    // One computing place and eight slow N (around 1e11, a few hundred ms
+    // each) in the worker at once: an N it answered before must come from
+    // the cache while most of them still wait, not after all of them.
+    let worker = start(&["--threads", "1", "--max-n", "100000000000"]);
+    assert_eq!(get(&worker, "/10000"), (200, "104729".to_string()));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow: Vec<_> = (0..SLOW_REQUESTS)
+        .map(|i| {
+            let url = format!("{}/{}", worker.url, 99_999_999_000 + i as u64);
+            let answered = answered.clone();
+            thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(120)))
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let status = agent.get(&url).call().map(|r| r.status().as_u16());
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                status
+            })
+        })
+        .collect();
+    // Long enough for them to reach the worker; the first one computes for
+    // far longer than this.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&worker, "/10000"), (200, "104729".to_string()));
+    let done = answered.load(std::sync::atomic::Ordering::SeqCst);
+    for handle in slow {
+        let status = handle.join().expect("no client thread panicked");
+        assert!(matches!(status, Ok(200)), "{status:?}");
+    }
+    assert!(
+        done < SLOW_REQUESTS / 2,
+        "the cached N was answered after {done} of {SLOW_REQUESTS} slow ones"
+    );
+}
+
 #[test]
 fn every_bad_number_gets_400_with_a_one_line_reason() {
     let worker = start(&[]);

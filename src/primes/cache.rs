@@ -41,7 +41,7 @@ impl NthPrimeCache {
     }
 
     fn get_or_compute_with(&self, n: u64, compute: impl FnOnce(u64) -> u64) -> u64 {
-        if let Some(p) = self.lookup(n) {
+        if let Some(p) = self.get(n) {
             return p;
         }
         let p = compute(n); // without the lock: other threads keep being served
@@ -49,7 +49,8 @@ impl NthPrimeCache {
         p
     }
 
-    fn lookup(&self, n: u64) -> Option<u64> {
+    /// p_n if it is remembered (and now the most recently used), else None.
+    pub fn get(&self, n: u64) -> Option<u64> {
         let mut entries = lock(&self.state);
         entries.clock += 1;
         let now = entries.clock;
