@@ -113,22 +113,28 @@ pub fn leader(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
 }
 
 /// The last line of `raftlb status`: "leader C, term 7, 5 of 5 nodes up", or
-/// "NO LEADER: …" saying how many are up and how many a majority needs. The
-/// membership is the client's nodes list: a dead node still counts.
+/// "NO LEADER: …" saying how many are up and how many a majority needs. What
+/// counts is the voters of the configuration (see [`voters`]): a learner, or a
+/// node of nodes.txt that was removed, is not part of a majority. When they
+/// are not exactly the table's rows, the line says "voters" for "nodes".
 pub fn summary(views: &[NodeView]) -> String {
-    let total = views.len();
-    let up = views.iter().filter(|v| v.status.is_ok()).count();
+    let voters = voters(views);
+    let total = voters.len();
+    let up = voters.iter().filter(|(_, up)| *up).count();
     let majority = total / 2 + 1;
+    let same_as_rows =
+        total == views.len() && (views.iter()).all(|v| voters.iter().any(|(id, _)| *id == v.id));
+    let what = if same_as_rows { "nodes" } else { "voters" };
     if let Some((node, status)) = leader(views) {
         return format!(
-            "leader {}, term {}, {up} of {total} nodes up",
+            "leader {}, term {}, {up} of {total} {what} up",
             node.id, status.term
         );
     }
     let fail = "writes and linearizable reads will fail";
     if up >= majority {
         return format!(
-            "NO LEADER: {up} of {total} nodes up, a majority is {majority}; \
+            "NO LEADER: {up} of {total} {what} up, a majority is {majority}; \
              an election should end within a second; {fail} until then"
         );
     }
@@ -136,7 +142,27 @@ pub fn summary(views: &[NodeView]) -> String {
         1 => "one more is back".to_string(),
         n => format!("{n} more are back"),
     };
-    format!("NO LEADER: {up} of {total} nodes up, a majority is {majority}; {fail} until {missing}")
+    format!(
+        "NO LEADER: {up} of {total} {what} up, a majority is {majority}; {fail} until {missing}"
+    )
+}
+
+/// The nodes that vote, each with whether it answered: the voters of the
+/// configuration in the status the servers table comes from (the leader's,
+/// else the first answer's), whether or not nodes.txt lists them; every row
+/// when no node answered (all of them down: the client's nodes list is all
+/// there is to count).
+fn voters(views: &[NodeView]) -> Vec<(&str, bool)> {
+    let answered = |id: &str| views.iter().any(|v| v.id == id && v.status.is_ok());
+    match servers_source(views) {
+        Some((_, status)) if status.nodes.iter().any(|n| n.voter) => (status.nodes.iter())
+            .filter(|n| n.voter)
+            .map(|n| (n.id.as_str(), answered(&n.id)))
+            .collect(),
+        _ => (views.iter())
+            .map(|v| (v.id.as_str(), v.status.is_ok()))
+            .collect(),
+    }
 }
 
 /// Both tables and the summary line, ready to print.
@@ -319,20 +345,47 @@ mod tests {
         assert!(render(&views).contains("servers: unknown, no node answered"));
     }
 
+    /// `status` holding the configuration `members` (id, voter).
+    fn with_members(mut status: Status, members: &[(&str, bool)]) -> Status {
+        status.nodes = (members.iter())
+            .map(|&(id, voter)| NodeStatus {
+                id: id.into(),
+                addr: format!("h:{}", id.len()),
+                reachable: None,
+                voter,
+            })
+            .collect();
+        status
+    }
+
+    /// `status` in a configuration of five voters, A to E.
+    fn five(status: Status) -> Status {
+        with_members(
+            status,
+            &[
+                ("A", true),
+                ("B", true),
+                ("C", true),
+                ("D", true),
+                ("E", true),
+            ],
+        )
+    }
+
     #[test]
     fn the_last_line_names_the_leader_or_says_there_is_none_and_why() {
         let down = |id| view(id, Err("connection refused (os error 111)".into()));
         let mut views = vec![
-            view("A", Ok(status("A", "follower", 7, Some("C")))),
-            view("B", Ok(status("B", "follower", 7, Some("C")))),
-            view("C", Ok(status("C", "leader", 7, Some("C")))),
-            view("D", Ok(status("D", "follower", 7, Some("C")))),
-            view("E", Ok(status("E", "follower", 7, Some("C")))),
+            view("A", Ok(five(status("A", "follower", 7, Some("C"))))),
+            view("B", Ok(five(status("B", "follower", 7, Some("C"))))),
+            view("C", Ok(five(status("C", "leader", 7, Some("C"))))),
+            view("D", Ok(five(status("D", "follower", 7, Some("C"))))),
+            view("E", Ok(five(status("E", "follower", 7, Some("C"))))),
         ];
         assert_eq!(summary(&views), "leader C, term 7, 5 of 5 nodes up");
         assert!(render(&views).ends_with("\nleader C, term 7, 5 of 5 nodes up\n"));
         views[2] = down("C");
-        views[3] = view("D", Ok(status("D", "candidate", 8, None)));
+        views[3] = view("D", Ok(five(status("D", "candidate", 8, None))));
         assert_eq!(
             summary(&views),
             "NO LEADER: 4 of 5 nodes up, a majority is 3; an election should end within \
@@ -353,6 +406,43 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("NOTE"), "{text}");
+    }
+
+    #[test]
+    fn a_majority_counts_the_configurations_voters_not_the_tables_rows() {
+        // nodes.txt still lists D and E, removed from the cluster (down for
+        // good), and the configuration has a learner F that nodes.txt lacks:
+        // the majority is of A, B and C. Counting rows said "2 of 6 nodes up,
+        // a majority is 4 ... until 2 more are back" when one more is enough.
+        let config = [("A", true), ("B", true), ("C", true), ("F", false)];
+        let follower = |id| {
+            view(
+                id,
+                Ok(with_members(status(id, "follower", 9, None), &config)),
+            )
+        };
+        let down = |id| view(id, Err("connection refused".into()));
+        let mut views = vec![
+            follower("A"),
+            down("B"),
+            down("C"),
+            down("D"),
+            down("E"),
+            follower("F"),
+        ];
+        assert_eq!(
+            summary(&views),
+            "NO LEADER: 1 of 3 voters up, a majority is 2; writes and linearizable reads \
+             will fail until one more is back"
+        );
+        views[1] = view(
+            "B",
+            Ok(with_members(status("B", "leader", 9, Some("B")), &config)),
+        );
+        assert_eq!(summary(&views), "leader B, term 9, 2 of 3 voters up");
+        // Before any node answers, the rows are all there is to count.
+        let all_down: Vec<NodeView> = ["A", "B", "C"].into_iter().map(down).collect();
+        assert!(summary(&all_down).starts_with("NO LEADER: 0 of 3 nodes up, a majority is 2;"));
     }
 
     #[test]
