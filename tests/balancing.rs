@@ -119,44 +119,61 @@ fn a_run_replays_exactly_from_its_seed() {
     assert_eq!(a.sent, b.sent);
 }
 
+/// Requests an open loop may still hold at its node at the end: at its
+/// 470-630 req/s, about 200 ms of arrivals; a queue that stopped draining
+/// holds thousands by then.
+const HELD_AT_END_MAX: usize = 100;
+
 #[test]
 fn holding_requests_at_the_node_keeps_its_limit_and_sends_every_request() {
     // The node queue of `Kind::RaftlbHold` / `LeastConnHold` (HAProxy's
     // per-server maxconn): no node ever has more than its limit in flight at
-    // one server (without the limit, 32 clients put many more there), and the
-    // queue drains: at the end at most the clients' last requests wait.
+    // one server (without the limit, 32 closed-loop clients put more there),
+    // and the queue drains: the requests keep being answered (a closed loop
+    // loses at most a fifth of its req/s to the limit) and an open loop's
+    // queue is short at the end.
     let params = Params::default();
     for s in scenarios::all(LENGTH) {
-        let Load::Closed { clients } = s.load else {
-            continue;
-        };
         let unlimited = balance_sim::run(&s, Kind::Raftlb, SEEDS[0], &params);
-        assert!(
-            unlimited.most_in_flight > 2,
-            "{}: {}",
-            s.name,
-            unlimited.most_in_flight
-        );
+        let closed = matches!(s.load, Load::Closed { .. });
+        if closed {
+            assert!(
+                unlimited.most_in_flight > 2,
+                "{}: {}",
+                s.name,
+                unlimited.most_in_flight
+            );
+        }
         for kind in [
             Kind::RaftlbHold(1),
             Kind::RaftlbHold(2),
             Kind::LeastConnHold(2),
         ] {
             let held = balance_sim::run(&s, kind, SEEDS[0], &params);
-            assert!(
-                held.most_in_flight <= kind.slots(),
-                "{} {}: {} in flight",
+            let what = format!(
+                "{} {} {}",
                 s.name,
-                kind.name(),
-                held.most_in_flight
-            );
-            assert!(held.held_at_end <= clients, "{} {}", s.name, kind.name());
-            assert!(
-                held.answered > unlimited.answered / 2,
-                "{} {}",
-                s.name,
+                scenarios::load_name(s.load),
                 kind.name()
             );
+            assert!(
+                held.most_in_flight <= kind.slots(),
+                "{what}: {} in flight",
+                held.most_in_flight
+            );
+            assert!(
+                held.answered as f64 > 0.75 * unlimited.answered as f64,
+                "{what}: {} answered, {} without the queue",
+                held.answered,
+                unlimited.answered
+            );
+            if !closed {
+                assert!(
+                    held.held_at_end <= HELD_AT_END_MAX,
+                    "{what}: {} held at the end",
+                    held.held_at_end
+                );
+            }
         }
     }
 }

@@ -114,9 +114,9 @@ pub fn leader(views: &[NodeView]) -> Option<(&NodeView, &Status)> {
 
 /// The last line of `raftlb status`: "leader C, term 7, 5 of 5 nodes up", or
 /// "NO LEADER: …" saying how many are up and how many a majority needs. What
-/// counts is the voters of the configuration (see `voters` below): a learner, or a
-/// node of nodes.txt that was removed, is not part of a majority. When they
-/// are not exactly the table's rows, the line says "voters" for "nodes".
+/// counts is the voters of the configuration (see `voters` below): a learner,
+/// or a node of nodes.txt that was removed, is not part of a majority. When
+/// they are not exactly the table's rows, the line says "voters" for "nodes".
 pub fn summary(views: &[NodeView]) -> String {
     let voters = voters(views);
     let total = voters.len();

@@ -1,7 +1,8 @@
 //! The policies compared, each one instance per balancer node with that node's
 //! own counts: round robin, least connections, power of two choices on
 //! connections, raftlb's choice before issue 13 (lowest `cpu + wait` plus
-//! in-flight points), and raftlb's policy (`raftlb::balance`); and three
+//! in-flight points), and raftlb's policy (`raftlb::balance`); raftlb's and
+//! least connections with a queue at the node (`Kind::slots`); and three
 //! clairvoyant ones, not deployable, shown the servers' true state (`Truth`)
 //! to bound what choosing a server alone can do.
 
@@ -245,8 +246,9 @@ struct Raftlb {
     tickets: BTreeMap<u64, Ticket>,
 }
 
-impl Policy for Raftlb {
-    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, _: Option<&Truth>) -> usize {
+impl Raftlb {
+    /// The servers in the policy's order for a request of `cost`.
+    fn rank(&mut self, views: &[View], cost: f64, now_ms: f64) -> Vec<usize> {
         let candidates: Vec<Candidate> = views
             .iter()
             .zip(&self.ids)
@@ -258,7 +260,13 @@ impl Policy for Raftlb {
                 report_age_ms: now_ms - v.applied_at_ms,
             })
             .collect();
-        self.balancer.rank(&candidates, cost, now_ms)[0]
+        self.balancer.rank(&candidates, cost, now_ms)
+    }
+}
+
+impl Policy for Raftlb {
+    fn choose(&mut self, views: &[View], cost: f64, now_ms: f64, _: Option<&Truth>) -> usize {
+        self.rank(views, cost, now_ms)[0]
     }
     fn choose_free(
         &mut self,
@@ -268,20 +276,7 @@ impl Policy for Raftlb {
         _: Option<&Truth>,
         free: &[bool],
     ) -> usize {
-        let candidates: Vec<Candidate> = views
-            .iter()
-            .zip(&self.ids)
-            .map(|(v, id)| Candidate {
-                id,
-                alive: true,
-                cpu: v.cpu,
-                wait: v.wait,
-                report_age_ms: now_ms - v.applied_at_ms,
-            })
-            .collect();
-        self.balancer
-            .rank(&candidates, cost, now_ms)
-            .into_iter()
+        (self.rank(views, cost, now_ms).into_iter())
             .find(|&s| free[s])
             .expect("a free server")
     }

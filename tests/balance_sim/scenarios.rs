@@ -242,8 +242,9 @@ pub fn print_classes(rows: &[Row]) {
     }
 }
 
-/// Per scenario and load: raftlb's and the clairvoyant oracles' p99 over the
-/// better of leastconn's and P2C's (issue 13's goal: at most 0.5).
+/// Per scenario and load: raftlb's, the clairvoyant oracles' and the queued
+/// policies' p99 over the better of leastconn's and P2C's, both without a
+/// queue (issue 13's goal: at most 0.5).
 pub fn print_goal(rows: &[Row]) {
     const OVER: [Kind; 7] = [
         Kind::Raftlb,
