@@ -54,6 +54,17 @@ pub enum Datagram {
     /// so the follower simply sends it again until it applies a `Forget` of
     /// that server or its deadline passes.
     ForgetServer { from: u64, server: String },
+    /// The nodes of the sender's address book (its configuration's members
+    /// and nodes.txt's), as (name, address), sent to a node that asked for
+    /// votes while the sender knows a leader. A
+    /// node back from a long absence may lack the address of a member added
+    /// meanwhile (the leader itself, perhaps): it drops that member's
+    /// datagrams (`runtime::udp` admits only the address book's sources) and
+    /// would never hear the leader whose log would tell it the new members.
+    Members {
+        from: u64,
+        members: Vec<(String, String)>,
+    },
 }
 
 /// Why bytes could not be turned into a value, or a value into a datagram.

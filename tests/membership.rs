@@ -433,3 +433,47 @@ fn a_leader_that_steps_down_before_its_removal_commits_answers_at_once() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_node_back_after_a_replace_follows_a_leader_its_nodes_file_does_not_name() {
+    // A chaos run found it: B, down while another node was replaced by F,
+    // restarted with its old nodes file and log while F led. Its UDP door
+    // admits only the nodes it knows, so it dropped F's heartbeats and stayed
+    // without a leader for good. A member it still knows now names F to it.
+    let _one = exclusive();
+    let (mut cluster, leader) = three_nodes_bound();
+    let away = (0..3).find(|&k| k != leader).expect("a follower");
+    let replaced = (0..3)
+        .find(|&k| k != leader && k != away)
+        .expect("the other follower");
+    let (away_id, replaced_id) = (cluster.ids[away].clone(), cluster.ids[replaced].clone());
+    cluster.kill_node(away);
+    let f = cluster.add_node_slot("F");
+    cluster.restart_node(f);
+    let addr = cluster.node_addr(f);
+    // Added, then the other follower removed (a replace would remove first,
+    // and with B down, two voters of three could not promote F).
+    for args in [
+        &["member", "add", "F", &addr][..],
+        &["member", "remove", &replaced_id],
+    ] {
+        let (code, out, err) = cli(&cluster, args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}\n{}", cluster.logs());
+    }
+    cluster.stop_node(replaced, Duration::from_secs(5));
+    let leader_id = cluster.ids[leader].clone();
+    wait_for_voters(&cluster, &[leader_id.as_str(), away_id.as_str(), "F"]);
+    // F leads: the old leader hands over on SIGTERM (F is the only other
+    // live voter) and comes back as a follower.
+    cluster.stop_node(leader, Duration::from_secs(5));
+    assert_eq!(cluster.wait_for_leader(SETTLE), f, "{}", cluster.logs());
+    cluster.restart_node(leader);
+    assert_eq!(cluster.wait_for_leader(SETTLE), f);
+    // B comes back knowing A, B and C only.
+    cluster.restart_node(away);
+    wait_for("the node back to follow F", SETTLE, || {
+        (cluster.status(away)?.leader.as_deref() == Some("F")).then_some(())
+    });
+    wait_for_voters(&cluster, &[leader_id.as_str(), away_id.as_str(), "F"]);
+    assert_eq!(write_note(&cluster, "after", SETTLE), 200);
+}

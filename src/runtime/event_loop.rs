@@ -36,7 +36,7 @@ use super::trim;
 use super::udp::{self, Inbound};
 use crate::locks;
 use crate::nodes::Nodes;
-use crate::raft::{Entry, EntryKind, Membership, NodeId, Raft, Ready, Role};
+use crate::raft::{Entry, EntryKind, Membership, MessageBody, NodeId, Raft, Ready, Role};
 use crate::report::Report;
 use crate::storage::{Dir, FsDir, Storage, StorageError};
 use crate::table::{Change, Command, LoadTable};
@@ -118,6 +118,12 @@ impl From<StorageError> for RuntimeError {
     }
 }
 
+/// How often a node tells one peer its configuration's members at most.
+pub(super) const MEMBERS_RESEND: Duration = Duration::from_secs(1);
+/// Names looked at in one `Datagram::Members` (a configuration holds at most
+/// `raft::MAX_MEMBERS`).
+const MEMBERS_LEARNED_MAX: usize = crate::raft::MAX_MEMBERS;
+
 /// A node's logic; see the module docs.
 pub struct NodeLogic<D: Dir = FsDir> {
     pub(super) raft: Raft,
@@ -136,6 +142,10 @@ pub struct NodeLogic<D: Dir = FsDir> {
     /// When a valid datagram last came from each node, by Raft id (only ids
     /// of the address book reach the loop, so it stays bounded).
     pub(super) heard_from: HashMap<NodeId, Instant>,
+    /// When this node last sent each peer its configuration's members
+    /// (`Datagram::Members`), at most one per [`MEMBERS_RESEND`] (bounded
+    /// as `heard_from` is).
+    pub(super) told_members: HashMap<NodeId, Instant>,
     /// The configuration the address book and the view were last built from.
     pub(super) known_membership: Membership,
     /// The membership change being carried out (one at a time).
@@ -262,7 +272,12 @@ impl<D: Dir> NodeLogic<D> {
     pub fn on_inbound(&mut self, now: Instant, inbound: Inbound) {
         self.heard_from.insert(inbound.from, now);
         match inbound.datagram {
-            Datagram::Raft(message) => self.raft.step(message),
+            Datagram::Raft(message) => {
+                if matches!(message.body, MessageBody::RequestVote { .. }) {
+                    self.tell_members(now, inbound.from);
+                }
+                self.raft.step(message);
+            }
             Datagram::Reports { reports, .. } => {
                 for report in reports.into_iter().filter(|r| r.validate().is_ok()) {
                     self.take_report(now, report);
@@ -283,7 +298,78 @@ impl<D: Dir> NodeLogic<D> {
                 let action = ForgetRequests::forwarded(self.raft.role(), server);
                 self.do_forget_actions(action);
             }
+            Datagram::Members { members, .. } => self.learn_addresses(inbound.from, members),
         }
+    }
+
+    /// A peer asks for votes while this node knows a leader: the peer has not
+    /// heard that leader, perhaps because it lacks the address of a member
+    /// added while it was away (its datagrams are dropped at its door). Tell
+    /// it the nodes of this node's address book (the configuration's members
+    /// and nodes.txt's), at most once per [`MEMBERS_RESEND`].
+    fn tell_members(&mut self, now: Instant, to: NodeId) {
+        if self.raft.leader().is_none_or(|leader| leader == to) {
+            return;
+        }
+        if (self.told_members.get(&to)).is_some_and(|t| now.duration_since(*t) < MEMBERS_RESEND) {
+            return;
+        }
+        self.told_members.insert(to, now);
+        let members = (locks::read(&self.shared.book).entries().iter())
+            .map(|e| (e.id.clone(), e.addr.clone()))
+            .collect();
+        let from = self.shared.me;
+        self.send(to, Datagram::Members { from, members });
+    }
+
+    /// A peer named the nodes it knows (`tell_members`): while this node knows
+    /// no leader, those the address book lacks join it (the book's own
+    /// entries win; at most [`MEMBERS_LEARNED_MAX`] names are looked at), so
+    /// their datagrams are admitted and the leader among them can bring this
+    /// node's log, and its configuration, up to date. The next configuration
+    /// this node adopts rebuilds the book from its own log.
+    fn learn_addresses(&mut self, from: NodeId, members: Vec<(String, String)>) {
+        if self.raft.leader().is_some() {
+            return;
+        }
+        let mut new = Vec::new();
+        {
+            let book = locks::read(&self.shared.book);
+            for (name, addr) in members.into_iter().take(MEMBERS_LEARNED_MAX) {
+                if book.raft_id_of(&name).is_some() {
+                    continue;
+                }
+                // Resolved outside the write lock (a host name may take a while).
+                match crate::nodes::entry(&name, &addr) {
+                    Ok(e) if book.raft_id_at(e.socket).is_none() => new.push(e),
+                    Ok(_) => log::debug!("member {name} named by {from}: address taken"),
+                    Err(reason) => log::debug!("member {name} named by {from}: {reason}"),
+                }
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        let mut book = locks::write(&self.shared.book);
+        let mut entries = book.entries().to_vec();
+        let names: Vec<String> = new.iter().map(|e| format!("{} {}", e.id, e.addr)).collect();
+        for e in new {
+            if entries.len() < 2 * crate::raft::MAX_MEMBERS
+                && entries.iter().all(|x| x.id != e.id && x.socket != e.socket)
+            {
+                entries.push(e);
+            }
+        }
+        *book = Nodes::from_entries(entries);
+        drop(book);
+        let by = self
+            .shared
+            .name_of(from)
+            .unwrap_or_else(|| from.to_string());
+        log::info!(
+            "no leader known; {by} names members this node did not know, now admitted: {}",
+            names.join(", ")
+        );
     }
 
     pub fn on_input(&mut self, now: Instant, input: LoopInput) {

@@ -277,6 +277,7 @@ impl<D: Dir> NodeLogic<D> {
             forgets: forget::ForgetRequests::default(),
             last_tick: now,
             heard_from: HashMap::new(),
+            told_members: HashMap::new(),
             known_membership: Membership::default(),
             member_job: None,
             reach_window: settings.election_max * 2,
@@ -350,6 +351,8 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::NodeId;
+    use crate::wire::Datagram;
 
     fn settings() -> NodeSettings {
         let nodes = Nodes::parse("A 127.0.0.1:1\nB 127.0.0.1:2\nC 127.0.0.1:3\n", "test")
@@ -407,6 +410,150 @@ mod tests {
             Some(b),
             "format 2 is not translated twice"
         );
+    }
+
+    /// A node back from a long absence lacks the address of a member added
+    /// meanwhile, and its UDP door drops that member's datagrams: the leader
+    /// among them could never bring it up to date (a chaos run: B, down during
+    /// a replace of A by F, restarted with A-E in its log while F led, and
+    /// stayed without a leader). A peer it asks for votes names the members;
+    /// while it knows no leader, the unknown ones join its address book.
+    #[test]
+    fn a_node_without_a_leader_admits_the_members_a_peer_names() {
+        use crate::auth::frame::{self, Header};
+        use crate::raft::{Message, MessageBody};
+        use crate::storage::MemDir;
+        let id = crate::nodes::node_id;
+        let (b, f) = (id("B"), id("F"));
+        let f_addr: SocketAddr = "127.0.0.1:6".parse().expect("an address");
+        let now = Instant::now();
+        let mut logic = NodeLogic::open(&settings(), MemDir::new(), 1, 7, now).expect("opens");
+        let shared = Arc::clone(logic.shared());
+        // A heartbeat from F, as the receiving thread sees it.
+        let heartbeat = Datagram::Raft(Message {
+            from: f,
+            incarnation: 1,
+            to: id("A"),
+            term: 3,
+            body: MessageBody::Heartbeat {
+                commit: 0,
+                read_seq: 0,
+            },
+        });
+        let payload = crate::wire::encode_datagram(&heartbeat).expect("encodes");
+        let header = Header {
+            epoch: 1,
+            counter: 0,
+        };
+        let bytes = frame::seal(&Auth::Insecure, f, id("A"), header, &payload);
+        let mut windows = udp::Windows::default();
+        let check = |windows: &mut udp::Windows| udp::check(&shared, windows, f_addr, &bytes);
+        assert!(matches!(
+            check(&mut windows),
+            Err(udp::Dropped::UnknownSource)
+        ));
+        let members = vec![
+            ("F".to_string(), f_addr.to_string()),
+            // A known member's address stays the book's own.
+            ("B".to_string(), "127.0.0.1:66".to_string()),
+        ];
+        logic.on_inbound(
+            now,
+            udp::Inbound {
+                from: b,
+                datagram: Datagram::Members { from: b, members },
+            },
+        );
+        let book = crate::locks::read(&shared.book).clone();
+        assert_eq!(book.raft_id_at(f_addr), Some(f));
+        assert_eq!(
+            book.raft_id_at("127.0.0.1:2".parse().expect("an address")),
+            Some(b)
+        );
+        assert_eq!(
+            book.raft_id_at("127.0.0.1:66".parse().expect("an address")),
+            None
+        );
+        let inbound = check(&mut windows).expect("F's datagram is admitted now");
+        logic.on_inbound(now, inbound);
+        assert_eq!(logic.raft().leader(), Some(f), "and F is followed");
+        // With a leader known, a member named is not taken in.
+        let g = ("G".to_string(), "127.0.0.1:7".to_string());
+        logic.on_inbound(
+            now,
+            udp::Inbound {
+                from: b,
+                datagram: Datagram::Members {
+                    from: b,
+                    members: vec![g],
+                },
+            },
+        );
+        let book = crate::locks::read(&shared.book).clone();
+        assert_eq!(book.raft_id_of("G"), None);
+    }
+
+    /// The other half: a node that knows a leader names its members to a
+    /// peer that asks for votes, once per `MEMBERS_RESEND`, and not to the
+    /// leader itself.
+    #[test]
+    fn a_node_with_a_leader_names_its_members_to_a_peer_asking_for_votes() {
+        use crate::raft::{Message, MessageBody};
+        use crate::storage::MemDir;
+        let id = crate::nodes::node_id;
+        let (a, b, c) = (id("A"), id("B"), id("C"));
+        let now = Instant::now();
+        let mut logic = NodeLogic::open(&settings(), MemDir::new(), 1, 7, now).expect("opens");
+        let message = |from, term, body| udp::Inbound {
+            from,
+            datagram: Datagram::Raft(Message {
+                from,
+                incarnation: 1,
+                to: a,
+                term,
+                body,
+            }),
+        };
+        let pre_vote = || MessageBody::RequestVote {
+            pre_vote: true,
+            last_log_index: 0,
+            last_log_term: 0,
+            transfer: false,
+            bound: None,
+        };
+        let members_to = |outbox: Vec<(NodeId, Datagram)>, to: NodeId| {
+            outbox
+                .into_iter()
+                .filter_map(|(t, d)| match d {
+                    Datagram::Members { from, members } if t == to => Some((from, members)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // No leader known: nothing to tell.
+        logic.on_inbound(now, message(b, 1, pre_vote()));
+        assert!(members_to(logic.take_outbox(), b).is_empty());
+        let heartbeat = MessageBody::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        };
+        logic.on_inbound(now, message(c, 2, heartbeat));
+        assert_eq!(logic.raft().leader(), Some(c));
+        logic.take_outbox();
+        logic.on_inbound(now, message(b, 3, pre_vote()));
+        let told = members_to(logic.take_outbox(), b);
+        assert_eq!(told.len(), 1, "{told:?}");
+        let names: Vec<&str> = told[0].1.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!((told[0].0, names), (a, vec!["A", "B", "C"]));
+        assert_eq!(told[0].1[2].1, "127.0.0.1:3");
+        // Not again within MEMBERS_RESEND, again after it; never to the leader.
+        logic.on_inbound(now, message(b, 3, pre_vote()));
+        assert!(members_to(logic.take_outbox(), b).is_empty());
+        let later = now + event_loop::MEMBERS_RESEND;
+        logic.on_inbound(later, message(b, 3, pre_vote()));
+        assert_eq!(members_to(logic.take_outbox(), b).len(), 1);
+        logic.on_inbound(later, message(c, 3, pre_vote()));
+        assert!(members_to(logic.take_outbox(), c).is_empty());
     }
 
     /// The core refuses what the load table cannot restore, so a forged

@@ -3,7 +3,9 @@
 //! loop sends with [`send`].
 //!
 //! Every datagram is hostile until checked, in this order: its source address
-//! must be a node's in the address book (the members in force, nodes.txt's); its frame's tag must verify under the cluster
+//! must be a node's in the address book (the members in force, nodes.txt's,
+//! and members a peer named while this node had no leader: see
+//! `Datagram::Members`); its frame's tag must verify under the cluster
 //! key for that node as sender and this node as receiver (`auth::frame`); its
 //! epoch and counter must pass that peer's replay window; only then is its
 //! payload decoded, and its sender fields must agree with its source. Anything
@@ -165,7 +167,8 @@ fn sender_matches(datagram: &Datagram, from: NodeId, me: NodeId) -> bool {
         Datagram::Reports { from: claimed, .. }
         | Datagram::ProposeNote { from: claimed, .. }
         | Datagram::NoteRefused { from: claimed, .. }
-        | Datagram::ForgetServer { from: claimed, .. } => *claimed == from,
+        | Datagram::ForgetServer { from: claimed, .. }
+        | Datagram::Members { from: claimed, .. } => *claimed == from,
     }
 }
 
