@@ -73,12 +73,13 @@ fn change(c: &mut Cluster, change: MembershipChange) -> Result<(), ChangeRefused
     Ok(())
 }
 
-/// Ticks until the leader's learner `id` has caught up and can be promoted.
+/// Ticks until the leader's learner `id` has caught up (and answered) and can
+/// be promoted.
 fn promote_when_caught_up(c: &mut Cluster, id: NodeId) {
     for _ in 0..ELECTION_BOUND {
         match change(c, MembershipChange::Promote(id)) {
             Ok(()) => return,
-            Err(ChangeRefused::NotCaughtUp { .. }) => c.run(1),
+            Err(ChangeRefused::NotCaughtUp { .. } | ChangeRefused::NotHeard { .. }) => c.run(1),
             Err(other) => panic!("promotion refused: {other}"),
         }
     }
@@ -330,4 +331,84 @@ fn a_change_that_would_leave_bound_voters_no_majority_is_refused() {
     }
     change(&mut c, MembershipChange::Remove(silent)).expect("remove the node never heard from");
     c.commit_one(ELECTION_BOUND);
+}
+
+/// Delivers messages, with no node's clock moving, until `done` holds; None
+/// when it did not within `ELECTION_BOUND` ticks.
+fn run_until_still(c: &mut Cluster, done: impl Fn(&Cluster) -> bool) -> Option<u64> {
+    for spent in 0..ELECTION_BOUND {
+        if done(c) {
+            return Some(spent);
+        }
+        c.tick_only(&[]);
+    }
+    done(c).then_some(ELECTION_BOUND)
+}
+
+/// The chaos replay of seed 1796339462129267183: a leader promotes a learner
+/// it has heard from before any heartbeat of its binds it, the promotion
+/// reaches the followers, and the leader dies at once. The promotion binds
+/// the learner itself, so the learner (joining: it votes only for a
+/// candidate whose configuration binds it) elects one of the two others: 3 of
+/// 4 voters. Before, it was an unbound voter and 2 of 4 could elect nobody
+/// until the old leader came back. A learner never heard from is not
+/// promoted at all.
+#[test]
+fn a_promotion_binds_the_learner_so_the_leader_may_die_at_once() {
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.joining = true;
+    let mut c = Cluster::with_spares(config, 2, SEED);
+    c.wait_for_leader(ELECTION_BOUND);
+    settle(&mut c);
+    let leader = c.wait_for_leader(ELECTION_BOUND);
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+
+    // The leader's clock stands still from here (nobody's ticks), so no
+    // heartbeat's `maybe_bind` runs: only the changes it is asked for.
+    c.start(4);
+    let (added, _) = c
+        .raft_mut(leader)
+        .propose_membership(add(4))
+        .expect("add a learner");
+    c.process_ready(leader);
+    run_until_still(&mut c, |c| {
+        let r = c.raft(leader);
+        r.commit_index() >= added && r.progress_of(4).is_some_and(|p| p.match_index >= added)
+    })
+    .expect("the learner holds its own addition, and it committed");
+    assert_eq!(
+        c.raft(leader).membership().get(4).map(|m| m.incarnation),
+        Some(0),
+        "no heartbeat bound the learner"
+    );
+    let (promoted, _) = c
+        .raft_mut(leader)
+        .propose_membership(MembershipChange::Promote(4))
+        .expect("promote the learner");
+    assert_eq!(
+        c.raft(leader).membership().get(4).map(|m| m.incarnation),
+        Some(c.raft(4).config().incarnation),
+        "the promotion binds the learner"
+    );
+    c.process_ready(leader);
+    run_until_still(&mut c, |c| {
+        followers
+            .iter()
+            .chain(&[4])
+            .all(|&id| c.raft(id).log().last_index() >= promoted)
+    })
+    .expect("the promotion reaches every follower");
+
+    c.crash(leader);
+    let next = c.wait_for_leader(ELECTION_BOUND * 3);
+    assert_ne!(next, leader);
+    c.commit_one(ELECTION_BOUND);
+
+    // A learner that never answered (node 5 is down) is not promoted.
+    c.start(leader);
+    change(&mut c, add(5)).expect("add a learner that is down");
+    match change(&mut c, MembershipChange::Promote(5)) {
+        Err(ChangeRefused::NotHeard { id: 5 }) => {}
+        other => panic!("promoting a learner never heard from: {other:?}"),
+    }
 }

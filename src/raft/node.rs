@@ -447,9 +447,10 @@ impl Raft {
     /// while another change has not committed, before this leader committed an
     /// entry of its term (§4.1: until then it cannot know whether an earlier
     /// leader's change is pending), during a transfer, when a learner to promote
-    /// has not caught up, or when the change itself is invalid. Returns the
-    /// entry's index and term, as `propose` does; the new configuration is in
-    /// force at once.
+    /// has not caught up or not answered as the incarnation it is bound to, or
+    /// when the change itself is invalid. The entry also binds every member
+    /// not bound yet that this leader has heard from. Returns the entry's index
+    /// and term, as `propose` does; the new configuration is in force at once.
     pub fn propose_membership(
         &mut self,
         change: MembershipChange,
@@ -476,6 +477,14 @@ impl Raft {
             .membership
             .apply(&change)
             .map_err(ChangeRefused::Invalid)?;
+        // The change binds every member not bound yet that this leader has
+        // heard from, as the Bind entry `maybe_bind` appends at a heartbeat
+        // would: a learner promoted before that heartbeat would otherwise be
+        // an unbound voter (joining: it votes only for candidates that bind
+        // it) until the next entry, and a leader lost in between left three
+        // bound voters of four needing all three to elect anyone (chaos seed
+        // 1796339462129267183, replayed).
+        let next = self.bound_as_heard(&next).unwrap_or(next);
         // Bound voters stay a majority (or do not shrink toward none): with
         // joining nodes (`Config::joining`) they are who can elect a leader.
         let (bound, margin) = next.bound_margin();
@@ -492,6 +501,12 @@ impl Raft {
             // carries, so as a voter it will not hold commits back.
             if last.saturating_sub(matched) > self.config.max_inflight_appends as u64 {
                 return Err(ChangeRefused::NotCaughtUp { id, matched, last });
+            }
+            // A voter counts only as the incarnation its configuration binds:
+            // promote a learner once it answered as that one.
+            let heard = self.progress.get(&id).map_or(0, |pr| pr.incarnation);
+            if heard == 0 || next.get(id).is_none_or(|m| m.incarnation != heard) {
+                return Err(ChangeRefused::NotHeard { id });
             }
         }
         let index = self.append_config(next);

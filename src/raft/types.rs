@@ -382,6 +382,10 @@ pub enum ChangeRefused {
     TransferInProgress,
     /// The learner to promote has not caught up with the leader's log.
     NotCaughtUp { id: NodeId, matched: u64, last: u64 },
+    /// The learner to promote has not answered this leader, or answered as
+    /// another incarnation than the one its configuration binds (its data dir
+    /// was replaced): a voter must be bound to the data dir that votes.
+    NotHeard { id: NodeId },
     /// The change would leave fewer than a majority of the voters bound to an
     /// incarnation (`Membership::bound_margin`) and fewer than before: a
     /// joining node votes only for candidates that bind it, so a cluster whose
@@ -411,6 +415,11 @@ impl std::fmt::Display for ChangeRefused {
             ChangeRefused::NotCaughtUp { id, matched, last } => write!(
                 f,
                 "node {id} has not caught up (it holds up to index {matched} of {last})"
+            ),
+            ChangeRefused::NotHeard { id } => write!(
+                f,
+                "node {id} has not answered this leader as the data dir the configuration knows \
+                 (is it running? if its data dir was replaced, remove it and add it back)"
             ),
             ChangeRefused::Unbound { bound, voters } => write!(
                 f,

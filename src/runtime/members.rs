@@ -73,6 +73,10 @@ pub(crate) struct MemberJob {
     done: usize,
     reply: MemberReply,
     deadline: Instant,
+    /// Why the leader last refused the current step for now (a change
+    /// pending, a learner behind or not heard from): told if the deadline
+    /// passes on it.
+    refused: Option<String>,
 }
 
 /// A learner within this many entries of the leader's last one has caught up.
@@ -167,6 +171,7 @@ impl MemberJob {
             done: 0,
             reply,
             deadline,
+            refused: None,
         })
     }
 
@@ -215,16 +220,26 @@ impl MemberJob {
                 Step::Change(change) => {
                     let promotes = matches!(change, MembershipChange::Promote(_));
                     match raft.propose_membership(change) {
-                        Ok(entry) => self.waiting = Some(entry),
+                        Ok(entry) => {
+                            self.waiting = Some(entry);
+                            self.refused = None;
+                        }
                         Err(
-                            ChangeRefused::NotReady
+                            e @ (ChangeRefused::NotReady
                             | ChangeRefused::Pending { .. }
                             | ChangeRefused::NotCaughtUp { .. }
-                            | ChangeRefused::TransferInProgress,
-                        ) => break,
+                            | ChangeRefused::NotHeard { .. }
+                            | ChangeRefused::TransferInProgress),
+                        ) => {
+                            self.refused = Some(e.to_string());
+                            break;
+                        }
                         // A learner is bound as soon as this leader hears from
                         // it: its promotion waits for that like for its catch-up.
-                        Err(ChangeRefused::Unbound { .. }) if promotes => break,
+                        Err(e @ ChangeRefused::Unbound { .. }) if promotes => {
+                            self.refused = Some(e.to_string());
+                            break;
+                        }
                         Err(e @ ChangeRefused::Unbound { .. }) => {
                             let outcome = if self.done == 0 {
                                 MemberOutcome::Busy(e.to_string())
@@ -249,11 +264,16 @@ impl MemberJob {
             }
         }
         if now >= self.deadline {
-            let why = match self.steps.front() {
-                Some(Step::CaughtUp(_)) => "the new node did not catch up in time (is it running?)",
-                _ => "the change did not commit in time",
+            let why = match (self.steps.front(), &self.refused) {
+                (Some(Step::CaughtUp(_)), _) => {
+                    "the new node did not catch up in time (is it running?)".to_string()
+                }
+                (Some(Step::Change(_)), Some(refused)) if self.waiting.is_none() => {
+                    format!("the leader refused the change until the deadline: {refused}")
+                }
+                _ => "the change did not commit in time".to_string(),
             };
-            return self.finish(self.partial(why));
+            return self.finish(self.partial(&why));
         }
         false
     }
@@ -350,6 +370,32 @@ mod tests {
             ],
             "the leader leaves last"
         );
+    }
+
+    #[test]
+    fn a_step_refused_until_the_deadline_says_why() {
+        let mut raft = leader();
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let now = Instant::now();
+        // B, a learner this leader never heard from, cannot be promoted.
+        let mut job = MemberJob {
+            steps: vec![Step::Change(MembershipChange::Promote(node_id("B")))].into(),
+            waiting: None,
+            done: 0,
+            reply,
+            deadline: now + std::time::Duration::from_secs(1),
+            refused: None,
+        };
+        assert!(!job.progress(&mut raft, now), "waits until the deadline");
+        assert!(job.progress(&mut raft, job.deadline));
+        match answer.try_recv() {
+            Ok(MemberOutcome::Unavailable(why)) => assert!(
+                why.starts_with("the leader refused the change until the deadline: ")
+                    && why.contains("voters bound"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
