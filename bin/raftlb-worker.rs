@@ -2,7 +2,8 @@
 //!
 //! `GET /N` answers the N-th prime (just the digits), `GET /health` answers `ok`.
 //! Each connection is served on its own thread (`raftlb::http`); at most
-//! `--threads` primes are computed at once, the others wait for a place; an N
+//! `--threads` primes are computed at once, the others wait for a place in
+//! arrival order (`raftlb::places`); an N
 //! answered recently comes from the cache at once, without a place.
 //! Routing follows the nodes': a path of one segment is a prime request, so `/abc`
 //! and `/` (empty N) are 400 with a one-line reason, as SPEC "Numbers" says; a path of
@@ -11,7 +12,6 @@
 //! use) exits 1 with a one-line message, bad flags exit 2 (clap).
 
 use std::process::ExitCode;
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -19,7 +19,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use raftlb::http::{self, Limits, Reply, Request, Service};
-use raftlb::locks::{self, lock};
+use raftlb::places::Places;
 use raftlb::primes::{self, NthPrimeCache};
 
 /// Answers remembered: clients behind a balancer repeat popular N, and a repeat
@@ -79,9 +79,7 @@ fn run(args: &Args) -> Result<(), String> {
     let worker = Worker {
         max_n: args.max_n,
         cache: NthPrimeCache::new(CACHE_ANSWERS_MAX),
-        computing: Mutex::new(0),
-        computing_max: threads,
-        place_freed: Condvar::new(),
+        places: Places::new(threads),
     };
     let serving = http::serve(listener, Limits::default(), worker);
     log::info!(
@@ -119,10 +117,9 @@ fn default_threads() -> usize {
 struct Worker {
     max_n: u64,
     cache: NthPrimeCache,
-    /// Primes being computed now, at most `computing_max`.
-    computing: Mutex<usize>,
-    computing_max: usize,
-    place_freed: Condvar,
+    /// The places to compute a prime in (`--threads`), taken first come,
+    /// first served.
+    places: Places,
 }
 
 impl Service for Worker {
@@ -161,33 +158,10 @@ impl Worker {
         if let Some(p) = self.cache.get(n) {
             return http::text(200, p.to_string());
         }
-        let Some(_place) = self.wait_for_place() else {
+        let Some(_place) = self.places.take(Instant::now() + COMPUTE_WAIT_MAX) else {
             return http::error(503, "worker busy: every computing place taken, try again");
         };
         http::text(200, self.cache.get_or_compute(n).to_string())
-    }
-
-    /// Takes one of the `computing_max` places, waiting at most
-    /// [`COMPUTE_WAIT_MAX`]; None if none came free.
-    fn wait_for_place(&self) -> Option<Place<'_>> {
-        let deadline = Instant::now() + COMPUTE_WAIT_MAX;
-        let mut computing = lock(&self.computing);
-        while *computing >= self.computing_max {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            computing = locks::wait_timeout(&self.place_freed, computing, left);
-        }
-        *computing += 1;
-        Some(Place(self))
-    }
-}
-
-/// A computing place, given back when dropped (also if the computation panics).
-struct Place<'a>(&'a Worker);
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.computing) -= 1;
-        self.0.place_freed.notify_one();
     }
 }
 

@@ -5,7 +5,7 @@
 //! policy ([`balance`]); the runtime that runs a node ([`runtime`], whose
 //! [`runtime::NodeHandle`] the HTTP side ([`server`], over [`http`]) uses); and
 //! the pieces of the other programs (the [`daemon`], the [`client`], the
-//! [`primes`] of the worker). Each module's own first line (rustdoc's module
+//! [`primes`] and computing [`places`] of the worker). Each module's own first line (rustdoc's module
 //! list) says what it is.
 //!
 //! The map (layers, entry points, flows, invariants) is ARCHITECTURE.md at the
@@ -19,6 +19,7 @@ pub mod http;
 pub mod lincheck;
 pub mod locks;
 pub mod nodes;
+pub mod places;
 pub mod primes;
 pub mod raft;
 pub mod report;
