@@ -231,13 +231,13 @@ impl MemberJob {
                             | ChangeRefused::NotHeard { .. }
                             | ChangeRefused::TransferInProgress),
                         ) => {
-                            self.refused = Some(e.to_string());
+                            self.refused = Some(named(raft, &e));
                             break;
                         }
                         // A learner is bound as soon as this leader hears from
                         // it: its promotion waits for that like for its catch-up.
                         Err(e @ ChangeRefused::Unbound { .. }) if promotes => {
-                            self.refused = Some(e.to_string());
+                            self.refused = Some(named(raft, &e));
                             break;
                         }
                         Err(e @ ChangeRefused::Unbound { .. }) => {
@@ -290,6 +290,20 @@ impl MemberJob {
         log::info!("membership change ended: {outcome:?}");
         let _ = self.reply.try_send(outcome);
         true
+    }
+}
+
+/// A refusal as an operator reads it: the node it is about by its name, not
+/// by the id the core knows it as.
+fn named(raft: &Raft, refused: &ChangeRefused) -> String {
+    let text = refused.to_string();
+    let about = match refused {
+        ChangeRefused::NotCaughtUp { id, .. } | ChangeRefused::NotHeard { id } => Some(*id),
+        _ => None,
+    };
+    match about.and_then(|id| raft.membership().get(id)) {
+        Some(m) => text.replacen(&format!("node {}", m.id), &format!("node {}", m.name), 1),
+        None => text,
     }
 }
 
@@ -396,6 +410,24 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_node_it_is_about() {
+        let raft = leader();
+        let b = node_id("B");
+        assert_eq!(
+            named(&raft, &ChangeRefused::NotHeard { id: b }),
+            ChangeRefused::NotHeard { id: b }
+                .to_string()
+                .replace(&b.to_string(), "B")
+        );
+        assert!(named(&raft, &ChangeRefused::NotHeard { id: b }).starts_with("node B has not"));
+        // An id the configuration does not know stays as it is.
+        assert_eq!(
+            named(&raft, &ChangeRefused::NotHeard { id: 7 }),
+            ChangeRefused::NotHeard { id: 7 }.to_string()
+        );
     }
 
     #[test]
