@@ -72,6 +72,8 @@ fn main() {
         "\np99 over the better of leastconn and p2c (goal: <= 0.50; the oracles are clairvoyant; they skip five doors, where they replay weak):"
     );
     scenarios::print_goal(&rows);
+    println!("\nShift: machine 1's share of requests before the neighbour moves onto it, and how soon it halves over 1 s (as make bench's row; goal: within 2 s):");
+    scenarios::print_shift(&rows, &scenarios);
     println!("\nraftlb, report interval {INTERVAL_FAST_MS:.0} ms against {INTERVAL_SLOW_MS:.0} ms (ms; ratio < 1: faster reports pay):");
     scenarios::print_interval(
         &scenarios,

@@ -348,3 +348,50 @@ pub fn print_interval(
         );
     }
 }
+
+/// How soon a policy moves requests off a machine a neighbour moved onto, as
+/// `make bench`'s shift row measures it: `server`'s share of the requests in
+/// the 5 s before `at_ms`, and the first 1 s window after it (stepping by
+/// 250 ms) in which its share is at most half that. Merged seeds count
+/// together (their arrival times share one axis).
+pub fn halving(outcome: &Outcome, server: usize, at_ms: f64) -> (f64, Option<f64>) {
+    let share = |from: f64, to: f64| {
+        let (mut mine, mut all) = (0u64, 0u64);
+        for &(t, s) in &outcome.choices {
+            if t >= from && t < to {
+                all += 1;
+                mine += u64::from(s == server);
+            }
+        }
+        (all > 0).then(|| 100.0 * mine as f64 / all as f64)
+    };
+    let before = share(at_ms - 5_000.0, at_ms).unwrap_or(f64::NAN);
+    let halved = (0..60)
+        .map(|step| at_ms + 250.0 * f64::from(step))
+        .find(|&from| share(from, from + 1_000.0).is_some_and(|s| s <= before / 2.0))
+        .map(|from| from + 1_000.0 - at_ms);
+    (before, halved)
+}
+
+/// The shift scenarios' reaction, per policy: server 0's share before the
+/// neighbour moves onto it and how soon it halves (issue 13: within 2 s).
+pub fn print_shift(rows: &[Row], scenarios: &[Scenario]) {
+    for row in rows.iter().filter(|r| r.scenario == "shift") {
+        let Some(change) = scenarios
+            .iter()
+            .find(|s| s.name == "shift")
+            .and_then(|s| s.changes.iter().find(|c| c.machine.hog > 0.0))
+        else {
+            continue;
+        };
+        let (before, halved) = halving(&row.outcome, change.server, change.at_ms);
+        let after = match halved {
+            Some(ms) => format!("halves {:.2} s after", ms / 1000.0),
+            None => "never halves".to_string(),
+        };
+        println!(
+            "{:<8} {:<10} {:<14} share before {before:>4.1} %, {after}",
+            row.scenario, row.load, row.policy
+        );
+    }
+}
