@@ -10,7 +10,8 @@
 //! 3. noisy neighbour: busy loops inside machine 3's cgroup, sharing its quota
 //!    with the worker;
 //! 4. shift: the neighbour moves from machine 3 to machine 1 halfway through
-//!    a 30 s run through raftlb (`shift.rs`);
+//!    a 30 s run through raftlb, a closed loop (the row) and then an
+//!    open loop (`shift.rs`);
 //! 5. five doors: the weak machine's closed loop spread over the five nodes,
 //!    beside the same through one (`doors.rs`).
 //!

@@ -2,14 +2,18 @@
 //! halfway through a 30 s closed loop through raftlb. The row gives how soon
 //! the node's share to machine 1 halved (its forward counters read every
 //! 250 ms, shares over 1 s) and p99 in each 5 s window (six loads of 5 s back
-//! to back, the first after the warm-up). raftlb alone: six references at
+//! to back, the first after the warm-up), then the same under an open loop
+//! (a row without a goal). raftlb alone: six references at
 //! 30 s each would add three minutes to the section, and the goal
 //! for this scenario is raftlb's own reaction time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Bench, CLIENTS, NEIGHBOUR_LOOPS, QUOTA_US, SECTION, WARMUP_SECS};
+use super::{
+    Bench, CLIENTS, NEIGHBOUR_LOOPS, OPEN_LOOP_CLIENTS, OPEN_LOOP_SHARE, QUOTA_US, SECTION,
+    WARMUP_SECS,
+};
 use crate::loadgen::{self, Load};
 use crate::support::Cluster;
 use crate::table::{Report, Row};
@@ -27,7 +31,31 @@ const GOAL_SECS: f64 = 2.0;
 type Sample = (f64, [u64; 3]);
 
 impl Bench<'_> {
+    /// The closed loop (the row and goal), then the same move under
+    /// an open loop at `OPEN_LOOP_SHARE` of the closed loop's req/s before
+    /// the move: a closed loop's clients wait for their answers, so cheap
+    /// requests keep going to the machine where they still finish soonest
+    /// and its share of requests reads the reaction only loosely (in the
+    /// balancing simulator not even the clairvoyant oracle's share halves
+    /// there); an open loop shows it.
     pub(super) fn shift(&mut self, report: &mut Report) -> Result<(), String> {
+        let (loads, samples, moved_at) = self.shift_run(None, report)?;
+        report.row(row(&loads, &samples, moved_at, None));
+        let before: Vec<f64> = loads[..loads.len() / 2].iter().map(|l| l.per_sec).collect();
+        let rate = OPEN_LOOP_SHARE * median(&before);
+        let (loads, samples, moved_at) = self.shift_run(Some(rate), report)?;
+        report.row(row(&loads, &samples, moved_at, Some(rate)));
+        Ok(())
+    }
+
+    /// One run: the neighbour in machine 3, moved to machine 1 halfway; the
+    /// loads by window, the node's forward counters over time, and when the
+    /// move came (s).
+    fn shift_run(
+        &mut self,
+        rate: Option<f64>,
+        report: &mut Report,
+    ) -> Result<(Vec<Load>, Vec<Sample>, f64), String> {
         self.set_quota(0, QUOTA_US)?;
         let neighbours = self.neighbours(2, report)?;
         std::thread::sleep(Duration::from_millis(
@@ -51,7 +79,7 @@ impl Bench<'_> {
             let loads: Vec<Result<Load, String>> = (0..WINDOWS)
                 .map(|w| {
                     let warmup = if w == 0 { WARMUP_SECS } else { 0 };
-                    self.load_for(&[&url], &label, None, (WINDOW_SECS, warmup), report)
+                    self.load_for(&[&url], &label, rate, (WINDOW_SECS, warmup), report)
                 })
                 .collect();
             done.store(true, Ordering::Relaxed);
@@ -62,9 +90,15 @@ impl Bench<'_> {
         drop(neighbours);
         moved??;
         let loads: Vec<Load> = loads.into_iter().collect::<Result<_, _>>()?;
-        report.row(row(&loads, &samples?, half.as_secs_f64()));
-        Ok(())
+        Ok((loads, samples?, half.as_secs_f64()))
     }
+}
+
+/// The middle value (the upper one of an even count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The node's forwards by machine every `SAMPLE_EVERY` until `done`.
@@ -92,8 +126,10 @@ fn share(samples: &[Sample], from: usize, to: usize) -> Option<f64> {
     (total > 0).then(|| delta[0] as f64 * 100.0 / total as f64)
 }
 
-/// The row: the share before, how soon it halved, p99 by window.
-fn row(loads: &[Load], samples: &[Sample], moved_at: f64) -> Row {
+/// The row: the share before, how soon it halved, p99 by window. The closed
+/// loop's (`rate` None) carries the goal; the open loop's is for
+/// reading beside it.
+fn row(loads: &[Load], samples: &[Sample], moved_at: f64, rate: Option<f64>) -> Row {
     let at = |t: f64| samples.iter().position(|s| s.0 >= t);
     let before = at(moved_at - WINDOW_SECS as f64)
         .zip(at(moved_at))
@@ -130,10 +166,17 @@ fn row(loads: &[Load], samples: &[Sample], moved_at: f64) -> Row {
         ),
         _ => "no forwards counted before the move".to_string(),
     };
-    Row::new(
+    let load = match rate {
+        None => format!("closed loop, mixed N, {CLIENTS} clients"),
+        Some(rate) => format!(
+            "open loop at {rate:.0} req/s ({:.0} % of the closed loop's before the move), mixed N, {OPEN_LOOP_CLIENTS} connections",
+            OPEN_LOOP_SHARE * 100.0
+        ),
+    };
+    let row = Row::new(
         SECTION,
         format!(
-            "shift: {NEIGHBOUR_LOOPS} busy loops move from machine 3 to machine 1 at {moved_at:.0} s of a {} s closed loop, mixed N, {CLIENTS} clients",
+            "shift: {NEIGHBOUR_LOOPS} busy loops move from machine 3 to machine 1 at {moved_at:.0} s of a {} s {load}",
             WINDOW_SECS * WINDOWS
         ),
         format!(
@@ -142,9 +185,12 @@ fn row(loads: &[Load], samples: &[Sample], moved_at: f64) -> Row {
             right.join(", "),
             per_sec.join(", ")
         ),
-    )
-    .goal(
-        format!("share halves within {GOAL_SECS} s"),
-        halved.is_some_and(|t| t <= GOAL_SECS),
-    )
+    );
+    match rate {
+        None => row.goal(
+            format!("share halves within {GOAL_SECS} s"),
+            halved.is_some_and(|t| t <= GOAL_SECS),
+        ),
+        Some(_) => row,
+    }
 }
