@@ -34,7 +34,7 @@ const LIVENESS_TICKS: u64 = 800;
 const LOSS_AFTER_CHANGE_TICKS: u64 = 12;
 
 /// Runs whose last phase lost its leader (the others' configuration could
-/// not spare it).
+/// spare it, so they had to elect another).
 static LEADERS_LOST: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the cluster must stay live without `lost`: every other live node
