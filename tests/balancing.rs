@@ -221,11 +221,7 @@ fn in_an_open_loop_raftlb_moves_requests_off_a_machine_a_neighbour_moved_onto() 
         .into_iter()
         .find(|s| s.name == "shift" && matches!(s.load, Load::Open { .. }))
         .expect("the shift scenario has an open loop");
-    let moved = shift
-        .changes
-        .iter()
-        .find(|c| c.machine.hog > 0.0)
-        .expect("the neighbour moves");
+    let moved = scenarios::neighbour_arrives(&shift).expect("the neighbour moves");
     let halving = |kind| {
         let outcome = scenarios::run_seeds(&shift, kind, &SEEDS, &params);
         scenarios::halving(&outcome, moved.server, moved.at_ms)

@@ -333,18 +333,6 @@ fn a_change_that_would_leave_bound_voters_no_majority_is_refused() {
     c.commit_one(ELECTION_BOUND);
 }
 
-/// Delivers messages, with no node's clock moving, until `done` holds; None
-/// when it did not within `ELECTION_BOUND` ticks.
-fn run_until_still(c: &mut Cluster, done: impl Fn(&Cluster) -> bool) -> Option<u64> {
-    for spent in 0..ELECTION_BOUND {
-        if done(c) {
-            return Some(spent);
-        }
-        c.tick_only(&[]);
-    }
-    done(c).then_some(ELECTION_BOUND)
-}
-
 /// The chaos replay of seed 1796339462129267183: a leader promotes a learner
 /// it has heard from before any heartbeat of its binds it, the promotion
 /// reaches the followers, and the leader dies at once. The promotion binds
@@ -371,7 +359,7 @@ fn a_promotion_binds_the_learner_so_the_leader_may_die_at_once() {
         .propose_membership(add(4))
         .expect("add a learner");
     c.process_ready(leader);
-    run_until_still(&mut c, |c| {
+    c.run_until_still(ELECTION_BOUND, |c| {
         let r = c.raft(leader);
         r.commit_index() >= added && r.progress_of(4).is_some_and(|p| p.match_index >= added)
     })
@@ -391,7 +379,7 @@ fn a_promotion_binds_the_learner_so_the_leader_may_die_at_once() {
         "the promotion binds the learner"
     );
     c.process_ready(leader);
-    run_until_still(&mut c, |c| {
+    c.run_until_still(ELECTION_BOUND, |c| {
         followers
             .iter()
             .chain(&[4])

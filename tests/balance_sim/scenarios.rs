@@ -373,17 +373,22 @@ pub fn halving(outcome: &Outcome, server: usize, at_ms: f64) -> (f64, Option<f64
     (before, halved)
 }
 
+/// The change that moves a neighbour onto a machine (the shift scenario's).
+pub fn neighbour_arrives(scenario: &Scenario) -> Option<&Change> {
+    scenario.changes.iter().find(|c| c.machine.hog > 0.0)
+}
+
 /// The shift scenarios' reaction, per policy: server 0's share before the
 /// neighbour moves onto it and how soon it halves (issue 13: within 2 s).
 pub fn print_shift(rows: &[Row], scenarios: &[Scenario]) {
+    let Some(change) = scenarios
+        .iter()
+        .find(|s| s.name == "shift")
+        .and_then(neighbour_arrives)
+    else {
+        return;
+    };
     for row in rows.iter().filter(|r| r.scenario == "shift") {
-        let Some(change) = scenarios
-            .iter()
-            .find(|s| s.name == "shift")
-            .and_then(|s| s.changes.iter().find(|c| c.machine.hog > 0.0))
-        else {
-            continue;
-        };
         let (before, halved) = halving(&row.outcome, change.server, change.at_ms);
         let after = match halved {
             Some(ms) => format!("halves {:.2} s after", ms / 1000.0),

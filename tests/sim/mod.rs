@@ -355,16 +355,32 @@ impl Cluster {
     }
 
     /// Ticks until `done` holds; None when it did not within `max_ticks`.
-    pub fn run_until(
+    pub fn run_until(&mut self, max_ticks: u64, done: impl FnMut(&Cluster) -> bool) -> Option<u64> {
+        self.step_until(max_ticks, done, Cluster::tick)
+    }
+
+    /// Delivers messages with no node's clock moving (no timeouts, no
+    /// heartbeats) until `done` holds; None when it did not within
+    /// `max_ticks`.
+    pub fn run_until_still(
+        &mut self,
+        max_ticks: u64,
+        done: impl FnMut(&Cluster) -> bool,
+    ) -> Option<u64> {
+        self.step_until(max_ticks, done, |c| c.tick_only(&[]))
+    }
+
+    fn step_until(
         &mut self,
         max_ticks: u64,
         mut done: impl FnMut(&Cluster) -> bool,
+        mut step: impl FnMut(&mut Cluster),
     ) -> Option<u64> {
         for spent in 0..max_ticks {
             if done(self) {
                 return Some(spent);
             }
-            self.tick();
+            step(self);
         }
         done(self).then_some(max_ticks)
     }

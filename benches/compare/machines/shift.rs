@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    Bench, CLIENTS, NEIGHBOUR_LOOPS, OPEN_LOOP_CLIENTS, OPEN_LOOP_SHARE, QUOTA_US, SECTION,
-    WARMUP_SECS,
+    median_of, Bench, CLIENTS, NEIGHBOUR_LOOPS, OPEN_LOOP_CLIENTS, OPEN_LOOP_SHARE, QUOTA_US,
+    SECTION, WARMUP_SECS,
 };
 use crate::loadgen::{self, Load};
 use crate::support::Cluster;
@@ -41,8 +41,7 @@ impl Bench<'_> {
     pub(super) fn shift(&mut self, report: &mut Report) -> Result<(), String> {
         let (loads, samples, moved_at) = self.shift_run(None, report)?;
         report.row(row(&loads, &samples, moved_at, None));
-        let before: Vec<f64> = loads[..loads.len() / 2].iter().map(|l| l.per_sec).collect();
-        let rate = OPEN_LOOP_SHARE * median(&before);
+        let rate = OPEN_LOOP_SHARE * median_of(&loads[..loads.len() / 2], |l| l.per_sec);
         let (loads, samples, moved_at) = self.shift_run(Some(rate), report)?;
         report.row(row(&loads, &samples, moved_at, Some(rate)));
         Ok(())
@@ -92,13 +91,6 @@ impl Bench<'_> {
         let loads: Vec<Load> = loads.into_iter().collect::<Result<_, _>>()?;
         Ok((loads, samples?, half.as_secs_f64()))
     }
-}
-
-/// The middle value (the upper one of an even count); 0 for none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The node's forwards by machine every `SAMPLE_EVERY` until `done`.
