@@ -149,6 +149,7 @@ fn holding_requests_at_the_node_keeps_its_limit_and_sends_every_request() {
             Kind::RaftlbHold(1),
             Kind::RaftlbHold(2),
             Kind::LeastConnHold(2),
+            Kind::RaftlbHoldCostly(1),
         ] {
             let held = balance_sim::run(&s, kind, SEEDS[0], &params);
             let what = format!(
@@ -158,9 +159,9 @@ fn holding_requests_at_the_node_keeps_its_limit_and_sends_every_request() {
                 kind.name()
             );
             assert!(
-                held.most_in_flight <= kind.slots(),
+                held.most_limited <= kind.slots(),
                 "{what}: {} in flight",
-                held.most_in_flight
+                held.most_limited
             );
             assert!(
                 held.answered as f64 > 0.75 * unlimited.answered as f64,
@@ -205,6 +206,36 @@ fn in_a_closed_loop_the_node_queue_not_the_policy_cuts_the_p99() {
         );
         let ratio = raftlb_held / leastconn_held;
         assert!((0.9..1.1).contains(&ratio), "{}: {ratio}", s.name);
+    }
+}
+
+#[test]
+fn holding_costly_requests_while_few_are_open_cuts_the_open_loops_p99_alone() {
+    // `Kind::RaftlbHoldCostly`: a costly request waits at its node while every
+    // server has one of the node's costly requests, if the node has few open.
+    // With one door, the open loop's p99 on even machines is under 0.85 of
+    // raftlb's without the hold (0.74-0.79), no worse but for noise on the
+    // others (0.93-1.04), and closed loops are the same within 5 % (the
+    // bound on open costly requests: without it they were 1.2-1.9x). Behind
+    // five doors it costs the closed loop (README).
+    let params = Params::default();
+    for s in scenarios::all(LENGTH) {
+        if s.nodes != 1 {
+            continue;
+        }
+        let p99 = |kind| scenarios::run_seeds(&s, kind, &SEEDS, &params).percentile(99.0);
+        let (plain, held) = (p99(Kind::Raftlb), p99(Kind::RaftlbHoldCostly(1)));
+        let what = format!(
+            "{} {}: {held:.1} vs {plain:.1} ms",
+            s.name,
+            scenarios::load_name(s.load)
+        );
+        if matches!(s.load, Load::Closed { .. }) {
+            assert!((0.95..1.05).contains(&(held / plain)), "{what}");
+        } else {
+            let most = if s.name == "even" { 0.85 } else { 1.05 };
+            assert!(held < most * plain, "{what}");
+        }
     }
 }
 

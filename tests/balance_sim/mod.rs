@@ -22,7 +22,9 @@
 //!   is answered. Five doors: arrivals spread over five nodes at random.
 //! - With a limit (`Kind::slots`), a node keeps at most that many of its
 //!   requests in flight at one server and holds the rest in arrival order;
-//!   each answer lets the oldest held request go to a server with room.
+//!   each answer lets the oldest held request go to a server with room. A
+//!   limit may apply to the costly requests only (`Kind::limits`): the cheap
+//!   ones then go at once and do not count.
 //! - The policies see the agreed table and their own requests; only the
 //!   clairvoyant ones are also shown the servers' true state (`Truth`),
 //!   which they play forward under this model (`Server::play`).
@@ -111,6 +113,8 @@ pub struct Outcome {
     pub choices: Vec<(f64, usize)>,
     /// The most requests one node had in flight at one server at once.
     pub most_in_flight: usize,
+    /// The same, of the requests a limit applies to (`Kind::limits`).
+    pub most_limited: usize,
     /// Requests still held at their node at the end, never sent.
     pub held_at_end: usize,
 }
@@ -178,6 +182,7 @@ impl Outcome {
         }
         self.choices.extend(other.choices);
         self.most_in_flight = self.most_in_flight.max(other.most_in_flight);
+        self.most_limited = self.most_limited.max(other.most_limited);
         self.held_at_end += other.held_at_end;
     }
 }
@@ -454,6 +459,8 @@ struct InFlight {
     server: usize,
     /// The closed-loop client that sent it.
     client: Option<usize>,
+    /// Whether its node's limit applies to it (decided when it arrives).
+    limited: bool,
 }
 
 /// The state of one run.
@@ -470,15 +477,20 @@ struct Sim<'a> {
     /// Requests each node keeps in flight at one server at most, the rest
     /// held at the node in arrival order (`Kind::slots`; 0: no limit).
     slots: usize,
+    /// The policy, for which requests its limit applies to.
+    kind: Kind,
     requests: Vec<InFlight>,
     done: Vec<bool>,
     clients: Vec<workload::Client>,
     rng: Rng,
     outcome: Outcome,
-    /// Per node: requests held for a slot (with `slots`), and its requests
-    /// in flight at each server.
+    /// Per node: requests held for a slot (with `slots`), its requests in
+    /// flight at each server, of those the ones the limit applies to, and its
+    /// costly requests not yet answered (held or in flight).
     held: Vec<VecDeque<usize>>,
     in_flight: Vec<Vec<usize>>,
+    limited: Vec<Vec<usize>>,
+    costly_open: Vec<usize>,
 }
 
 /// Runs `scenario` under `kind` with the arrivals of `seed`.
@@ -509,6 +521,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
             .collect(),
         clairvoyant: kind.clairvoyant(),
         slots: kind.slots(),
+        kind,
         requests: Vec::new(),
         done: Vec::new(),
         clients: Vec::new(),
@@ -522,10 +535,13 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
             sent_costly: vec![0; servers],
             choices: Vec::new(),
             most_in_flight: 0,
+            most_limited: 0,
             held_at_end: 0,
         },
         held: vec![VecDeque::new(); scenario.nodes],
         in_flight: vec![vec![0; servers]; scenario.nodes],
+        limited: vec![vec![0; servers]; scenario.nodes],
+        costly_open: vec![0; scenario.nodes],
     };
     sim.schedule_start(seed);
     sim.run_to_end();
@@ -577,6 +593,7 @@ impl Sim<'_> {
             sent_ms: t,
             server: 0,
             client,
+            limited: false,
         });
         self.done.push(false);
         self.requests.len() - 1
@@ -636,7 +653,20 @@ impl Sim<'_> {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Arrive(id) => self.dispatch(id),
+            Event::Arrive(id) => {
+                let request = self.requests[id].request;
+                let costly = request.cost_estimate_ms >= policies::COSTLY_HOLD_MS;
+                if costly {
+                    self.costly_open[request.node] += 1;
+                }
+                self.requests[id].limited = self.slots > 0
+                    && self.kind.limits(
+                        request.cost_estimate_ms,
+                        self.costly_open[request.node],
+                        self.servers.len(),
+                    );
+                self.dispatch(id);
+            }
             Event::AtServer(id) => {
                 let work = self.requests[id].request.work_ms;
                 let server = self.requests[id].server;
@@ -689,7 +719,8 @@ impl Sim<'_> {
             work_ms: request.work_ms,
             costly: request.costly,
         });
-        let slots = self.slots;
+        let limited = self.requests[id].limited;
+        let slots = if limited { self.slots } else { 0 };
         let policy = &mut self.policies[node];
         let server = if slots == 0 {
             policy.choose(
@@ -699,7 +730,7 @@ impl Sim<'_> {
                 truth.as_ref(),
             )
         } else {
-            let free: Vec<bool> = self.in_flight[node].iter().map(|&n| n < slots).collect();
+            let free: Vec<bool> = self.limited[node].iter().map(|&n| n < slots).collect();
             if !free.iter().any(|&f| f) {
                 self.held[node].push_back(id);
                 return;
@@ -717,6 +748,10 @@ impl Sim<'_> {
             .outcome
             .most_in_flight
             .max(self.in_flight[node][server]);
+        if limited {
+            self.limited[node][server] += 1;
+            self.outcome.most_limited = self.outcome.most_limited.max(self.limited[node][server]);
+        }
         policy.started(id as u64, server, request.cost_estimate_ms, now);
         self.servers[server]
             .incoming
@@ -741,6 +776,13 @@ impl Sim<'_> {
         let (node, server, client) = (r.request.node, r.server, r.client);
         self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
         self.in_flight[node][server] -= 1;
+        if r.request.cost_estimate_ms >= policies::COSTLY_HOLD_MS {
+            self.costly_open[node] -= 1;
+        }
+        let limited = r.limited;
+        if limited {
+            self.limited[node][server] -= 1;
+        }
         if r.arrived_ms >= self.scenario.warmup_ms {
             self.outcome.latencies_ms.push(now - r.arrived_ms);
             self.outcome.costly.push(r.request.costly);
@@ -751,8 +793,11 @@ impl Sim<'_> {
         if let Some(c) = client {
             self.client_sends(c, now);
         }
-        if let Some(held) = self.held[node].pop_front() {
-            self.dispatch(held);
+        // Only an answer of the limited class frees a place for a held one.
+        if limited {
+            if let Some(held) = self.held[node].pop_front() {
+                self.dispatch(held);
+            }
         }
     }
 

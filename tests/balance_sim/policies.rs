@@ -2,7 +2,8 @@
 //! own counts: round robin, least connections, power of two choices on
 //! connections, raftlb's choice before issue 13 (lowest `cpu + wait` plus
 //! in-flight points), and raftlb's policy (`raftlb::balance`); raftlb's and
-//! least connections with a queue at the node (`Kind::slots`); and three
+//! least connections with a queue at the node (`Kind::slots`), and raftlb's
+//! with one for its costly requests only; and three
 //! clairvoyant ones, not deployable, shown the servers' true state (`Truth`)
 //! to bound what choosing a server alone can do.
 
@@ -64,10 +65,29 @@ pub enum Kind {
     /// The same limit and queue with least connections (what HAProxy
     /// `leastconn` with `maxconn` does).
     LeastConnHold(u8),
+    /// raftlb's policy with the limit and queue for costly requests only
+    /// (estimated at `COSTLY_HOLD_MS` or more), and only while its node has
+    /// few of them open (`COSTLY_HOLD_OPEN_PER_SERVER`): a costly request
+    /// then waits at its node while each server has this many of the node's
+    /// costly requests, and goes to the first with room (late binding).
+    /// Cheap requests go at once, as without a queue; with more costly ones
+    /// open (a closed loop's clients piling up), they go at once too.
+    RaftlbHoldCostly(u8),
 }
 
+/// The estimated cost from which `Kind::RaftlbHoldCostly` holds a request:
+/// between the workload's cheap class (at most 1 ms) and its costly one (10
+/// ms or more).
+pub const COSTLY_HOLD_MS: f64 = 5.0;
+/// `Kind::RaftlbHoldCostly` holds a costly request only while its node has
+/// at most this many costly requests open per server, this one included.
+/// Without the bound a closed loop's p99 was 1.2-1.9x raftlb's: its 32
+/// clients soon all wait on costly requests, and holding them only moves
+/// the wait (Little's law). With 2 per server the open loop's gain was gone.
+pub const COSTLY_HOLD_OPEN_PER_SERVER: usize = 3;
+
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::RoundRobin,
         Kind::LeastConn,
         Kind::P2c,
@@ -80,6 +100,7 @@ impl Kind {
         Kind::RaftlbHold(2),
         Kind::LeastConnHold(1),
         Kind::LeastConnHold(2),
+        Kind::RaftlbHoldCostly(1),
     ];
 
     /// Whether the policy is shown the servers' true state (`Truth`).
@@ -90,8 +111,24 @@ impl Kind {
     /// How many requests a node keeps in flight at one server (0: no limit).
     pub fn slots(self) -> usize {
         match self {
-            Kind::RaftlbHold(k) | Kind::LeastConnHold(k) => usize::from(k),
+            Kind::RaftlbHold(k) | Kind::LeastConnHold(k) | Kind::RaftlbHoldCostly(k) => {
+                usize::from(k)
+            }
             _ => 0,
+        }
+    }
+
+    /// Whether the limit of `slots` applies to a request of this estimated
+    /// cost arriving while its node has `costly_open` costly requests open
+    /// (it included) before `servers` (always, for a policy with no limit:
+    /// it never holds).
+    pub fn limits(self, cost_estimate_ms: f64, costly_open: usize, servers: usize) -> bool {
+        match self {
+            Kind::RaftlbHoldCostly(_) => {
+                cost_estimate_ms >= COSTLY_HOLD_MS
+                    && costly_open <= COSTLY_HOLD_OPEN_PER_SERVER * servers
+            }
+            _ => true,
         }
     }
 
@@ -111,6 +148,8 @@ impl Kind {
             Kind::LeastConnHold(1) => "leastconn+q1",
             Kind::LeastConnHold(2) => "leastconn+q2",
             Kind::LeastConnHold(_) => "leastconn+q",
+            Kind::RaftlbHoldCostly(1) => "raftlb+costly1",
+            Kind::RaftlbHoldCostly(_) => "raftlb+costly",
         }
     }
 
@@ -132,7 +171,7 @@ impl Kind {
                 points: vec![0.0; servers],
                 costs: BTreeMap::new(),
             }),
-            Kind::Raftlb | Kind::RaftlbHold(_) => Box::new(Raftlb {
+            Kind::Raftlb | Kind::RaftlbHold(_) | Kind::RaftlbHoldCostly(_) => Box::new(Raftlb {
                 balancer: Balancer::new(params.clone(), seed),
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),

@@ -246,7 +246,7 @@ pub fn print_classes(rows: &[Row]) {
 /// policies' p99 over the better of leastconn's and P2C's, both without a
 /// queue (issue 13's goal: at most 0.5).
 pub fn print_goal(rows: &[Row]) {
-    const OVER: [Kind; 7] = [
+    const OVER: [Kind; 8] = [
         Kind::Raftlb,
         Kind::Oracle,
         Kind::OracleSum,
@@ -254,6 +254,7 @@ pub fn print_goal(rows: &[Row]) {
         Kind::RaftlbHold(1),
         Kind::RaftlbHold(2),
         Kind::LeastConnHold(2),
+        Kind::RaftlbHoldCostly(1),
     ];
     print!("{:<8} {:<10} {:>15}", "scenario", "load", "best ref p99");
     for kind in OVER {
