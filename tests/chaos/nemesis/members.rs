@@ -142,7 +142,11 @@ impl Nemesis<'_> {
             }
             Fault::ReplaceNode => {
                 let old = self.pick(&voters).expect("voters");
-                let steps = [self.without(old)];
+                // The new node joins under the voters in force, `old` among
+                // them and already down: they need a majority up too (chaos
+                // seed 1796368170155291010: with C killed, replacing B left
+                // A and D of B, C, D, A, and nothing committed for 32 s).
+                let steps = [voters.clone(), self.without(old)];
                 if !self.make_room(&steps, &[old]) {
                     return skip(self, "no majority would be left up");
                 }

@@ -278,30 +278,34 @@ impl Nemesis<'_> {
         ));
     }
 
+    /// What the running node that leads in the highest term shows now: its
+    /// id, term, voters (sorted) and learners; None while none leads.
+    pub(super) fn shown_configuration(&self) -> Option<(String, u64, Vec<usize>, Vec<usize>)> {
+        let running = self.cluster.live();
+        let leader = (running.iter())
+            .filter_map(|&i| self.watch.status(i))
+            .filter(|s| s.role == "leader")
+            .max_by_key(|s| s.term)?;
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for n in &leader.nodes {
+            let i = self.watch.index_of(&n.id)?;
+            match n.voter {
+                true => voters.push(i),
+                false => learners.push(i),
+            }
+        }
+        voters.sort_unstable();
+        Some((leader.id.clone(), leader.term, voters, learners))
+    }
+
     /// The leader's configuration (voters, learners), once the running nodes
     /// name one leader and it shows the same configuration twice in a row.
     fn read_configuration(&mut self) -> Option<(Vec<usize>, Vec<usize>)> {
         let start = Instant::now();
         let mut last = None;
         while start.elapsed() < FAILOVER_LIMIT {
-            let running = self.cluster.live();
-            let leader = (running.iter())
-                .filter_map(|&i| self.watch.status(i))
-                .filter(|s| s.role == "leader")
-                .max_by_key(|s| s.term);
-            let seen = leader.and_then(|s| {
-                let mut voters = Vec::new();
-                let mut learners = Vec::new();
-                for n in &s.nodes {
-                    let i = self.watch.index_of(&n.id)?;
-                    match n.voter {
-                        true => voters.push(i),
-                        false => learners.push(i),
-                    }
-                }
-                voters.sort_unstable();
-                Some((s.id.clone(), s.term, voters, learners))
-            });
+            let seen = self.shown_configuration();
             match seen {
                 Some((_, _, voters, learners)) if seen == last => return Some((voters, learners)),
                 _ => last = seen,
