@@ -8,7 +8,8 @@
 //! doors, where they ignore the node and replay the weak rows. And a queue
 //! at the node (`raftlb+queue1/2`, `leastconn+q1/2`: at most 1 or 2 requests
 //! in flight per server and node, the rest held in arrival order; HAProxy's
-//! maxconn), which shows what halves a closed loop. Then three more tables:
+//! maxconn), which shows what halves a closed loop, and `raftlb+costly1`,
+//! which holds costly requests alone. Then three more tables:
 //! where
 //! each policy spends the latency (Little's law and per-class percentiles),
 //! raftlb's and the oracles' p99 over the best reference's (issue 13's goal),
@@ -17,7 +18,12 @@
 //! For tuning: `BALANCE_PARAMS=peak=1,table=0` changes raftlb's `Params`
 //! (keys below), `BALANCE_ONLY=open` keeps the scenarios whose name and load
 //! contain the text, `BALANCE_INTERVAL=250` sets the daemons' report interval
-//! (ms) of the main tables.
+//! (ms) of the main tables. Closer to `make bench`'s machines:
+//! `BALANCE_CFS=40,2.5` models CFS bandwidth control (each machine spends its
+//! quota of a 40 ms period at up to 2.5 times its capacity, then stalls until
+//! the period ends: the bench's 40 ms per 100 ms on a 2-core host, scaled to
+//! the simulator's faster machines), and `BALANCE_NEIGHBOUR=4` gives the
+//! noisy neighbour that many busy threads (the bench's; 2 by default).
 
 #[path = "../tests/balance_sim/mod.rs"]
 mod balance_sim;
@@ -56,11 +62,34 @@ fn main() {
     let interval: Option<f64> = std::env::var("BALANCE_INTERVAL")
         .ok()
         .map(|v| v.parse().expect("BALANCE_INTERVAL: milliseconds"));
+    let bandwidth = std::env::var("BALANCE_CFS").ok().map(|v| {
+        let (period, burst) = v
+            .split_once(',')
+            .expect("BALANCE_CFS: period_ms,burst (40,2.5)");
+        balance_sim::Bandwidth {
+            period_ms: period.parse().expect("BALANCE_CFS: a period in ms"),
+            burst: burst.parse().expect("BALANCE_CFS: a burst factor"),
+        }
+    });
+    let neighbour: Option<f64> = std::env::var("BALANCE_NEIGHBOUR")
+        .ok()
+        .map(|v| v.parse().expect("BALANCE_NEIGHBOUR: busy threads"));
+    if bandwidth.is_some() || neighbour.is_some() {
+        println!("CFS bandwidth control: {bandwidth:?}; neighbour's busy threads: {neighbour:?} (None: the defaults)\n");
+    }
     let scenarios: Vec<_> = scenarios::all(scenarios::BENCH)
         .into_iter()
         .filter(|s| format!("{} {}", s.name, scenarios::load_name(s.load)).contains(&only))
         .map(|mut s| {
             s.report_interval_ms = interval.unwrap_or(s.report_interval_ms);
+            s.bandwidth = bandwidth;
+            if let Some(threads) = neighbour {
+                let machines =
+                    (s.machines.iter_mut()).chain(s.changes.iter_mut().map(|c| &mut c.machine));
+                for m in machines.filter(|m| m.hog > 0.0) {
+                    m.hog = threads;
+                }
+            }
             s
         })
         .collect();

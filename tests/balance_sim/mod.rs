@@ -87,6 +87,8 @@ pub struct Scenario {
     pub nodes: usize,
     pub threads: usize,
     pub report_interval_ms: f64,
+    /// CFS bandwidth control (None: a quota spent evenly, as a slower CPU).
+    pub bandwidth: Option<Bandwidth>,
     pub report_delay_ms: f64,
     pub duration_ms: f64,
     /// Requests arriving before this are not counted.
@@ -220,6 +222,20 @@ struct Server {
     used: f64,
     runnable: f64,
     not_running: f64,
+    /// CFS bandwidth control, when modelled: the quota is spent at up to
+    /// `Bandwidth::burst` times the capacity, then the machine stalls until
+    /// its period ends.
+    bandwidth: Option<Bandwidth>,
+    quota_left_ms: f64,
+    period_end_ms: f64,
+}
+
+/// A cgroup's quota as CFS enforces it: `capacity x period_ms` core-ms per
+/// period, spent as fast as `burst x capacity` cores allow.
+#[derive(Clone, Copy, Debug)]
+pub struct Bandwidth {
+    pub period_ms: f64,
+    pub burst: f64,
 }
 
 impl Server {
@@ -227,9 +243,12 @@ impl Server {
     fn rate(&self) -> f64 {
         let threads = self.running.len() as f64 + self.machine.hog;
         if threads == 0.0 {
-            0.0
-        } else {
-            (self.machine.capacity / threads).min(1.0)
+            return 0.0;
+        }
+        match self.bandwidth {
+            None => (self.machine.capacity / threads).min(1.0),
+            Some(_) if self.quota_left_ms <= 0.0 => 0.0,
+            Some(b) => (b.burst * self.machine.capacity / threads).min(1.0),
         }
     }
 
@@ -242,6 +261,36 @@ impl Server {
         self.used += rate * threads * dt;
         self.runnable += threads * dt;
         self.not_running += threads * (1.0 - rate) * dt;
+        if self.bandwidth.is_some() {
+            self.quota_left_ms -= rate * threads * dt;
+            if self.quota_left_ms < 1e-9 {
+                self.quota_left_ms = 0.0;
+            }
+        }
+    }
+
+    /// When the quota runs out or the period ends, whichever is first.
+    fn next_throttle_change(&self, now: f64) -> f64 {
+        if self.bandwidth.is_none() {
+            return f64::INFINITY;
+        }
+        let burn = self.rate() * (self.running.len() as f64 + self.machine.hog);
+        let out = if burn > 0.0 && self.quota_left_ms > 0.0 {
+            now + self.quota_left_ms / burn
+        } else {
+            f64::INFINITY
+        };
+        out.min(self.period_end_ms)
+    }
+
+    /// A new period's quota, when the period ended by `now`.
+    fn refill(&mut self, now: f64) {
+        if let Some(b) = self.bandwidth {
+            while self.period_end_ms <= now + 1e-9 {
+                self.quota_left_ms = self.machine.capacity * b.period_ms;
+                self.period_end_ms += b.period_ms;
+            }
+        }
     }
 
     fn next_completion(&self, now: f64) -> f64 {
@@ -513,6 +562,9 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
                 used: 0.0,
                 runnable: 0.0,
                 not_running: 0.0,
+                bandwidth: scenario.bandwidth,
+                quota_left_ms: 0.0,
+                period_end_ms: 0.0,
             })
             .collect(),
         views: vec![vec![View::default(); servers]; scenario.nodes],
@@ -543,6 +595,14 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         limited: vec![vec![0; servers]; scenario.nodes],
         costly_open: vec![0; scenario.nodes],
     };
+    // Each cgroup's period starts at its own time, as CFS's timers do.
+    let n = sim.servers.len() as f64;
+    for (i, server) in sim.servers.iter_mut().enumerate() {
+        if let Some(b) = server.bandwidth {
+            server.period_end_ms = b.period_ms * (i as f64 + 1.0) / (n + 1.0);
+            server.quota_left_ms = server.machine.capacity * server.period_end_ms;
+        }
+    }
     sim.schedule_start(seed);
     sim.run_to_end();
     sim.outcome
@@ -618,14 +678,21 @@ impl Sim<'_> {
                 .enumerate()
                 .map(|(i, s)| (s.next_completion(self.now), i))
                 .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
-            let t = next_event.min(next_done);
+            let next_throttle = (self.servers.iter())
+                .map(|s| s.next_throttle_change(self.now))
+                .fold(f64::INFINITY, f64::min);
+            let t = next_event.min(next_done).min(next_throttle);
             if t > end {
                 break;
             }
             for s in &mut self.servers {
                 s.advance(t - self.now);
+                s.refill(t);
             }
             self.now = t;
+            if next_throttle < next_event.min(next_done) {
+                continue;
+            }
             if next_done <= next_event {
                 self.complete(server);
             } else {
@@ -832,9 +899,17 @@ mod tests {
             let next_done = server.next_completion(now);
             let next_arrival = arrivals.front().map_or(f64::INFINITY, |a| a.0);
             let next_change = changes.peek().map_or(f64::INFINITY, |c| c.at_ms);
-            let t = next_done.min(next_arrival).min(next_change);
+            let next_throttle = server.next_throttle_change(now);
+            let t = next_done
+                .min(next_arrival)
+                .min(next_change)
+                .min(next_throttle);
             server.advance(t - now);
+            server.refill(t);
             now = t;
+            if next_throttle < next_done.min(next_arrival).min(next_change) {
+                continue;
+            }
             if next_done <= t {
                 for job in &mut server.running {
                     if job.remaining_ms < 1e-7 {
@@ -855,6 +930,46 @@ mod tests {
         done
     }
 
+    #[test]
+    fn a_quota_under_bandwidth_control_is_spent_in_a_burst_then_the_machine_stalls() {
+        // Two 40 ms jobs, a quota of one core (40 ms per 40 ms period) spent
+        // at up to 2.5 cores: each runs on a core of its own for 20 ms, the
+        // quota is gone, the machine stalls until the period ends at 40 ms,
+        // and both finish 20 ms into the next period. Spent evenly, as a
+        // slower CPU, they share one core and finish at 80 ms.
+        let server = |bandwidth| Server {
+            machine: Machine {
+                capacity: 1.0,
+                hog: 0.0,
+            },
+            threads: 4,
+            running: Vec::new(),
+            waiting: VecDeque::new(),
+            incoming: VecDeque::new(),
+            used: 0.0,
+            runnable: 0.0,
+            not_running: 0.0,
+            bandwidth,
+            quota_left_ms: 40.0,
+            period_end_ms: 40.0,
+        };
+        let arrivals = VecDeque::from([(0.0, 0, 40.0), (0.0, 1, 40.0)]);
+        let cfs = Bandwidth {
+            period_ms: 40.0,
+            burst: 2.5,
+        };
+        for (bandwidth, at) in [(Some(cfs), 60.0), (None, 80.0)] {
+            let done = drive(server(bandwidth), arrivals.clone(), &[]);
+            assert_eq!(done.len(), 2);
+            for (_, t) in done {
+                assert!(
+                    (t - at).abs() < 1e-6,
+                    "{bandwidth:?}: done at {t}, not {at}"
+                );
+            }
+        }
+    }
+
     fn busy_server() -> Server {
         let job = |request, remaining_ms| Job {
             request,
@@ -872,6 +987,9 @@ mod tests {
             used: 0.0,
             runnable: 0.0,
             not_running: 0.0,
+            bandwidth: None,
+            quota_left_ms: 0.0,
+            period_end_ms: 0.0,
         }
     }
 

@@ -57,6 +57,7 @@ fn scenario(
         // raftlb-worker's default on a 2-core host: 2 per CPU, at least 4.
         threads: 4,
         report_interval_ms: 1000.0,
+        bandwidth: None,
         report_delay_ms: 100.0,
         duration_ms: length.duration_ms,
         warmup_ms: length.warmup_ms,
