@@ -263,7 +263,7 @@ const HOW_TO_READ: &str = "
   mean latency: in a closed loop the 32 clients, by Little's law, so the
   mean latency is the same for every system that keeps the machines busy,
   and answering cheap requests sooner leaves more of it to the costly ones).
-  The goal rows compare medians of 3 rounds of raftlb and the reference,
+  The goal rows compare medians of 5 rounds of raftlb and the reference,
   taking turns (a single 7 s load differs from the next by up to 2x here).
   Shift: raftlb alone, six closed loops of
   5 s back to back; the neighbour's loops are moved from machine 3's cgroup
