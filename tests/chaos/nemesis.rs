@@ -361,14 +361,16 @@ impl<'a> Nemesis<'a> {
         // configuration a leader shows and wait again for its live voters
         // (chaos seed 1796368170155291010: B, replaced 32 s after the
         // operator gave up, was asked for the leader it would never hear).
-        let shown = self.shown_configuration().map(|(_, _, voters, _)| voters);
-        let mut believed = self.voters.clone();
-        believed.sort_unstable();
-        if found.is_none() && shown.is_some_and(|voters| voters != believed) {
-            self.say("the configuration changed after the operator stopped waiting: read back");
-            self.reconcile();
-            live = self.live();
-            found = (self.watch).await_new_leader(None, &live, Instant::now(), FAILOVER_LIMIT);
+        if found.is_none() {
+            let shown = self.shown_configuration().map(|(_, _, voters, _)| voters);
+            let mut believed = self.voters.clone();
+            believed.sort_unstable();
+            if shown.is_some_and(|voters| voters != believed) {
+                self.say("the configuration changed after the operator stopped waiting: read back");
+                self.reconcile();
+                live = self.live();
+                found = (self.watch).await_new_leader(None, &live, Instant::now(), FAILOVER_LIMIT);
+            }
         }
         if let Some((leader, term, _)) = found {
             return Some((leader, term));
