@@ -31,7 +31,7 @@ hunt: ## both simulators (the core, whole nodes) on HUNT_SEEDS seeds (100000) ea
 	RAFTLB_NODESIM_SEEDS=$(HUNT_SEEDS) $(CARGO) test --locked --test sim_node -- --nocapture
 
 # raftlb beside etcd, HAProxy, nginx, primesieve and primecount: one run, one
-# table, written to BENCHMARKS.md and printed (benches/compare/, ~10 minutes).
+# table, written to BENCHMARKS.md and printed (benches/compare/, ~25 minutes).
 # BENCH_QUICK=1 for a short development run. /usr/sbin is added to PATH because
 # haproxy and nginx live there and a user's PATH may not have it.
 bench: build bench-deps ## raftlb beside etcd, HAProxy, nginx, primesieve; writes BENCHMARKS.md
