@@ -239,6 +239,33 @@ pub struct Bandwidth {
 }
 
 impl Server {
+    /// An idle server; under `bandwidth`, its first period ends at
+    /// `first_period_end_ms` with that part of a period's quota to spend.
+    fn new(
+        machine: Machine,
+        threads: usize,
+        bandwidth: Option<Bandwidth>,
+        first_period_end_ms: f64,
+    ) -> Server {
+        let quota_left_ms = match bandwidth {
+            Some(_) => machine.capacity * first_period_end_ms,
+            None => 0.0,
+        };
+        Server {
+            machine,
+            threads,
+            running: Vec::new(),
+            waiting: VecDeque::new(),
+            incoming: VecDeque::new(),
+            used: 0.0,
+            runnable: 0.0,
+            not_running: 0.0,
+            bandwidth,
+            quota_left_ms,
+            period_end_ms: first_period_end_ms,
+        }
+    }
+
     /// Cores each runnable thread gets.
     fn rate(&self) -> f64 {
         let threads = self.running.len() as f64 + self.machine.hog;
@@ -550,21 +577,19 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         now: 0.0,
         events: BinaryHeap::new(),
         payloads: Vec::new(),
-        servers: scenario
-            .machines
-            .iter()
-            .map(|&machine| Server {
-                machine,
-                threads: scenario.threads,
-                running: Vec::new(),
-                waiting: VecDeque::new(),
-                incoming: VecDeque::new(),
-                used: 0.0,
-                runnable: 0.0,
-                not_running: 0.0,
-                bandwidth: scenario.bandwidth,
-                quota_left_ms: 0.0,
-                period_end_ms: 0.0,
+        servers: (scenario.machines.iter().enumerate())
+            .map(|(i, &machine)| {
+                // Each cgroup's period starts at its own time, as CFS's
+                // timers do.
+                let first_period_end_ms = scenario.bandwidth.map_or(0.0, |b| {
+                    b.period_ms * (i as f64 + 1.0) / (servers as f64 + 1.0)
+                });
+                Server::new(
+                    machine,
+                    scenario.threads,
+                    scenario.bandwidth,
+                    first_period_end_ms,
+                )
             })
             .collect(),
         views: vec![vec![View::default(); servers]; scenario.nodes],
@@ -595,14 +620,6 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         limited: vec![vec![0; servers]; scenario.nodes],
         costly_open: vec![0; scenario.nodes],
     };
-    // Each cgroup's period starts at its own time, as CFS's timers do.
-    let n = sim.servers.len() as f64;
-    for (i, server) in sim.servers.iter_mut().enumerate() {
-        if let Some(b) = server.bandwidth {
-            server.period_end_ms = b.period_ms * (i as f64 + 1.0) / (n + 1.0);
-            server.quota_left_ms = server.machine.capacity * server.period_end_ms;
-        }
-    }
     sim.schedule_start(seed);
     sim.run_to_end();
     sim.outcome
@@ -722,8 +739,7 @@ impl Sim<'_> {
         match event {
             Event::Arrive(id) => {
                 let request = self.requests[id].request;
-                let costly = request.cost_estimate_ms >= policies::COSTLY_HOLD_MS;
-                if costly {
+                if policies::costly(request.cost_estimate_ms) {
                     self.costly_open[request.node] += 1;
                 }
                 self.requests[id].limited = self.slots > 0
@@ -843,7 +859,7 @@ impl Sim<'_> {
         let (node, server, client) = (r.request.node, r.server, r.client);
         self.policies[node].finished(id as u64, server, now - r.sent_ms, now);
         self.in_flight[node][server] -= 1;
-        if r.request.cost_estimate_ms >= policies::COSTLY_HOLD_MS {
+        if policies::costly(r.request.cost_estimate_ms) {
             self.costly_open[node] -= 1;
         }
         let limited = r.limited;
@@ -937,22 +953,11 @@ mod tests {
         // quota is gone, the machine stalls until the period ends at 40 ms,
         // and both finish 20 ms into the next period. Spent evenly, as a
         // slower CPU, they share one core and finish at 80 ms.
-        let server = |bandwidth| Server {
-            machine: Machine {
-                capacity: 1.0,
-                hog: 0.0,
-            },
-            threads: 4,
-            running: Vec::new(),
-            waiting: VecDeque::new(),
-            incoming: VecDeque::new(),
-            used: 0.0,
-            runnable: 0.0,
-            not_running: 0.0,
-            bandwidth,
-            quota_left_ms: 40.0,
-            period_end_ms: 40.0,
+        let machine = Machine {
+            capacity: 1.0,
+            hog: 0.0,
         };
+        let server = |bandwidth| Server::new(machine, 4, bandwidth, 40.0);
         let arrivals = VecDeque::from([(0.0, 0, 40.0), (0.0, 1, 40.0)]);
         let cfs = Bandwidth {
             period_ms: 40.0,
@@ -975,21 +980,15 @@ mod tests {
             request,
             remaining_ms,
         };
+        let machine = Machine {
+            capacity: 0.5,
+            hog: 1.0,
+        };
         Server {
-            machine: Machine {
-                capacity: 0.5,
-                hog: 1.0,
-            },
-            threads: 2,
             running: vec![job(0, 5.0), job(1, 1.0)],
             waiting: VecDeque::from([job(2, 3.0), job(3, 0.5)]),
             incoming: VecDeque::from([(0.1, 4, 2.0)]),
-            used: 0.0,
-            runnable: 0.0,
-            not_running: 0.0,
-            bandwidth: None,
-            quota_left_ms: 0.0,
-            period_end_ms: 0.0,
+            ..Server::new(machine, 2, None, 0.0)
         }
     }
 

@@ -79,6 +79,12 @@ pub enum Kind {
 /// between the workload's cheap class (at most 1 ms) and its costly one (10
 /// ms or more).
 pub const COSTLY_HOLD_MS: f64 = 5.0;
+
+/// Whether a request of this estimated cost counts as costly for
+/// `Kind::RaftlbHoldCostly`.
+pub fn costly(cost_estimate_ms: f64) -> bool {
+    cost_estimate_ms >= COSTLY_HOLD_MS
+}
 /// `Kind::RaftlbHoldCostly` holds a costly request only while its node has
 /// at most this many costly requests open per server, this one included.
 /// Without the bound a closed loop's p99 was 1.2-1.9x raftlb's: its 32
@@ -127,8 +133,7 @@ impl Kind {
     pub fn limits(self, cost_estimate_ms: f64, costly_open: usize, servers: usize) -> bool {
         match self {
             Kind::RaftlbHoldCostly(_) => {
-                cost_estimate_ms >= COSTLY_HOLD_MS
-                    && costly_open <= COSTLY_HOLD_OPEN_PER_SERVER * servers
+                costly(cost_estimate_ms) && costly_open <= COSTLY_HOLD_OPEN_PER_SERVER * servers
             }
             _ => true,
         }
