@@ -24,12 +24,15 @@
 //! the period ends: the bench's 40 ms per 100 ms on a 2-core host, scaled to
 //! the simulator's faster machines), and `BALANCE_NEIGHBOUR=4` gives the
 //! noisy neighbour that many busy threads (the bench's; 2 by default).
+//! `BALANCE_SHARED=1` adds the limits on each server's own count
+//! (`Kind::SHARED`, an experiment that did not pay: README).
 
 #[path = "../tests/balance_sim/mod.rs"]
 mod balance_sim;
 
 use std::time::Instant;
 
+use balance_sim::policies::Kind;
 use balance_sim::scenarios;
 use raftlb::balance::Params;
 
@@ -93,14 +96,27 @@ fn main() {
             s
         })
         .collect();
-    let rows = scenarios::rows(&scenarios, &SEEDS, &params);
+    let shared = std::env::var("BALANCE_SHARED").is_ok_and(|v| v == "1");
+    let mut kinds = Kind::ALL.to_vec();
+    let mut over = scenarios::GOAL_OVER.to_vec();
+    if shared {
+        kinds.extend(Kind::SHARED);
+        over.extend(Kind::SHARED);
+    }
+    let rows = scenarios::rows(&scenarios, &kinds, &SEEDS, &params);
     scenarios::print(&rows);
     println!("\nWhere the latency goes (ms; X*W = Little's L, a closed loop's clients; costly% = costly requests' share of all latency):");
     scenarios::print_classes(&rows);
     println!(
         "\np99 over the better of leastconn and p2c (goal: <= 0.50; the oracles are clairvoyant; they skip five doors, where they replay weak):"
     );
-    scenarios::print_goal(&rows);
+    scenarios::print_goal(&rows, &over);
+    println!("\nFive doors over one (weak machine; goal: <= 1.2):");
+    let mut doors = vec![Kind::Raftlb, Kind::RaftlbHold(1), Kind::RaftlbHoldCostly(1)];
+    if shared {
+        doors.extend(Kind::SHARED);
+    }
+    scenarios::print_doors(&rows, &doors);
     println!("\nShift: machine 1's share of requests before the neighbour moves onto it, and how soon it halves over 1 s (as make bench's row; goal: within 2 s):");
     scenarios::print_shift(&rows, &scenarios);
     println!("\nraftlb, report interval {INTERVAL_FAST_MS:.0} ms against {INTERVAL_SLOW_MS:.0} ms (ms; ratio < 1: faster reports pay):");

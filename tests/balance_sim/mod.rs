@@ -537,6 +537,9 @@ struct InFlight {
     client: Option<usize>,
     /// Whether its node's limit applies to it (decided when it arrives).
     limited: bool,
+    /// The count of limited requests its server held when it answered it
+    /// (`Kind::shared`).
+    told: usize,
 }
 
 /// The state of one run.
@@ -567,6 +570,10 @@ struct Sim<'a> {
     in_flight: Vec<Vec<usize>>,
     limited: Vec<Vec<usize>>,
     costly_open: Vec<usize>,
+    /// Per node and server (`Kind::shared`): the count of limited requests
+    /// the server's last answer to the node told, and the node's limited
+    /// requests sent there since.
+    told: Vec<Vec<(usize, usize)>>,
 }
 
 /// Runs `scenario` under `kind` with the arrivals of `seed`.
@@ -619,6 +626,7 @@ pub fn run(scenario: &Scenario, kind: Kind, seed: u64, params: &Params) -> Outco
         in_flight: vec![vec![0; servers]; scenario.nodes],
         limited: vec![vec![0; servers]; scenario.nodes],
         costly_open: vec![0; scenario.nodes],
+        told: vec![vec![(0, 0); servers]; scenario.nodes],
     };
     sim.schedule_start(seed);
     sim.run_to_end();
@@ -671,6 +679,7 @@ impl Sim<'_> {
             server: 0,
             client,
             limited: false,
+            told: 0,
         });
         self.done.push(false);
         self.requests.len() - 1
@@ -730,7 +739,18 @@ impl Sim<'_> {
                 job.remaining_ms = 0.0;
             }
         }
-        for request in servers.complete() {
+        let done = servers.complete();
+        if self.kind.shared() {
+            let servers = &self.servers[server];
+            let there = (servers.running.iter().map(|j| j.request))
+                .chain(servers.waiting.iter().map(|j| j.request))
+                .filter(|&r| self.requests[r].limited)
+                .count();
+            for &request in &done {
+                self.requests[request].told = there;
+            }
+        }
+        for request in done {
             self.at(self.now + NETWORK_MS, Event::Answer(request));
         }
     }
@@ -804,6 +824,11 @@ impl Sim<'_> {
         });
         let limited = self.requests[id].limited;
         let slots = if limited { self.slots } else { 0 };
+        let free = if slots == 0 {
+            Vec::new()
+        } else {
+            self.room(node)
+        };
         let policy = &mut self.policies[node];
         let server = if slots == 0 {
             policy.choose(
@@ -813,7 +838,6 @@ impl Sim<'_> {
                 truth.as_ref(),
             )
         } else {
-            let free: Vec<bool> = self.limited[node].iter().map(|&n| n < slots).collect();
             if !free.iter().any(|&f| f) {
                 self.held[node].push_back(id);
                 return;
@@ -832,6 +856,7 @@ impl Sim<'_> {
             .most_in_flight
             .max(self.in_flight[node][server]);
         if limited {
+            self.told[node][server].1 += 1;
             self.limited[node][server] += 1;
             self.outcome.most_limited = self.outcome.most_limited.max(self.limited[node][server]);
         }
@@ -850,6 +875,22 @@ impl Sim<'_> {
             self.outcome.choices.push((r.arrived_ms, server));
         }
         self.at(now + NETWORK_MS, Event::AtServer(id));
+    }
+
+    /// Which servers have room for one more of `node`'s limited requests.
+    fn room(&self, node: usize) -> Vec<bool> {
+        if self.kind.shared() {
+            // A node with none of its limited requests out would hear from
+            // no server about them again: it sends one anyway.
+            let idle = self.limited[node].iter().all(|&n| n == 0);
+            (self.told[node].iter())
+                .map(|&(told, since)| idle || told + since < self.slots)
+                .collect()
+        } else {
+            (self.limited[node].iter())
+                .map(|&n| n < self.slots)
+                .collect()
+        }
     }
 
     fn answer(&mut self, id: usize) {
@@ -876,8 +917,16 @@ impl Sim<'_> {
         if let Some(c) = client {
             self.client_sends(c, now);
         }
-        // Only an answer of the limited class frees a place for a held one.
-        if limited {
+        if self.kind.shared() {
+            // Every answer says how many the server holds: the held requests
+            // go while some server has room.
+            self.told[node][server] = (self.requests[id].told, 0);
+            while !self.held[node].is_empty() && self.room(node).iter().any(|&f| f) {
+                let held = self.held[node].pop_front().expect("not empty");
+                self.dispatch(held);
+            }
+        } else if limited {
+            // Only an answer of the limited class frees a place for a held one.
             if let Some(held) = self.held[node].pop_front() {
                 self.dispatch(held);
             }

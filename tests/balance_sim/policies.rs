@@ -73,6 +73,18 @@ pub enum Kind {
     /// Cheap requests go at once, as without a queue, and so do costly ones
     /// while more are open (a closed loop's clients piling up).
     RaftlbHoldCostly(u8),
+    /// raftlb's policy with a limit on each server's own count: every answer
+    /// carries how many requests its server holds (computing or waiting for
+    /// a place, from every node), as ORCA's per-request load reports do for
+    /// Envoy, and a node sends a request only where that count, plus what it
+    /// sent there since, is under the limit; else it holds the request until
+    /// an answer says a server has room. Unlike `RaftlbHold`'s, the limit is
+    /// the server's, whatever the number of nodes. A node with none of its
+    /// requests out sends one anyway: it would hear from no server again.
+    RaftlbShared(u8),
+    /// The same for costly requests only (the count being the server's
+    /// costly ones), bounded as `RaftlbHoldCostly` is.
+    RaftlbSharedCostly(u8),
 }
 
 /// The estimated cost from which `Kind::RaftlbHoldCostly` holds a request:
@@ -110,17 +122,33 @@ impl Kind {
         Kind::RaftlbHoldCostly(1),
     ];
 
+    /// The limits on the servers' own counts, an experiment left out of
+    /// `ALL` (`BALANCE_SHARED=1` runs them): it did not pay.
+    pub const SHARED: [Kind; 3] = [
+        Kind::RaftlbShared(1),
+        Kind::RaftlbShared(2),
+        Kind::RaftlbSharedCostly(1),
+    ];
+
     /// Whether the policy is shown the servers' true state (`Truth`).
     pub fn clairvoyant(self) -> bool {
         matches!(self, Kind::Oracle | Kind::OracleSum | Kind::OracleHold)
     }
 
+    /// Whether the limit (`slots`) is on the count each server reports in
+    /// its answers rather than on the node's own requests there.
+    pub fn shared(self) -> bool {
+        matches!(self, Kind::RaftlbShared(_) | Kind::RaftlbSharedCostly(_))
+    }
+
     /// How many requests a node keeps in flight at one server (0: no limit).
     pub fn slots(self) -> usize {
         match self {
-            Kind::RaftlbHold(k) | Kind::LeastConnHold(k) | Kind::RaftlbHoldCostly(k) => {
-                usize::from(k)
-            }
+            Kind::RaftlbHold(k)
+            | Kind::LeastConnHold(k)
+            | Kind::RaftlbHoldCostly(k)
+            | Kind::RaftlbShared(k)
+            | Kind::RaftlbSharedCostly(k) => usize::from(k),
             _ => 0,
         }
     }
@@ -132,7 +160,7 @@ impl Kind {
     /// (`slots` 0) nothing is held.
     pub fn limits(self, cost_estimate_ms: f64, costly_open: usize, servers: usize) -> bool {
         match self {
-            Kind::RaftlbHoldCostly(_) => {
+            Kind::RaftlbHoldCostly(_) | Kind::RaftlbSharedCostly(_) => {
                 costly(cost_estimate_ms) && costly_open <= COSTLY_HOLD_OPEN_PER_SERVER * servers
             }
             _ => true,
@@ -157,6 +185,11 @@ impl Kind {
             Kind::LeastConnHold(_) => "leastconn+q",
             Kind::RaftlbHoldCostly(1) => "raftlb+costly1",
             Kind::RaftlbHoldCostly(_) => "raftlb+costly",
+            Kind::RaftlbShared(1) => "raftlb+srv1",
+            Kind::RaftlbShared(2) => "raftlb+srv2",
+            Kind::RaftlbShared(_) => "raftlb+srv",
+            Kind::RaftlbSharedCostly(1) => "raftlb+srvc1",
+            Kind::RaftlbSharedCostly(_) => "raftlb+srvc",
         }
     }
 
@@ -178,7 +211,11 @@ impl Kind {
                 points: vec![0.0; servers],
                 costs: BTreeMap::new(),
             }),
-            Kind::Raftlb | Kind::RaftlbHold(_) | Kind::RaftlbHoldCostly(_) => Box::new(Raftlb {
+            Kind::Raftlb
+            | Kind::RaftlbHold(_)
+            | Kind::RaftlbHoldCostly(_)
+            | Kind::RaftlbShared(_)
+            | Kind::RaftlbSharedCostly(_) => Box::new(Raftlb {
                 balancer: Balancer::new(params.clone(), seed),
                 ids: (0..servers).map(|i| format!("s{i}")).collect(),
                 tickets: BTreeMap::new(),
