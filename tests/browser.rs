@@ -308,10 +308,17 @@ fn new_leader_shown_within_2s(browser: &Browser, cluster: &mut Cluster, leader: 
         took <= NEW_LEADER_SHOWN_MAX,
         "the page took {took:?} to show the new leader (at most {NEW_LEADER_SHOWN_MAX:?})"
     );
-    let agreed = cluster.wait_for_leader(Duration::from_secs(10));
-    assert_eq!(
-        new, cluster.ids[agreed],
-        "the page shows the cluster's leader"
+    // The page must then show the leader the cluster agrees on. Not always
+    // the one it first showed: a stall can bring another election soon after
+    // (a CI run on a loaded 2-core host: D won term 2, a follower heard
+    // nothing from it for 0.7 s and A won term 3), and the page follows.
+    wait_for(
+        "the page showing the cluster's leader",
+        Duration::from_secs(10),
+        || {
+            let agreed = cluster.agreed_leader()?;
+            (browser.text(&shown).ok()? == cluster.ids[agreed]).then_some(())
+        },
     );
     wait_for("the killed node shown down", Duration::from_secs(5), || {
         let up = browser.execute(RENDERED, &[]).ok()?["up"][leader].clone();
