@@ -244,11 +244,12 @@ fn a_limit_on_each_servers_own_count_does_not_hold_five_doors_as_one() {
     // `Kind::RaftlbShared(1)`: each answer carries its server's count, and a
     // node sends only where that count (plus its sends since) is under 1.
     // Behind one door that is the per-node queue (`RaftlbHold(1)`), within
-    // 10 % (the same p99 at the time of writing); behind five, where the per-node queue holds 5 at a server,
-    // the server's count should have kept it near one door's p99, and does
-    // not: over 1.2x (1.87 here, 1.77 in `make bench-parts`), because a node
-    // hears a server's count only in its own answers, and what it heard last
-    // from a server it stopped sending to stays true for it (README).
+    // 10 % (the same p99 at the time of writing). Behind five, where the
+    // per-node queue holds 5 at a server, the server's count should have
+    // kept p99 near one door's, and does not: over 1.2x (1.87 here, 1.77 in
+    // `make bench-parts`), because a node hears a server's count only in its
+    // own answers, and what it heard last from a server it stopped sending
+    // to stays true for it (README).
     let params = Params::default();
     let all = scenarios::all(LENGTH);
     let closed = |name| {
