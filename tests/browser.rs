@@ -310,8 +310,8 @@ fn new_leader_shown_within_2s(browser: &Browser, cluster: &mut Cluster, leader: 
     );
     // The page must then show the leader the cluster agrees on. Not always
     // the one it first showed: a stall can bring another election soon after
-    // (a CI run on a loaded 2-core host: D won term 2, a follower heard
-    // nothing from it for 0.7 s and A won term 3), and the page follows.
+    // (a CI run on a loaded 2-core host: D won term 2, A's election timer
+    // ran out 0.73 s later and A won term 3), and the page follows.
     wait_for(
         "the page showing the cluster's leader",
         Duration::from_secs(10),
